@@ -1,0 +1,494 @@
+//! `agentctl`: the operator's command line for the agent HTTP API.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use agent::client::{ApiClient, ClientError};
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::Table as TextTable;
+use serde::Serialize;
+use shared::api::{CapacityRequest, CreateTableRequest, SchemaRequest, TableDescription};
+use shared::model::{Attribute, AttributeType, CapacityMode, TableStatus};
+
+#[derive(Parser)]
+#[command(name = "agentctl", version, about = "Operate a cluster of agents")]
+struct Cli {
+    /// HTTP endpoint of any agent.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENTCTL_ENDPOINT",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    endpoint: String,
+    /// Print JSON instead of human tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Tables: create, get, list, delete, scale, partitions, schema.
+    #[command(subcommand)]
+    Table(TableCmd),
+    /// Nodes of the cluster with their status and partitions.
+    Nodes,
+    /// The cluster as a whole.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Leader, voters, learners, term and commit index.
+    Status,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Provisioned,
+    OnDemand,
+}
+
+#[derive(clap::Args)]
+struct CapacityArgs {
+    /// Capacity mode.
+    #[arg(long, value_enum, default_value = "provisioned")]
+    mode: Mode,
+    /// Read capacity units (PROVISIONED).
+    #[arg(long)]
+    read_units: Option<u64>,
+    /// Write capacity units (PROVISIONED).
+    #[arg(long)]
+    write_units: Option<u64>,
+}
+
+#[derive(clap::Args)]
+struct WaitArgs {
+    /// Wait, showing progress, until the operation completes.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Subcommand)]
+enum TableCmd {
+    /// Create a table.
+    Create {
+        /// Table name (3-255 of A-Z a-z 0-9 _ . -).
+        name: String,
+        /// Partition key as NAME or NAME:TYPE (S, N or B; default S).
+        #[arg(long)]
+        partition_key: String,
+        /// Sort key as NAME or NAME:TYPE.
+        #[arg(long)]
+        sort_key: Option<String>,
+        /// More attributes as NAME:TYPE (repeatable).
+        #[arg(long = "attribute")]
+        attributes: Vec<String>,
+        #[command(flatten)]
+        capacity: CapacityArgs,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Describe a table.
+    Get {
+        /// Table name.
+        name: String,
+    },
+    /// List tables.
+    List,
+    /// Delete a table.
+    Delete {
+        /// Table name.
+        name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Change a table's capacity.
+    Scale {
+        /// Table name.
+        name: String,
+        #[command(flatten)]
+        capacity: CapacityArgs,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Partitions of a table: ranges, primary, replicas, epoch.
+    Partitions {
+        /// Table name.
+        name: String,
+    },
+    /// Show a schema version (the current one by default).
+    Schema {
+        /// Table name.
+        name: String,
+        /// Version number.
+        #[arg(long)]
+        version: Option<u32>,
+    },
+    /// Add a schema version; key attributes must keep their types.
+    SetSchema {
+        /// Table name.
+        name: String,
+        /// Attributes as NAME:TYPE (repeatable; must include the keys).
+        #[arg(long = "attribute", required = true)]
+        attributes: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = ApiClient::new(&cli.endpoint);
+    match run(&client, cli.json, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(client: &ApiClient, json: bool, command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Table(cmd) => run_table(client, json, cmd),
+        Cmd::Nodes => {
+            let cluster = client.cluster()?;
+            let cluster_id = cluster
+                .cluster_id
+                .ok_or_else(|| anyhow::anyhow!("the cluster has no id yet"))?;
+            let nodes = client.nodes(&cluster_id)?;
+            print(json, &nodes, || {
+                let mut t = text_table(&[
+                    "NODE",
+                    "ENDPOINT",
+                    "ZONE",
+                    "STATUS",
+                    "RAFT",
+                    "PARTITIONS",
+                    "PRIMARIES",
+                    "LAST HEARTBEAT",
+                ]);
+                for n in &nodes.nodes {
+                    t.add_row(vec![
+                        n.node_id.to_string(),
+                        n.endpoint.clone(),
+                        n.zone.clone(),
+                        format!("{:?}", n.status).to_uppercase(),
+                        n.raft_role.clone(),
+                        n.partitions_owned.to_string(),
+                        n.primaries_owned.to_string(),
+                        n.last_heartbeat_at.clone(),
+                    ]);
+                }
+                t.to_string()
+            })
+        }
+        Cmd::Cluster(ClusterCmd::Status) => {
+            let c = client.cluster()?;
+            print(json, &c, || {
+                let mut t = text_table(&["FIELD", "VALUE"]);
+                t.add_row(vec![
+                    "cluster".into(),
+                    c.cluster_id.clone().unwrap_or_default(),
+                ]);
+                let leader = match (&c.leader_id, &c.leader_endpoint) {
+                    (Some(id), Some(ep)) => format!("{id} ({ep})"),
+                    (Some(id), None) => id.to_string(),
+                    _ => "none".into(),
+                };
+                t.add_row(vec!["leader".into(), leader]);
+                t.add_row(vec!["voters".into(), join_ids(&c.voters)]);
+                t.add_row(vec!["learners".into(), join_ids(&c.learners)]);
+                t.add_row(vec!["term".into(), c.term.to_string()]);
+                t.add_row(vec!["commit index".into(), c.commit_index.to_string()]);
+                t.add_row(vec![
+                    format!("applied index (node {})", c.node_id),
+                    c.applied_index.to_string(),
+                ]);
+                t.to_string()
+            })
+        }
+    }
+}
+
+fn run_table(client: &ApiClient, json: bool, cmd: TableCmd) -> anyhow::Result<()> {
+    match cmd {
+        TableCmd::Create {
+            name,
+            partition_key,
+            sort_key,
+            attributes,
+            capacity,
+            wait,
+        } => {
+            let request = create_request(
+                name.clone(),
+                &partition_key,
+                sort_key.as_deref(),
+                &attributes,
+                &capacity,
+            )?;
+            let created = client.create_table(&request)?;
+            if !wait.wait {
+                return print(json, &created, || {
+                    format!("{} {}", created.table_arn, status_name(created.status))
+                });
+            }
+            let table = wait_for_status(client, &name, Some(TableStatus::Active), &wait)?;
+            print_table(json, table.as_ref())
+        }
+        TableCmd::Get { name } => print_table(json, Some(&client.get_table(&name)?)),
+        TableCmd::List => {
+            let list = client.list_tables()?;
+            print(json, &list, || tables_text(&list.tables))
+        }
+        TableCmd::Delete { name, wait } => {
+            let table = client.delete_table(&name)?;
+            if !wait.wait {
+                return print(json, &table, || {
+                    format!("{} {}", table.table_arn, status_name(table.status))
+                });
+            }
+            wait_for_status(client, &name, None, &wait)?;
+            print(
+                json,
+                &serde_json::json!({"table_name": name, "deleted": true}),
+                || format!("table {name} deleted"),
+            )
+        }
+        TableCmd::Scale {
+            name,
+            capacity,
+            wait,
+        } => {
+            let response = client.update_capacity(&name, &capacity_request(&capacity))?;
+            if !wait.wait {
+                return print(json, &response, || {
+                    format!(
+                        "{} (estimated {} s)",
+                        status_name(response.status),
+                        response.estimated_completion_seconds
+                    )
+                });
+            }
+            let table = wait_for_status(client, &name, Some(TableStatus::Active), &wait)?;
+            print_table(json, table.as_ref())
+        }
+        TableCmd::Partitions { name } => {
+            let parts = client.partitions(&name)?;
+            print(json, &parts, || {
+                let mut t = text_table(&[
+                    "PARTITION",
+                    "RANGE LOW",
+                    "RANGE HIGH",
+                    "PRIMARY",
+                    "REPLICAS",
+                    "EPOCH",
+                    "STATUS",
+                    "READY",
+                ]);
+                for p in &parts.partitions {
+                    t.add_row(vec![
+                        p.partition_id.to_string(),
+                        format!("{:#018x}", p.key_range_low),
+                        format!("{:#018x}", p.key_range_high),
+                        p.primary_node_id.to_string(),
+                        join_ids(&p.replica_node_ids),
+                        p.epoch.to_string(),
+                        format!("{:?}", p.status).to_uppercase(),
+                        p.ready.to_string(),
+                    ]);
+                }
+                t.to_string()
+            })
+        }
+        TableCmd::Schema { name, version } => {
+            let schema = client.get_schema(&name, version)?;
+            print(json, &schema, || schema_text(&schema))
+        }
+        TableCmd::SetSchema { name, attributes } => {
+            let attributes = attributes
+                .iter()
+                .map(|a| parse_attribute(a))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let schema = client.put_schema(&name, &SchemaRequest { attributes })?;
+            print(json, &schema, || schema_text(&schema))
+        }
+    }
+}
+
+fn create_request(
+    name: String,
+    partition_key: &str,
+    sort_key: Option<&str>,
+    extra: &[String],
+    capacity: &CapacityArgs,
+) -> anyhow::Result<CreateTableRequest> {
+    let pk = parse_attribute(partition_key)?;
+    let sk = sort_key.map(parse_attribute).transpose()?;
+    let mut attributes = vec![pk.clone()];
+    attributes.extend(sk.clone());
+    for a in extra {
+        attributes.push(parse_attribute(a)?);
+    }
+    Ok(CreateTableRequest {
+        table_name: name,
+        partition_key: pk.name,
+        sort_key: sk.map(|a| a.name),
+        capacity: capacity_request(capacity),
+        schema: SchemaRequest { attributes },
+    })
+}
+
+fn capacity_request(c: &CapacityArgs) -> CapacityRequest {
+    CapacityRequest {
+        mode: match c.mode {
+            Mode::Provisioned => CapacityMode::Provisioned,
+            Mode::OnDemand => CapacityMode::OnDemand,
+        },
+        read_units: c
+            .read_units
+            .or(matches!(c.mode, Mode::Provisioned).then_some(DEFAULT_UNITS)),
+        write_units: c
+            .write_units
+            .or(matches!(c.mode, Mode::Provisioned).then_some(DEFAULT_UNITS)),
+    }
+}
+
+/// Units assumed for a PROVISIONED dimension the operator did not give.
+const DEFAULT_UNITS: u64 = 5;
+
+/// Parses `NAME` or `NAME:TYPE` (TYPE as in the API: S, N, B, BOOL, ...).
+fn parse_attribute(text: &str) -> anyhow::Result<Attribute> {
+    let (name, ty) = text.split_once(':').unwrap_or((text, "S"));
+    let attr_type: AttributeType = serde_json::from_value(serde_json::Value::String(ty.to_uppercase()))
+        .map_err(|_| anyhow::anyhow!("unknown attribute type {ty:?} in {text:?} (use S, N, B, BOOL, NULL, SS, NS, BS, L or M)"))?;
+    Ok(Attribute {
+        name: name.to_string(),
+        attr_type,
+    })
+}
+
+/// Polls the table until it has `target` status (or is gone, for `None`), showing progress.
+fn wait_for_status(
+    client: &ApiClient,
+    name: &str,
+    target: Option<TableStatus>,
+    wait: &WaitArgs,
+) -> anyhow::Result<Option<TableDescription>> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let deadline = Instant::now() + Duration::from_secs(wait.timeout);
+    let result = loop {
+        match client.get_table(name) {
+            Ok(t) if Some(t.status) == target => break Ok(Some(t)),
+            Ok(t) => bar.set_message(format!(
+                "{name}: {} ({} partitions)",
+                status_name(t.status),
+                t.partition_count
+            )),
+            Err(ClientError::Api { status: 404, .. }) if target.is_none() => break Ok(None),
+            Err(e @ ClientError::Api { status: 404, .. }) => break Err(e.into()),
+            // 503 while a leader is elected, or a transient connection error: keep waiting.
+            Err(e) => bar.set_message(format!("{name}: waiting ({e})")),
+        }
+        if Instant::now() >= deadline {
+            break Err(anyhow::anyhow!(
+                "timed out after {} s waiting for {name}",
+                wait.timeout
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    bar.finish_and_clear();
+    result
+}
+
+fn print_table(json: bool, table: Option<&TableDescription>) -> anyhow::Result<()> {
+    match table {
+        Some(t) => print(json, t, || tables_text(std::slice::from_ref(t))),
+        None => Ok(()),
+    }
+}
+
+fn tables_text(tables: &[TableDescription]) -> String {
+    let mut t = text_table(&[
+        "TABLE",
+        "STATUS",
+        "PARTITIONS",
+        "MODE",
+        "RCU",
+        "WCU",
+        "KEYS",
+        "SCHEMA",
+        "CREATED",
+    ]);
+    for d in tables {
+        let keys = match &d.sort_key {
+            Some(sk) => format!("{} / {sk}", d.partition_key),
+            None => d.partition_key.clone(),
+        };
+        t.add_row(vec![
+            d.table_name.clone(),
+            status_name(d.status),
+            d.partition_count.to_string(),
+            format!("{:?}", d.capacity.mode).to_uppercase(),
+            d.capacity.read_units.to_string(),
+            d.capacity.write_units.to_string(),
+            keys,
+            d.schema_version.to_string(),
+            d.created_at.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+fn schema_text(schema: &shared::api::SchemaResponse) -> String {
+    let mut t = text_table(&["ATTRIBUTE", "TYPE"]);
+    for a in &schema.attributes {
+        let ty = serde_json::to_value(a.attr_type)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string));
+        t.add_row(vec![a.name.clone(), ty.unwrap_or_default()]);
+    }
+    format!(
+        "{} schema version {} ({})\n{t}",
+        schema.table_name, schema.version, schema.created_at
+    )
+}
+
+fn status_name(status: TableStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn join_ids(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn text_table(header: &[&str]) -> TextTable {
+    let mut t = TextTable::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header.to_vec());
+    t
+}
+
+fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    human: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", human());
+    }
+    Ok(())
+}

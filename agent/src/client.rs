@@ -1,0 +1,236 @@
+//! A blocking client of the HTTP API, used by `agentctl` and the tests.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use shared::api::{
+    CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, ErrorBody,
+    ListTablesResponse, NodesResponse, PartitionsResponse, SchemaRequest, SchemaResponse,
+    TableDescription, UpdateCapacityResponse,
+};
+
+/// Timeout of one HTTP request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error status and a JSON error body.
+    #[error("{code} ({status}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot reach {endpoint}: {reason}")]
+    Transport {
+        /// Endpoint.
+        endpoint: String,
+        /// Cause.
+        reason: String,
+    },
+    /// The server's answer was not what the API promises.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client of one agent's HTTP API.
+#[derive(Clone)]
+pub struct ApiClient {
+    endpoint: String,
+    agent: ureq::Agent,
+}
+
+/// HTTP methods the API uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// GET.
+    Get,
+    /// POST.
+    Post,
+    /// PUT.
+    Put,
+    /// DELETE.
+    Delete,
+}
+
+impl ApiClient {
+    /// A client of the agent at `endpoint` (e.g. `http://127.0.0.1:7070`).
+    pub fn new(endpoint: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .build()
+            .into();
+        ApiClient {
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            agent,
+        }
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends a raw request and returns the status and body text.
+    pub fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), ClientError> {
+        let url = format!("{}{}", self.endpoint, path);
+        let result = match (method, body) {
+            (Method::Get, _) => self.agent.get(&url).call(),
+            (Method::Delete, _) => self.agent.delete(&url).call(),
+            (Method::Post, b) => self
+                .agent
+                .post(&url)
+                .content_type("application/json")
+                .send(b.unwrap_or("")),
+            (Method::Put, b) => self
+                .agent
+                .put(&url)
+                .content_type("application/json")
+                .send(b.unwrap_or("")),
+        };
+        let mut response = result.map_err(|e| ClientError::Transport {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok((status, text))
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let json = body
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        let (status, text) = self.raw(method, path, json.as_deref())?;
+        if (200..300).contains(&status) {
+            return serde_json::from_str(&text)
+                .map_err(|e| ClientError::Decode(format!("{e}: {text}")));
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(body) => Err(ClientError::Api {
+                status,
+                code: body.error.code,
+                message: body.error.message,
+            }),
+            Err(_) => Err(ClientError::Decode(format!("status {status}: {text}"))),
+        }
+    }
+
+    /// `POST /tables`.
+    pub fn create_table(
+        &self,
+        request: &CreateTableRequest,
+    ) -> Result<CreateTableResponse, ClientError> {
+        self.call(Method::Post, "/tables", Some(request))
+    }
+
+    /// `GET /tables/{name}`.
+    pub fn get_table(&self, name: &str) -> Result<TableDescription, ClientError> {
+        self.call(Method::Get, &format!("/tables/{name}"), None::<&()>)
+    }
+
+    /// `GET /tables`.
+    pub fn list_tables(&self) -> Result<ListTablesResponse, ClientError> {
+        self.call(Method::Get, "/tables", None::<&()>)
+    }
+
+    /// `DELETE /tables/{name}`.
+    pub fn delete_table(&self, name: &str) -> Result<TableDescription, ClientError> {
+        self.call(Method::Delete, &format!("/tables/{name}"), None::<&()>)
+    }
+
+    /// `PUT /tables/{name}/capacity`.
+    pub fn update_capacity(
+        &self,
+        name: &str,
+        capacity: &CapacityRequest,
+    ) -> Result<UpdateCapacityResponse, ClientError> {
+        self.call(
+            Method::Put,
+            &format!("/tables/{name}/capacity"),
+            Some(capacity),
+        )
+    }
+
+    /// `PUT /tables/{name}/schema`.
+    pub fn put_schema(
+        &self,
+        name: &str,
+        schema: &SchemaRequest,
+    ) -> Result<SchemaResponse, ClientError> {
+        self.call(Method::Put, &format!("/tables/{name}/schema"), Some(schema))
+    }
+
+    /// `GET /tables/{name}/schema[?version=N]`.
+    pub fn get_schema(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<SchemaResponse, ClientError> {
+        let query = version.map(|v| format!("?version={v}")).unwrap_or_default();
+        self.call(
+            Method::Get,
+            &format!("/tables/{name}/schema{query}"),
+            None::<&()>,
+        )
+    }
+
+    /// `GET /tables/{name}/partitions`.
+    pub fn partitions(&self, name: &str) -> Result<PartitionsResponse, ClientError> {
+        self.call(
+            Method::Get,
+            &format!("/tables/{name}/partitions"),
+            None::<&()>,
+        )
+    }
+
+    /// `GET /cluster`.
+    pub fn cluster(&self) -> Result<ClusterResponse, ClientError> {
+        self.call(Method::Get, "/cluster", None::<&()>)
+    }
+
+    /// `GET /clusters/{id}/nodes`.
+    pub fn nodes(&self, cluster_id: &str) -> Result<NodesResponse, ClientError> {
+        self.call(
+            Method::Get,
+            &format!("/clusters/{cluster_id}/nodes"),
+            None::<&()>,
+        )
+    }
+
+    /// Whether `GET /healthz` answers 200.
+    pub fn healthy(&self) -> bool {
+        matches!(self.raw(Method::Get, "/healthz", None), Ok((200, _)))
+    }
+}

@@ -1,0 +1,356 @@
+//! The agent's configuration file: parsed with unknown fields rejected, then validated.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shared::placement::{PlacementConfig, VoterConfig};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("cannot parse {path}: {source}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole agent configuration (see `config.example.toml` for every field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This agent's id, unique in the cluster, never 0.
+    pub node_id: u64,
+    /// Availability zone ("" when zones are not used).
+    #[serde(default)]
+    pub zone: String,
+    /// Directory holding the metadata log, state machine snapshot and partition data.
+    pub data_dir: PathBuf,
+    /// Cluster id given to a new cluster at bootstrap.
+    #[serde(default = "default_cluster_name")]
+    pub cluster_name: String,
+    /// Whether this agent initialises a new single-voter cluster when its data dir is empty.
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// Peer (QUIC) addresses of agents to join through.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Listen and advertised addresses.
+    pub listen: ListenConfig,
+    /// Certificate files for mutual TLS between agents.
+    pub tls: TlsConfig,
+    /// Raft timing and log compaction.
+    #[serde(default)]
+    pub raft: RaftConfig,
+    /// Partition placement.
+    #[serde(default)]
+    pub placement: PlacementSection,
+    /// Voter set management.
+    #[serde(default)]
+    pub voters: VotersSection,
+    /// Leader-only controllers and agent reconcilers.
+    #[serde(default)]
+    pub controllers: ControllersConfig,
+    /// HTTP API.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+fn default_cluster_name() -> String {
+    "local".to_string()
+}
+
+/// Listen and advertised addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// QUIC listen address for Raft and other peer traffic.
+    pub peer: SocketAddr,
+    /// HTTP listen address for the API.
+    pub http: SocketAddr,
+    /// Peer address other agents use to reach this one (defaults to `peer`).
+    #[serde(default)]
+    pub advertise_peer: Option<String>,
+    /// HTTP endpoint clients use to reach this agent (defaults to `http://{http}`).
+    #[serde(default)]
+    pub advertise_http: Option<String>,
+}
+
+/// Paths of the PEM files for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Cluster CA certificate.
+    pub ca_cert: PathBuf,
+    /// This node's certificate, signed by the cluster CA.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// Raft timing and compaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftConfig {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many applied entries.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the last snapshot (for lagging followers).
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Timeout of one peer RPC.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_logs_since_last: 5000,
+            max_in_snapshot_log_to_keep: 1000,
+            rpc_timeout_ms: 2000,
+        }
+    }
+}
+
+/// Partition placement settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementSection {
+    /// Replicas per partition (primary included).
+    pub replication_factor: usize,
+    /// One partition per this many write units.
+    pub write_units_per_partition: u64,
+    /// One partition per this many read units.
+    pub read_units_per_partition: u64,
+    /// Partitions of a new ON_DEMAND table.
+    pub on_demand_initial_partitions: u32,
+    /// Upper bound on partitions of one table.
+    pub max_partitions_per_table: u32,
+}
+
+impl Default for PlacementSection {
+    fn default() -> Self {
+        let d = PlacementConfig::default();
+        PlacementSection {
+            replication_factor: d.replication_factor,
+            write_units_per_partition: d.write_units_per_partition,
+            read_units_per_partition: d.read_units_per_partition,
+            on_demand_initial_partitions: d.on_demand_initial_partitions,
+            max_partitions_per_table: d.max_partitions_per_table,
+        }
+    }
+}
+
+/// Voter set settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VotersSection {
+    /// Voters while the cluster is small.
+    pub voters_small: usize,
+    /// Voters once the cluster has at least `large_cluster_min_nodes` nodes.
+    pub voters_large: usize,
+    /// Node count from which `voters_large` applies.
+    pub large_cluster_min_nodes: usize,
+    /// A learner is promoted only when its log is within this many entries of the leader's.
+    pub promote_max_lag_entries: u64,
+}
+
+impl Default for VotersSection {
+    fn default() -> Self {
+        let d = VoterConfig::default();
+        VotersSection {
+            voters_small: d.voters_small,
+            voters_large: d.voters_large,
+            large_cluster_min_nodes: d.large_cluster_min_nodes,
+            promote_max_lag_entries: 100,
+        }
+    }
+}
+
+/// Controller and reconciler settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllersConfig {
+    /// Period of the controllers' safety re-check (they also wake on every apply).
+    pub tick_interval_ms: u64,
+    /// A DELETING table is purged after this long even if a node never released its storage
+    /// (that node drops the orphaned storage when it next reconciles).
+    pub delete_release_timeout_ms: u64,
+    /// Pause between attempts to join the cluster through the seeds.
+    pub join_retry_interval_ms: u64,
+}
+
+impl Default for ControllersConfig {
+    fn default() -> Self {
+        ControllersConfig {
+            tick_interval_ms: 500,
+            delete_release_timeout_ms: 10_000,
+            join_retry_interval_ms: 500,
+        }
+    }
+}
+
+/// HTTP API settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long a request may wait for the leader (forwarding, read index) before 503.
+    pub leader_wait_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+            leader_wait_ms: 3000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and consistency of the values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.node_id == 0 {
+            return bad("node_id must be at least 1");
+        }
+        if !self.bootstrap && self.seeds.is_empty() {
+            return bad("an agent that does not bootstrap needs at least one seed");
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return bad("raft.election_timeout_min_ms must exceed raft.heartbeat_interval_ms > 0");
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return bad("raft.election_timeout_max_ms must exceed raft.election_timeout_min_ms");
+        }
+        if r.snapshot_logs_since_last == 0 || r.rpc_timeout_ms == 0 {
+            return bad("raft.snapshot_logs_since_last and raft.rpc_timeout_ms must be positive");
+        }
+        let p = &self.placement;
+        if p.replication_factor == 0 || p.write_units_per_partition == 0 {
+            return bad("placement.replication_factor and units per partition must be positive");
+        }
+        if p.read_units_per_partition == 0 || p.on_demand_initial_partitions == 0 {
+            return bad("placement units per partition and initial partitions must be positive");
+        }
+        if p.max_partitions_per_table == 0 {
+            return bad("placement.max_partitions_per_table must be positive");
+        }
+        let v = &self.voters;
+        if v.voters_small == 0 || v.voters_large < v.voters_small {
+            return bad("voters.voters_small must be positive and at most voters.voters_large");
+        }
+        if self.http.max_body_bytes == 0 || self.http.leader_wait_ms == 0 {
+            return bad("http.max_body_bytes and http.leader_wait_ms must be positive");
+        }
+        Ok(())
+    }
+
+    /// Peer address advertised to other agents.
+    pub fn advertised_peer(&self) -> String {
+        self.listen
+            .advertise_peer
+            .clone()
+            .unwrap_or_else(|| self.listen.peer.to_string())
+    }
+
+    /// HTTP endpoint advertised to clients.
+    pub fn advertised_http(&self) -> String {
+        self.listen
+            .advertise_http
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen.http))
+    }
+
+    /// Placement settings for the pure planner.
+    pub fn placement_config(&self) -> PlacementConfig {
+        let p = &self.placement;
+        PlacementConfig {
+            replication_factor: p.replication_factor,
+            write_units_per_partition: p.write_units_per_partition,
+            read_units_per_partition: p.read_units_per_partition,
+            on_demand_initial_partitions: p.on_demand_initial_partitions,
+            max_partitions_per_table: p.max_partitions_per_table,
+        }
+    }
+
+    /// Voter settings for the pure planner.
+    pub fn voter_config(&self) -> VoterConfig {
+        VoterConfig {
+            voters_small: self.voters.voters_small,
+            voters_large: self.voters.voters_large,
+            large_cluster_min_nodes: self.voters.large_cluster_min_nodes,
+        }
+    }
+
+    /// Tick of the controllers.
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.controllers.tick_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.toml");
+        let config = Config::load(&path).expect("config.example.toml must be valid");
+        assert_eq!(
+            config.raft,
+            RaftConfig::default(),
+            "example documents the defaults"
+        );
+        assert_eq!(config.placement, PlacementSection::default());
+        assert_eq!(config.voters, VotersSection::default());
+        assert_eq!(config.controllers, ControllersConfig::default());
+        assert_eq!(config.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = "node_id = 1\ndata_dir = \"/x\"\nbogus = 3\n";
+        assert!(toml::from_str::<Config>(text).is_err());
+    }
+}

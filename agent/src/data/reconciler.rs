@@ -1,0 +1,107 @@
+//! Reconciler: makes this agent's partition storage match what the metadata assigns to
+//! it (allocate, release, drop orphans) and reports what it did back through Raft.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shared::command::MetaCommand;
+use shared::lifecycle::{ReconcilePlan, reconcile_plan};
+use shared::model::NodeId;
+
+use crate::data::store::PartitionStore;
+use crate::meta::state_machine::StateHandle;
+use crate::node::meta_client::MetaClient;
+
+/// Reconciles the local partitions of one agent.
+pub struct Reconciler {
+    node_id: NodeId,
+    store: Arc<PartitionStore>,
+    state: StateHandle,
+    meta: Arc<MetaClient>,
+    caught_up: Arc<AtomicBool>,
+}
+
+impl Reconciler {
+    /// Creates the reconciler; orphans are dropped only once `caught_up` is set.
+    pub fn new(
+        node_id: NodeId,
+        store: Arc<PartitionStore>,
+        state: StateHandle,
+        meta: Arc<MetaClient>,
+        caught_up: Arc<AtomicBool>,
+    ) -> Self {
+        Reconciler {
+            node_id,
+            store,
+            state,
+            meta,
+            caught_up,
+        }
+    }
+
+    /// Reconciles on every applied entry and every `tick`. Never returns.
+    pub async fn run(self, tick: Duration) {
+        let mut applied = self.state.subscribe();
+        loop {
+            if let Err(e) = self.step().await {
+                tracing::warn!(error = %e, "reconcile step failed; will retry");
+            }
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    /// One pass: plan, act on local storage, report.
+    pub async fn step(&self) -> anyhow::Result<()> {
+        let local = self.store.list()?;
+        let orphans = self.caught_up.load(Ordering::Acquire);
+        let plan = self
+            .state
+            .read(|s| reconcile_plan(s, self.node_id, &local, orphans));
+        if plan.is_empty() {
+            return Ok(());
+        }
+        self.apply_locally(&plan)?;
+        self.report(plan).await
+    }
+
+    fn apply_locally(&self, plan: &ReconcilePlan) -> anyhow::Result<()> {
+        if !plan.allocate.is_empty() {
+            self.store.allocate(&plan.allocate)?;
+            tracing::info!(partitions = ?plan.allocate, "allocated partition storage");
+        }
+        let mut drop: Vec<_> = plan
+            .release
+            .iter()
+            .chain(&plan.drop_orphans)
+            .copied()
+            .collect();
+        drop.retain(|p| !plan.allocate.contains(p));
+        if !drop.is_empty() {
+            self.store.drop_partitions(&drop)?;
+            tracing::info!(partitions = ?drop, "released partition storage");
+        }
+        Ok(())
+    }
+
+    async fn report(&self, plan: ReconcilePlan) -> anyhow::Result<()> {
+        if !plan.report_ready.is_empty() {
+            let cmd = MetaCommand::PartitionsReady {
+                node_id: self.node_id,
+                partition_ids: plan.report_ready,
+            };
+            self.meta.propose(cmd).await?.ok();
+        }
+        if !plan.release.is_empty() {
+            let cmd = MetaCommand::PartitionsReleased {
+                node_id: self.node_id,
+                partition_ids: plan.release,
+            };
+            self.meta.propose(cmd).await?.ok();
+        }
+        Ok(())
+    }
+}

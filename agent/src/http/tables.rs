@@ -1,0 +1,240 @@
+//! Table lifecycle endpoints.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use shared::api::{
+    CreateTableRequest, CreateTableResponse, ListTablesResponse, PartitionDescription,
+    PartitionsResponse, PutSchemaRequest, SchemaResponse, TableDescription, UpdateCapacityRequest,
+    UpdateCapacityResponse, format_millis, table_arn,
+};
+use shared::command::{MetaCommand, MetaOutcome};
+use shared::lifecycle::estimate_scaling_seconds;
+use shared::model::{Table, TableStatus};
+use shared::state::MetaState;
+use shared::validate::validate_table_name;
+
+use crate::http::error::ApiError;
+use crate::http::{AppState, parse_json};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn cluster_id(s: &MetaState) -> String {
+    s.cluster_id().unwrap_or("unknown").to_string()
+}
+
+fn describe_table(s: &MetaState, t: &Table) -> TableDescription {
+    TableDescription {
+        table_arn: table_arn(&cluster_id(s), &t.table_name),
+        table_name: t.table_name.clone(),
+        status: t.status,
+        partition_count: s.partitions_of(t.table_id).len() as u64,
+        capacity: t.capacity,
+        partition_key: t.partition_key.clone(),
+        sort_key: t.sort_key.clone(),
+        schema_version: t.schema_version_id,
+        created_at: format_millis(t.created_at_ms),
+    }
+}
+
+/// Validates the name in the path so a bad name is a 400, not a misleading 404.
+fn checked_name(name: &str) -> ApiResult<()> {
+    validate_table_name(name).map_err(ApiError::from)
+}
+
+/// `POST /tables`: records the table as CREATING and returns at once.
+pub async fn create(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<CreateTableResponse>)> {
+    let request: CreateTableRequest = parse_json(&body)?;
+    let spec = request.into_spec()?;
+    let name = spec.table_name.clone();
+    let cmd = MetaCommand::CreateTable {
+        spec,
+        now_ms: (app.clock)(),
+    };
+    match app.meta.propose(cmd).await?? {
+        MetaOutcome::TableCreated { .. } => {}
+        other => {
+            return Err(ApiError::unavailable(format!(
+                "unexpected outcome {other:?}"
+            )));
+        }
+    }
+    let arn = app.state.read(|s| table_arn(&cluster_id(s), &name));
+    let response = CreateTableResponse {
+        table_arn: arn,
+        status: TableStatus::Creating,
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// `GET /tables`: every table, linearizable.
+pub async fn list(State(app): State<AppState>) -> ApiResult<Json<ListTablesResponse>> {
+    app.meta.linearizable_barrier().await?;
+    let tables = app
+        .state
+        .read(|s| s.tables().map(|t| describe_table(s, t)).collect());
+    Ok(Json(ListTablesResponse { tables }))
+}
+
+/// `GET /tables/{name}`, linearizable.
+pub async fn describe(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TableDescription>> {
+    checked_name(&name)?;
+    app.meta.linearizable_barrier().await?;
+    app.state
+        .read(|s| s.table_by_name(&name).map(|t| describe_table(s, t)))
+        .map(Json)
+        .ok_or_else(|| ApiError::table_not_found(&name))
+}
+
+/// `DELETE /tables/{name}`: 202, the table goes DELETING and is removed once released.
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<(StatusCode, Json<TableDescription>)> {
+    checked_name(&name)?;
+    let cmd = MetaCommand::DeleteTable {
+        table_name: name.clone(),
+        now_ms: (app.clock)(),
+    };
+    app.meta.propose(cmd).await??;
+    let description = app
+        .state
+        .read(|s| s.table_by_name(&name).map(|t| describe_table(s, t)))
+        .ok_or_else(|| ApiError::table_not_found(&name))?;
+    Ok((StatusCode::ACCEPTED, Json(description)))
+}
+
+/// `PUT /tables/{name}/capacity`: records the new capacity; the table is SCALING until done.
+pub async fn update_capacity(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<UpdateCapacityResponse>)> {
+    checked_name(&name)?;
+    let request: UpdateCapacityRequest = parse_json(&body)?;
+    let capacity = request.to_capacity()?;
+    let cmd = MetaCommand::UpdateCapacity {
+        table_name: name.clone(),
+        capacity,
+        now_ms: (app.clock)(),
+    };
+    app.meta.propose(cmd).await??;
+    // Splits and merges toward the new partition count come with the Scaler; until then
+    // the partition count stays and the estimate covers only recording the change.
+    let current = app.state.read(|s| {
+        s.table_by_name(&name)
+            .map(|t| s.partitions_of(t.table_id).len() as u32)
+    });
+    let current = current.unwrap_or(0);
+    let response = UpdateCapacityResponse {
+        status: TableStatus::Scaling,
+        estimated_completion_seconds: estimate_scaling_seconds(current, current),
+    };
+    Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// `?version=N` of `GET /tables/{name}/schema`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaQuery {
+    version: Option<u32>,
+}
+
+/// `GET /tables/{name}/schema[?version=N]`, linearizable.
+pub async fn get_schema(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<SchemaQuery>,
+) -> ApiResult<Json<SchemaResponse>> {
+    checked_name(&name)?;
+    app.meta.linearizable_barrier().await?;
+    app.state.read(|s| {
+        let table = s
+            .table_by_name(&name)
+            .ok_or_else(|| ApiError::table_not_found(&name))?;
+        let version = query.version.unwrap_or(table.schema_version_id);
+        let schema = s.schema(table.table_id, version).ok_or_else(|| {
+            ApiError::not_found(
+                "SchemaVersionNotFound",
+                format!("table {name} has no schema version {version}"),
+            )
+        })?;
+        Ok(Json(SchemaResponse {
+            table_name: name.clone(),
+            version: schema.version,
+            attributes: schema.attributes.clone(),
+            created_at: format_millis(schema.created_at_ms),
+        }))
+    })
+}
+
+/// `PUT /tables/{name}/schema`: a new immutable version when compatible.
+pub async fn put_schema(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<SchemaResponse>)> {
+    checked_name(&name)?;
+    let request: PutSchemaRequest = parse_json(&body)?;
+    let now_ms = (app.clock)();
+    let cmd = MetaCommand::AddSchemaVersion {
+        table_name: name.clone(),
+        attributes: request.attributes.clone(),
+        now_ms,
+    };
+    let version = match app.meta.propose(cmd).await?? {
+        MetaOutcome::SchemaVersionAdded { version } => version,
+        other => {
+            return Err(ApiError::unavailable(format!(
+                "unexpected outcome {other:?}"
+            )));
+        }
+    };
+    let response = SchemaResponse {
+        table_name: name,
+        version,
+        attributes: request.attributes,
+        created_at: format_millis(now_ms),
+    };
+    Ok((StatusCode::CREATED, Json(response)))
+}
+
+/// `GET /tables/{name}/partitions`, linearizable.
+pub async fn partitions(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<PartitionsResponse>> {
+    checked_name(&name)?;
+    app.meta.linearizable_barrier().await?;
+    app.state.read(|s| {
+        let table = s
+            .table_by_name(&name)
+            .ok_or_else(|| ApiError::table_not_found(&name))?;
+        let partitions = s
+            .partitions_of(table.table_id)
+            .into_iter()
+            .map(|p| PartitionDescription {
+                partition_id: p.partition_id,
+                key_range_low: p.range.low,
+                key_range_high: p.range.high,
+                primary_node_id: p.primary_node_id,
+                replica_node_ids: p.replica_node_ids.clone(),
+                epoch: p.epoch,
+                status: p.status,
+                ready: p.is_ready(),
+            })
+            .collect();
+        Ok(Json(PartitionsResponse {
+            table_name: name.clone(),
+            partitions,
+        }))
+    })
+}

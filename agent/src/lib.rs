@@ -1,0 +1,11 @@
+//! The agent daemon and `agentctl`: all IO around the pure core in `shared`.
+
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod data;
+pub mod dev;
+pub mod http;
+pub mod meta;
+pub mod node;
+pub mod transport;

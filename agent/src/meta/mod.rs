@@ -1,0 +1,17 @@
+//! The Raft metadata store: openraft types, the redb-backed log and state machine, and the
+//! peer network that carries Raft RPCs over the agent transport.
+
+pub mod log_store;
+pub mod network;
+pub mod rpc;
+pub mod state_machine;
+pub mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use log_store::{LogReader, LogStore};
+pub use network::{PeerNetwork, PeerNetworkFactory};
+pub use rpc::{ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request};
+pub use state_machine::{StateHandle, StateMachineStore};
+pub use types::{Raft, StoreError, TypeConfig};

@@ -1,0 +1,122 @@
+//! Messages between agents' metadata stores, postcard-encoded over the peer transport.
+//!
+//! All openraft types carried here (requests, responses, `RaftError`, `InstallSnapshotError`)
+//! derive serde with openraft's `serde` feature, use no `deserialize_any`-style attributes, and
+//! round-trip through postcard (see the tests), so no mapping to our own forms is needed.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use shared::command::{MetaCommand, MetaResult};
+
+use super::types::{NodeId, Raft, TypeConfig};
+
+/// A request from one agent's metadata store to another's.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    /// Raft log replication and heartbeat.
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    /// Raft election vote.
+    Vote(VoteRequest<NodeId>),
+    /// One chunk of a snapshot sent by the leader.
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A follower forwards a command to the leader.
+    ClientWrite(MetaCommand),
+    /// A follower asks the leader for a linearizable read index.
+    ReadIndex,
+    /// A new agent asks to be added to the cluster as a learner.
+    Join(JoinRequest),
+}
+
+/// An agent's request to join the metadata cluster as a learner.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct JoinRequest {
+    /// The agent's node id (also its Raft node id).
+    pub node_id: NodeId,
+    /// QUIC peer address "host:port".
+    pub peer_addr: String,
+    /// HTTP endpoint.
+    pub endpoint: String,
+    /// Zone.
+    pub zone: String,
+    /// Incarnation (boot time or later).
+    pub incarnation: u64,
+}
+
+/// Why a forwarded request was not served by the peer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    /// The peer is not the leader; it names the leader it knows of, if any.
+    #[error("not the leader (leader: {leader_id:?} at {leader_addr:?})")]
+    NotLeader {
+        /// Known leader id.
+        leader_id: Option<NodeId>,
+        /// Known leader's peer address.
+        leader_addr: Option<String>,
+    },
+    /// The peer could not serve the request right now.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The answer to a [`PeerRequest`], in the same variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    /// Answer to `AppendEntries`.
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to `Vote`.
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    /// Answer to `InstallSnapshot`.
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    /// Answer to `ClientWrite`: the command's result once committed and applied.
+    ClientWrite(Result<MetaResult, ForwardError>),
+    /// Answer to `ReadIndex`: the log index to wait for before reading locally.
+    ReadIndex(Result<u64, ForwardError>),
+    /// Answer to `Join`.
+    Join(Result<(), ForwardError>),
+    /// The request could not be decoded.
+    BadRequest(String),
+}
+
+impl PeerRequest {
+    /// Encodes the request with postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// Decodes a request encoded by [`PeerRequest::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+impl PeerResponse {
+    /// Encodes the response with postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    /// Decodes a response encoded by [`PeerResponse::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// Serves the three Raft RPCs on `raft`; returns `None` for the other (forwarded) requests.
+pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerResponse> {
+    match req {
+        PeerRequest::AppendEntries(rpc) => {
+            Some(PeerResponse::AppendEntries(raft.append_entries(rpc).await))
+        }
+        PeerRequest::Vote(rpc) => Some(PeerResponse::Vote(raft.vote(rpc).await)),
+        PeerRequest::InstallSnapshot(rpc) => Some(PeerResponse::InstallSnapshot(
+            raft.install_snapshot(rpc).await,
+        )),
+        PeerRequest::ClientWrite(_) | PeerRequest::ReadIndex | PeerRequest::Join(_) => None,
+    }
+}

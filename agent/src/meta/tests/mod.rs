@@ -1,0 +1,7 @@
+//! Tests of the metadata store: openraft's conformance suite, restart recovery, wire codec,
+//! and in-process clusters over an in-memory transport.
+
+mod cluster;
+mod codec;
+mod store;
+mod support;

@@ -1,0 +1,259 @@
+//! Proposing commands and reading linearizably from any agent: on the leader directly,
+//! elsewhere forwarded to the leader over the peer transport.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use shared::command::{MetaCommand, MetaResult};
+use shared::model::NodeId;
+use tokio::time::Instant;
+
+use crate::meta::rpc::{ForwardError, PeerRequest, PeerResponse};
+use crate::meta::state_machine::StateHandle;
+use crate::meta::types::Raft;
+use crate::transport::{RpcClient, TransportError};
+
+/// Pause before asking again when no leader is known.
+const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Why a proposal or read barrier did not complete. Maps to 503 at the API edge.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MetaClientError {
+    /// No leader answered within the wait budget; the command was not applied.
+    #[error("no metadata leader reachable: {0}")]
+    NoLeader(String),
+    /// The leader was reached but the outcome is unknown (the command may have applied).
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+}
+
+/// Proposes commands to the metadata store and runs linearizable read barriers.
+pub struct MetaClient {
+    node_id: NodeId,
+    raft: Raft,
+    state: StateHandle,
+    peers: Arc<dyn RpcClient>,
+    leader_wait: Duration,
+}
+
+/// Where the current leader is, as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaderRoute {
+    /// This node leads.
+    Local,
+    /// Another node leads, reachable at this peer address.
+    Remote(NodeId, String),
+    /// No leader is known.
+    Unknown,
+}
+
+impl MetaClient {
+    /// Creates a client for this node.
+    pub fn new(
+        node_id: NodeId,
+        raft: Raft,
+        state: StateHandle,
+        peers: Arc<dyn RpcClient>,
+        leader_wait: Duration,
+    ) -> Self {
+        MetaClient {
+            node_id,
+            raft,
+            state,
+            peers,
+            leader_wait,
+        }
+    }
+
+    /// This node's Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The current leader as seen in this node's Raft metrics.
+    pub fn leader(&self) -> LeaderRoute {
+        let metrics = self.raft.metrics().borrow().clone();
+        match metrics.current_leader {
+            Some(id) if id == self.node_id => LeaderRoute::Local,
+            Some(id) => match metrics.membership_config.membership().get_node(&id) {
+                Some(node) => LeaderRoute::Remote(id, node.addr.clone()),
+                None => LeaderRoute::Unknown,
+            },
+            None => LeaderRoute::Unknown,
+        }
+    }
+
+    /// Commits `cmd` through the leader and returns the state machine's result.
+    pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
+        let deadline = Instant::now() + self.leader_wait;
+        let mut last = String::from("no leader elected");
+        loop {
+            let attempt = match self.leader() {
+                LeaderRoute::Local => self.propose_local(&cmd).await,
+                LeaderRoute::Remote(_, addr) => self.propose_remote(&addr, &cmd).await,
+                LeaderRoute::Unknown => Err(Retry(last.clone())),
+            };
+            match attempt {
+                Ok(result) => return result,
+                Err(Retry(why)) => last = why,
+            }
+            if Instant::now() >= deadline {
+                return Err(MetaClientError::NoLeader(last));
+            }
+            tokio::time::sleep(NO_LEADER_BACKOFF).await;
+        }
+    }
+
+    async fn propose_local(
+        &self,
+        cmd: &MetaCommand,
+    ) -> Result<Result<MetaResult, MetaClientError>, Retry> {
+        match self.raft.client_write(cmd.clone()).await {
+            Ok(resp) => Ok(Ok(resp.data)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Retry(format!("leadership moved to {:?}", f.leader_id)))
+            }
+            Err(e) => Ok(Err(MetaClientError::Unknown(e.to_string()))),
+        }
+    }
+
+    async fn propose_remote(
+        &self,
+        addr: &str,
+        cmd: &MetaCommand,
+    ) -> Result<Result<MetaResult, MetaClientError>, Retry> {
+        let reply = match self
+            .call(addr, &PeerRequest::ClientWrite(cmd.clone()))
+            .await
+        {
+            Ok(reply) => reply,
+            Err(CallError::NotDelivered(why)) => return Err(Retry(why)),
+            // Retrying could apply the command twice: the caller learns the outcome is unknown.
+            Err(CallError::MaybeDelivered(why)) => return Ok(Err(MetaClientError::Unknown(why))),
+        };
+        match reply {
+            PeerResponse::ClientWrite(Ok(result)) => Ok(Ok(result)),
+            PeerResponse::ClientWrite(Err(ForwardError::NotLeader { .. })) => {
+                Err(Retry(format!("{addr} is no longer leader")))
+            }
+            PeerResponse::ClientWrite(Err(ForwardError::Unavailable(why))) => {
+                Ok(Err(MetaClientError::Unknown(why)))
+            }
+            other => Ok(Err(MetaClientError::Unknown(format!(
+                "unexpected reply {}",
+                variant_name(&other)
+            )))),
+        }
+    }
+
+    /// The leader's commit index, after the leader confirmed its leadership with a quorum.
+    pub async fn read_index(&self) -> Result<u64, MetaClientError> {
+        let deadline = Instant::now() + self.leader_wait;
+        let mut last = String::from("no leader elected");
+        loop {
+            let attempt = match self.leader() {
+                LeaderRoute::Local => self.read_index_local().await,
+                LeaderRoute::Remote(_, addr) => self.read_index_remote(&addr).await,
+                LeaderRoute::Unknown => Err(Retry(last.clone())),
+            };
+            match attempt {
+                Ok(index) => return Ok(index),
+                Err(Retry(why)) => last = why,
+            }
+            if Instant::now() >= deadline {
+                return Err(MetaClientError::NoLeader(last));
+            }
+            tokio::time::sleep(NO_LEADER_BACKOFF).await;
+        }
+    }
+
+    async fn read_index_local(&self) -> Result<u64, Retry> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                Err(Retry("leadership moved".into()))
+            }
+            Err(e) => Err(Retry(e.to_string())),
+        }
+    }
+
+    async fn read_index_remote(&self, addr: &str) -> Result<u64, Retry> {
+        // Reads are harmless to repeat, whatever happened to the previous attempt.
+        let reply = self
+            .call(addr, &PeerRequest::ReadIndex)
+            .await
+            .map_err(|e| Retry(e.reason()))?;
+        match reply {
+            PeerResponse::ReadIndex(Ok(index)) => Ok(index),
+            PeerResponse::ReadIndex(Err(e)) => Err(Retry(e.to_string())),
+            other => Err(Retry(format!("unexpected reply {}", variant_name(&other)))),
+        }
+    }
+
+    /// Waits until this node's state machine reflects every write committed before the
+    /// call (read index through the leader), so a following local read is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<(), MetaClientError> {
+        let index = self.read_index().await?;
+        self.wait_applied(index).await
+    }
+
+    /// Waits until the local state machine has applied `index`.
+    pub async fn wait_applied(&self, index: u64) -> Result<(), MetaClientError> {
+        let mut rx = self.state.subscribe();
+        let waited =
+            tokio::time::timeout(self.leader_wait, rx.wait_for(|&applied| applied >= index)).await;
+        match waited {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(MetaClientError::NoLeader(format!(
+                "local replica did not reach index {index} in time"
+            ))),
+        }
+    }
+
+    async fn call(&self, addr: &str, req: &PeerRequest) -> Result<PeerResponse, CallError> {
+        let bytes = postcard::to_stdvec(req).map_err(|e| CallError::NotDelivered(e.to_string()))?;
+        match self.peers.call(addr, bytes).await {
+            Ok(reply) => postcard::from_bytes(&reply)
+                .map_err(|e| CallError::MaybeDelivered(format!("bad reply from {addr}: {e}"))),
+            Err(e @ TransportError::Connect { .. }) => Err(CallError::NotDelivered(e.to_string())),
+            Err(e) => Err(CallError::MaybeDelivered(e.to_string())),
+        }
+    }
+}
+
+/// A failure after which the operation may be tried again, with the reason.
+struct Retry(String);
+
+/// How a peer call failed.
+enum CallError {
+    /// The request never reached the peer.
+    NotDelivered(String),
+    /// The peer may have acted on the request.
+    MaybeDelivered(String),
+}
+
+impl CallError {
+    fn reason(self) -> String {
+        match self {
+            CallError::NotDelivered(r) | CallError::MaybeDelivered(r) => r,
+        }
+    }
+}
+
+fn variant_name(resp: &PeerResponse) -> &'static str {
+    match resp {
+        PeerResponse::AppendEntries(_) => "AppendEntries",
+        PeerResponse::Vote(_) => "Vote",
+        PeerResponse::InstallSnapshot(_) => "InstallSnapshot",
+        PeerResponse::ClientWrite(_) => "ClientWrite",
+        PeerResponse::ReadIndex(_) => "ReadIndex",
+        PeerResponse::Join(_) => "Join",
+        PeerResponse::BadRequest(_) => "BadRequest",
+    }
+}

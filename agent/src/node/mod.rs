@@ -1,0 +1,239 @@
+//! An agent's start-up and wiring: metadata store, peer transport, controllers,
+//! reconciler and HTTP API.
+
+pub mod join;
+pub mod meta_client;
+pub mod peer;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use openraft::{BasicNode, SnapshotPolicy};
+use shared::lifecycle::AssignerConfig;
+
+use crate::config::Config;
+use crate::control::assigner::PartitionAssigner;
+use crate::control::run_on_leader;
+use crate::control::voters::VoterManager;
+use crate::data::reconciler::Reconciler;
+use crate::data::store::PartitionStore;
+use crate::http::{AppState, router};
+use crate::meta::log_store::LogStore;
+use crate::meta::network::PeerNetworkFactory;
+use crate::meta::state_machine::{StateHandle, StateMachineStore};
+use crate::meta::types::Raft;
+use crate::node::meta_client::MetaClient;
+use crate::node::peer::PeerHandler;
+use crate::transport::RpcClient;
+use crate::transport::quic::QuicTransport;
+use crate::transport::tls;
+
+/// File name of the metadata database (Raft log, vote, state machine snapshot).
+pub const META_FILE: &str = "meta.redb";
+
+/// Pause between attempts to reach the leader's commit index at start-up.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
+
+/// The clock seam: Unix milliseconds.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
+}
+
+/// Runs the agent until Ctrl-C or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let clock = system_clock();
+    let db = redb::Database::create(config.data_dir.join(META_FILE))
+        .context("opening the metadata database")?;
+    let db = Arc::new(db);
+    let log_store = LogStore::open(db.clone()).context("opening the Raft log")?;
+    let (state_machine, state) =
+        StateMachineStore::open(db).context("opening the state machine")?;
+
+    let transport = bind_transport(&config)?;
+    let peers: Arc<dyn RpcClient> = Arc::new(transport.clone());
+    let raft_config = raft_config(&config)?;
+    let network = PeerNetworkFactory::new(peers.clone());
+    let raft = Raft::new(
+        config.node_id,
+        raft_config,
+        network,
+        log_store,
+        state_machine,
+    )
+    .await
+    .context("starting Raft")?;
+    transport.serve(Arc::new(PeerHandler::new(raft.clone(), clock.clone())));
+
+    let leader_wait = Duration::from_millis(config.http.leader_wait_ms);
+    let meta = Arc::new(MetaClient::new(
+        config.node_id,
+        raft.clone(),
+        state.clone(),
+        peers.clone(),
+        leader_wait,
+    ));
+    if config.bootstrap {
+        bootstrap_if_new(&raft, &config).await?;
+    }
+    let incarnation = clock();
+    tokio::spawn(join::register(
+        meta.clone(),
+        peers,
+        config.clone(),
+        incarnation,
+        clock.clone(),
+    ));
+    let caught_up = Arc::new(AtomicBool::new(false));
+    tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
+    spawn_controllers(&config, &meta, &state, &clock);
+    let store = Arc::new(PartitionStore::open(&config.data_dir)?);
+    let reconciler = Reconciler::new(
+        config.node_id,
+        store,
+        state.clone(),
+        meta.clone(),
+        caught_up.clone(),
+    );
+    tokio::spawn(reconciler.run(config.tick_interval()));
+
+    let app = AppState {
+        meta: meta.clone(),
+        state,
+        caught_up,
+        clock,
+        placement: config.placement_config(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen.http)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.listen.http))?;
+    tracing::info!(node_id = config.node_id, http = %config.listen.http, peer = %config.listen.peer, "agent started");
+    axum::serve(listener, router(app, config.http.max_body_bytes))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down");
+    let _ = raft.shutdown().await;
+    transport.close();
+    Ok(())
+}
+
+fn bind_transport(config: &Config) -> anyhow::Result<QuicTransport> {
+    let files = tls::TlsFiles {
+        ca_cert: config.tls.ca_cert.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
+    let material = files.load().context("loading TLS files")?;
+    let server = tls::server_config(&material).context("building the TLS server configuration")?;
+    let client = tls::client_config(&material).context("building the TLS client configuration")?;
+    let timeout = Duration::from_millis(config.raft.rpc_timeout_ms);
+    QuicTransport::bind(config.listen.peer, server, client, timeout)
+        .with_context(|| format!("binding QUIC on {}", config.listen.peer))
+}
+
+fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
+    let r = &config.raft;
+    let raft = openraft::Config {
+        cluster_name: config.cluster_name.clone(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        install_snapshot_timeout: r.rpc_timeout_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: r.max_in_snapshot_log_to_keep,
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        raft.validate().context("invalid Raft configuration")?,
+    ))
+}
+
+/// Initialises a single-voter cluster when this agent has never been part of one.
+async fn bootstrap_if_new(raft: &Raft, config: &Config) -> anyhow::Result<()> {
+    if raft.is_initialized().await? {
+        return Ok(());
+    }
+    let members = BTreeMap::from([(config.node_id, BasicNode::new(config.advertised_peer()))]);
+    raft.initialize(members)
+        .await
+        .context("initialising the cluster")?;
+    tracing::info!(node_id = config.node_id, "bootstrapped a new cluster");
+    Ok(())
+}
+
+/// Sets `caught_up` once the local replica has applied the leader's commit index.
+async fn catch_up(meta: Arc<MetaClient>, caught_up: Arc<AtomicBool>) {
+    loop {
+        if meta.linearizable_barrier().await.is_ok() {
+            caught_up.store(true, Ordering::Release);
+            tracing::info!("metadata replica caught up with the leader");
+            return;
+        }
+        tokio::time::sleep(CATCH_UP_RETRY).await;
+    }
+}
+
+fn spawn_controllers(
+    config: &Config,
+    meta: &Arc<MetaClient>,
+    state: &StateHandle,
+    clock: &crate::node::Clock,
+) {
+    let assigner_config = AssignerConfig {
+        placement: config.placement_config(),
+        delete_release_timeout_ms: config.controllers.delete_release_timeout_ms,
+    };
+    let assigner = Arc::new(PartitionAssigner::new(
+        meta.clone(),
+        state.clone(),
+        assigner_config,
+        clock.clone(),
+    ));
+    let voters = Arc::new(VoterManager::new(
+        meta.raft().clone(),
+        state.clone(),
+        config.voter_config(),
+        config.voters.promote_max_lag_entries,
+    ));
+    let tick = config.tick_interval();
+    tokio::spawn(run_on_leader(
+        meta.clone(),
+        state.clone(),
+        tick,
+        move || {
+            let assigner = assigner.clone();
+            async move { assigner.step().await }
+        },
+    ));
+    tokio::spawn(run_on_leader(
+        meta.clone(),
+        state.clone(),
+        tick,
+        move || {
+            let voters = voters.clone();
+            async move { voters.step().await }
+        },
+    ));
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}

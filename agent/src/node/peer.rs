@@ -1,0 +1,123 @@
+//! Serves requests from other agents: Raft RPCs, and on the leader forwarded writes,
+//! read-index requests and joins.
+
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use shared::command::MetaCommand;
+
+use crate::meta::rpc::{ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request};
+use crate::meta::types::Raft;
+use crate::transport::{BoxFuture, RpcHandler};
+
+/// Handles every request arriving on the peer transport.
+pub struct PeerHandler {
+    raft: Raft,
+    now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl PeerHandler {
+    /// Creates the handler; `now_ms` is the clock seam.
+    pub fn new(raft: Raft, now_ms: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
+        PeerHandler { raft, now_ms }
+    }
+
+    async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
+        match req {
+            PeerRequest::ClientWrite(cmd) => {
+                PeerResponse::ClientWrite(self.client_write(cmd).await)
+            }
+            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.read_index().await),
+            PeerRequest::Join(join) => PeerResponse::Join(self.join(join).await),
+            raft_rpc => handle_raft_request(&self.raft, raft_rpc)
+                .await
+                .unwrap_or_else(|| PeerResponse::BadRequest("unhandled request".into())),
+        }
+    }
+
+    async fn client_write(
+        &self,
+        cmd: MetaCommand,
+    ) -> Result<shared::command::MetaResult, ForwardError> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn read_index(&self) -> Result<u64, ForwardError> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ForwardError::NotLeader {
+                    leader_id: f.leader_id,
+                    leader_addr: f.leader_node.map(|n| n.addr),
+                })
+            }
+            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Adds the joining agent as a learner (if it is not a member yet), then records it
+    /// in the metadata with its incarnation.
+    async fn join(&self, join: JoinRequest) -> Result<(), ForwardError> {
+        let metrics = self.raft.metrics().borrow().clone();
+        if metrics.current_leader != Some(metrics.id) {
+            let leader_addr = metrics.current_leader.and_then(|id| {
+                metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| n.addr.clone())
+            });
+            return Err(ForwardError::NotLeader {
+                leader_id: metrics.current_leader,
+                leader_addr,
+            });
+        }
+        let known = metrics
+            .membership_config
+            .membership()
+            .get_node(&join.node_id)
+            .cloned();
+        if known.as_ref().map(|n| n.addr.as_str()) != Some(join.peer_addr.as_str()) {
+            // blocking = false: the joiner catches up in the background (log or snapshot).
+            self.raft
+                .add_learner(join.node_id, BasicNode::new(join.peer_addr.clone()), false)
+                .await
+                .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+        }
+        let cmd = MetaCommand::RegisterNode {
+            node_id: join.node_id,
+            endpoint: join.endpoint,
+            peer_addr: join.peer_addr,
+            zone: join.zone,
+            incarnation: join.incarnation,
+            now_ms: (self.now_ms)(),
+        };
+        match self.client_write(cmd).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+impl RpcHandler for PeerHandler {
+    fn handle(&self, request: Vec<u8>) -> BoxFuture<'_, Vec<u8>> {
+        Box::pin(async move {
+            let response = match postcard::from_bytes::<PeerRequest>(&request) {
+                Ok(req) => self.dispatch(req).await,
+                Err(e) => PeerResponse::BadRequest(e.to_string()),
+            };
+            // Encoding our own enum cannot fail short of a bug; answer with an empty body then.
+            postcard::to_stdvec(&response).unwrap_or_default()
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! Peer transport: the seam between agents. Production runs it over QUIC with mutual TLS
+//! ([`quic`]); tests and `netsim` run the same code over an in-memory network.
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub mod memory;
+pub mod quic;
+pub mod tls;
+
+/// A boxed, sendable future (object-safe async trait methods).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Largest request or response carried by one RPC, in bytes (a snapshot chunk fits).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Why an RPC did not produce a response. Nothing is known about whether the peer acted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No connection could be made to the peer.
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect {
+        /// Peer address.
+        addr: String,
+        /// Cause.
+        reason: String,
+    },
+    /// The peer did not answer in time.
+    #[error("request to {0} timed out")]
+    Timeout(String),
+    /// The connection or stream failed mid-request.
+    #[error("i/o with {addr} failed: {reason}")]
+    Io {
+        /// Peer address.
+        addr: String,
+        /// Cause.
+        reason: String,
+    },
+    /// A message exceeded [`MAX_MESSAGE_BYTES`].
+    #[error("message too large")]
+    TooLarge,
+}
+
+/// Client side of the seam: one request, one response.
+pub trait RpcClient: Send + Sync + 'static {
+    /// Sends `request` to the agent at `addr` ("host:port") and waits for its response.
+    fn call(&self, addr: &str, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>>;
+}
+
+/// Server side of the seam: turns one request into one response.
+pub trait RpcHandler: Send + Sync + 'static {
+    /// Handles one request.
+    fn handle(&self, request: Vec<u8>) -> BoxFuture<'_, Vec<u8>>;
+}

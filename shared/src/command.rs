@@ -1,0 +1,235 @@
+//! Commands of the metadata state machine, their outcomes and their errors.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Attribute, Capacity, KeyRange, NodeId, PartitionId, TableId, TableStatus, UnixMillis,
+};
+
+/// What a client asks for when creating a table (already validated for shape by the API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSpec {
+    /// Table name.
+    pub table_name: String,
+    /// Partition-key attribute name.
+    pub partition_key: String,
+    /// Sort-key attribute name.
+    pub sort_key: Option<String>,
+    /// Requested capacity.
+    pub capacity: Capacity,
+    /// Initial schema attributes (must include the key attributes).
+    pub attributes: Vec<Attribute>,
+}
+
+/// Placement of one new partition, as decided by the Partition Assigner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionAssignment {
+    /// Key range covered.
+    pub range: KeyRange,
+    /// Primary node.
+    pub primary_node_id: NodeId,
+    /// Other replicas.
+    pub replica_node_ids: Vec<NodeId>,
+}
+
+/// A command of the metadata state machine. Every command is validated by `apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Names the cluster; only the first one takes effect.
+    InitCluster {
+        /// Cluster id.
+        cluster_id: String,
+    },
+    /// An agent announces itself (first join or restart with a new incarnation).
+    RegisterNode {
+        /// Node id.
+        node_id: NodeId,
+        /// HTTP endpoint.
+        endpoint: String,
+        /// QUIC peer address.
+        peer_addr: String,
+        /// Zone.
+        zone: String,
+        /// Incarnation; must not go backwards.
+        incarnation: u64,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Creates a table in CREATING with schema version 1.
+    CreateTable {
+        /// The table.
+        spec: TableSpec,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Gives a CREATING table its partitions (they must tile the key space).
+    AssignPartitions {
+        /// Table.
+        table_id: TableId,
+        /// Partitions, in any order.
+        partitions: Vec<PartitionAssignment>,
+    },
+    /// A node allocated storage for these partitions.
+    PartitionsReady {
+        /// Reporting node.
+        node_id: NodeId,
+        /// Partitions now allocated on that node.
+        partition_ids: Vec<PartitionId>,
+    },
+    /// Marks a CREATING or SCALING table ACTIVE (all partitions ready).
+    ActivateTable {
+        /// Table.
+        table_id: TableId,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Records a new capacity; the table goes to SCALING.
+    UpdateCapacity {
+        /// Table name.
+        table_name: String,
+        /// New capacity.
+        capacity: Capacity,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Adds a new immutable schema version (key attributes unchanged).
+    AddSchemaVersion {
+        /// Table name.
+        table_name: String,
+        /// Attributes of the new version.
+        attributes: Vec<Attribute>,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Marks a table DELETING.
+    DeleteTable {
+        /// Table name.
+        table_name: String,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// A node released the storage of these partitions of DELETING tables.
+    PartitionsReleased {
+        /// Reporting node.
+        node_id: NodeId,
+        /// Released partitions.
+        partition_ids: Vec<PartitionId>,
+    },
+    /// Removes a DELETING table, its partitions and schema versions.
+    PurgeTable {
+        /// Table.
+        table_id: TableId,
+    },
+}
+
+/// The result of a command that applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetaOutcome {
+    /// Nothing to report (also for idempotent repeats).
+    Done,
+    /// A table was created.
+    TableCreated {
+        /// Its id.
+        table_id: TableId,
+    },
+    /// A schema version was added.
+    SchemaVersionAdded {
+        /// Its number.
+        version: u32,
+    },
+    /// Partitions were created.
+    PartitionsAssigned {
+        /// Their ids, in the order of the command.
+        partition_ids: Vec<PartitionId>,
+    },
+}
+
+/// Why a command was rejected. A rejected command changes no state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    /// The request is malformed (name, key or schema rules); nothing changed.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A table with this name exists; nothing changed.
+    #[error("table {0} already exists")]
+    TableExists(String),
+    /// No such table; nothing changed.
+    #[error("table {0} not found")]
+    TableNotFound(String),
+    /// The table's status does not allow the operation; nothing changed.
+    #[error("table {name} is {status:?}, the operation needs {needed}")]
+    TableWrongStatus {
+        /// Table name.
+        name: String,
+        /// Current status.
+        status: TableStatus,
+        /// What the operation needs.
+        needed: String,
+    },
+    /// The new schema changes key attributes; nothing changed.
+    #[error("incompatible schema: {0}")]
+    IncompatibleSchema(String),
+    /// A node id is unknown or not live; nothing changed.
+    #[error("node {0} is unknown or not live")]
+    UnknownNode(NodeId),
+    /// A partition id is unknown; nothing changed.
+    #[error("partition {0} not found")]
+    UnknownPartition(PartitionId),
+    /// A placement breaks an invariant (tiling, distinct replicas); nothing changed.
+    #[error("invalid placement: {0}")]
+    InvalidPlacement(String),
+    /// A node tried to register with an older incarnation; nothing changed.
+    #[error("node {node_id} incarnation {got} is older than {current}")]
+    StaleIncarnation {
+        /// Node.
+        node_id: NodeId,
+        /// Offered incarnation.
+        got: u64,
+        /// Recorded incarnation.
+        current: u64,
+    },
+}
+
+/// HTTP-independent classification of an error, mapped to a status at the API edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Client error in the request (400).
+    BadRequest,
+    /// Something named does not exist (404).
+    NotFound,
+    /// Conflicts with the current state (409).
+    Conflict,
+}
+
+impl MetaError {
+    /// How the API edge should report this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            MetaError::Invalid(_) | MetaError::IncompatibleSchema(_) => ErrorClass::BadRequest,
+            MetaError::TableNotFound(_) | MetaError::UnknownPartition(_) => ErrorClass::NotFound,
+            MetaError::TableExists(_)
+            | MetaError::TableWrongStatus { .. }
+            | MetaError::UnknownNode(_)
+            | MetaError::InvalidPlacement(_)
+            | MetaError::StaleIncarnation { .. } => ErrorClass::Conflict,
+        }
+    }
+
+    /// A stable machine-readable code for the JSON error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MetaError::Invalid(_) => "InvalidRequest",
+            MetaError::TableExists(_) => "TableAlreadyExists",
+            MetaError::TableNotFound(_) => "TableNotFound",
+            MetaError::TableWrongStatus { .. } => "TableNotReady",
+            MetaError::IncompatibleSchema(_) => "IncompatibleSchema",
+            MetaError::UnknownNode(_) => "UnknownNode",
+            MetaError::UnknownPartition(_) => "PartitionNotFound",
+            MetaError::InvalidPlacement(_) => "InvalidPlacement",
+            MetaError::StaleIncarnation { .. } => "StaleIncarnation",
+        }
+    }
+}
+
+/// What the state machine returns for each applied command.
+pub type MetaResult = Result<MetaOutcome, MetaError>;

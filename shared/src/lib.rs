@@ -1,0 +1,14 @@
+//! The pure core of the control plane: model, state machine, routing, placement and API types.
+//!
+//! Nothing here does IO, reads a clock or spawns a task: time is always an argument.
+
+#![warn(missing_docs)]
+
+pub mod api;
+pub mod command;
+pub mod keyspace;
+pub mod lifecycle;
+pub mod model;
+pub mod placement;
+pub mod state;
+pub mod validate;

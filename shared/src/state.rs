@@ -1,0 +1,196 @@
+//! The metadata state machine: `MetaState` and its deterministic `apply`.
+//!
+//! `MetaState` is what Raft replicates (its serialized form is the snapshot). Every
+//! command is validated in full before anything is mutated, so a rejected command is
+//! a committed no-op that returns a typed `MetaError`. In debug and test builds the
+//! invariants are checked after every command; a violation is a bug and panics.
+
+mod apply;
+mod invariants;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{MetaCommand, MetaResult};
+use crate::model::{
+    Node, NodeId, NodeStatus, Partition, PartitionId, SchemaVersion, Table, TableId,
+};
+
+/// The replicated metadata: cluster id, tables, schema versions, partitions, nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaState {
+    cluster_id: Option<String>,
+    tables: BTreeMap<TableId, Table>,
+    table_ids_by_name: BTreeMap<String, TableId>,
+    /// Schema versions by table, then by version number. Nested rather than keyed by
+    /// a tuple so the state also serializes to JSON (for debugging dumps).
+    schemas: BTreeMap<TableId, BTreeMap<u32, SchemaVersion>>,
+    partitions: BTreeMap<PartitionId, Partition>,
+    nodes: BTreeMap<NodeId, Node>,
+    next_table_id: u64,
+    next_partition_id: u64,
+}
+
+impl Default for MetaState {
+    fn default() -> Self {
+        MetaState {
+            cluster_id: None,
+            tables: BTreeMap::new(),
+            table_ids_by_name: BTreeMap::new(),
+            schemas: BTreeMap::new(),
+            partitions: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            // Ids start at 1 so 0 can never name a real table or partition.
+            next_table_id: 1,
+            next_partition_id: 1,
+        }
+    }
+}
+
+impl MetaState {
+    /// An empty state (same as `Default`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The cluster id, once `InitCluster` applied.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// A table by id.
+    pub fn table(&self, id: TableId) -> Option<&Table> {
+        self.tables.get(&id)
+    }
+
+    /// A table by name.
+    pub fn table_by_name(&self, name: &str) -> Option<&Table> {
+        self.tables.get(self.table_ids_by_name.get(name)?)
+    }
+
+    /// All tables, ordered by name.
+    pub fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.table_ids_by_name
+            .values()
+            .filter_map(|id| self.tables.get(id))
+    }
+
+    /// Number of tables.
+    pub fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// One schema version of a table.
+    pub fn schema(&self, table_id: TableId, version: u32) -> Option<&SchemaVersion> {
+        self.schemas.get(&table_id)?.get(&version)
+    }
+
+    /// The current schema version of a table.
+    pub fn current_schema(&self, table_id: TableId) -> Option<&SchemaVersion> {
+        self.schema(table_id, self.table(table_id)?.schema_version_id)
+    }
+
+    /// All schema versions of a table, oldest first.
+    pub fn schema_versions(&self, table_id: TableId) -> impl Iterator<Item = &SchemaVersion> {
+        self.schemas
+            .get(&table_id)
+            .into_iter()
+            .flat_map(|v| v.values())
+    }
+
+    /// A partition by id.
+    pub fn partition(&self, id: PartitionId) -> Option<&Partition> {
+        self.partitions.get(&id)
+    }
+
+    /// All partitions, ordered by id.
+    pub fn partitions(&self) -> impl Iterator<Item = &Partition> {
+        self.partitions.values()
+    }
+
+    /// The partitions of one table, ordered by range start.
+    pub fn partitions_of(&self, table_id: TableId) -> Vec<&Partition> {
+        let mut parts: Vec<&Partition> = self
+            .partitions
+            .values()
+            .filter(|p| p.table_id == table_id)
+            .collect();
+        parts.sort_by_key(|p| p.range.low);
+        parts
+    }
+
+    /// Number of partitions of all tables.
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// A node by id.
+    pub fn node(&self, id: NodeId) -> Option<&Node> {
+        self.nodes.get(&id)
+    }
+
+    /// All nodes, ordered by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.values()
+    }
+
+    /// Nodes that are not FAILED, ordered by id.
+    pub fn live_nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes
+            .values()
+            .filter(|n| n.status != NodeStatus::Failed)
+    }
+
+    /// Applies one command: validates it fully, then mutates (or changes nothing and
+    /// returns the error). Deterministic; never panics on any input.
+    pub fn apply(&mut self, cmd: &MetaCommand) -> MetaResult {
+        #[cfg(debug_assertions)]
+        let epochs_before = self.epochs();
+        let result = self.dispatch(cmd);
+        #[cfg(debug_assertions)]
+        self.assert_after_apply(cmd, &epochs_before);
+        result
+    }
+
+    /// Checks every structural invariant; `Err` describes the first violation found.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        self.check_tables()?;
+        self.check_partitions()?;
+        self.check_tilings()?;
+        self.check_node_index()
+    }
+
+    /// Direct access for tests of other modules that need states no command makes yet.
+    #[cfg(test)]
+    pub(crate) fn nodes_mut_for_tests(&mut self) -> &mut BTreeMap<NodeId, Node> {
+        &mut self.nodes
+    }
+
+    #[cfg(debug_assertions)]
+    fn epochs(&self) -> BTreeMap<PartitionId, u64> {
+        self.partitions
+            .iter()
+            .map(|(id, p)| (*id, p.epoch))
+            .collect()
+    }
+
+    /// A broken invariant after apply is a bug in apply, not a user error: stop loudly.
+    #[cfg(debug_assertions)]
+    fn assert_after_apply(&self, cmd: &MetaCommand, epochs_before: &BTreeMap<PartitionId, u64>) {
+        if let Err(e) = self.check_invariants() {
+            panic!("invariant broken after applying {cmd:?}: {e}");
+        }
+        for (id, before) in epochs_before {
+            if let Some(p) = self.partitions.get(id) {
+                assert!(
+                    p.epoch >= *before,
+                    "epoch of partition {id} went from {before} to {} after applying {cmd:?}",
+                    p.epoch
+                );
+            }
+        }
+    }
+}

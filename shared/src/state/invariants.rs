@@ -1,0 +1,161 @@
+//! Structural invariants of `MetaState`, checked after every apply in debug builds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::MetaState;
+use crate::keyspace::check_tiling;
+use crate::model::{
+    KeyRange, NodeId, NodeStatus, Partition, PartitionId, Table, TableId, TableStatus,
+};
+use crate::validate::MAX_REPLICATION_FACTOR;
+
+impl MetaState {
+    /// Tables: ids, name index, schema versions with key attributes.
+    pub(super) fn check_tables(&self) -> Result<(), String> {
+        if self.table_ids_by_name.len() != self.tables.len() {
+            return Err(format!(
+                "name index has {} entries for {} tables",
+                self.table_ids_by_name.len(),
+                self.tables.len()
+            ));
+        }
+        for (name, id) in &self.table_ids_by_name {
+            match self.tables.get(id) {
+                Some(t) if t.table_name == *name => {}
+                _ => {
+                    return Err(format!(
+                        "name index maps {name:?} to table {id}, which has another name"
+                    ));
+                }
+            }
+        }
+        if let Some(id) = self.schemas.keys().find(|id| !self.tables.contains_key(id)) {
+            return Err(format!("schema versions of unknown table {id}"));
+        }
+        // Computed once: a scan per table would make this O(tables x partitions).
+        let with_partitions: BTreeSet<TableId> =
+            self.partitions.values().map(|p| p.table_id).collect();
+        self.tables
+            .iter()
+            .try_for_each(|(id, t)| self.check_table(*id, t, with_partitions.contains(id)))
+    }
+
+    fn check_table(&self, id: TableId, t: &Table, has_partitions: bool) -> Result<(), String> {
+        if t.table_id != id || id == 0 || id >= self.next_table_id {
+            return Err(format!(
+                "table stored under {id} has id {} (next {})",
+                t.table_id, self.next_table_id
+            ));
+        }
+        for version in 1..=t.schema_version_id {
+            let Some(s) = self.schema(id, version) else {
+                return Err(format!("table {id} misses schema version {version}"));
+            };
+            if s.table_id != id || s.version != version {
+                return Err(format!(
+                    "schema ({id}, {version}) is labelled ({}, {})",
+                    s.table_id, s.version
+                ));
+            }
+        }
+        let current = self
+            .schema(id, t.schema_version_id)
+            .ok_or(format!("table {id} has no current schema"))?;
+        for key in std::iter::once(&t.partition_key).chain(t.sort_key.as_ref()) {
+            if !current
+                .attributes
+                .iter()
+                .any(|a| a.name == *key && a.attr_type.is_key_type())
+            {
+                return Err(format!(
+                    "current schema of table {id} lacks key attribute {key:?}"
+                ));
+            }
+        }
+        if matches!(t.status, TableStatus::Active | TableStatus::Scaling) && !has_partitions {
+            return Err(format!("table {id} is {:?} without partitions", t.status));
+        }
+        Ok(())
+    }
+
+    /// Partitions: owning table, replica sets, ids and epochs.
+    pub(super) fn check_partitions(&self) -> Result<(), String> {
+        self.partitions
+            .iter()
+            .try_for_each(|(id, p)| self.check_partition(*id, p))
+    }
+
+    fn check_partition(&self, id: PartitionId, p: &Partition) -> Result<(), String> {
+        if p.partition_id != id || id == 0 || id >= self.next_partition_id {
+            return Err(format!(
+                "partition stored under {id} has id {} (next {})",
+                p.partition_id, self.next_partition_id
+            ));
+        }
+        if !self.tables.contains_key(&p.table_id) {
+            return Err(format!(
+                "partition {id} belongs to unknown table {}",
+                p.table_id
+            ));
+        }
+        if p.epoch == 0 {
+            return Err(format!("partition {id} has epoch 0"));
+        }
+        let members: BTreeSet<NodeId> = p.all_nodes().collect();
+        if members.len() != 1 + p.replica_node_ids.len() || members.len() > MAX_REPLICATION_FACTOR {
+            return Err(format!(
+                "partition {id} has a bad replica set {:?}",
+                (p.primary_node_id, &p.replica_node_ids)
+            ));
+        }
+        for n in &members {
+            match self.nodes.get(n) {
+                Some(node) if node.status != NodeStatus::Failed => {}
+                _ => return Err(format!("partition {id} is on unknown or failed node {n}")),
+            }
+        }
+        if !p.ready_node_ids.is_subset(&members) || !p.released_node_ids.is_subset(&members) {
+            return Err(format!(
+                "partition {id} has ready/released nodes outside its replica set"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every table's partitions tile the key space exactly.
+    pub(super) fn check_tilings(&self) -> Result<(), String> {
+        let mut by_table: BTreeMap<TableId, Vec<KeyRange>> = BTreeMap::new();
+        for p in self.partitions.values() {
+            by_table.entry(p.table_id).or_default().push(p.range);
+        }
+        for (table_id, mut ranges) in by_table {
+            ranges.sort_unstable();
+            check_tiling(&ranges).map_err(|e| format!("partitions of table {table_id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Each node's `partition_ids` is exactly the set derived from the partitions.
+    pub(super) fn check_node_index(&self) -> Result<(), String> {
+        let mut derived: BTreeMap<NodeId, BTreeSet<PartitionId>> = BTreeMap::new();
+        for p in self.partitions.values() {
+            for n in p.all_nodes() {
+                derived.entry(n).or_default().insert(p.partition_id);
+            }
+        }
+        let empty = BTreeSet::new();
+        for (id, node) in &self.nodes {
+            if node.node_id != *id {
+                return Err(format!("node stored under {id} has id {}", node.node_id));
+            }
+            let want = derived.get(id).unwrap_or(&empty);
+            if node.partition_ids != *want {
+                return Err(format!(
+                    "node {id} lists partitions {:?}, holds {want:?}",
+                    node.partition_ids
+                ));
+            }
+        }
+        Ok(())
+    }
+}
