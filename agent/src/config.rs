@@ -201,6 +201,9 @@ pub struct ControllersConfig {
     pub delete_release_timeout_ms: u64,
     /// Pause between attempts to join the cluster through the seeds.
     pub join_retry_interval_ms: u64,
+    /// The leader places no new partition on a peer that has not answered any RPC for
+    /// this long (its own view, like SUSPECTED; never committed).
+    pub peer_unreachable_after_ms: u64,
 }
 
 impl Default for ControllersConfig {
@@ -209,6 +212,7 @@ impl Default for ControllersConfig {
             tick_interval_ms: 500,
             delete_release_timeout_ms: 10_000,
             join_retry_interval_ms: 500,
+            peer_unreachable_after_ms: 1500,
         }
     }
 }
@@ -279,6 +283,11 @@ impl Config {
         let v = &self.voters;
         if v.voters_small == 0 || v.voters_large < v.voters_small {
             return bad("voters.voters_small must be positive and at most voters.voters_large");
+        }
+        if self.controllers.peer_unreachable_after_ms <= self.raft.heartbeat_interval_ms {
+            return bad(
+                "controllers.peer_unreachable_after_ms must exceed raft.heartbeat_interval_ms",
+            );
         }
         if self.http.max_body_bytes == 0 || self.http.leader_wait_ms == 0 {
             return bad("http.max_body_bytes and http.leader_wait_ms must be positive");

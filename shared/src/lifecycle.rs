@@ -29,17 +29,19 @@ pub struct AssignerAction {
 /// The commands that move every table one step along its lifecycle:
 /// CREATING without partitions → `AssignPartitions`; CREATING (all ready) or SCALING →
 /// `ActivateTable`; DELETING and released everywhere (or timed out) → `PurgeTable`.
+/// No partition is placed on a node in `unreachable` (the leader's own liveness view).
 pub fn assigner_actions(
     state: &MetaState,
     cfg: &AssignerConfig,
     now_ms: UnixMillis,
+    unreachable: &BTreeSet<NodeId>,
 ) -> Vec<AssignerAction> {
     let mut actions = Vec::new();
     for table in state.tables() {
         let partitions = state.partitions_of(table.table_id);
         let command = match table.status {
             TableStatus::Creating if partitions.is_empty() => {
-                match plan_new_table(state, table.table_id, &cfg.placement) {
+                match plan_new_table(state, table.table_id, &cfg.placement, unreachable) {
                     Ok(plan) => {
                         actions.push(AssignerAction {
                             command: MetaCommand::AssignPartitions {
@@ -160,4 +162,194 @@ pub fn estimate_scaling_seconds(current_partitions: u32, target_partitions: u32)
     const SECONDS_PER_PARTITION_CHANGE: u64 = 5;
     BASE_SECONDS
         + u64::from(current_partitions.abs_diff(target_partitions)) * SECONDS_PER_PARTITION_CHANGE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::TableSpec;
+    use crate::model::{Attribute, AttributeType, Capacity, CapacityMode};
+
+    const NOW: u64 = 1_000;
+
+    fn cfg() -> AssignerConfig {
+        AssignerConfig {
+            placement: PlacementConfig::default(),
+            delete_release_timeout_ms: 10_000,
+        }
+    }
+
+    fn state_with_nodes(n: u64) -> MetaState {
+        let mut s = MetaState::default();
+        for id in 1..=n {
+            let cmd = MetaCommand::RegisterNode {
+                node_id: id,
+                endpoint: format!("http://n{id}"),
+                peer_addr: format!("n{id}:1"),
+                zone: format!("z{}", id % 3),
+                incarnation: 1,
+                now_ms: NOW,
+            };
+            s.apply(&cmd).unwrap();
+        }
+        s
+    }
+
+    fn create(s: &mut MetaState, name: &str, wcu: u64) -> u64 {
+        let spec = TableSpec {
+            table_name: name.into(),
+            partition_key: "id".into(),
+            sort_key: None,
+            capacity: Capacity {
+                mode: CapacityMode::Provisioned,
+                read_units: 1,
+                write_units: wcu,
+            },
+            attributes: vec![Attribute {
+                name: "id".into(),
+                attr_type: AttributeType::S,
+            }],
+        };
+        match s
+            .apply(&MetaCommand::CreateTable { spec, now_ms: NOW })
+            .unwrap()
+        {
+            crate::command::MetaOutcome::TableCreated { table_id } => table_id,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Applies every assigner action and every node's reconcile reports until quiet.
+    fn drive(s: &mut MetaState, now: u64, unreachable: &BTreeSet<NodeId>) {
+        for _ in 0..10 {
+            let mut progressed = false;
+            for action in assigner_actions(s, &cfg(), now, unreachable) {
+                progressed |= s.apply(&action.command).is_ok();
+            }
+            let nodes: Vec<NodeId> = s
+                .nodes()
+                .map(|n| n.node_id)
+                .filter(|n| !unreachable.contains(n))
+                .collect();
+            for node in nodes {
+                let plan = reconcile_plan(s, node, &BTreeSet::new(), false);
+                if !plan.report_ready.is_empty() {
+                    let cmd = MetaCommand::PartitionsReady {
+                        node_id: node,
+                        partition_ids: plan.report_ready,
+                    };
+                    progressed |= s.apply(&cmd).is_ok();
+                }
+                if !plan.release.is_empty() {
+                    let cmd = MetaCommand::PartitionsReleased {
+                        node_id: node,
+                        partition_ids: plan.release,
+                    };
+                    progressed |= s.apply(&cmd).is_ok();
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn a_table_goes_creating_assigned_ready_active() {
+        let mut s = state_with_nodes(5);
+        let id = create(&mut s, "orders", 3000);
+        let actions = assigner_actions(&s, &cfg(), NOW, &BTreeSet::new());
+        assert!(matches!(
+            actions[..],
+            [AssignerAction {
+                command: MetaCommand::AssignPartitions { .. },
+                ..
+            }]
+        ));
+        drive(&mut s, NOW, &BTreeSet::new());
+        assert_eq!(s.table(id).unwrap().status, TableStatus::Active);
+        assert_eq!(s.partitions_of(id).len(), 3);
+        assert!(
+            assigner_actions(&s, &cfg(), NOW, &BTreeSet::new()).is_empty(),
+            "nothing left to do"
+        );
+    }
+
+    #[test]
+    fn unreachable_nodes_get_no_partitions_and_block_nothing() {
+        let mut s = state_with_nodes(4);
+        let id = create(&mut s, "orders", 5000);
+        let down = BTreeSet::from([2]);
+        drive(&mut s, NOW, &down);
+        assert_eq!(s.table(id).unwrap().status, TableStatus::Active);
+        assert!(
+            s.partitions_of(id)
+                .iter()
+                .all(|p| p.all_nodes().all(|n| n != 2))
+        );
+    }
+
+    #[test]
+    fn delete_purges_once_released_or_after_the_timeout() {
+        let mut s = state_with_nodes(3);
+        let a = create(&mut s, "aaa", 1000);
+        let b = create(&mut s, "bbb", 1000);
+        drive(&mut s, NOW, &BTreeSet::new());
+        let delete = |name: &str| MetaCommand::DeleteTable {
+            table_name: name.into(),
+            now_ms: NOW,
+        };
+        s.apply(&delete("aaa")).unwrap();
+        drive(&mut s, NOW, &BTreeSet::new());
+        assert!(s.table(a).is_none(), "released everywhere: purged at once");
+        // Node 3 holds a replica of every partition (3 nodes, 3 replicas) and is down.
+        s.apply(&delete("bbb")).unwrap();
+        drive(&mut s, NOW, &BTreeSet::from([3]));
+        assert_eq!(
+            s.table(b).unwrap().status,
+            TableStatus::Deleting,
+            "waits for node 3"
+        );
+        drive(
+            &mut s,
+            NOW + cfg().delete_release_timeout_ms,
+            &BTreeSet::from([3]),
+        );
+        assert!(s.table(b).is_none(), "purged after the timeout");
+    }
+
+    #[test]
+    fn reconcile_allocates_reports_releases_and_drops_orphans_only_when_caught_up() {
+        let mut s = state_with_nodes(3);
+        let id = create(&mut s, "ttt", 1000);
+        drive(&mut s, NOW, &BTreeSet::new());
+        let pid = s.partitions_of(id)[0].partition_id;
+        let local = BTreeSet::from([pid, 999]);
+        let plan = reconcile_plan(&s, 1, &local, false);
+        assert!(
+            plan.is_empty(),
+            "allocated and reported; orphans kept while catching up: {plan:?}"
+        );
+        let plan = reconcile_plan(&s, 1, &local, true);
+        assert_eq!(plan.drop_orphans, vec![999]);
+        let plan = reconcile_plan(&s, 1, &BTreeSet::new(), true);
+        assert_eq!(plan.allocate, vec![pid]);
+        s.apply(&MetaCommand::DeleteTable {
+            table_name: "ttt".into(),
+            now_ms: NOW,
+        })
+        .unwrap();
+        let plan = reconcile_plan(&s, 1, &local, true);
+        assert_eq!((plan.release, plan.drop_orphans), (vec![pid], vec![999]));
+    }
+
+    #[test]
+    fn scaling_estimate_grows_with_partition_changes() {
+        assert_eq!(estimate_scaling_seconds(4, 4), 1);
+        assert!(estimate_scaling_seconds(4, 8) > estimate_scaling_seconds(4, 5));
+        assert_eq!(
+            estimate_scaling_seconds(8, 4),
+            estimate_scaling_seconds(4, 8)
+        );
+    }
 }

@@ -4,11 +4,12 @@
 //! and `MetaState::apply` validates it again. Every planner is deterministic: equal
 //! inputs give equal plans, whichever node computes them.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::PartitionAssignment;
 use crate::keyspace::even_ranges;
-use crate::model::{Capacity, CapacityMode, KeyRange, NodeId, NodeStatus, TableId};
+use crate::model::{Capacity, CapacityMode, KeyRange, Node, NodeId, NodeStatus, TableId};
 use crate::state::MetaState;
 use crate::validate::{MAX_PARTITIONS_PER_TABLE, MAX_REPLICATION_FACTOR};
 
@@ -72,7 +73,7 @@ pub struct PlacementPlan {
 /// Why no plan could be made. Planning never changes state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
-    /// No HEALTHY node exists to hold partitions.
+    /// No HEALTHY, non-excluded node exists to hold partitions.
     #[error("no healthy node to place partitions on")]
     NoLiveNodes,
     /// The table id names no table.
@@ -89,21 +90,22 @@ struct Candidate {
     primaries: usize,
 }
 
-/// Loads of all HEALTHY nodes, ordered by node id, with zones interned as indices.
+/// Loads of all usable (HEALTHY, not excluded) nodes, ordered by node id, with zones interned as indices.
 struct Loads {
     nodes: Vec<Candidate>,
     zone_count: usize,
 }
 
 impl Loads {
-    fn from_state(state: &MetaState) -> Self {
+    fn from_state(state: &MetaState, excluded: &BTreeSet<NodeId>) -> Self {
         let mut primaries: BTreeMap<NodeId, usize> = BTreeMap::new();
         for p in state.partitions() {
             *primaries.entry(p.primary_node_id).or_default() += 1;
         }
         let mut zones: BTreeMap<&str, usize> = BTreeMap::new();
         let mut nodes = Vec::new();
-        for n in state.nodes().filter(|n| n.status == NodeStatus::Healthy) {
+        let usable = |n: &&Node| n.status == NodeStatus::Healthy && !excluded.contains(&n.node_id);
+        for n in state.nodes().filter(usable) {
             let next = zones.len();
             nodes.push(Candidate {
                 node_id: n.node_id,
@@ -125,22 +127,31 @@ impl Loads {
     /// load. Within a zone every pick is a least-loaded node, so the loads of the
     /// nodes of one zone never differ by more than 1 (the k smallest of values within
     /// 1 of each other, incremented, stay within 1).
+    ///
+    /// Primaries only break ties: the first pick prefers the fewest primaries (it is
+    /// the likely primary), later picks prefer the most, so that nodes short of
+    /// primaries are not spent as plain replicas and stay available to lead the next
+    /// partitions. This keeps primaries as even as replicas in practice.
     fn place(&mut self, range: KeyRange, rf: usize) -> PartitionAssignment {
         let mut chosen: Vec<usize> = Vec::with_capacity(rf);
         let mut in_zone = vec![0usize; self.zone_count];
-        for _ in 0..rf {
+        for pick in 0..rf {
             let best = (0..self.nodes.len())
                 .filter(|i| !chosen.contains(i))
                 .min_by_key(|&i| {
                     let c = &self.nodes[i];
-                    (in_zone[c.zone], c.partitions, c.primaries, c.node_id)
+                    let primaries = if pick == 0 {
+                        Reverse(usize::MAX - c.primaries)
+                    } else {
+                        Reverse(c.primaries)
+                    };
+                    (in_zone[c.zone], c.partitions, primaries, c.node_id)
                 })
                 .expect("rf never exceeds the number of candidates");
             in_zone[self.nodes[best].zone] += 1;
             chosen.push(best);
         }
-        // The primary is the chosen node with the fewest primaries, so primaries
-        // spread as evenly as replicas.
+        // The primary is the chosen node with the fewest primaries.
         let primary = *chosen
             .iter()
             .min_by_key(|&&i| (self.nodes[i].primaries, self.nodes[i].node_id))
@@ -181,17 +192,19 @@ fn effective_rf(cfg: &PlacementConfig, healthy: usize, warnings: &mut Vec<String
     rf
 }
 
-/// Plans the partitions of a new table: even ranges, `rf` replicas each, zones spread
-/// first, then least-loaded nodes, primaries spread too. Deterministic.
+/// Plans the partitions of a new table on HEALTHY nodes not in `excluded` (e.g. nodes
+/// the leader cannot reach): even ranges, `rf` replicas each, zones spread first, then
+/// least-loaded nodes, primaries spread too. Deterministic.
 pub fn plan_new_table(
     state: &MetaState,
     table_id: TableId,
     cfg: &PlacementConfig,
+    excluded: &BTreeSet<NodeId>,
 ) -> Result<PlacementPlan, PlacementError> {
     let table = state
         .table(table_id)
         .ok_or(PlacementError::TableNotFound(table_id))?;
-    let mut loads = Loads::from_state(state);
+    let mut loads = Loads::from_state(state, excluded);
     if loads.nodes.is_empty() {
         return Err(PlacementError::NoLiveNodes);
     }

@@ -1,11 +1,16 @@
 //! Partition Assigner: drives tables through CREATING → ACTIVE, SCALING → ACTIVE and
 //! DELETING → gone, using the pure plan of `shared::lifecycle`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::lifecycle::{AssignerConfig, assigner_actions};
+use shared::model::NodeId;
 
 use crate::meta::state_machine::StateHandle;
+use crate::node::Clock;
+use crate::node::liveness::PeerContacts;
 use crate::node::meta_client::MetaClient;
 
 /// The assigner of one (leader) node.
@@ -13,7 +18,9 @@ pub struct PartitionAssigner {
     meta: Arc<MetaClient>,
     state: StateHandle,
     config: AssignerConfig,
-    now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    clock: Clock,
+    contacts: Arc<PeerContacts>,
+    unreachable_after: Duration,
 }
 
 impl PartitionAssigner {
@@ -22,20 +29,38 @@ impl PartitionAssigner {
         meta: Arc<MetaClient>,
         state: StateHandle,
         config: AssignerConfig,
-        now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+        clock: Clock,
+        contacts: Arc<PeerContacts>,
+        unreachable_after: Duration,
     ) -> Self {
         PartitionAssigner {
             meta,
             state,
             config,
-            now_ms,
+            clock,
+            contacts,
+            unreachable_after,
         }
+    }
+
+    /// Members this leader has not heard from recently: no new partitions go there.
+    fn unreachable(&self) -> BTreeSet<NodeId> {
+        let metrics = self.meta.raft().metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.as_str()));
+        self.contacts
+            .unreachable(members, self.meta.node_id(), self.unreachable_after)
     }
 
     /// Proposes every step the current state calls for.
     pub async fn step(&self) {
-        let now = (self.now_ms)();
-        let actions = self.state.read(|s| assigner_actions(s, &self.config, now));
+        let now = (self.clock)();
+        let unreachable = self.unreachable();
+        let actions = self
+            .state
+            .read(|s| assigner_actions(s, &self.config, now, &unreachable));
         for action in actions {
             for warning in &action.warnings {
                 tracing::warn!(%warning, "placement");

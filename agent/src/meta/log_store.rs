@@ -28,7 +28,6 @@ const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged_log_id";
 
 /// The Raft log storage of one agent, backed by a shared redb database.
-#[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
 }

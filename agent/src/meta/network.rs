@@ -3,7 +3,6 @@
 
 use std::error::Error;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::error::{
@@ -71,15 +70,14 @@ enum CallError {
 type RpcErr<E> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 impl PeerNetwork {
-    /// Sends `req` and decodes the response, giving up after `ttl`.
-    async fn call(&self, req: &PeerRequest, ttl: Duration) -> Result<PeerResponse, CallError> {
+    /// Sends `req` and decodes the response.
+    ///
+    /// No timeout here: openraft wraps every call in its own `RPCOption::hard_ttl` and turns
+    /// expiry into `RPCError::Timeout` (no backoff). Cutting earlier and reporting
+    /// `Unreachable` would make a merely slow follower back off for 500 ms.
+    async fn call(&self, req: &PeerRequest) -> Result<PeerResponse, CallError> {
         let bytes = req.encode().map_err(CallError::Encode)?;
-        let addr = &self.node.addr;
-        // Openraft drops the future at the hard TTL; stopping at the soft TTL reports the
-        // timeout as a transport failure instead of a silent cancellation.
-        let reply = tokio::time::timeout(ttl, self.client.call(addr, bytes))
-            .await
-            .map_err(|_| TransportError::Timeout(addr.clone()))??;
+        let reply = self.client.call(&self.node.addr, bytes).await?;
         match PeerResponse::decode(&reply).map_err(CallError::Decode)? {
             PeerResponse::BadRequest(reason) => Err(CallError::BadRequest(reason)),
             response => Ok(response),
@@ -106,13 +104,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
         let entries = rpc.entries.len() as u64;
-        match self
-            .call(&PeerRequest::AppendEntries(rpc), option.soft_ttl())
-            .await
-        {
+        match self.call(&PeerRequest::AppendEntries(rpc)).await {
             Ok(PeerResponse::AppendEntries(result)) => result.map_err(|e| self.remote_error(e)),
             Ok(_) => Err(self.rpc_error(CallError::Unexpected("AppendEntries"))),
             // Let openraft split the batch; a single oversized entry is reported unreachable.
@@ -126,12 +121,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn install_snapshot(
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
-        match self
-            .call(&PeerRequest::InstallSnapshot(rpc), option.soft_ttl())
-            .await
-        {
+        match self.call(&PeerRequest::InstallSnapshot(rpc)).await {
             Ok(PeerResponse::InstallSnapshot(result)) => result.map_err(|e| self.remote_error(e)),
             Ok(_) => Err(self.rpc_error(CallError::Unexpected("InstallSnapshot"))),
             Err(e) => Err(self.rpc_error(e)),
@@ -141,9 +133,9 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn vote(
         &mut self,
         rpc: VoteRequest<NodeId>,
-        option: RPCOption,
+        _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr<openraft::error::Infallible>> {
-        match self.call(&PeerRequest::Vote(rpc), option.soft_ttl()).await {
+        match self.call(&PeerRequest::Vote(rpc)).await {
             Ok(PeerResponse::Vote(result)) => result.map_err(|e| self.remote_error(e)),
             Ok(_) => Err(self.rpc_error(CallError::Unexpected("Vote"))),
             Err(e) => Err(self.rpc_error(e)),

@@ -2,6 +2,7 @@
 //! reconciler and HTTP API.
 
 pub mod join;
+pub mod liveness;
 pub mod meta_client;
 pub mod peer;
 
@@ -25,6 +26,7 @@ use crate::meta::log_store::LogStore;
 use crate::meta::network::PeerNetworkFactory;
 use crate::meta::state_machine::{StateHandle, StateMachineStore};
 use crate::meta::types::Raft;
+use crate::node::liveness::{ObservedClient, PeerContacts};
 use crate::node::meta_client::MetaClient;
 use crate::node::peer::PeerHandler;
 use crate::transport::RpcClient;
@@ -36,6 +38,9 @@ pub const META_FILE: &str = "meta.redb";
 
 /// Pause between attempts to reach the leader's commit index at start-up.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
+
+/// How long shutdown waits for peers to acknowledge the closed connections.
+const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// The clock seam: Unix milliseconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -49,8 +54,26 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// A started agent: metadata store, peer transport, controllers and reconciler running;
+/// the HTTP API is served by [`RunningNode::serve_http`].
+pub struct RunningNode {
+    /// Proposals and read barriers through this node.
+    pub meta: Arc<MetaClient>,
+    /// The local metadata replica.
+    pub state: StateHandle,
+    app: AppState,
+    http: tokio::net::TcpListener,
+    max_body_bytes: usize,
+    transport: QuicTransport,
+}
+
 /// Runs the agent until Ctrl-C or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    start(config).await?.serve_http(shutdown_signal()).await
+}
+
+/// Starts everything but the HTTP API.
+pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let clock = system_clock();
@@ -62,7 +85,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         StateMachineStore::open(db).context("opening the state machine")?;
 
     let transport = bind_transport(&config)?;
-    let peers: Arc<dyn RpcClient> = Arc::new(transport.clone());
+    let contacts = Arc::new(PeerContacts::default());
+    let peers: Arc<dyn RpcClient> = Arc::new(ObservedClient::new(
+        Arc::new(transport.clone()),
+        contacts.clone(),
+    ));
     let raft_config = raft_config(&config)?;
     let network = PeerNetworkFactory::new(peers.clone());
     let raft = Raft::new(
@@ -97,7 +124,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     let caught_up = Arc::new(AtomicBool::new(false));
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
-    spawn_controllers(&config, &meta, &state, &clock);
+    spawn_controllers(&config, &meta, &state, &clock, contacts);
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
     let reconciler = Reconciler::new(
         config.node_id,
@@ -110,23 +137,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let app = AppState {
         meta: meta.clone(),
-        state,
+        state: state.clone(),
         caught_up,
         clock,
         placement: config.placement_config(),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen.http)
+    let http = tokio::net::TcpListener::bind(config.listen.http)
         .await
         .with_context(|| format!("binding HTTP on {}", config.listen.http))?;
     tracing::info!(node_id = config.node_id, http = %config.listen.http, peer = %config.listen.peer, "agent started");
-    axum::serve(listener, router(app, config.http.max_body_bytes))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
-    tracing::info!("shutting down");
-    let _ = raft.shutdown().await;
-    transport.close();
-    Ok(())
+    Ok(RunningNode {
+        meta,
+        state,
+        app,
+        http,
+        max_body_bytes: config.http.max_body_bytes,
+        transport,
+    })
+}
+
+impl RunningNode {
+    /// Serves the HTTP API until `shutdown` completes, then stops Raft and the transport.
+    pub async fn serve_http(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.http, router(self.app, self.max_body_bytes))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving HTTP")?;
+        tracing::info!("shutting down");
+        let _ = self.meta.raft().shutdown().await;
+        self.transport.close();
+        // Lets peers learn of the close at once; bounded so shutdown never hangs on a dead peer.
+        let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.transport.wait_idle()).await;
+        Ok(())
+    }
 }
 
 fn bind_transport(config: &Config) -> anyhow::Result<QuicTransport> {
@@ -189,7 +235,8 @@ fn spawn_controllers(
     config: &Config,
     meta: &Arc<MetaClient>,
     state: &StateHandle,
-    clock: &crate::node::Clock,
+    clock: &Clock,
+    contacts: Arc<PeerContacts>,
 ) {
     let assigner_config = AssignerConfig {
         placement: config.placement_config(),
@@ -200,6 +247,8 @@ fn spawn_controllers(
         state.clone(),
         assigner_config,
         clock.clone(),
+        contacts,
+        Duration::from_millis(config.controllers.peer_unreachable_after_ms),
     ));
     let voters = Arc::new(VoterManager::new(
         meta.raft().clone(),

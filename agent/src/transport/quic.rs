@@ -298,7 +298,7 @@ async fn serve_connection(
         Ok(conn) => conn,
         Err(e) => {
             // Includes peers rejected by mutual TLS.
-            warn!(%remote, error = %e, "incoming peer connection failed");
+            warn!(%remote, error = %error_chain(&e), "incoming peer connection failed");
             return;
         }
     };

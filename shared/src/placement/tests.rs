@@ -50,7 +50,7 @@ fn provisioned(read_units: u64, write_units: u64) -> Capacity {
 /// Plans and applies a table; returns the plan.
 fn place(s: &mut MetaState, name: &str, capacity: Capacity) -> PlacementPlan {
     let t = create(s, name, capacity);
-    let plan = plan_new_table(s, t, &PlacementConfig::default()).unwrap();
+    let plan = plan_new_table(s, t, &PlacementConfig::default(), &BTreeSet::new()).unwrap();
     let cmd = MetaCommand::AssignPartitions {
         table_id: t,
         partitions: plan.assignments.clone(),
@@ -95,12 +95,12 @@ fn plan_errors() {
     let mut s = cluster(&[]);
     let cfg = PlacementConfig::default();
     assert_eq!(
-        plan_new_table(&s, 1, &cfg),
+        plan_new_table(&s, 1, &cfg, &BTreeSet::new()),
         Err(PlacementError::TableNotFound(1))
     );
     let t = create(&mut s, "orders", provisioned(1, 1));
     assert_eq!(
-        plan_new_table(&s, t, &cfg),
+        plan_new_table(&s, t, &cfg, &BTreeSet::new()),
         Err(PlacementError::NoLiveNodes)
     );
 }
@@ -134,8 +134,8 @@ fn plan_is_deterministic() {
     let t = create(&mut s, "second", provisioned(9000, 1));
     let cfg = PlacementConfig::default();
     assert_eq!(
-        plan_new_table(&s, t, &cfg),
-        plan_new_table(&s.clone(), t, &cfg)
+        plan_new_table(&s, t, &cfg, &BTreeSet::new()),
+        plan_new_table(&s.clone(), t, &cfg, &BTreeSet::new())
     );
 }
 
@@ -174,7 +174,7 @@ fn plan_reduces_replication_with_warnings() {
         ..PlacementConfig::default()
     };
     let t = create(&mut s, "solo", provisioned(1, 1));
-    let plan = plan_new_table(&s, t, &cfg).unwrap();
+    let plan = plan_new_table(&s, t, &cfg, &BTreeSet::new()).unwrap();
     assert_eq!((plan.replication_factor, plan.warnings.len()), (1, 1));
 }
 
@@ -226,5 +226,25 @@ fn promotion_ignores_duplicates_and_voters() {
     assert_eq!(
         learners_to_promote(&[], &[cand(9, ""), cand(7, "")], 3),
         vec![7, 9]
+    );
+}
+
+#[test]
+fn plan_skips_excluded_nodes() {
+    let mut s = cluster(&["a", "b", "c", "d"]);
+    let t = create(&mut s, "orders", provisioned(1, 8000));
+    let cfg = PlacementConfig::default();
+    let plan = plan_new_table(&s, t, &cfg, &BTreeSet::from([1, 3])).unwrap();
+    assert_eq!(plan.replication_factor, 2);
+    for a in &plan.assignments {
+        let mut nodes: Vec<NodeId> = a.replica_node_ids.clone();
+        nodes.push(a.primary_node_id);
+        nodes.sort_unstable();
+        assert_eq!(nodes, vec![2, 4]);
+    }
+    let all = BTreeSet::from([1, 2, 3, 4]);
+    assert_eq!(
+        plan_new_table(&s, t, &cfg, &all),
+        Err(PlacementError::NoLiveNodes)
     );
 }

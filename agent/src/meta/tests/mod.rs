@@ -3,5 +3,6 @@
 
 mod cluster;
 mod codec;
+mod network;
 mod store;
 mod support;

@@ -1,0 +1,111 @@
+//! The leader's direct view of which peers answer: every successful peer RPC (Raft
+//! heartbeats reach every member every heartbeat interval) is recorded per address.
+//! Until gossip arrives this is the only liveness signal placement can use, and it
+//! costs no Raft write: like SUSPECTED, it is one agent's view, never committed.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::model::NodeId;
+use tokio::time::Instant;
+
+use crate::transport::{BoxFuture, RpcClient, TransportError};
+
+/// When each peer address last answered an RPC.
+#[derive(Default)]
+pub struct PeerContacts {
+    last_ok: Mutex<HashMap<String, Instant>>,
+}
+
+impl PeerContacts {
+    fn record(&self, addr: &str) {
+        let mut map = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(addr.to_string(), Instant::now());
+    }
+
+    /// Members (id, peer address) that have not answered within `window`; `me` never counts.
+    pub fn unreachable<'a>(
+        &self,
+        members: impl Iterator<Item = (NodeId, &'a str)>,
+        me: NodeId,
+        window: Duration,
+    ) -> BTreeSet<NodeId> {
+        let map = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        members
+            .filter(|(id, addr)| {
+                *id != me
+                    && map
+                        .get(*addr)
+                        .is_none_or(|t| now.duration_since(*t) > window)
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
+/// An [`RpcClient`] that records every successful call in [`PeerContacts`].
+pub struct ObservedClient {
+    inner: Arc<dyn RpcClient>,
+    contacts: Arc<PeerContacts>,
+}
+
+impl ObservedClient {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn RpcClient>, contacts: Arc<PeerContacts>) -> Self {
+        ObservedClient { inner, contacts }
+    }
+}
+
+impl RpcClient for ObservedClient {
+    fn call(&self, addr: &str, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
+        let addr = addr.to_string();
+        Box::pin(async move {
+            let result = self.inner.call(&addr, request).await;
+            if result.is_ok() {
+                self.contacts.record(&addr);
+            }
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::RpcHandler;
+    use crate::transport::memory::MemoryNetwork;
+
+    struct Echo;
+    impl RpcHandler for Echo {
+        fn handle(&self, request: Vec<u8>) -> BoxFuture<'_, Vec<u8>> {
+            Box::pin(async move { request })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn peers_answering_recently_are_reachable() {
+        let net = MemoryNetwork::new();
+        net.register("b", Arc::new(Echo));
+        let contacts = Arc::new(PeerContacts::default());
+        let client = ObservedClient::new(net.client("a"), contacts.clone());
+        let window = Duration::from_secs(1);
+        let members = || [(1, "a"), (2, "b"), (3, "c")].into_iter();
+        assert_eq!(
+            contacts.unreachable(members(), 1, window),
+            BTreeSet::from([2, 3])
+        );
+        client.call("b", vec![1]).await.unwrap();
+        assert!(client.call("c", vec![1]).await.is_err());
+        assert_eq!(
+            contacts.unreachable(members(), 1, window),
+            BTreeSet::from([3])
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(
+            contacts.unreachable(members(), 1, window),
+            BTreeSet::from([2, 3])
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Bad input over HTTP: each gets its status and a JSON error, and the state is unchanged.
+
+use agent::client::{ApiClient, Method};
+use shared::api::{ErrorBody, ListTablesResponse, TableDescription};
+use shared::model::TableStatus;
+
+use crate::harness::{TestCluster, table_request, wait_for};
+
+const HTTP_BASE: u16 = 21270;
+
+/// Sends a raw request and checks the status and that the body is a JSON error.
+fn expect_error(
+    client: &ApiClient,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+    status: u16,
+) -> ErrorBody {
+    let (got, text) = client.raw(method, path, body).expect("request");
+    assert_eq!(got, status, "{method:?} {path} {body:?} -> {text}");
+    let error: ErrorBody =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not a JSON error ({e}): {text}"));
+    assert!(!error.error.code.is_empty() && !error.error.message.is_empty());
+    error
+}
+
+fn snapshot(client: &ApiClient) -> (ListTablesResponse, TableDescription) {
+    (
+        client.list_tables().unwrap(),
+        client.get_table("existing").unwrap(),
+    )
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_change_nothing() {
+    let cluster = TestCluster::start(1, HTTP_BASE, |_| {});
+    let client = cluster.client(1);
+    wait_for("healthy", || client.healthy().then_some(()));
+    wait_for("create", || {
+        client.create_table(&table_request("existing", 1000)).ok()
+    });
+    wait_for("active", || {
+        client
+            .get_table("existing")
+            .ok()
+            .filter(|t| t.status == TableStatus::Active)
+    });
+    let before = snapshot(&client);
+
+    let post = |body: &str, status: u16| {
+        expect_error(&client, Method::Post, "/tables", Some(body), status)
+    };
+    post("{not json", 400);
+    post("", 400);
+    post(
+        r#"{"table_name":"t1","partition_key":"id","capacity":{"mode":"ON_DEMAND"},"schema":{"attributes":[{"name":"id","type":"S"}]},"extra":1}"#,
+        400,
+    );
+    post(
+        r#"{"table_name":"t1","partition_key":"id","capacity":{"mode":"ON_DEMAND","bogus":2},"schema":{"attributes":[{"name":"id","type":"S"}]}}"#,
+        400,
+    );
+    let valid = |name: &str| {
+        format!(
+            r#"{{"table_name":"{name}","partition_key":"id","capacity":{{"mode":"ON_DEMAND"}},"schema":{{"attributes":[{{"name":"id","type":"S"}}]}}}}"#
+        )
+    };
+    for bad_name in ["ab", "has space", "slash/name", "ünicode", &"x".repeat(256)] {
+        let e = post(&valid(bad_name), 400);
+        assert_eq!(e.error.code, "InvalidRequest");
+    }
+    assert_eq!(
+        post(&valid("existing"), 409).error.code,
+        "TableAlreadyExists"
+    );
+    // Partition key missing from the schema, sort key missing, key of a non-key type.
+    post(
+        r#"{"table_name":"t2","partition_key":"pk","capacity":{"mode":"ON_DEMAND"},"schema":{"attributes":[{"name":"id","type":"S"}]}}"#,
+        400,
+    );
+    post(
+        r#"{"table_name":"t2","partition_key":"id","sort_key":"ts","capacity":{"mode":"ON_DEMAND"},"schema":{"attributes":[{"name":"id","type":"S"}]}}"#,
+        400,
+    );
+    post(
+        r#"{"table_name":"t2","partition_key":"id","capacity":{"mode":"ON_DEMAND"},"schema":{"attributes":[{"name":"id","type":"BOOL"}]}}"#,
+        400,
+    );
+    post(
+        r#"{"table_name":"t2","partition_key":"id","capacity":{"mode":"ON_DEMAND"},"schema":{"attributes":[{"name":"id","type":"Q"}]}}"#,
+        400,
+    );
+    // PROVISIONED without units, ON_DEMAND with units, zero units.
+    post(
+        r#"{"table_name":"t3","partition_key":"id","capacity":{"mode":"PROVISIONED"},"schema":{"attributes":[{"name":"id","type":"S"}]}}"#,
+        400,
+    );
+    post(
+        r#"{"table_name":"t3","partition_key":"id","capacity":{"mode":"ON_DEMAND","read_units":5},"schema":{"attributes":[{"name":"id","type":"S"}]}}"#,
+        400,
+    );
+    post(
+        r#"{"table_name":"t3","partition_key":"id","capacity":{"mode":"PROVISIONED","read_units":0,"write_units":0},"schema":{"attributes":[{"name":"id","type":"S"}]}}"#,
+        400,
+    );
+
+    // Unknown tables and endpoints.
+    for (method, path) in [
+        (Method::Get, "/tables/missing"),
+        (Method::Delete, "/tables/missing"),
+        (Method::Get, "/tables/missing/partitions"),
+        (Method::Get, "/tables/missing/schema"),
+        (Method::Get, "/no/such/endpoint"),
+    ] {
+        expect_error(&client, method, path, None, 404);
+    }
+    expect_error(
+        &client,
+        Method::Put,
+        "/tables/missing/capacity",
+        Some(r#"{"mode":"ON_DEMAND"}"#),
+        404,
+    );
+    expect_error(
+        &client,
+        Method::Get,
+        "/tables/existing/schema?version=9",
+        None,
+        404,
+    );
+    expect_error(&client, Method::Get, "/tables/x/partitions", None, 400);
+
+    // Schema changes that touch the keys, and malformed capacity bodies.
+    let put_schema = |body: &str, status: u16| {
+        expect_error(
+            &client,
+            Method::Put,
+            "/tables/existing/schema",
+            Some(body),
+            status,
+        )
+    };
+    put_schema(r#"{"attributes":[{"name":"id","type":"N"}]}"#, 400);
+    put_schema(r#"{"attributes":[{"name":"other","type":"S"}]}"#, 400);
+    put_schema(
+        r#"{"attributes":[{"name":"id","type":"S"},{"name":"id","type":"N"}]}"#,
+        400,
+    );
+    put_schema(r#"{"attributes":"nope"}"#, 400);
+    let put_capacity = |body: &str| {
+        expect_error(
+            &client,
+            Method::Put,
+            "/tables/existing/capacity",
+            Some(body),
+            400,
+        )
+    };
+    put_capacity(r#"{"mode":"PROVISIONED"}"#);
+    put_capacity(r#"{"mode":"FAST"}"#);
+    put_capacity("[]");
+
+    assert_eq!(
+        snapshot(&client),
+        before,
+        "rejected requests changed the state"
+    );
+
+    // A compatible schema change makes a new version and keeps the old one.
+    let (status, _) = client
+        .raw(
+            Method::Put,
+            "/tables/existing/schema",
+            Some(r#"{"attributes":[{"name":"id","type":"S"},{"name":"n","type":"N"}]}"#),
+        )
+        .unwrap();
+    assert_eq!(status, 201);
+    assert_eq!(
+        client
+            .get_schema("existing", Some(1))
+            .unwrap()
+            .attributes
+            .len(),
+        1
+    );
+    assert_eq!(client.get_schema("existing", None).unwrap().version, 2);
+}

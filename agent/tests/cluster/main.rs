@@ -1,0 +1,6 @@
+//! Multi-process tests: real `agent` binaries on loopback, each test with its own port
+//! range and data directory; every child is killed when a test ends, even on failure.
+
+mod bad_input;
+mod failover;
+mod harness;

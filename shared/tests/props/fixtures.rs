@@ -1,0 +1,171 @@
+//! Builders shared by the property tests.
+
+use std::collections::BTreeSet;
+
+use shared::command::{MetaCommand, MetaOutcome, TableSpec};
+use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, NodeId, TableId};
+use shared::placement::{PlacementConfig, plan_new_table};
+use shared::state::MetaState;
+
+/// A `RegisterNode` command with addresses derived from the id.
+pub fn register(node_id: NodeId, zone: &str, incarnation: u64, now_ms: u64) -> MetaCommand {
+    MetaCommand::RegisterNode {
+        node_id,
+        endpoint: format!("http://10.0.{}.{}:7070", node_id / 256, node_id % 256),
+        peer_addr: format!("10.0.{}.{}:7100", node_id / 256, node_id % 256),
+        zone: zone.to_string(),
+        incarnation,
+        now_ms,
+    }
+}
+
+/// A PROVISIONED capacity.
+pub fn provisioned(read_units: u64, write_units: u64) -> Capacity {
+    Capacity {
+        mode: CapacityMode::Provisioned,
+        read_units,
+        write_units,
+    }
+}
+
+/// The ON_DEMAND capacity.
+pub fn on_demand() -> Capacity {
+    Capacity {
+        mode: CapacityMode::OnDemand,
+        read_units: 0,
+        write_units: 0,
+    }
+}
+
+/// A valid spec with a string partition key and a numeric sort key.
+pub fn spec(name: &str, capacity: Capacity) -> TableSpec {
+    TableSpec {
+        table_name: name.to_string(),
+        partition_key: "pk".into(),
+        sort_key: Some("sk".into()),
+        capacity,
+        attributes: vec![
+            Attribute {
+                name: "pk".into(),
+                attr_type: AttributeType::S,
+            },
+            Attribute {
+                name: "sk".into(),
+                attr_type: AttributeType::N,
+            },
+        ],
+    }
+}
+
+/// Creates a table that must be accepted and returns its id.
+pub fn create(state: &mut MetaState, spec: TableSpec) -> TableId {
+    match state.apply(&MetaCommand::CreateTable { spec, now_ms: 1 }) {
+        Ok(MetaOutcome::TableCreated { table_id }) => table_id,
+        other => panic!("create failed: {other:?}"),
+    }
+}
+
+/// Plans a table with `cfg` and applies the plan, which must be accepted.
+pub fn place(state: &mut MetaState, table_id: TableId, cfg: &PlacementConfig) {
+    let plan = plan_new_table(state, table_id, cfg, &BTreeSet::new()).expect("plan");
+    let cmd = MetaCommand::AssignPartitions {
+        table_id,
+        partitions: plan.assignments,
+    };
+    state.apply(&cmd).expect("assign the plan");
+}
+
+/// Reports every replica of every partition of the table ready, then activates it.
+pub fn ready_and_activate(state: &mut MetaState, table_id: TableId) {
+    for cmd in ready_all(state, table_id) {
+        state.apply(&cmd).expect("ready");
+    }
+    let cmd = MetaCommand::ActivateTable {
+        table_id,
+        now_ms: 2,
+    };
+    state.apply(&cmd).expect("activate");
+}
+
+/// One `PartitionsReady` per node holding partitions of the table.
+pub fn ready_all(state: &MetaState, table_id: TableId) -> Vec<MetaCommand> {
+    per_node(state, table_id)
+        .into_iter()
+        .map(|(node_id, partition_ids)| MetaCommand::PartitionsReady {
+            node_id,
+            partition_ids,
+        })
+        .collect()
+}
+
+/// One `PartitionsReleased` per node holding partitions of the table.
+pub fn release_all(state: &MetaState, table_id: TableId) -> Vec<MetaCommand> {
+    per_node(state, table_id)
+        .into_iter()
+        .map(|(node_id, partition_ids)| MetaCommand::PartitionsReleased {
+            node_id,
+            partition_ids,
+        })
+        .collect()
+}
+
+fn per_node(state: &MetaState, table_id: TableId) -> std::collections::BTreeMap<NodeId, Vec<u64>> {
+    let mut by_node = std::collections::BTreeMap::<NodeId, Vec<u64>>::new();
+    for p in state.partitions_of(table_id) {
+        for n in p.all_nodes() {
+            by_node.entry(n).or_default().push(p.partition_id);
+        }
+    }
+    by_node
+}
+
+/// A populated state: 12 nodes in 3 zones, 5 tables in every status.
+pub fn populated() -> MetaState {
+    let mut s = MetaState::new();
+    s.apply(&MetaCommand::InitCluster {
+        cluster_id: "snapshot-test".into(),
+    })
+    .unwrap();
+    for n in 1..=12 {
+        s.apply(&register(n, ["a", "b", "c"][n as usize % 3], 1, 100))
+            .unwrap();
+    }
+    let cfg = PlacementConfig::default();
+    let creating = create(&mut s, spec("creating", provisioned(5, 5)));
+    place(&mut s, creating, &cfg);
+    let active = create(&mut s, spec("active", provisioned(9000, 3000)));
+    place(&mut s, active, &cfg);
+    ready_and_activate(&mut s, active);
+    let scaling = create(&mut s, spec("scaling", on_demand()));
+    place(&mut s, scaling, &cfg);
+    ready_and_activate(&mut s, scaling);
+    s.apply(&MetaCommand::UpdateCapacity {
+        table_name: "scaling".into(),
+        capacity: provisioned(10, 10),
+        now_ms: 3,
+    })
+    .unwrap();
+    let deleting = create(&mut s, spec("deleting", provisioned(1, 1)));
+    place(&mut s, deleting, &cfg);
+    s.apply(&MetaCommand::DeleteTable {
+        table_name: "deleting".into(),
+        now_ms: 4,
+    })
+    .unwrap();
+    for cmd in release_all(&s, deleting).into_iter().take(2) {
+        s.apply(&cmd).unwrap();
+    }
+    let mut attrs = spec("active", on_demand()).attributes;
+    attrs.push(Attribute {
+        name: "extra".into(),
+        attr_type: AttributeType::M,
+    });
+    s.apply(&MetaCommand::AddSchemaVersion {
+        table_name: "active".into(),
+        attributes: attrs,
+        now_ms: 5,
+    })
+    .unwrap();
+    create(&mut s, spec("unplaced", on_demand()));
+    s
+}

@@ -1,0 +1,7 @@
+//! Property and round-trip tests of the shared core, compiled as one test binary.
+
+mod fixtures;
+mod placement;
+mod routing;
+mod snapshot;
+mod state_machine;

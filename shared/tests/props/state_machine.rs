@@ -1,0 +1,492 @@
+//! Random command sequences: apply never panics, invariants always hold, rejected
+//! commands change nothing, epochs never decrease.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use shared::command::{MetaCommand, MetaOutcome, PartitionAssignment, TableSpec};
+use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, KeyRange, NodeId, TableId};
+use shared::placement::{PlacementConfig, plan_new_table};
+use shared::state::MetaState;
+
+use crate::fixtures::{ready_all, register, release_all};
+
+/// Table names: a few valid ones that collide, and one invalid.
+const NAMES: [&str; 5] = ["orders", "users", "events", "logs", "x"];
+
+/// One step of a scenario; resolved against the current state into commands.
+#[derive(Debug, Clone)]
+enum Op {
+    Init(u8),
+    Register {
+        node: NodeId,
+        zone: u8,
+        incarnation: u64,
+        now: u64,
+    },
+    Create {
+        name: usize,
+        flaw: u8,
+        capacity: Capacity,
+    },
+    Plan {
+        table: TableId,
+        rf: usize,
+    },
+    Bogus {
+        table: TableId,
+        cuts: Vec<u64>,
+        flaw: u8,
+        nodes: Vec<NodeId>,
+    },
+    ReadyAll {
+        table: TableId,
+        activate: bool,
+    },
+    Ready {
+        node: NodeId,
+        partitions: Vec<u64>,
+    },
+    Activate {
+        table: TableId,
+    },
+    Capacity {
+        name: usize,
+        capacity: Capacity,
+    },
+    Schema {
+        name: usize,
+        flaw: u8,
+    },
+    Delete {
+        name: usize,
+    },
+    ReleaseAll {
+        table: TableId,
+        purge: bool,
+    },
+    Release {
+        node: NodeId,
+        partitions: Vec<u64>,
+    },
+    Purge {
+        table: TableId,
+    },
+    /// Plan, ready everywhere, activate: reaches ACTIVE tables often.
+    Drive {
+        table: TableId,
+        rf: usize,
+    },
+}
+
+fn capacity() -> impl Strategy<Value = Capacity> {
+    let mode = prop_oneof![
+        Just(CapacityMode::Provisioned),
+        Just(CapacityMode::OnDemand)
+    ];
+    // Mostly valid values, sometimes zero or too many units.
+    let units = prop_oneof![8 => 1u64..20_000, 1 => Just(0u64), 1 => Just(2_000_000u64)];
+    (mode, units.clone(), units).prop_map(|(mode, r, w)| match mode {
+        CapacityMode::OnDemand if !r.is_multiple_of(4) => Capacity {
+            mode,
+            read_units: 0,
+            write_units: 0,
+        },
+        _ => Capacity {
+            mode,
+            read_units: r,
+            write_units: w,
+        },
+    })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let node = 1u64..=7;
+    let table = 1u64..=40;
+    let pids = prop::collection::vec(1u64..=60, 0..4);
+    prop_oneof![
+        1 => (0u8..3).prop_map(Op::Init),
+        6 => (node.clone(), 0u8..4, 0u64..4, 0u64..1000)
+            .prop_map(|(node, zone, incarnation, now)| Op::Register { node, zone, incarnation, now }),
+        5 => (0..NAMES.len(), 0u8..12, capacity())
+            .prop_map(|(name, flaw, capacity)| Op::Create { name, flaw, capacity }),
+        5 => (table.clone(), 1usize..=4).prop_map(|(table, rf)| Op::Plan { table, rf }),
+        2 => (table.clone(), prop::collection::vec(any::<u64>(), 0..5), 0u8..6,
+              prop::collection::vec(1u64..=8, 1..4))
+            .prop_map(|(table, cuts, flaw, nodes)| Op::Bogus { table, cuts, flaw, nodes }),
+        5 => (table.clone(), any::<bool>()).prop_map(|(table, activate)| Op::ReadyAll { table, activate }),
+        2 => (node.clone(), pids.clone()).prop_map(|(node, partitions)| Op::Ready { node, partitions }),
+        2 => table.clone().prop_map(|table| Op::Activate { table }),
+        3 => (0..NAMES.len(), capacity()).prop_map(|(name, capacity)| Op::Capacity { name, capacity }),
+        3 => (0..NAMES.len(), 0u8..6).prop_map(|(name, flaw)| Op::Schema { name, flaw }),
+        3 => (0..NAMES.len()).prop_map(|name| Op::Delete { name }),
+        3 => (table.clone(), any::<bool>()).prop_map(|(table, purge)| Op::ReleaseAll { table, purge }),
+        1 => (node, pids).prop_map(|(node, partitions)| Op::Release { node, partitions }),
+        2 => table.clone().prop_map(|table| Op::Purge { table }),
+        4 => (table, 1usize..=4).prop_map(|(table, rf)| Op::Drive { table, rf }),
+    ]
+}
+
+fn attr(name: &str, attr_type: AttributeType) -> Attribute {
+    Attribute {
+        name: name.into(),
+        attr_type,
+    }
+}
+
+/// A spec, valid when `flaw` >= 6, otherwise broken in one of six ways.
+fn spec(name: usize, flaw: u8, capacity: Capacity) -> TableSpec {
+    let mut spec = TableSpec {
+        table_name: NAMES[name].to_string(),
+        partition_key: "pk".into(),
+        sort_key: Some("sk".into()),
+        capacity,
+        attributes: vec![
+            attr("pk", AttributeType::S),
+            attr("sk", AttributeType::B),
+            attr("v", AttributeType::M),
+        ],
+    };
+    match flaw {
+        0 => spec.partition_key = "nope".into(),
+        1 => spec.sort_key = Some("pk".into()),
+        2 => spec.attributes[0].attr_type = AttributeType::Bool,
+        3 => spec.attributes.push(attr("v", AttributeType::S)),
+        4 => spec.attributes.push(attr("", AttributeType::S)),
+        5 => spec.sort_key = Some("v".into()),
+        6..=8 => spec.sort_key = None,
+        _ => {}
+    }
+    spec
+}
+
+/// New attributes: compatible when `flaw` >= 3.
+fn schema(flaw: u8) -> Vec<Attribute> {
+    match flaw {
+        0 => vec![attr("sk", AttributeType::B)],
+        1 => vec![attr("pk", AttributeType::N), attr("sk", AttributeType::B)],
+        2 => vec![attr("pk", AttributeType::S), attr("pk", AttributeType::S)],
+        3 => vec![attr("pk", AttributeType::S), attr("sk", AttributeType::B)],
+        _ => vec![
+            attr("pk", AttributeType::S),
+            attr("sk", AttributeType::B),
+            attr(&format!("f{flaw}"), AttributeType::L),
+        ],
+    }
+}
+
+/// Assignments over cut points, broken by `flaw` < 3 (gap, overlap, short).
+fn bogus(cuts: &[u64], flaw: u8, nodes: &[NodeId]) -> Vec<PartitionAssignment> {
+    let mut starts: Vec<u64> = cuts.iter().copied().filter(|c| *c != 0).collect();
+    starts.push(0);
+    starts.sort_unstable();
+    starts.dedup();
+    let mut out: Vec<PartitionAssignment> = starts
+        .iter()
+        .enumerate()
+        .map(|(i, &low)| PartitionAssignment {
+            range: KeyRange {
+                low,
+                high: starts.get(i + 1).map_or(u64::MAX, |n| n - 1),
+            },
+            primary_node_id: nodes[i % nodes.len()],
+            replica_node_ids: nodes.iter().skip(1 + i % nodes.len()).copied().collect(),
+        })
+        .collect();
+    let last = out.len() - 1;
+    match flaw {
+        0 => out[last].range.high = out[last].range.high.saturating_sub(1),
+        1 if last > 0 => out[last].range.low -= 1,
+        2 if last > 0 => out[last].range.low = out[last].range.low.saturating_add(1),
+        _ => {}
+    }
+    out
+}
+
+/// Mostly an existing table (so deep states are reached), sometimes a raw id.
+fn resolve(s: &MetaState, raw: TableId) -> TableId {
+    let ids: Vec<TableId> = s.tables().map(|t| t.table_id).collect();
+    if raw.is_multiple_of(4) || ids.is_empty() {
+        raw
+    } else {
+        ids[raw as usize % ids.len()]
+    }
+}
+
+/// Splits compound ops into steps, each resolved against the state its turn sees.
+fn expand(op: &Op) -> Vec<Op> {
+    match op {
+        Op::Drive { table, rf } => vec![
+            Op::Plan {
+                table: *table,
+                rf: *rf,
+            },
+            Op::ReadyAll {
+                table: *table,
+                activate: true,
+            },
+        ],
+        other => vec![other.clone()],
+    }
+}
+
+/// Turns an op into the commands it stands for in the current state.
+fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
+    let mut op = op.clone();
+    if let Op::Plan { table, .. }
+    | Op::Bogus { table, .. }
+    | Op::ReadyAll { table, .. }
+    | Op::Activate { table }
+    | Op::ReleaseAll { table, .. }
+    | Op::Purge { table }
+    | Op::Drive { table, .. } = &mut op
+    {
+        *table = resolve(s, *table);
+    }
+    match op {
+        Op::Init(n) => vec![MetaCommand::InitCluster {
+            cluster_id: if n == 0 {
+                String::new()
+            } else {
+                format!("c{n}")
+            },
+        }],
+        Op::Register {
+            node,
+            zone,
+            incarnation,
+            now,
+        } => {
+            let zone = if zone == 0 {
+                String::new()
+            } else {
+                format!("z{zone}")
+            };
+            vec![register(node, &zone, incarnation, now)]
+        }
+        Op::Create {
+            name,
+            flaw,
+            capacity,
+        } => vec![MetaCommand::CreateTable {
+            spec: spec(name, flaw, capacity),
+            now_ms: 10,
+        }],
+        Op::Plan { table, rf } => {
+            let cfg = PlacementConfig {
+                replication_factor: rf,
+                ..PlacementConfig::default()
+            };
+            match plan_new_table(s, table, &cfg, &BTreeSet::new()) {
+                Ok(plan) => vec![MetaCommand::AssignPartitions {
+                    table_id: table,
+                    partitions: plan.assignments,
+                }],
+                Err(_) => vec![],
+            }
+        }
+        Op::Bogus {
+            table,
+            cuts,
+            flaw,
+            nodes,
+        } => {
+            vec![MetaCommand::AssignPartitions {
+                table_id: table,
+                partitions: bogus(&cuts, flaw, &nodes),
+            }]
+        }
+        Op::ReadyAll { table, activate } => {
+            let mut cmds = ready_all(s, table);
+            if activate {
+                cmds.push(MetaCommand::ActivateTable {
+                    table_id: table,
+                    now_ms: 20,
+                });
+            }
+            cmds
+        }
+        Op::Ready { node, partitions } => vec![MetaCommand::PartitionsReady {
+            node_id: node,
+            partition_ids: partitions,
+        }],
+        Op::Activate { table } => vec![MetaCommand::ActivateTable {
+            table_id: table,
+            now_ms: 20,
+        }],
+        Op::Capacity { name, capacity } => {
+            vec![MetaCommand::UpdateCapacity {
+                table_name: NAMES[name].into(),
+                capacity,
+                now_ms: 30,
+            }]
+        }
+        Op::Schema { name, flaw } => {
+            vec![MetaCommand::AddSchemaVersion {
+                table_name: NAMES[name].into(),
+                attributes: schema(flaw),
+                now_ms: 40,
+            }]
+        }
+        Op::Delete { name } => vec![MetaCommand::DeleteTable {
+            table_name: NAMES[name].into(),
+            now_ms: 50,
+        }],
+        Op::ReleaseAll { table, purge } => {
+            let mut cmds = release_all(s, table);
+            if purge {
+                cmds.push(MetaCommand::PurgeTable { table_id: table });
+            }
+            cmds
+        }
+        Op::Release { node, partitions } => vec![MetaCommand::PartitionsReleased {
+            node_id: node,
+            partition_ids: partitions,
+        }],
+        Op::Purge { table } => vec![MetaCommand::PurgeTable { table_id: table }],
+        Op::Drive { .. } => unreachable!("expanded before"),
+    }
+}
+
+/// Applies one command and checks every property; returns whether it was accepted.
+fn step(s: &mut MetaState, cmd: &MetaCommand) -> Result<bool, TestCaseError> {
+    let before = s.clone();
+    let result = s.apply(cmd);
+    prop_assert!(
+        s.check_invariants().is_ok(),
+        "{:?} broke {:?}",
+        cmd,
+        s.check_invariants()
+    );
+    let epochs: BTreeMap<u64, u64> = before
+        .partitions()
+        .map(|p| (p.partition_id, p.epoch))
+        .collect();
+    for p in s.partitions() {
+        prop_assert!(epochs.get(&p.partition_id).is_none_or(|e| p.epoch >= *e));
+    }
+    match &result {
+        Err(_) => prop_assert_eq!(&*s, &before, "rejected {:?} changed the state", cmd),
+        Ok(outcome) => check_outcome(s, cmd, outcome)?,
+    }
+    Ok(result.is_ok())
+}
+
+/// Checks that an accepted command's outcome matches the command.
+fn check_outcome(
+    s: &MetaState,
+    cmd: &MetaCommand,
+    outcome: &MetaOutcome,
+) -> Result<(), TestCaseError> {
+    match (cmd, outcome) {
+        (MetaCommand::CreateTable { spec, .. }, MetaOutcome::TableCreated { table_id }) => {
+            prop_assert_eq!(&s.table(*table_id).unwrap().table_name, &spec.table_name);
+        }
+        (
+            MetaCommand::AssignPartitions { partitions, .. },
+            MetaOutcome::PartitionsAssigned { partition_ids },
+        ) => {
+            prop_assert_eq!(partitions.len(), partition_ids.len());
+        }
+        (
+            MetaCommand::AddSchemaVersion { table_name, .. },
+            MetaOutcome::SchemaVersionAdded { version },
+        ) => {
+            prop_assert_eq!(
+                s.table_by_name(table_name).unwrap().schema_version_id,
+                *version
+            );
+        }
+        (
+            MetaCommand::CreateTable { .. }
+            | MetaCommand::AssignPartitions { .. }
+            | MetaCommand::AddSchemaVersion { .. },
+            _,
+        ) => {
+            prop_assert!(false, "{:?} gave {:?}", cmd, outcome);
+        }
+        (_, other) => prop_assert_eq!(other, &MetaOutcome::Done),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(160))]
+
+    #[test]
+    fn random_command_sequences(ops in prop::collection::vec(op(), 1..80)) {
+        let mut s = MetaState::new();
+        for op in ops.iter().flat_map(expand) {
+            for cmd in commands(&s, &op) {
+                step(&mut s, &cmd)?;
+            }
+        }
+    }
+}
+
+/// Name of a command's variant, for coverage counts.
+fn kind(cmd: &MetaCommand) -> &'static str {
+    match cmd {
+        MetaCommand::InitCluster { .. } => "InitCluster",
+        MetaCommand::RegisterNode { .. } => "RegisterNode",
+        MetaCommand::CreateTable { .. } => "CreateTable",
+        MetaCommand::AssignPartitions { .. } => "AssignPartitions",
+        MetaCommand::PartitionsReady { .. } => "PartitionsReady",
+        MetaCommand::ActivateTable { .. } => "ActivateTable",
+        MetaCommand::UpdateCapacity { .. } => "UpdateCapacity",
+        MetaCommand::AddSchemaVersion { .. } => "AddSchemaVersion",
+        MetaCommand::DeleteTable { .. } => "DeleteTable",
+        MetaCommand::PartitionsReleased { .. } => "PartitionsReleased",
+        MetaCommand::PurgeTable { .. } => "PurgeTable",
+    }
+}
+
+/// Replaying a log on a fresh state gives the same results and state (what lets every
+/// replica apply the same log), and the generator reaches every command, both
+/// accepted and rejected.
+#[test]
+fn replay_is_deterministic_and_generator_covers_every_command() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut seen: BTreeMap<(&str, bool), usize> = BTreeMap::new();
+    for _ in 0..64 {
+        let ops = prop::collection::vec(op(), 1..80)
+            .new_tree(&mut runner)
+            .unwrap()
+            .current();
+        let mut a = MetaState::new();
+        let mut log = Vec::new();
+        for op in ops.iter().flat_map(expand) {
+            for cmd in commands(&a, &op) {
+                let result = a.apply(&cmd);
+                log.push((cmd, result));
+            }
+        }
+        let mut b = MetaState::new();
+        for (cmd, result) in &log {
+            assert_eq!(&b.apply(cmd), result);
+            *seen.entry((kind(cmd), result.is_ok())).or_default() += 1;
+        }
+        assert_eq!(a, b);
+    }
+    for cmd in [
+        "RegisterNode",
+        "CreateTable",
+        "AssignPartitions",
+        "PartitionsReady",
+        "ActivateTable",
+        "UpdateCapacity",
+        "AddSchemaVersion",
+        "DeleteTable",
+        "PartitionsReleased",
+        "PurgeTable",
+    ] {
+        for accepted in [true, false] {
+            assert!(
+                seen.contains_key(&(cmd, accepted)),
+                "{cmd} accepted={accepted} never happened: {seen:?}"
+            );
+        }
+    }
+}
