@@ -37,6 +37,21 @@ impl ApiError {
         }
     }
 
+    /// An extractor's rejection (body too large, bad query, wrong method) as a JSON error.
+    pub fn rejected(status: StatusCode, message: String) -> Self {
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+            StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+            _ => "InvalidRequest",
+        };
+        ApiError {
+            status,
+            code,
+            message,
+        }
+    }
+
     /// 503: no leader, or the local replica is not ready.
     pub fn unavailable(message: impl Into<String>) -> Self {
         ApiError {

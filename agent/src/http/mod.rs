@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::de::DeserializeOwned;
@@ -56,6 +57,7 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
         .route("/cluster", get(cluster::cluster))
         .route("/clusters/{cluster_id}/nodes", get(cluster::nodes))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(app)
 }
@@ -74,13 +76,44 @@ async fn healthz(
     }
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::rejected(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint".into(),
+    )
+}
+
 async fn not_found() -> ApiError {
     ApiError::not_found("NotFound", "no such endpoint")
 }
 
-/// Parses a JSON body, answering 400 with a JSON error (unknown fields, bad types,
-/// malformed JSON) instead of axum's plain-text rejection.
-pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("InvalidRequest", format!("invalid JSON body: {e}")))
+/// A JSON request body whose every rejection (malformed JSON, unknown fields, bad types,
+/// too large) is a JSON error, not axum's plain-text one.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request("InvalidRequest", format!("invalid JSON body: {e}")))
+    }
+}
+
+/// Query parameters whose rejection is a JSON error.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| QueryParams(q))
+            .map_err(|e| ApiError::rejected(e.status(), e.body_text()))
+    }
 }

@@ -1,8 +1,7 @@
 //! Table lifecycle endpoints.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use shared::api::{
@@ -17,7 +16,7 @@ use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
 use crate::http::error::ApiError;
-use crate::http::{AppState, parse_json};
+use crate::http::{AppState, JsonBody, QueryParams};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -47,9 +46,8 @@ fn checked_name(name: &str) -> ApiResult<()> {
 /// `POST /tables`: records the table as CREATING and returns at once.
 pub async fn create(
     State(app): State<AppState>,
-    body: Bytes,
+    JsonBody(request): JsonBody<CreateTableRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateTableResponse>)> {
-    let request: CreateTableRequest = parse_json(&body)?;
     let spec = request.into_spec()?;
     let name = spec.table_name.clone();
     let cmd = MetaCommand::CreateTable {
@@ -116,10 +114,9 @@ pub async fn delete(
 pub async fn update_capacity(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonBody(request): JsonBody<UpdateCapacityRequest>,
 ) -> ApiResult<(StatusCode, Json<UpdateCapacityResponse>)> {
     checked_name(&name)?;
-    let request: UpdateCapacityRequest = parse_json(&body)?;
     let capacity = request.to_capacity()?;
     let cmd = MetaCommand::UpdateCapacity {
         table_name: name.clone(),
@@ -152,7 +149,7 @@ pub struct SchemaQuery {
 pub async fn get_schema(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    Query(query): Query<SchemaQuery>,
+    QueryParams(query): QueryParams<SchemaQuery>,
 ) -> ApiResult<Json<SchemaResponse>> {
     checked_name(&name)?;
     app.meta.linearizable_barrier().await?;
@@ -180,10 +177,9 @@ pub async fn get_schema(
 pub async fn put_schema(
     State(app): State<AppState>,
     Path(name): Path<String>,
-    body: Bytes,
+    JsonBody(request): JsonBody<PutSchemaRequest>,
 ) -> ApiResult<(StatusCode, Json<SchemaResponse>)> {
     checked_name(&name)?;
-    let request: PutSchemaRequest = parse_json(&body)?;
     let now_ms = (app.clock)();
     let cmd = MetaCommand::AddSchemaVersion {
         table_name: name.clone(),

@@ -185,3 +185,21 @@ fn bad_requests_get_json_errors_and_change_nothing() {
     );
     assert_eq!(client.get_schema("existing", None).unwrap().version, 2);
 }
+
+#[test]
+fn extractor_rejections_are_json_errors() {
+    let cluster = TestCluster::start(1, HTTP_BASE + 10, |c| c.http.max_body_bytes = 4096);
+    let client = cluster.client(1);
+    wait_for("healthy", || client.healthy().then_some(()));
+    let huge = format!(r#"{{"table_name":"{}"}}"#, "x".repeat(8192));
+    expect_error(&client, Method::Post, "/tables", Some(&huge), 413);
+    expect_error(
+        &client,
+        Method::Get,
+        "/tables/abc/schema?version=notanumber",
+        None,
+        400,
+    );
+    expect_error(&client, Method::Put, "/tables", Some("{}"), 405);
+    assert!(client.list_tables().unwrap().tables.is_empty());
+}

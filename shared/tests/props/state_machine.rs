@@ -232,25 +232,15 @@ fn expand(op: &Op) -> Vec<Op> {
 
 /// Turns an op into the commands it stands for in the current state.
 fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
-    let mut op = op.clone();
-    if let Op::Plan { table, .. }
-    | Op::Bogus { table, .. }
-    | Op::ReadyAll { table, .. }
-    | Op::Activate { table }
-    | Op::ReleaseAll { table, .. }
-    | Op::Purge { table }
-    | Op::Drive { table, .. } = &mut op
-    {
-        *table = resolve(s, *table);
-    }
-    match op {
-        Op::Init(n) => vec![MetaCommand::InitCluster {
-            cluster_id: if n == 0 {
+    match op.clone() {
+        Op::Init(n) => {
+            let cluster_id = if n == 0 {
                 String::new()
             } else {
                 format!("c{n}")
-            },
-        }],
+            };
+            vec![MetaCommand::InitCluster { cluster_id }]
+        }
         Op::Register {
             node,
             zone,
@@ -268,22 +258,66 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
             name,
             flaw,
             capacity,
-        } => vec![MetaCommand::CreateTable {
-            spec: spec(name, flaw, capacity),
-            now_ms: 10,
-        }],
+        } => {
+            vec![MetaCommand::CreateTable {
+                spec: spec(name, flaw, capacity),
+                now_ms: 10,
+            }]
+        }
+        Op::Ready { node, partitions } => {
+            vec![MetaCommand::PartitionsReady {
+                node_id: node,
+                partition_ids: partitions,
+            }]
+        }
+        Op::Capacity { name, capacity } => {
+            let table_name = NAMES[name].into();
+            vec![MetaCommand::UpdateCapacity {
+                table_name,
+                capacity,
+                now_ms: 30,
+            }]
+        }
+        Op::Schema { name, flaw } => {
+            let table_name = NAMES[name].into();
+            vec![MetaCommand::AddSchemaVersion {
+                table_name,
+                attributes: schema(flaw),
+                now_ms: 40,
+            }]
+        }
+        Op::Delete { name } => {
+            vec![MetaCommand::DeleteTable {
+                table_name: NAMES[name].into(),
+                now_ms: 50,
+            }]
+        }
+        Op::Release { node, partitions } => {
+            vec![MetaCommand::PartitionsReleased {
+                node_id: node,
+                partition_ids: partitions,
+            }]
+        }
+        table_op => table_commands(s, table_op),
+    }
+}
+
+/// The commands of ops that name a table by id (resolved to a mostly existing one).
+fn table_commands(s: &MetaState, op: Op) -> Vec<MetaCommand> {
+    match op {
         Op::Plan { table, rf } => {
+            let table = resolve(s, table);
             let cfg = PlacementConfig {
                 replication_factor: rf,
                 ..PlacementConfig::default()
             };
-            match plan_new_table(s, table, &cfg, &BTreeSet::new()) {
-                Ok(plan) => vec![MetaCommand::AssignPartitions {
-                    table_id: table,
-                    partitions: plan.assignments,
-                }],
-                Err(_) => vec![],
-            }
+            let Ok(plan) = plan_new_table(s, table, &cfg, &BTreeSet::new()) else {
+                return vec![];
+            };
+            vec![MetaCommand::AssignPartitions {
+                table_id: table,
+                partitions: plan.assignments,
+            }]
         }
         Op::Bogus {
             table,
@@ -291,12 +325,14 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
             flaw,
             nodes,
         } => {
+            let partitions = bogus(&cuts, flaw, &nodes);
             vec![MetaCommand::AssignPartitions {
-                table_id: table,
-                partitions: bogus(&cuts, flaw, &nodes),
+                table_id: resolve(s, table),
+                partitions,
             }]
         }
         Op::ReadyAll { table, activate } => {
+            let table = resolve(s, table);
             let mut cmds = ready_all(s, table);
             if activate {
                 cmds.push(MetaCommand::ActivateTable {
@@ -306,45 +342,24 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
             }
             cmds
         }
-        Op::Ready { node, partitions } => vec![MetaCommand::PartitionsReady {
-            node_id: node,
-            partition_ids: partitions,
-        }],
-        Op::Activate { table } => vec![MetaCommand::ActivateTable {
-            table_id: table,
-            now_ms: 20,
-        }],
-        Op::Capacity { name, capacity } => {
-            vec![MetaCommand::UpdateCapacity {
-                table_name: NAMES[name].into(),
-                capacity,
-                now_ms: 30,
+        Op::Activate { table } => {
+            vec![MetaCommand::ActivateTable {
+                table_id: resolve(s, table),
+                now_ms: 20,
             }]
         }
-        Op::Schema { name, flaw } => {
-            vec![MetaCommand::AddSchemaVersion {
-                table_name: NAMES[name].into(),
-                attributes: schema(flaw),
-                now_ms: 40,
-            }]
-        }
-        Op::Delete { name } => vec![MetaCommand::DeleteTable {
-            table_name: NAMES[name].into(),
-            now_ms: 50,
-        }],
         Op::ReleaseAll { table, purge } => {
+            let table = resolve(s, table);
             let mut cmds = release_all(s, table);
             if purge {
                 cmds.push(MetaCommand::PurgeTable { table_id: table });
             }
             cmds
         }
-        Op::Release { node, partitions } => vec![MetaCommand::PartitionsReleased {
-            node_id: node,
-            partition_ids: partitions,
+        Op::Purge { table } => vec![MetaCommand::PurgeTable {
+            table_id: resolve(s, table),
         }],
-        Op::Purge { table } => vec![MetaCommand::PurgeTable { table_id: table }],
-        Op::Drive { .. } => unreachable!("expanded before"),
+        other => unreachable!("{other:?} is expanded or handled by `commands`"),
     }
 }
 
