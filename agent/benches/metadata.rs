@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use agent::client::ApiClient;
 use agent::config::Config;
 use agent::dev::{PortPlan, wait_for_voters, write_cluster_files};
-use agent::node::RunningNode;
 use agent::node::meta_client::LeaderRoute;
 use shared::api::{CapacityRequest, CreateTableRequest, SchemaRequest};
 use shared::command::MetaCommand;
@@ -23,6 +22,8 @@ struct Leader {
     state: agent::meta::state_machine::StateHandle,
 }
 const NODES: u16 = 3;
+/// Worker threads of each agent's runtime.
+const AGENT_WORKER_THREADS: usize = 2;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -48,21 +49,43 @@ fn report(what: &str, mut samples: Vec<Duration>) {
     );
 }
 
-async fn start_cluster(dir: &std::path::Path) -> Vec<RunningNode> {
-    let configs = write_cluster_files(
-        dir,
-        NODES,
-        PortPlan {
-            http_base: HTTP_BASE,
-        },
-    )
-    .expect("files");
-    let mut nodes = Vec::new();
+/// Starts each agent on its own runtime (its own threads), as separate processes would
+/// be, and returns the runtimes (which must outlive the benchmark) and the leader.
+fn start_cluster(dir: &std::path::Path) -> (Vec<tokio::runtime::Runtime>, Leader) {
+    let ports = PortPlan {
+        http_base: HTTP_BASE,
+    };
+    let configs = write_cluster_files(dir, NODES, ports).expect("files");
+    let mut runtimes = Vec::new();
+    let mut leader = None;
     for path in configs {
         let config: Config = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        nodes.push(agent::node::start(config).await.expect("start node"));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(AGENT_WORKER_THREADS)
+            .enable_all()
+            .build()
+            .unwrap();
+        let node = runtime
+            .block_on(agent::node::start(config))
+            .expect("start node");
+        if node.meta.node_id() == 1 {
+            leader = Some(Leader {
+                meta: node.meta.clone(),
+                state: node.state.clone(),
+            });
+        }
+        runtime.spawn(node.serve_http(std::future::pending()));
+        runtimes.push(runtime);
     }
-    nodes
+    let client = ApiClient::new(&format!("http://{}", ports.http(1)));
+    wait_for_voters(&client, 3, Duration::from_secs(60)).expect("3 voters");
+    let leader = leader.expect("node 1");
+    assert_eq!(
+        leader.meta.leader(),
+        LeaderRoute::Local,
+        "node 1 bootstrapped and leads"
+    );
+    (runtimes, leader)
 }
 
 fn table_request(name: &str) -> CreateTableRequest {
@@ -138,6 +161,62 @@ async fn bench_create_to_active(leader: &Leader, endpoint: String, n: usize) {
     );
 }
 
+/// One small durable redb commit: the fsync floor of every Raft append.
+fn bench_redb_commit(dir: &std::path::Path, n: usize) {
+    let db = redb::Database::create(dir.join("fsync.redb")).unwrap();
+    let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("t");
+    let value = [7u8; 200];
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let start = Instant::now();
+        let mut txn = db.begin_write().unwrap();
+        txn.set_durability(redb::Durability::Immediate).unwrap();
+        txn.open_table(table)
+            .unwrap()
+            .insert(i, value.as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        samples.push(start.elapsed());
+    }
+    report("redb durable commit (200 B)", samples);
+}
+
+/// One request/response over the QUIC peer transport with mutual TLS (loopback).
+async fn bench_quic_rpc(dir: &std::path::Path, n: usize) {
+    use agent::transport::quic::QuicTransport;
+    use agent::transport::tls::{self, TlsFiles};
+    use agent::transport::{BoxFuture, RpcClient, RpcHandler};
+    struct Echo;
+    impl RpcHandler for Echo {
+        fn handle(&self, request: Vec<u8>) -> BoxFuture<'_, Vec<u8>> {
+            Box::pin(async move { request })
+        }
+    }
+    let ports = PortPlan {
+        http_base: HTTP_BASE + 50,
+    };
+    write_cluster_files(dir, 2, ports).unwrap();
+    let bind = |i: u16| {
+        let material = TlsFiles::in_dir(&agent::dev::node_dir(dir, i))
+            .load()
+            .unwrap();
+        let server = tls::server_config(&material).unwrap();
+        let client = tls::client_config(&material).unwrap();
+        QuicTransport::bind(ports.peer(i), server, client, Duration::from_secs(5)).unwrap()
+    };
+    let (a, b) = (bind(1), bind(2));
+    b.serve(std::sync::Arc::new(Echo));
+    let addr = ports.peer(2).to_string();
+    a.call(&addr, vec![0; 300]).await.unwrap();
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        a.call(&addr, vec![0; 300]).await.unwrap();
+        samples.push(start.elapsed());
+    }
+    report("QUIC peer RPC round trip (300 B, mutual TLS)", samples);
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not: then a short
     // smoke run keeps the benchmark exercised in CI without costing minutes.
@@ -145,37 +224,18 @@ fn main() {
     let commits = arg("--commits", if full { 2000 } else { 20 });
     let tables = arg("--tables", if full { 50 } else { 2 });
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
-        let nodes = start_cluster(dir.path()).await;
-        let endpoint = format!(
-            "http://{}",
-            PortPlan {
-                http_base: HTTP_BASE
-            }
-            .http(1)
-        );
-        let mut handles = Vec::new();
-        let mut leader = None;
-        for node in nodes {
-            if node.meta.node_id() == 1 {
-                leader = Some((node.meta.clone(), node.state.clone()));
-            }
-            handles.push(tokio::spawn(node.serve_http(std::future::pending())));
+    let micro_dir = tempfile::tempdir().unwrap();
+    bench_redb_commit(micro_dir.path(), commits);
+    runtime.block_on(bench_quic_rpc(micro_dir.path(), commits));
+    let dir = tempfile::tempdir().unwrap();
+    let (runtimes, leader) = start_cluster(dir.path());
+    let endpoint = format!(
+        "http://{}",
+        PortPlan {
+            http_base: HTTP_BASE
         }
-        let client = ApiClient::new(&endpoint);
-        tokio::task::spawn_blocking(move || wait_for_voters(&client, 3, Duration::from_secs(60)))
-            .await
-            .unwrap()
-            .expect("3 voters");
-        let (meta, state) = leader.unwrap();
-        assert_eq!(
-            meta.leader(),
-            LeaderRoute::Local,
-            "node 1 bootstrapped and leads"
-        );
-        let leader = Leader { meta, state };
-        bench_commits(&leader, commits).await;
-        bench_create_to_active(&leader, endpoint, tables).await;
-    });
+        .http(1)
+    );
+    runtimes[0].block_on(bench_commits(&leader, commits));
+    runtimes[0].block_on(bench_create_to_active(&leader, endpoint, tables));
 }

@@ -4,7 +4,6 @@
 //! and `MetaState::apply` validates it again. Every planner is deterministic: equal
 //! inputs give equal plans, whichever node computes them.
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::PartitionAssignment;
@@ -124,9 +123,10 @@ impl Loads {
     ///
     /// Each pick takes the node minimising (replicas of this partition already in its
     /// zone, partitions held, primaries held, node id): zones are spread first, then
-    /// load. Within a zone every pick is a least-loaded node, so the loads of the
-    /// nodes of one zone never differ by more than 1 (the k smallest of values within
-    /// 1 of each other, incremented, stay within 1).
+    /// load. Within a zone every pick is a least-loaded node of that zone, so a zone
+    /// whose loads are within 1 of each other stays so (the k smallest of values
+    /// within 1 of each other, incremented, stay within 1), and a wider spread (a node
+    /// that joined late) never widens.
     ///
     /// Primaries only break ties: the first pick prefers the fewest primaries (it is
     /// the likely primary), later picks prefer the most, so that nodes short of
@@ -141,9 +141,9 @@ impl Loads {
                 .min_by_key(|&i| {
                     let c = &self.nodes[i];
                     let primaries = if pick == 0 {
-                        Reverse(usize::MAX - c.primaries)
+                        c.primaries
                     } else {
-                        Reverse(c.primaries)
+                        usize::MAX - c.primaries
                     };
                     (in_zone[c.zone], c.partitions, primaries, c.node_id)
                 })

@@ -1,7 +1,8 @@
 //! The Raft log on redb: entries by index, plus vote, committed id and last purged id.
 //!
 //! Every write is its own transaction committed with `Durability::Immediate`, so when a call
-//! returns (or an append's callback fires) the change survives a crash. Writes come from the
+//! returns (or an append's callback fires) the change survives a crash; the one exception
+//! is the committed id, which may be lost harmlessly (see `save_committed`). Writes come from the
 //! Raft core task only and are therefore serialized, as openraft requires.
 
 use std::fmt::Debug;
@@ -57,6 +58,17 @@ impl LogStore {
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = postcard::to_allocvec(value)?;
         let txn = begin_durable_write(&self.db)?;
+        txn.open_table(META)?.insert(key, bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes a record without waiting for the disk: it becomes durable with the next
+    /// durable commit, and losing it in a crash is harmless (see `save_committed`).
+    fn write_meta_lazily<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(value)?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
         txn.open_table(META)?.insert(key, bytes.as_slice())?;
         txn.commit()?;
         Ok(())
@@ -177,9 +189,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     // Persisting the committed id lets a restarted node re-apply committed entries on top of
-    // its last snapshot before serving reads, instead of waiting for a leader.
+    // its last snapshot before serving reads, instead of waiting for a leader. It sits on
+    // the commit path, so it is not fsynced: a committed id lost in a crash only means the
+    // node re-learns it from the leader (openraft allows it to go backwards after a crash).
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.write_meta(KEY_COMMITTED, &committed)
+        self.write_meta_lazily(KEY_COMMITTED, &committed)
             .map_err(|e| StorageIOError::write(&e).into())
     }
 
