@@ -2,7 +2,8 @@
 //! commit latency p50/p99 of single proposals on the leader, and the time from
 //! `POST /tables` to ACTIVE for a 10-partition table. Prints a report; not a timed test.
 //!
-//! `cargo bench -p agent --bench metadata [-- --commits N --tables N]`
+//! `cargo bench -p agent --bench metadata [-- --commits N --tables N --nodes N]`
+//! (`--nodes 1` gives the single-voter floor: fsync plus openraft, no replication).
 
 use std::time::{Duration, Instant};
 
@@ -51,11 +52,11 @@ fn report(what: &str, mut samples: Vec<Duration>) {
 
 /// Starts each agent on its own runtime (its own threads), as separate processes would
 /// be, and returns the runtimes (which must outlive the benchmark) and the leader.
-fn start_cluster(dir: &std::path::Path) -> (Vec<tokio::runtime::Runtime>, Leader) {
+fn start_cluster(dir: &std::path::Path, nodes: u16) -> (Vec<tokio::runtime::Runtime>, Leader) {
     let ports = PortPlan {
         http_base: HTTP_BASE,
     };
-    let configs = write_cluster_files(dir, NODES, ports).expect("files");
+    let configs = write_cluster_files(dir, nodes, ports).expect("files");
     let mut runtimes = Vec::new();
     let mut leader = None;
     for path in configs {
@@ -78,7 +79,8 @@ fn start_cluster(dir: &std::path::Path) -> (Vec<tokio::runtime::Runtime>, Leader
         runtimes.push(runtime);
     }
     let client = ApiClient::new(&format!("http://{}", ports.http(1)));
-    wait_for_voters(&client, 3, Duration::from_secs(60)).expect("3 voters");
+    let voters = shared::placement::voter_target(usize::from(nodes), &Default::default());
+    wait_for_voters(&client, voters, Duration::from_secs(60)).expect("voters");
     let leader = leader.expect("node 1");
     assert_eq!(
         leader.meta.leader(),
@@ -124,10 +126,7 @@ async fn bench_commits(leader: &Leader, n: usize) {
             .expect("applied");
         samples.push(start.elapsed());
     }
-    report(
-        "metadata commit latency (3 voters, fsync, loopback QUIC)",
-        samples,
-    );
+    report("metadata commit latency (fsync, loopback QUIC)", samples);
 }
 
 async fn bench_create_to_active(leader: &Leader, endpoint: String, n: usize) {
@@ -228,7 +227,8 @@ fn main() {
     bench_redb_commit(micro_dir.path(), commits);
     runtime.block_on(bench_quic_rpc(micro_dir.path(), commits));
     let dir = tempfile::tempdir().unwrap();
-    let (runtimes, leader) = start_cluster(dir.path());
+    let nodes = arg("--nodes", usize::from(NODES)) as u16;
+    let (runtimes, leader) = start_cluster(dir.path(), nodes);
     let endpoint = format!(
         "http://{}",
         PortPlan {

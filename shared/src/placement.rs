@@ -249,14 +249,21 @@ impl Default for VoterConfig {
     }
 }
 
-/// Number of voters wanted for `node_count` nodes (never more than there are nodes).
+/// Number of voters wanted for `node_count` nodes: never more than there are nodes, and
+/// odd, because an even voter count tolerates no more failures than one voter fewer while
+/// needing a larger quorum.
 pub fn voter_target(node_count: usize, cfg: &VoterConfig) -> usize {
     let wanted = if node_count >= cfg.large_cluster_min_nodes {
         cfg.voters_large
     } else {
         cfg.voters_small
     };
-    wanted.min(node_count)
+    largest_odd_at_most(wanted.min(node_count))
+}
+
+/// The largest odd number not above `n` (0 for 0).
+fn largest_odd_at_most(n: usize) -> usize {
+    if n % 2 == 1 || n == 0 { n } else { n - 1 }
 }
 
 /// A node that is, or could become, a Raft voter.
@@ -268,8 +275,9 @@ pub struct VoterCandidate {
     pub zone: String,
 }
 
-/// Learners to promote so the voters reach `target`: zones without a voter first, then
-/// zones with the fewest voters, then lowest node id. Deterministic, in promotion order.
+/// Learners to promote so the voters reach `target` (or the largest odd count the
+/// learners allow): zones without a voter first, then zones with the fewest voters, then
+/// lowest node id. Deterministic, in promotion order.
 pub fn learners_to_promote(
     voters: &[VoterCandidate],
     learners: &[VoterCandidate],
@@ -286,7 +294,15 @@ pub fn learners_to_promote(
         .collect();
     pool.sort_by_key(|l| l.node_id);
     pool.dedup_by_key(|l| l.node_id);
-    let needed = target.saturating_sub(voters.len()).min(pool.len());
+    // Promote only to an odd voter count (or the target): a step to an even count adds
+    // quorum size without adding fault tolerance, so wait for one more learner instead.
+    let reachable = (voters.len() + pool.len()).min(target);
+    let goal = if reachable == target {
+        target
+    } else {
+        largest_odd_at_most(reachable)
+    };
+    let needed = goal.saturating_sub(voters.len());
     let mut promoted = Vec::with_capacity(needed);
     for _ in 0..needed {
         let (i, _) = pool

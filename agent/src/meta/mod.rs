@@ -1,6 +1,7 @@
 //! The Raft metadata store: openraft types, the redb-backed log and state machine, and the
 //! peer network that carries Raft RPCs over the agent transport.
 
+pub mod flusher;
 pub mod log_store;
 pub mod network;
 pub mod rpc;

@@ -197,7 +197,7 @@ fn plan_uses_only_healthy_nodes() {
 fn voter_targets() {
     let cfg = VoterConfig::default();
     let got: Vec<usize> = (0..=9).map(|n| voter_target(n, &cfg)).collect();
-    assert_eq!(got, [0, 1, 2, 3, 3, 3, 3, 5, 5, 5]);
+    assert_eq!(got, [0, 1, 1, 3, 3, 3, 3, 5, 5, 5]);
 }
 
 fn cand(node_id: NodeId, zone: &str) -> VoterCandidate {
@@ -216,16 +216,19 @@ fn promotes_new_zones_first() {
     assert_eq!(learners_to_promote(&voters, &learners, 9), vec![3, 5, 2, 4]);
     assert!(learners_to_promote(&voters, &learners, 1).is_empty());
     assert!(learners_to_promote(&voters, &learners, 0).is_empty());
+    // One learner cannot take 1 voter to an odd count below 3: wait for another.
+    assert!(learners_to_promote(&voters, &learners[..1], 3).is_empty());
 }
 
 #[test]
 fn promotion_ignores_duplicates_and_voters() {
     let voters = [cand(1, "a"), cand(2, "b")];
     let learners = [cand(2, "b"), cand(4, "a"), cand(4, "a"), cand(3, "a")];
-    assert_eq!(learners_to_promote(&voters, &learners, 5), vec![3, 4]);
+    // 2 voters + 2 learners cannot reach 5: promote to 3 (odd), not 4.
+    assert_eq!(learners_to_promote(&voters, &learners, 5), vec![3]);
     assert_eq!(
         learners_to_promote(&[], &[cand(9, ""), cand(7, "")], 3),
-        vec![7, 9]
+        vec![7]
     );
 }
 
