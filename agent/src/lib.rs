@@ -7,5 +7,6 @@ pub mod data;
 pub mod dev;
 pub mod http;
 pub mod meta;
+pub mod metrics;
 pub mod node;
 pub mod transport;

@@ -16,8 +16,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::de::DeserializeOwned;
 
+use crate::data::store::PartitionStore;
 use crate::http::error::ApiError;
 use crate::meta::state_machine::StateHandle;
+use crate::metrics::RaftView;
 use crate::node::Clock;
 use crate::node::meta_client::MetaClient;
 
@@ -32,14 +34,15 @@ pub struct AppState {
     pub caught_up: Arc<AtomicBool>,
     /// Clock seam.
     pub clock: Clock,
-    /// Partition count and placement settings (for estimates).
-    pub placement: shared::placement::PlacementConfig,
+    /// Local partition storage (for metrics).
+    pub store: Arc<PartitionStore>,
 }
 
 /// Builds the router.
 pub fn router(app: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/tables", get(tables::list).post(tables::create))
         .route(
             "/tables/{name}",
@@ -74,6 +77,27 @@ async fn healthz(
     } else {
         ApiError::unavailable("metadata replica is still catching up").into_response()
     }
+}
+
+/// `GET /metrics`: Prometheus (OpenMetrics) text.
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    let raft = app.meta.raft().metrics().borrow().clone();
+    let membership = raft.membership_config.membership();
+    let view = RaftView {
+        term: raft.current_term,
+        applied_index: app.state.applied_index(),
+        is_leader: raft.current_leader == Some(raft.id),
+        voters: membership.voter_ids().count(),
+        learners: membership.learner_ids().count(),
+    };
+    let local = app.store.list().map_or(0, |l| l.len());
+    let body = app
+        .state
+        .read(|s| app.meta.metrics().render(&view, s, local));
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::meta::rpc::{ForwardError, PeerRequest, PeerResponse};
 use crate::meta::state_machine::StateHandle;
 use crate::meta::types::Raft;
+use crate::metrics::AgentMetrics;
 use crate::transport::{RpcClient, TransportError};
 
 /// Pause before asking again when no leader is known.
@@ -35,6 +36,7 @@ pub struct MetaClient {
     state: StateHandle,
     peers: Arc<dyn RpcClient>,
     leader_wait: Duration,
+    metrics: Arc<AgentMetrics>,
 }
 
 /// Where the current leader is, as this node knows it.
@@ -56,6 +58,7 @@ impl MetaClient {
         state: StateHandle,
         peers: Arc<dyn RpcClient>,
         leader_wait: Duration,
+        metrics: Arc<AgentMetrics>,
     ) -> Self {
         MetaClient {
             node_id,
@@ -63,7 +66,13 @@ impl MetaClient {
             state,
             peers,
             leader_wait,
+            metrics,
         }
+    }
+
+    /// This agent's metrics.
+    pub fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
     }
 
     /// This node's Raft handle.
@@ -91,6 +100,19 @@ impl MetaClient {
 
     /// Commits `cmd` through the leader and returns the state machine's result.
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
+        let start = std::time::Instant::now();
+        let result = self.propose_via_leader(cmd).await;
+        let outcome = match &result {
+            Ok(Ok(_)) => "applied",
+            Ok(Err(_)) => "rejected",
+            Err(_) => "unavailable",
+        };
+        let committed = result.is_ok().then(|| start.elapsed().as_secs_f64());
+        self.metrics.observe_proposal(outcome, committed);
+        result
+    }
+
+    async fn propose_via_leader(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
         let deadline = Instant::now() + self.leader_wait;
         let mut last = String::from("no leader elected");
         loop {

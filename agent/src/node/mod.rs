@@ -26,6 +26,7 @@ use crate::meta::log_store::LogStore;
 use crate::meta::network::PeerNetworkFactory;
 use crate::meta::state_machine::{StateHandle, StateMachineStore};
 use crate::meta::types::Raft;
+use crate::metrics::AgentMetrics;
 use crate::node::liveness::{ObservedClient, PeerContacts};
 use crate::node::meta_client::MetaClient;
 use crate::node::peer::PeerHandler;
@@ -110,6 +111,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         state.clone(),
         peers.clone(),
         leader_wait,
+        Arc::new(AgentMetrics::new()),
     ));
     if config.bootstrap {
         bootstrap_if_new(&raft, &config).await?;
@@ -128,7 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
     let reconciler = Reconciler::new(
         config.node_id,
-        store,
+        store.clone(),
         state.clone(),
         meta.clone(),
         caught_up.clone(),
@@ -140,7 +142,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         state: state.clone(),
         caught_up,
         clock,
-        placement: config.placement_config(),
+        store,
     };
     let http = tokio::net::TcpListener::bind(config.listen.http)
         .await

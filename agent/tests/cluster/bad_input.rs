@@ -203,3 +203,31 @@ fn extractor_rejections_are_json_errors() {
     expect_error(&client, Method::Put, "/tables", Some("{}"), 405);
     assert!(client.list_tables().unwrap().tables.is_empty());
 }
+
+#[test]
+fn metrics_are_served_in_openmetrics_text() {
+    let cluster = TestCluster::start(1, HTTP_BASE + 20, |_| {});
+    let client = cluster.client(1);
+    wait_for("healthy", || client.healthy().then_some(()));
+    wait_for("create", || {
+        client.create_table(&table_request("metered", 1000)).ok()
+    });
+    wait_for("active", || {
+        client
+            .get_table("metered")
+            .ok()
+            .filter(|t| t.status == TableStatus::Active)
+    });
+    let (status, text) = client.raw(Method::Get, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    for expected in [
+        "agent_raft_is_leader 1",
+        "agent_raft_voters 1",
+        r#"agent_tables{status="ACTIVE"} 1"#,
+        "agent_local_partitions 1",
+        "agent_meta_commit_seconds_bucket",
+        r#"agent_meta_proposals_total{outcome="applied"}"#,
+    ] {
+        assert!(text.contains(expected), "missing {expected} in\n{text}");
+    }
+}
