@@ -130,7 +130,7 @@ impl Default for RaftConfig {
             election_timeout_max_ms: 800,
             snapshot_logs_since_last: 5000,
             max_in_snapshot_log_to_keep: 1000,
-            rpc_timeout_ms: 2000,
+            rpc_timeout_ms: 5000,
         }
     }
 }
@@ -288,6 +288,16 @@ impl Config {
             return bad(
                 "controllers.peer_unreachable_after_ms must exceed raft.heartbeat_interval_ms",
             );
+        }
+        if self.raft.rpc_timeout_ms <= self.http.leader_wait_ms {
+            // A forwarded write must be answered by the leader (which gives up after
+            // leader_wait_ms) before the transport gives up on it.
+            return bad("raft.rpc_timeout_ms must exceed http.leader_wait_ms");
+        }
+        if self.cluster_name.is_empty()
+            || self.cluster_name.len() > shared::validate::CLUSTER_ID_MAX_LEN
+        {
+            return bad("cluster_name must be 1 to 255 bytes");
         }
         if self.http.max_body_bytes == 0 || self.http.leader_wait_ms == 0 {
             return bad("http.max_body_bytes and http.leader_wait_ms must be positive");

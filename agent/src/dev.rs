@@ -56,6 +56,12 @@ pub fn write_cluster_files(
     nodes: u16,
     ports: PortPlan,
 ) -> anyhow::Result<Vec<PathBuf>> {
+    let last_port = u32::from(ports.http_base) + u32::from(PEER_PORT_OFFSET) + u32::from(nodes);
+    anyhow::ensure!(
+        ports.http_base >= 1024 && last_port <= u32::from(u16::MAX),
+        "ports {}..{last_port} do not fit: choose an HTTP port from 1024 up",
+        ports.http_base
+    );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca.key");
@@ -76,6 +82,7 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
     std::fs::create_dir_all(&node_dir)?;
     let config_path = node_dir.join(CONFIG_FILE);
     if config_path.exists() {
+        update_ports(&config_path, i, ports)?;
         return Ok(config_path);
     }
     let files = TlsFiles::in_dir(&node_dir);
@@ -117,6 +124,22 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
     Ok(config_path)
 }
 
+/// Keeps an existing agent's config (and so its data) but moves it to the port plan asked for.
+fn update_ports(path: &Path, i: u16, ports: PortPlan) -> anyhow::Result<()> {
+    let mut config: Config = toml::from_str(&std::fs::read_to_string(path)?)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if config.listen.http == ports.http(i) && config.listen.peer == ports.peer(i) {
+        return Ok(());
+    }
+    config.listen.http = ports.http(i);
+    config.listen.peer = ports.peer(i);
+    if i != 1 {
+        config.seeds = vec![ports.peer(1).to_string()];
+    }
+    std::fs::write(path, toml::to_string_pretty(&config)?)?;
+    Ok(())
+}
+
 /// Starts `agent run --config FILE` with its output appended to a log next to the config.
 /// The child is killed if the thread that started it dies (Linux parent-death signal).
 pub fn spawn_agent(binary: &Path, config: &Path) -> anyhow::Result<Child> {
@@ -133,11 +156,16 @@ pub fn spawn_agent(binary: &Path, config: &Path) -> anyhow::Result<Child> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and _exit are async-signal-safe and touch only the child.
     unsafe {
         use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The parent may have died before prctl took effect: then nobody would kill us.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }

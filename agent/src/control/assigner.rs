@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use shared::lifecycle::{AssignerConfig, assigner_actions};
 use shared::model::NodeId;
 
@@ -21,6 +23,8 @@ pub struct PartitionAssigner {
     clock: Clock,
     contacts: Arc<PeerContacts>,
     unreachable_after: Duration,
+    /// The term in which this node last became leader, and when it noticed.
+    leadership: std::sync::Mutex<Option<(u64, Instant)>>,
 }
 
 impl PartitionAssigner {
@@ -40,18 +44,26 @@ impl PartitionAssigner {
             clock,
             contacts,
             unreachable_after,
+            leadership: std::sync::Mutex::new(None),
         }
     }
 
     /// Members this leader has not heard from recently: no new partitions go there.
     fn unreachable(&self) -> BTreeSet<NodeId> {
         let metrics = self.meta.raft().metrics().borrow().clone();
+        let since = {
+            let mut leadership = self.leadership.lock().unwrap_or_else(|e| e.into_inner());
+            match *leadership {
+                Some((term, since)) if term == metrics.current_term => since,
+                _ => leadership.insert((metrics.current_term, Instant::now())).1,
+            }
+        };
         let membership = metrics.membership_config.membership();
         let members = membership
             .nodes()
             .map(|(id, node)| (*id, node.addr.as_str()));
         self.contacts
-            .unreachable(members, self.meta.node_id(), self.unreachable_after)
+            .unreachable(members, self.meta.node_id(), self.unreachable_after, since)
     }
 
     /// Proposes every step the current state calls for.

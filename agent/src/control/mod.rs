@@ -10,8 +10,8 @@ use std::time::Duration;
 use crate::meta::state_machine::StateHandle;
 use crate::node::meta_client::{LeaderRoute, MetaClient};
 
-/// Runs `step` whenever the state machine applies something or `tick` elapses, while
-/// this node is the leader. Never returns.
+/// Runs `step` whenever the state machine applies something, leadership or membership
+/// changes, or `tick` elapses, while this node is the leader. Returns once Raft stops.
 pub async fn run_on_leader<F, Fut>(
     meta: Arc<MetaClient>,
     state: StateHandle,
@@ -22,14 +22,16 @@ pub async fn run_on_leader<F, Fut>(
     Fut: std::future::Future<Output = ()>,
 {
     let mut applied = state.subscribe();
-    let mut metrics = meta.raft().metrics();
+    // Server metrics change only with role, leader or membership (the full metrics are
+    // republished on every pass of the Raft loop, far too often to wake on).
+    let mut server = meta.raft().server_metrics();
     loop {
         if meta.leader() == LeaderRoute::Local {
             step().await;
         }
         tokio::select! {
-            _ = applied.changed() => {}
-            _ = metrics.changed() => {}
+            changed = applied.changed() => if changed.is_err() { return },
+            changed = server.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(tick) => {}
         }
     }

@@ -40,26 +40,32 @@ impl VoterManager {
         }
         let last_index = metrics.last_log_index.unwrap_or(0);
         let replication = metrics.replication.clone().unwrap_or_default();
-        let caught_up: Vec<u64> = learners
-            .into_iter()
-            .filter(|id| {
-                let matched = replication
-                    .get(id)
-                    .cloned()
-                    .flatten()
-                    .map_or(0, |l| l.index);
-                matched + self.max_lag_entries >= last_index
-            })
-            .collect();
+        // Only learners that have replicated something and are close to the head count;
+        // a learner with no progress yet is not "caught up" just because the log is short.
+        let caught_up = learners.into_iter().filter(|id| {
+            matches!(replication.get(id), Some(Some(matched))
+                if matched.index + self.max_lag_entries >= last_index)
+        });
         let (voter_zones, learner_zones) = self.state.read(|s| {
-            let zone = |id: &u64| VoterCandidate {
-                node_id: *id,
-                zone: s.node(*id).map(|n| n.zone.clone()).unwrap_or_default(),
+            let zone = |id: u64| {
+                s.node(id).map(|n| VoterCandidate {
+                    node_id: id,
+                    zone: n.zone.clone(),
+                })
             };
-            (
-                voters.iter().map(zone).collect::<Vec<_>>(),
-                caught_up.iter().map(zone).collect::<Vec<_>>(),
-            )
+            // A learner not yet registered has no known zone: it waits for its registration
+            // rather than being promoted as if it were alone in a zone.
+            let voters: Vec<_> = voters
+                .iter()
+                .map(|&id| {
+                    zone(id).unwrap_or(VoterCandidate {
+                        node_id: id,
+                        zone: String::new(),
+                    })
+                })
+                .collect();
+            let learners: Vec<_> = caught_up.filter_map(zone).collect();
+            (voters, learners)
         });
         let promote: BTreeSet<u64> = learners_to_promote(&voter_zones, &learner_zones, target)
             .into_iter()

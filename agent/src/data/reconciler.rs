@@ -40,7 +40,7 @@ impl Reconciler {
         }
     }
 
-    /// Reconciles on every applied entry and every `tick`. Never returns.
+    /// Reconciles on every applied entry and every `tick`, until Raft stops.
     pub async fn run(self, tick: Duration) {
         let mut applied = self.state.subscribe();
         loop {
@@ -48,7 +48,8 @@ impl Reconciler {
                 tracing::warn!(error = %e, "reconcile step failed; will retry");
             }
             tokio::select! {
-                _ = applied.changed() => {}
+                // The state machine is gone: Raft stopped, nothing left to reconcile with.
+                changed = applied.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(tick) => {}
             }
         }

@@ -84,7 +84,15 @@ impl From<MetaError> for ApiError {
 
 impl From<MetaClientError> for ApiError {
     fn from(e: MetaClientError) -> Self {
-        ApiError::unavailable(e.to_string())
+        match e {
+            MetaClientError::NoLeader(_) => ApiError::unavailable(e.to_string()),
+            // Not 503: the write may have applied, so a blind retry is not safe to invite.
+            MetaClientError::Unknown(_) => ApiError {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                code: "OutcomeUnknown",
+                message: format!("{e}; read the resource to learn whether the change applied"),
+            },
+        }
     }
 }
 

@@ -68,6 +68,9 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
 async fn healthz(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> axum::response::Response {
+    if let Err(fatal) = &app.meta.raft().metrics().borrow().running_state {
+        return ApiError::unavailable(format!("metadata store stopped: {fatal}")).into_response();
+    }
     if app.caught_up.load(Ordering::Acquire) {
         (
             StatusCode::OK,

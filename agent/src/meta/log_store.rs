@@ -1,9 +1,8 @@
 //! The Raft log on redb: entries by index, plus vote, committed id and last purged id.
 //!
-//! Vote, truncation and purge are transactions committed with `Durability::Immediate`, so
-//! when the call returns the change survives a crash. Appends are committed without an
-//! fsync and acknowledged by the [`Flusher`] after its next durable commit (group commit).
-//! The committed id is never fsynced: losing it is harmless (see `save_committed`). Writes come from the
+//! Every write is its own transaction committed with `Durability::Immediate`, so when a call
+//! returns (or an append's callback fires) the change survives a crash; the one exception
+//! is the committed id, which may be lost harmlessly (see `save_committed`). Writes come from the
 //! Raft core task only and are therefore serialized, as openraft requires.
 
 use std::fmt::Debug;
@@ -16,7 +15,6 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::flusher::Flusher;
 use super::types::{
     Entry, LogId, LogState, StorageError, StoreError, TypeConfig, Vote, begin_durable_write,
 };
@@ -33,7 +31,6 @@ const KEY_LAST_PURGED: &str = "last_purged_log_id";
 /// The Raft log storage of one agent, backed by a shared redb database.
 pub struct LogStore {
     db: Arc<Database>,
-    flusher: Flusher,
 }
 
 /// A log reader for replication tasks; shares the database with its `LogStore`.
@@ -51,8 +48,7 @@ impl LogStore {
         txn.open_table(LOG)?;
         txn.open_table(META)?;
         txn.commit()?;
-        let flusher = Flusher::start(db.clone()).map_err(|e| StoreError::Task(e.to_string()))?;
-        Ok(Self { db, flusher })
+        Ok(Self { db })
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
@@ -92,11 +88,8 @@ impl LogStore {
         })
     }
 
-    /// Commits entries without waiting for the disk: readers (replication) see them at
-    /// once; [`Flusher`] makes them durable before the append is acknowledged.
     fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(redb::Durability::None)?;
+        let txn = begin_durable_write(&self.db)?;
         {
             let mut table = txn.open_table(LOG)?;
             for entry in entries {
@@ -220,10 +213,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Visible now, durable (and acknowledged) once the flusher's next fsync completes.
+        // The commit is durable when it returns, so the callback can fire right after it.
+        // (openraft 0.9 waits for this callback before its next storage command and before
+        // replicating, so acknowledging from a background flusher would gain nothing.)
         self.append_entries(entries)
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.flusher.flush_then(callback);
+        callback.log_io_completed(Ok(()));
         Ok(())
     }
 

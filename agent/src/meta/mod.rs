@@ -1,7 +1,6 @@
 //! The Raft metadata store: openraft types, the redb-backed log and state machine, and the
 //! peer network that carries Raft RPCs over the agent transport.
 
-pub mod flusher;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
@@ -13,6 +12,8 @@ mod tests;
 
 pub use log_store::{LogReader, LogStore};
 pub use network::{PeerNetwork, PeerNetworkFactory};
-pub use rpc::{ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request};
+pub use rpc::{
+    Committed, ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request,
+};
 pub use state_machine::{StateHandle, StateMachineStore};
 pub use types::{Raft, StoreError, TypeConfig};

@@ -62,6 +62,15 @@ pub enum ForwardError {
     Unavailable(String),
 }
 
+/// A command committed and applied by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// Its log index: a node that has applied this index reflects the command.
+    pub index: u64,
+    /// What the state machine returned.
+    pub result: MetaResult,
+}
+
 /// The answer to a [`PeerRequest`], in the same variant.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
@@ -73,8 +82,8 @@ pub enum PeerResponse {
     InstallSnapshot(
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
-    /// Answer to `ClientWrite`: the command's result once committed and applied.
-    ClientWrite(Result<MetaResult, ForwardError>),
+    /// Answer to `ClientWrite`: the command's log index and result once committed and applied.
+    ClientWrite(Result<Committed, ForwardError>),
     /// Answer to `ReadIndex`: the log index to wait for before reading locally.
     ReadIndex(Result<u64, ForwardError>),
     /// Answer to `Join`.

@@ -24,21 +24,22 @@ impl PeerContacts {
         map.insert(addr.to_string(), Instant::now());
     }
 
-    /// Members (id, peer address) that have not answered within `window`; `me` never counts.
+    /// Members (id, peer address) that have not answered within `window`; `me` never
+    /// counts. `since` is when this node started watching (became leader): a member is
+    /// given the whole window from then before it counts as unreachable.
     pub fn unreachable<'a>(
         &self,
         members: impl Iterator<Item = (NodeId, &'a str)>,
         me: NodeId,
         window: Duration,
+        since: Instant,
     ) -> BTreeSet<NodeId> {
         let map = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         members
             .filter(|(id, addr)| {
-                *id != me
-                    && map
-                        .get(*addr)
-                        .is_none_or(|t| now.duration_since(*t) > window)
+                let heard = map.get(*addr).map_or(since, |t| (*t).max(since));
+                *id != me && now.duration_since(heard) > window
             })
             .map(|(id, _)| id)
             .collect()
@@ -92,20 +93,18 @@ mod tests {
         let client = ObservedClient::new(net.client("a"), contacts.clone());
         let window = Duration::from_secs(1);
         let members = || [(1, "a"), (2, "b"), (3, "c")].into_iter();
-        assert_eq!(
-            contacts.unreachable(members(), 1, window),
-            BTreeSet::from([2, 3])
+        let since = Instant::now();
+        let unreachable = || contacts.unreachable(members(), 1, window, since);
+        assert!(
+            unreachable().is_empty(),
+            "everyone gets a window from `since`"
         );
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(unreachable(), BTreeSet::from([2, 3]));
         client.call("b", vec![1]).await.unwrap();
         assert!(client.call("c", vec![1]).await.is_err());
-        assert_eq!(
-            contacts.unreachable(members(), 1, window),
-            BTreeSet::from([3])
-        );
+        assert_eq!(unreachable(), BTreeSet::from([3]));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(
-            contacts.unreachable(members(), 1, window),
-            BTreeSet::from([2, 3])
-        );
+        assert_eq!(unreachable(), BTreeSet::from([2, 3]));
     }
 }

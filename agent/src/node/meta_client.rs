@@ -9,7 +9,7 @@ use shared::command::{MetaCommand, MetaResult};
 use shared::model::NodeId;
 use tokio::time::Instant;
 
-use crate::meta::rpc::{ForwardError, PeerRequest, PeerResponse};
+use crate::meta::rpc::{Committed, ForwardError, PeerRequest, PeerResponse};
 use crate::meta::state_machine::StateHandle;
 use crate::meta::types::Raft;
 use crate::metrics::AgentMetrics;
@@ -98,10 +98,17 @@ impl MetaClient {
         }
     }
 
-    /// Commits `cmd` through the leader and returns the state machine's result.
+    /// Commits `cmd` through the leader and returns the state machine's result, once this
+    /// node's replica has applied it too (so what the caller reads next reflects it).
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
         let start = std::time::Instant::now();
-        let result = self.propose_via_leader(cmd).await;
+        let result = match self.propose_via_leader(cmd).await {
+            Ok(committed) => self
+                .wait_applied(committed.index)
+                .await
+                .map(|()| committed.result),
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(Ok(_)) => "applied",
             Ok(Err(_)) => "rejected",
@@ -112,7 +119,7 @@ impl MetaClient {
         result
     }
 
-    async fn propose_via_leader(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
+    async fn propose_via_leader(&self, cmd: MetaCommand) -> Result<Committed, MetaClientError> {
         let deadline = Instant::now() + self.leader_wait;
         let mut last = String::from("no leader elected");
         loop {
@@ -132,24 +139,17 @@ impl MetaClient {
         }
     }
 
-    async fn propose_local(
-        &self,
-        cmd: &MetaCommand,
-    ) -> Result<Result<MetaResult, MetaClientError>, Retry> {
-        match self.raft.client_write(cmd.clone()).await {
-            Ok(resp) => Ok(Ok(resp.data)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(Retry(format!("leadership moved to {:?}", f.leader_id)))
+    async fn propose_local(&self, cmd: &MetaCommand) -> Attempt<Committed> {
+        match write_on_leader(&self.raft, cmd.clone(), self.leader_wait).await {
+            Ok(committed) => Ok(Ok(committed)),
+            Err(ForwardError::NotLeader { leader_id, .. }) => {
+                Err(Retry(format!("leadership moved to {leader_id:?}")))
             }
-            Err(e) => Ok(Err(MetaClientError::Unknown(e.to_string()))),
+            Err(ForwardError::Unavailable(why)) => Ok(Err(MetaClientError::Unknown(why))),
         }
     }
 
-    async fn propose_remote(
-        &self,
-        addr: &str,
-        cmd: &MetaCommand,
-    ) -> Result<Result<MetaResult, MetaClientError>, Retry> {
+    async fn propose_remote(&self, addr: &str, cmd: &MetaCommand) -> Attempt<Committed> {
         let reply = match self
             .call(addr, &PeerRequest::ClientWrite(cmd.clone()))
             .await
@@ -160,7 +160,7 @@ impl MetaClient {
             Err(CallError::MaybeDelivered(why)) => return Ok(Err(MetaClientError::Unknown(why))),
         };
         match reply {
-            PeerResponse::ClientWrite(Ok(result)) => Ok(Ok(result)),
+            PeerResponse::ClientWrite(Ok(committed)) => Ok(Ok(committed)),
             PeerResponse::ClientWrite(Err(ForwardError::NotLeader { .. })) => {
                 Err(Retry(format!("{addr} is no longer leader")))
             }
@@ -251,6 +251,34 @@ impl MetaClient {
 
 /// A failure after which the operation may be tried again, with the reason.
 struct Retry(String);
+
+/// One attempt: a final outcome, or a reason to try again.
+type Attempt<T> = Result<Result<T, MetaClientError>, Retry>;
+
+/// Commits `cmd` on this node if it leads, within `timeout` (openraft 0.9 keeps a leader
+/// that lost its quorum waiting forever; the outcome of a timed-out write is unknown).
+pub async fn write_on_leader(
+    raft: &Raft,
+    cmd: MetaCommand,
+    timeout: Duration,
+) -> Result<Committed, ForwardError> {
+    match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
+        Ok(Ok(resp)) => Ok(Committed {
+            index: resp.log_id.index,
+            result: resp.data,
+        }),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+            Err(ForwardError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            })
+        }
+        Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+        Err(_) => Err(ForwardError::Unavailable(format!(
+            "no commit within {timeout:?} (quorum lost?)"
+        ))),
+    }
+}
 
 /// How a peer call failed.
 enum CallError {

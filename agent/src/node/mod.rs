@@ -102,9 +102,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     )
     .await
     .context("starting Raft")?;
-    transport.serve(Arc::new(PeerHandler::new(raft.clone(), clock.clone())));
-
     let leader_wait = Duration::from_millis(config.http.leader_wait_ms);
+    let handler = PeerHandler::new(raft.clone(), clock.clone(), leader_wait);
+    transport.serve(Arc::new(handler));
+
     let meta = Arc::new(MetaClient::new(
         config.node_id,
         raft.clone(),
@@ -116,7 +117,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     if config.bootstrap {
         bootstrap_if_new(&raft, &config).await?;
     }
-    let incarnation = clock();
+    // Boot time, but always above what the metadata last recorded for us (clock steps).
+    let recorded = state.read(|s| s.node(config.node_id).map_or(0, |n| n.incarnation));
+    let incarnation = clock().max(recorded + 1);
     tokio::spawn(join::register(
         meta.clone(),
         peers,

@@ -2,25 +2,39 @@
 //! read-index requests and joins.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::BasicNode;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use shared::command::MetaCommand;
 
-use crate::meta::rpc::{ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request};
+use crate::meta::rpc::{
+    Committed, ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request,
+};
 use crate::meta::types::Raft;
+use crate::node::meta_client::write_on_leader;
 use crate::transport::{BoxFuture, RpcHandler};
 
 /// Handles every request arriving on the peer transport.
 pub struct PeerHandler {
     raft: Raft,
     now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    write_timeout: Duration,
 }
 
 impl PeerHandler {
-    /// Creates the handler; `now_ms` is the clock seam.
-    pub fn new(raft: Raft, now_ms: Arc<dyn Fn() -> u64 + Send + Sync>) -> Self {
-        PeerHandler { raft, now_ms }
+    /// Creates the handler; `now_ms` is the clock seam; leader-side writes (forwarded
+    /// commands, joins) give up after `write_timeout`.
+    pub fn new(
+        raft: Raft,
+        now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+        write_timeout: Duration,
+    ) -> Self {
+        PeerHandler {
+            raft,
+            now_ms,
+            write_timeout,
+        }
     }
 
     async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
@@ -36,20 +50,8 @@ impl PeerHandler {
         }
     }
 
-    async fn client_write(
-        &self,
-        cmd: MetaCommand,
-    ) -> Result<shared::command::MetaResult, ForwardError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader_id: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
-        }
+    async fn client_write(&self, cmd: MetaCommand) -> Result<Committed, ForwardError> {
+        write_on_leader(&self.raft, cmd, self.write_timeout).await
     }
 
     async fn read_index(&self) -> Result<u64, ForwardError> {
@@ -89,10 +91,13 @@ impl PeerHandler {
             .cloned();
         if known.as_ref().map(|n| n.addr.as_str()) != Some(join.peer_addr.as_str()) {
             // blocking = false: the joiner catches up in the background (log or snapshot).
-            self.raft
-                .add_learner(join.node_id, BasicNode::new(join.peer_addr.clone()), false)
-                .await
-                .map_err(|e| ForwardError::Unavailable(e.to_string()))?;
+            let node = BasicNode::new(join.peer_addr.clone());
+            let added = self.raft.add_learner(join.node_id, node, false);
+            match tokio::time::timeout(self.write_timeout, added).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(ForwardError::Unavailable(e.to_string())),
+                Err(_) => return Err(ForwardError::Unavailable("add_learner timed out".into())),
+            }
         }
         let cmd = MetaCommand::RegisterNode {
             node_id: join.node_id,
@@ -102,7 +107,7 @@ impl PeerHandler {
             incarnation: join.incarnation,
             now_ms: (self.now_ms)(),
         };
-        match self.client_write(cmd).await? {
+        match self.client_write(cmd).await?.result {
             Ok(_) => Ok(()),
             Err(e) => Err(ForwardError::Unavailable(e.to_string())),
         }

@@ -4,7 +4,7 @@ use agent::client::{ApiClient, Method};
 use shared::api::{ErrorBody, ListTablesResponse, TableDescription};
 use shared::model::TableStatus;
 
-use crate::harness::{TestCluster, table_request, wait_for};
+use crate::harness::{TestCluster, create_table, table_request, wait_for};
 
 const HTTP_BASE: u16 = 21270;
 
@@ -36,9 +36,7 @@ fn bad_requests_get_json_errors_and_change_nothing() {
     let cluster = TestCluster::start(1, HTTP_BASE, |_| {});
     let client = cluster.client(1);
     wait_for("healthy", || client.healthy().then_some(()));
-    wait_for("create", || {
-        client.create_table(&table_request("existing", 1000)).ok()
-    });
+    create_table(&client, &table_request("existing", 1000));
     wait_for("active", || {
         client
             .get_table("existing")
@@ -209,9 +207,7 @@ fn metrics_are_served_in_openmetrics_text() {
     let cluster = TestCluster::start(1, HTTP_BASE + 20, |_| {});
     let client = cluster.client(1);
     wait_for("healthy", || client.healthy().then_some(()));
-    wait_for("create", || {
-        client.create_table(&table_request("metered", 1000)).ok()
-    });
+    create_table(&client, &table_request("metered", 1000));
     wait_for("active", || {
         client
             .get_table("metered")

@@ -1,9 +1,10 @@
 //! A cluster of real agent processes for one test.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use agent::client::ApiClient;
+use agent::client::{ApiClient, ClientError};
 use agent::config::Config;
 use agent::dev::{Children, PortPlan, spawn_agent, write_cluster_files};
 use shared::api::{CapacityRequest, CreateTableRequest, SchemaRequest};
@@ -12,17 +13,55 @@ use shared::model::{Attribute, AttributeType, CapacityMode};
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Real agents on loopback, killed when dropped.
+/// Multi-process tests run one at a time: parallel clusters of debug-build agents on a
+/// 2-core machine would starve each other's Raft timers and make the tests flaky.
+static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Real agents on loopback, killed when dropped. Fields drop in order: the agents die
+/// before their directory goes, which is kept (with its logs) when the test failed.
 pub struct TestCluster {
-    _dir: tempfile::TempDir,
+    children: Children,
+    dir: Option<tempfile::TempDir>,
     configs: Vec<PathBuf>,
     ports: PortPlan,
-    children: Children,
+    _turn: MutexGuard<'static, ()>,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.children.stop_all(Duration::from_millis(0));
+        if std::thread::panicking()
+            && let Some(dir) = self.dir.take()
+        {
+            let kept = dir.keep();
+            eprintln!(
+                "test failed: agent data and logs kept in {}",
+                kept.display()
+            );
+            for path in &self.configs {
+                print_log_tail(&path.with_file_name(agent::dev::LOG_FILE));
+            }
+        }
+    }
+}
+
+/// Prints the last lines of an agent's log to the test output.
+fn print_log_tail(path: &Path) {
+    const TAIL_LINES: usize = 40;
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    eprintln!("--- last lines of {} ---", path.display());
+    for line in &lines[lines.len().saturating_sub(TAIL_LINES)..] {
+        eprintln!("{line}");
+    }
 }
 
 impl TestCluster {
     /// Writes the files for `nodes` agents (HTTP ports from `http_base`) and starts them.
     pub fn start(nodes: u16, http_base: u16, tune: impl Fn(&mut Config)) -> TestCluster {
+        let turn = ONE_CLUSTER_AT_A_TIME
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().expect("tempdir");
         let ports = PortPlan { http_base };
         let configs = write_cluster_files(dir.path(), nodes, ports).expect("cluster files");
@@ -30,10 +69,11 @@ impl TestCluster {
             rewrite_config(path, &tune);
         }
         let mut cluster = TestCluster {
-            _dir: dir,
+            children: Children::default(),
+            dir: Some(dir),
             configs,
             ports,
-            children: Children::default(),
+            _turn: turn,
         };
         for i in 1..=nodes {
             cluster.start_node(i);
@@ -86,6 +126,39 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Creates a table, retrying while the cluster is unavailable (409 means an earlier
+/// attempt whose answer was lost did create it).
+pub fn create_table(client: &ApiClient, request: &CreateTableRequest) {
+    retry("create table", &[409], || client.create_table(request));
+}
+
+/// Retries a call while the cluster is electing a leader (503), cannot be reached, or
+/// does not know whether an earlier attempt applied (504). Any other error fails the test,
+/// except the ones listed in `settled`, which mean an earlier attempt did apply.
+pub fn retry<T>(
+    what: &str,
+    settled: &[u16],
+    mut f: impl FnMut() -> Result<T, ClientError>,
+) -> Option<T> {
+    wait_for(what, || match f() {
+        Ok(v) => Some(Some(v)),
+        Err(ClientError::Api { status, .. }) if settled.contains(&status) => Some(None),
+        Err(ClientError::Api {
+            status,
+            code,
+            message,
+        }) if status != 503 && status != 504 => {
+            panic!("{what}: {status} {code}: {message}")
+        }
+        Err(_) => None,
+    })
+}
+
+/// A read: retried while the cluster is unavailable.
+pub fn read<T>(what: &str, f: impl FnMut() -> Result<T, ClientError>) -> T {
+    retry(what, &[], f).expect("reads always settle with a value")
 }
 
 /// A valid create request with the given write units and a string partition key.

@@ -10,7 +10,7 @@ use shared::command::{MetaError, MetaOutcome};
 
 use super::support::{init_cluster, log_id, membership, normal, register};
 use crate::meta::types::{SnapshotMeta, Vote};
-use crate::meta::{ForwardError, JoinRequest, PeerRequest, PeerResponse};
+use crate::meta::{Committed, ForwardError, JoinRequest, PeerRequest, PeerResponse};
 
 /// Encodes, decodes and re-encodes; both encodings and debug forms must match.
 fn round_trip_request(req: PeerRequest) {
@@ -97,12 +97,14 @@ fn responses_round_trip() {
     round_trip_response(PeerResponse::InstallSnapshot(Err(RaftError::APIError(
         InstallSnapshotError::SnapshotMismatch(mismatch),
     ))));
-    round_trip_response(PeerResponse::ClientWrite(Ok(Ok(
-        MetaOutcome::TableCreated { table_id: 4 },
-    ))));
-    round_trip_response(PeerResponse::ClientWrite(Ok(Err(MetaError::TableExists(
-        "t".into(),
-    )))));
+    round_trip_response(PeerResponse::ClientWrite(Ok(Committed {
+        index: 7,
+        result: Ok(MetaOutcome::TableCreated { table_id: 4 }),
+    })));
+    round_trip_response(PeerResponse::ClientWrite(Ok(Committed {
+        index: 8,
+        result: Err(MetaError::TableExists("t".into())),
+    })));
     round_trip_response(PeerResponse::ClientWrite(Err(ForwardError::NotLeader {
         leader_id: Some(2),
         leader_addr: Some("node2:7000".into()),
