@@ -11,9 +11,9 @@ use agent::client::ApiClient;
 use agent::config::Config;
 use agent::dev::{PortPlan, wait_for_voters, write_cluster_files};
 use agent::node::meta_client::LeaderRoute;
-use shared::api::{CapacityRequest, CreateTableRequest, SchemaRequest};
+use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::command::MetaCommand;
-use shared::model::{Attribute, AttributeType, CapacityMode, TableStatus};
+use shared::model::{CapacityMode, TableStatus};
 
 const HTTP_BASE: u16 = 23070;
 
@@ -91,23 +91,13 @@ fn start_cluster(dir: &std::path::Path, nodes: u16) -> (Vec<tokio::runtime::Runt
 }
 
 fn table_request(name: &str) -> CreateTableRequest {
-    CreateTableRequest {
-        table_name: name.to_string(),
-        partition_key: "id".to_string(),
-        sort_key: None,
-        // 10,000 WCU at 1,000 per partition: 10 partitions.
-        capacity: CapacityRequest {
-            mode: CapacityMode::Provisioned,
-            read_units: Some(100),
-            write_units: Some(10_000),
-        },
-        schema: SchemaRequest {
-            attributes: vec![Attribute {
-                name: "id".to_string(),
-                attr_type: AttributeType::S,
-            }],
-        },
-    }
+    // 10,000 WCU at 1,000 per partition: 10 partitions.
+    let capacity = CapacityRequest {
+        mode: CapacityMode::Provisioned,
+        read_units: Some(100),
+        write_units: Some(10_000),
+    };
+    CreateTableRequest::with_string_key(name, "id", capacity)
 }
 
 async fn bench_commits(leader: &Leader, n: usize) {

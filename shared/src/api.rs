@@ -261,6 +261,27 @@ impl CapacityRequest {
 }
 
 impl CreateTableRequest {
+    /// A request for a table keyed by one string attribute, with no sort key: the most
+    /// common shape, for clients and examples.
+    pub fn with_string_key(
+        table_name: &str,
+        partition_key: &str,
+        capacity: CapacityRequest,
+    ) -> Self {
+        CreateTableRequest {
+            table_name: table_name.to_string(),
+            partition_key: partition_key.to_string(),
+            sort_key: None,
+            capacity,
+            schema: SchemaRequest {
+                attributes: vec![Attribute {
+                    name: partition_key.to_string(),
+                    attr_type: crate::model::AttributeType::S,
+                }],
+            },
+        }
+    }
+
     /// Checks the request (names, keys, schema, capacity) and turns it into a table spec.
     pub fn into_spec(self) -> Result<TableSpec, MetaError> {
         let spec = TableSpec {

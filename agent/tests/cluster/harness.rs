@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use agent::client::{ApiClient, ClientError};
 use agent::config::Config;
 use agent::dev::{Children, PortPlan, spawn_agent, write_cluster_files};
-use shared::api::{CapacityRequest, CreateTableRequest, SchemaRequest};
-use shared::model::{Attribute, AttributeType, CapacityMode};
+use shared::api::{CapacityRequest, CreateTableRequest};
+use shared::model::CapacityMode;
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -163,20 +163,10 @@ pub fn read<T>(what: &str, f: impl FnMut() -> Result<T, ClientError>) -> T {
 
 /// A valid create request with the given write units and a string partition key.
 pub fn table_request(name: &str, write_units: u64) -> CreateTableRequest {
-    CreateTableRequest {
-        table_name: name.to_string(),
-        partition_key: "id".to_string(),
-        sort_key: None,
-        capacity: CapacityRequest {
-            mode: CapacityMode::Provisioned,
-            read_units: Some(100),
-            write_units: Some(write_units),
-        },
-        schema: SchemaRequest {
-            attributes: vec![Attribute {
-                name: "id".to_string(),
-                attr_type: AttributeType::S,
-            }],
-        },
-    }
+    let capacity = CapacityRequest {
+        mode: CapacityMode::Provisioned,
+        read_units: Some(100),
+        write_units: Some(write_units),
+    };
+    CreateTableRequest::with_string_key(name, "id", capacity)
 }
