@@ -178,7 +178,7 @@ fn run(client: &ApiClient, json: bool, command: Cmd) -> anyhow::Result<()> {
                         n.node_id.to_string(),
                         n.endpoint.clone(),
                         n.zone.clone(),
-                        format!("{:?}", n.status).to_uppercase(),
+                        wire_name(n.status),
                         n.raft_role.clone(),
                         n.partitions_owned.to_string(),
                         n.primaries_owned.to_string(),
@@ -300,7 +300,7 @@ fn run_table(client: &ApiClient, json: bool, cmd: TableCmd) -> anyhow::Result<()
                         p.primary_node_id.to_string(),
                         join_ids(&p.replica_node_ids),
                         p.epoch.to_string(),
-                        format!("{:?}", p.status).to_uppercase(),
+                        wire_name(p.status),
                         p.ready.to_string(),
                     ]);
                 }
@@ -437,7 +437,7 @@ fn tables_text(tables: &[TableDescription]) -> String {
             d.table_name.clone(),
             status_name(d.status),
             d.partition_count.to_string(),
-            format!("{:?}", d.capacity.mode).to_uppercase(),
+            wire_name(d.capacity.mode),
             d.capacity.read_units.to_string(),
             d.capacity.write_units.to_string(),
             keys,
@@ -451,10 +451,7 @@ fn tables_text(tables: &[TableDescription]) -> String {
 fn schema_text(schema: &shared::api::SchemaResponse) -> String {
     let mut t = text_table(&["ATTRIBUTE", "TYPE"]);
     for a in &schema.attributes {
-        let ty = serde_json::to_value(a.attr_type)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string));
-        t.add_row(vec![a.name.clone(), ty.unwrap_or_default()]);
+        t.add_row(vec![a.name.clone(), wire_name(a.attr_type)]);
     }
     format!(
         "{} schema version {} ({})\n{t}",
@@ -463,7 +460,12 @@ fn schema_text(schema: &shared::api::SchemaResponse) -> String {
 }
 
 fn status_name(status: TableStatus) -> String {
-    serde_json::to_value(status)
+    wire_name(status)
+}
+
+/// The name an enum has in the API's JSON (e.g. `ON_DEMAND`), for human output.
+fn wire_name<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
