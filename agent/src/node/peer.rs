@@ -1,7 +1,6 @@
 //! Serves requests from other agents: Raft RPCs, and on the leader forwarded writes,
 //! read-index requests and joins.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -12,24 +11,21 @@ use crate::meta::rpc::{
     Committed, ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request,
 };
 use crate::meta::types::Raft;
+use crate::node::Clock;
 use crate::node::meta_client::write_on_leader;
 use crate::transport::{BoxFuture, RpcHandler};
 
 /// Handles every request arriving on the peer transport.
 pub struct PeerHandler {
     raft: Raft,
-    now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
+    now_ms: Clock,
     write_timeout: Duration,
 }
 
 impl PeerHandler {
     /// Creates the handler; `now_ms` is the clock seam; leader-side writes (forwarded
     /// commands, joins) give up after `write_timeout`.
-    pub fn new(
-        raft: Raft,
-        now_ms: Arc<dyn Fn() -> u64 + Send + Sync>,
-        write_timeout: Duration,
-    ) -> Self {
+    pub fn new(raft: Raft, now_ms: Clock, write_timeout: Duration) -> Self {
         PeerHandler {
             raft,
             now_ms,
