@@ -103,10 +103,14 @@ impl MetaClient {
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
         let start = std::time::Instant::now();
         let result = match self.propose_via_leader(cmd).await {
-            Ok(committed) => self
-                .wait_applied(committed.index)
-                .await
-                .map(|()| committed.result),
+            Ok(committed) => {
+                // The command is committed whatever happens here: a lagging local replica
+                // only weakens read-your-writes, so it is logged, not reported as a failure.
+                if let Err(e) = self.wait_applied(committed.index).await {
+                    tracing::warn!(error = %e, "committed, but the local replica lags");
+                }
+                Ok(committed.result)
+            }
             Err(e) => Err(e),
         };
         let outcome = match &result {
