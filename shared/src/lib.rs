@@ -11,4 +11,6 @@ pub mod lifecycle;
 pub mod model;
 pub mod placement;
 pub mod state;
+#[cfg(test)]
+mod testkit;
 pub mod validate;

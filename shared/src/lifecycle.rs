@@ -167,8 +167,7 @@ pub fn estimate_scaling_seconds(current_partitions: u32, target_partitions: u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::TableSpec;
-    use crate::model::{Attribute, AttributeType, Capacity, CapacityMode};
+    use crate::testkit::{cluster, create_table, provisioned};
 
     const NOW: u64 = 1_000;
 
@@ -179,44 +178,14 @@ mod tests {
         }
     }
 
-    fn state_with_nodes(n: u64) -> MetaState {
-        let mut s = MetaState::default();
-        for id in 1..=n {
-            let cmd = MetaCommand::RegisterNode {
-                node_id: id,
-                endpoint: format!("http://n{id}"),
-                peer_addr: format!("n{id}:1"),
-                zone: format!("z{}", id % 3),
-                incarnation: 1,
-                now_ms: NOW,
-            };
-            s.apply(&cmd).unwrap();
-        }
-        s
+    fn state_with_nodes(n: usize) -> MetaState {
+        let zones = ["z1", "z2", "z0"];
+        let zones: Vec<&str> = (0..n).map(|i| zones[i % zones.len()]).collect();
+        cluster(&zones)
     }
 
     fn create(s: &mut MetaState, name: &str, wcu: u64) -> u64 {
-        let spec = TableSpec {
-            table_name: name.into(),
-            partition_key: "id".into(),
-            sort_key: None,
-            capacity: Capacity {
-                mode: CapacityMode::Provisioned,
-                read_units: 1,
-                write_units: wcu,
-            },
-            attributes: vec![Attribute {
-                name: "id".into(),
-                attr_type: AttributeType::S,
-            }],
-        };
-        match s
-            .apply(&MetaCommand::CreateTable { spec, now_ms: NOW })
-            .unwrap()
-        {
-            crate::command::MetaOutcome::TableCreated { table_id } => table_id,
-            other => panic!("{other:?}"),
-        }
+        create_table(s, name, provisioned(1, wcu))
     }
 
     /// Applies every assigner action and every node's reconcile reports until quiet.

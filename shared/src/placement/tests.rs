@@ -1,51 +1,10 @@
 //! Unit tests of the planners on small, hand-checked clusters.
 
 use super::*;
-use crate::command::{MetaCommand, MetaOutcome, TableSpec};
+use crate::command::MetaCommand;
 use crate::keyspace::check_tiling;
-use crate::model::{Attribute, AttributeType};
+use crate::testkit::{cluster, create_table as create, provisioned};
 use std::collections::BTreeSet;
-
-fn cluster(zones: &[&str]) -> MetaState {
-    let mut s = MetaState::new();
-    for (i, zone) in zones.iter().enumerate() {
-        let cmd = MetaCommand::RegisterNode {
-            node_id: i as u64 + 1,
-            endpoint: format!("http://n{i}"),
-            peer_addr: format!("n{i}:7100"),
-            zone: zone.to_string(),
-            incarnation: 1,
-            now_ms: 0,
-        };
-        s.apply(&cmd).unwrap();
-    }
-    s
-}
-
-fn create(s: &mut MetaState, name: &str, capacity: Capacity) -> TableId {
-    let spec = TableSpec {
-        table_name: name.into(),
-        partition_key: "pk".into(),
-        sort_key: None,
-        capacity,
-        attributes: vec![Attribute {
-            name: "pk".into(),
-            attr_type: AttributeType::S,
-        }],
-    };
-    match s.apply(&MetaCommand::CreateTable { spec, now_ms: 0 }) {
-        Ok(MetaOutcome::TableCreated { table_id }) => table_id,
-        other => panic!("{other:?}"),
-    }
-}
-
-fn provisioned(read_units: u64, write_units: u64) -> Capacity {
-    Capacity {
-        mode: CapacityMode::Provisioned,
-        read_units,
-        write_units,
-    }
-}
 
 /// Plans and applies a table; returns the plan.
 fn place(s: &mut MetaState, name: &str, capacity: Capacity) -> PlacementPlan {
