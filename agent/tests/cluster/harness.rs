@@ -17,6 +17,13 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// 2-core machine would starve each other's Raft timers and make the tests flaky.
 static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// Waits for this test's turn to run agents (see [`ONE_CLUSTER_AT_A_TIME`]).
+pub fn exclusive() -> MutexGuard<'static, ()> {
+    ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// Real agents on loopback, killed when dropped. Fields drop in order: the agents die
 /// before their directory goes, which is kept (with its logs) when the test failed.
 pub struct TestCluster {

@@ -2,5 +2,6 @@
 //! range and data directory; every child is killed when a test ends, even on failure.
 
 mod bad_input;
+mod dev;
 mod failover;
 mod harness;
