@@ -57,7 +57,7 @@ impl Reconciler {
 
     /// One pass: plan, act on local storage, report.
     pub async fn step(&self) -> anyhow::Result<()> {
-        let local = self.store.list()?;
+        let local = self.store.list();
         let orphans = self.caught_up.load(Ordering::Acquire);
         let plan = self
             .state

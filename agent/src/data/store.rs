@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 use shared::model::PartitionId;
@@ -22,9 +23,12 @@ fn redb_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redb(e.to_string())
 }
 
-/// Partition storage of one agent.
+/// Partition storage of one agent. The set of local partitions is read from disk once
+/// and then kept in memory: only this store changes it, and the reconciler asks for it on
+/// every applied metadata entry.
 pub struct PartitionStore {
     db: Database,
+    local: Mutex<BTreeSet<PartitionId>>,
 }
 
 fn table_name(pid: PartitionId) -> String {
@@ -38,16 +42,17 @@ impl PartitionStore {
     /// Opens (or creates) the partition database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let db = Database::create(data_dir.join(PARTITIONS_FILE)).map_err(redb_err)?;
-        Ok(PartitionStore { db })
+        let local = Mutex::new(read_local(&db)?);
+        Ok(PartitionStore { db, local })
     }
 
     /// Partitions that have storage here.
-    pub fn list(&self) -> Result<BTreeSet<PartitionId>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
-        let tables = txn.list_tables().map_err(redb_err)?;
-        Ok(tables
-            .filter_map(|t| t.name().strip_prefix(TABLE_PREFIX)?.parse().ok())
-            .collect())
+    pub fn list(&self) -> BTreeSet<PartitionId> {
+        self.local_set().clone()
+    }
+
+    fn local_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<PartitionId>> {
+        self.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Allocates storage for the partitions (idempotent), durably, in one transaction.
@@ -58,7 +63,9 @@ impl PartitionStore {
                 txn.open_table(ItemTable::new(&name)).map_err(redb_err)?;
             }
             Ok(())
-        })
+        })?;
+        self.local_set().extend(pids);
+        Ok(())
     }
 
     /// Drops the storage of the partitions (idempotent), durably, in one transaction.
@@ -69,7 +76,9 @@ impl PartitionStore {
                 txn.delete_table(ItemTable::new(&name)).map_err(redb_err)?;
             }
             Ok(())
-        })
+        })?;
+        self.local_set().retain(|p| !pids.contains(p));
+        Ok(())
     }
 
     fn write(
@@ -84,6 +93,15 @@ impl PartitionStore {
     }
 }
 
+/// The partitions that have a table in `db`.
+fn read_local(db: &Database) -> Result<BTreeSet<PartitionId>, StoreError> {
+    let txn = db.begin_read().map_err(redb_err)?;
+    let tables = txn.list_tables().map_err(redb_err)?;
+    Ok(tables
+        .filter_map(|t| t.name().strip_prefix(TABLE_PREFIX)?.parse().ok())
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,10 +112,10 @@ mod tests {
         let store = PartitionStore::open(dir.path()).unwrap();
         store.allocate(&[3, 1, 2]).unwrap();
         store.allocate(&[2]).unwrap();
-        assert_eq!(store.list().unwrap(), BTreeSet::from([1, 2, 3]));
+        assert_eq!(store.list(), BTreeSet::from([1, 2, 3]));
         store.drop_partitions(&[2, 9]).unwrap();
         drop(store);
         let store = PartitionStore::open(dir.path()).unwrap();
-        assert_eq!(store.list().unwrap(), BTreeSet::from([1, 3]));
+        assert_eq!(store.list(), BTreeSet::from([1, 3]));
     }
 }

@@ -95,7 +95,7 @@ async fn metrics(
         voters: membership.voter_ids().count(),
         learners: membership.learner_ids().count(),
     };
-    let local = app.store.list().map_or(0, |l| l.len());
+    let local = app.store.list().len();
     let body = app
         .state
         .read(|s| app.meta.metrics().render(&view, s, local));

@@ -46,6 +46,20 @@ pub struct JoinRequest {
     pub incarnation: u64,
 }
 
+impl JoinRequest {
+    /// The command recording this agent (and its incarnation) in the metadata.
+    pub fn register_command(&self, now_ms: u64) -> MetaCommand {
+        MetaCommand::RegisterNode {
+            node_id: self.node_id,
+            endpoint: self.endpoint.clone(),
+            peer_addr: self.peer_addr.clone(),
+            zone: self.zone.clone(),
+            incarnation: self.incarnation,
+            now_ms,
+        }
+    }
+}
+
 /// Why a forwarded request was not served by the peer.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {

@@ -88,14 +88,7 @@ async fn register_locally(
     join: &JoinRequest,
     clock: &Clock,
 ) -> Result<(), String> {
-    let cmd = MetaCommand::RegisterNode {
-        node_id: join.node_id,
-        endpoint: join.endpoint.clone(),
-        peer_addr: join.peer_addr.clone(),
-        zone: join.zone.clone(),
-        incarnation: join.incarnation,
-        now_ms: clock(),
-    };
+    let cmd = join.register_command(clock());
     match meta.propose(cmd).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -87,15 +87,7 @@ impl MetaClient {
 
     /// The current leader as seen in this node's Raft metrics.
     pub fn leader(&self) -> LeaderRoute {
-        let metrics = self.raft.metrics().borrow().clone();
-        match metrics.current_leader {
-            Some(id) if id == self.node_id => LeaderRoute::Local,
-            Some(id) => match metrics.membership_config.membership().get_node(&id) {
-                Some(node) => LeaderRoute::Remote(id, node.addr.clone()),
-                None => LeaderRoute::Unknown,
-            },
-            None => LeaderRoute::Unknown,
-        }
+        leader_route(&self.raft)
     }
 
     /// Commits `cmd` through the leader and returns the state machine's result, once this
@@ -200,13 +192,9 @@ impl MetaClient {
     }
 
     async fn read_index_local(&self) -> Result<u64, Retry> {
-        match self.raft.get_read_log_id().await {
-            Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
-                Err(Retry("leadership moved".into()))
-            }
-            Err(e) => Err(Retry(e.to_string())),
-        }
+        read_index_on_leader(&self.raft)
+            .await
+            .map_err(|e| Retry(e.to_string()))
     }
 
     async fn read_index_remote(&self, addr: &str) -> Result<u64, Retry> {
@@ -258,6 +246,49 @@ struct Retry(String);
 
 /// One attempt: a final outcome, or a reason to try again.
 type Attempt<T> = Result<Result<T, MetaClientError>, Retry>;
+
+impl LeaderRoute {
+    /// Unless this node leads, the error that tells a caller where the leader is.
+    pub fn redirect(self) -> Option<ForwardError> {
+        let (leader_id, leader_addr) = match self {
+            LeaderRoute::Local => return None,
+            LeaderRoute::Remote(id, addr) => (Some(id), Some(addr)),
+            LeaderRoute::Unknown => (None, None),
+        };
+        Some(ForwardError::NotLeader {
+            leader_id,
+            leader_addr,
+        })
+    }
+}
+
+/// The current leader as `raft`'s metrics show it.
+pub fn leader_route(raft: &Raft) -> LeaderRoute {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    match metrics.current_leader {
+        Some(id) if id == metrics.id => LeaderRoute::Local,
+        Some(id) => match metrics.membership_config.membership().get_node(&id) {
+            Some(node) => LeaderRoute::Remote(id, node.addr.clone()),
+            None => LeaderRoute::Unknown,
+        },
+        None => LeaderRoute::Unknown,
+    }
+}
+
+/// This leader's commit index once a quorum confirmed its leadership (the read index).
+pub async fn read_index_on_leader(raft: &Raft) -> Result<u64, ForwardError> {
+    match raft.get_read_log_id().await {
+        Ok((read, _applied)) => Ok(read.map_or(0, |l| l.index)),
+        Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+            Err(ForwardError::NotLeader {
+                leader_id: f.leader_id,
+                leader_addr: f.leader_node.map(|n| n.addr),
+            })
+        }
+        Err(e) => Err(ForwardError::Unavailable(e.to_string())),
+    }
+}
 
 /// Commits `cmd` on this node if it leads, within `timeout` (openraft 0.9 keeps a leader
 /// that lost its quorum waiting forever; the outcome of a timed-out write is unknown).

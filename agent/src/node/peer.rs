@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use openraft::BasicNode;
-use openraft::error::{CheckIsLeaderError, RaftError};
 use shared::command::MetaCommand;
 
 use crate::meta::rpc::{
@@ -12,7 +11,7 @@ use crate::meta::rpc::{
 };
 use crate::meta::types::Raft;
 use crate::node::Clock;
-use crate::node::meta_client::write_on_leader;
+use crate::node::meta_client::{leader_route, read_index_on_leader, write_on_leader};
 use crate::transport::{BoxFuture, RpcHandler};
 
 /// Handles every request arriving on the peer transport.
@@ -38,7 +37,9 @@ impl PeerHandler {
             PeerRequest::ClientWrite(cmd) => {
                 PeerResponse::ClientWrite(self.client_write(cmd).await)
             }
-            PeerRequest::ReadIndex => PeerResponse::ReadIndex(self.read_index().await),
+            PeerRequest::ReadIndex => {
+                PeerResponse::ReadIndex(read_index_on_leader(&self.raft).await)
+            }
             PeerRequest::Join(join) => PeerResponse::Join(self.join(join).await),
             raft_rpc => handle_raft_request(&self.raft, raft_rpc)
                 .await
@@ -50,42 +51,21 @@ impl PeerHandler {
         write_on_leader(&self.raft, cmd, self.write_timeout).await
     }
 
-    async fn read_index(&self) -> Result<u64, ForwardError> {
-        match self.raft.get_read_log_id().await {
-            Ok((read, _)) => Ok(read.map_or(0, |l| l.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ForwardError::NotLeader {
-                    leader_id: f.leader_id,
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                })
-            }
-            Err(e) => Err(ForwardError::Unavailable(e.to_string())),
-        }
-    }
-
     /// Adds the joining agent as a learner (if it is not a member yet), then records it
     /// in the metadata with its incarnation.
     async fn join(&self, join: JoinRequest) -> Result<(), ForwardError> {
-        let metrics = self.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(metrics.id) {
-            let leader_addr = metrics.current_leader.and_then(|id| {
-                metrics
-                    .membership_config
-                    .membership()
-                    .get_node(&id)
-                    .map(|n| n.addr.clone())
-            });
-            return Err(ForwardError::NotLeader {
-                leader_id: metrics.current_leader,
-                leader_addr,
-            });
+        if let Some(redirect) = leader_route(&self.raft).redirect() {
+            return Err(redirect);
         }
-        let known = metrics
+        let member_at_addr = self
+            .raft
+            .metrics()
+            .borrow()
             .membership_config
             .membership()
             .get_node(&join.node_id)
-            .cloned();
-        if known.as_ref().map(|n| n.addr.as_str()) != Some(join.peer_addr.as_str()) {
+            .is_some_and(|n| n.addr == join.peer_addr);
+        if !member_at_addr {
             // blocking = false: the joiner catches up in the background (log or snapshot).
             let node = BasicNode::new(join.peer_addr.clone());
             let added = self.raft.add_learner(join.node_id, node, false);
@@ -95,14 +75,7 @@ impl PeerHandler {
                 Err(_) => return Err(ForwardError::Unavailable("add_learner timed out".into())),
             }
         }
-        let cmd = MetaCommand::RegisterNode {
-            node_id: join.node_id,
-            endpoint: join.endpoint,
-            peer_addr: join.peer_addr,
-            zone: join.zone,
-            incarnation: join.incarnation,
-            now_ms: (self.now_ms)(),
-        };
+        let cmd = join.register_command((self.now_ms)());
         match self.client_write(cmd).await?.result {
             Ok(_) => Ok(()),
             Err(e) => Err(ForwardError::Unavailable(e.to_string())),

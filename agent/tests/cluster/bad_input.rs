@@ -33,9 +33,7 @@ fn snapshot(client: &ApiClient) -> (ListTablesResponse, TableDescription) {
 
 #[test]
 fn bad_requests_get_json_errors_and_change_nothing() {
-    let cluster = TestCluster::start(1, HTTP_BASE, |_| {});
-    let client = cluster.client(1);
-    wait_for("healthy", || client.healthy().then_some(()));
+    let (_cluster, client) = TestCluster::single(HTTP_BASE, |_| {});
     create_table(&client, &table_request("existing", 1000));
     wait_for("active", || {
         client
@@ -186,9 +184,7 @@ fn bad_requests_get_json_errors_and_change_nothing() {
 
 #[test]
 fn extractor_rejections_are_json_errors() {
-    let cluster = TestCluster::start(1, HTTP_BASE + 10, |c| c.http.max_body_bytes = 4096);
-    let client = cluster.client(1);
-    wait_for("healthy", || client.healthy().then_some(()));
+    let (_cluster, client) = TestCluster::single(HTTP_BASE + 10, |c| c.http.max_body_bytes = 4096);
     let huge = format!(r#"{{"table_name":"{}"}}"#, "x".repeat(8192));
     expect_error(&client, Method::Post, "/tables", Some(&huge), 413);
     expect_error(
@@ -204,9 +200,7 @@ fn extractor_rejections_are_json_errors() {
 
 #[test]
 fn metrics_are_served_in_openmetrics_text() {
-    let cluster = TestCluster::start(1, HTTP_BASE + 20, |_| {});
-    let client = cluster.client(1);
-    wait_for("healthy", || client.healthy().then_some(()));
+    let (_cluster, client) = TestCluster::single(HTTP_BASE + 20, |_| {});
     create_table(&client, &table_request("metered", 1000));
     wait_for("active", || {
         client

@@ -88,6 +88,14 @@ impl TestCluster {
         cluster
     }
 
+    /// One agent (a one-voter cluster), healthy, and a client of it.
+    pub fn single(http_base: u16, tune: impl Fn(&mut Config)) -> (TestCluster, ApiClient) {
+        let cluster = TestCluster::start(1, http_base, tune);
+        let client = cluster.client(1);
+        wait_for("a healthy agent", || client.healthy().then_some(()));
+        (cluster, client)
+    }
+
     /// Starts (or restarts) agent `i` from its data dir.
     pub fn start_node(&mut self, i: u16) {
         let binary = Path::new(env!("CARGO_BIN_EXE_agent"));
