@@ -5,9 +5,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shared::api::{
-    CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, ErrorBody,
-    ListTablesResponse, NodesResponse, PartitionsResponse, SchemaRequest, SchemaResponse,
-    TableDescription, UpdateCapacityResponse,
+    CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, DrainNodeResponse,
+    ErrorBody, ListTablesResponse, NodesResponse, PartitionsResponse, SchemaRequest,
+    SchemaResponse, TableDescription, UpdateCapacityResponse,
 };
 
 /// Timeout of one HTTP request.
@@ -225,6 +225,32 @@ impl ApiClient {
         self.call(
             Method::Get,
             &format!("/clusters/{cluster_id}/nodes"),
+            None::<&()>,
+        )
+    }
+
+    /// `POST /clusters/{id}/nodes/{node}/drain`.
+    pub fn drain_node(
+        &self,
+        cluster_id: &str,
+        node_id: u64,
+    ) -> Result<DrainNodeResponse, ClientError> {
+        self.call(
+            Method::Post,
+            &format!("/clusters/{cluster_id}/nodes/{node_id}/drain"),
+            None::<&()>,
+        )
+    }
+
+    /// `DELETE /clusters/{id}/nodes/{node}`: drain, then decommission.
+    pub fn remove_node(
+        &self,
+        cluster_id: &str,
+        node_id: u64,
+    ) -> Result<DrainNodeResponse, ClientError> {
+        self.call(
+            Method::Delete,
+            &format!("/clusters/{cluster_id}/nodes/{node_id}"),
             None::<&()>,
         )
     }

@@ -7,6 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shared::placement::{PlacementConfig, VoterConfig};
 
+/// Smallest accepted gossip packet: room for a membership update and a status report.
+const MIN_GOSSIP_PACKET_BYTES: usize = 512;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -64,6 +67,9 @@ pub struct Config {
     /// Voter set management.
     #[serde(default)]
     pub voters: VotersSection,
+    /// SWIM gossip membership (foca) carried in QUIC datagrams.
+    #[serde(default)]
+    pub gossip: GossipConfig,
     /// Leader-only controllers and agent reconcilers.
     #[serde(default)]
     pub controllers: ControllersConfig,
@@ -190,6 +196,49 @@ impl Default for VotersSection {
     }
 }
 
+/// SWIM gossip settings (foca's configuration, plus the status heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GossipConfig {
+    /// Each agent probes one random member this often.
+    pub probe_period_ms: u64,
+    /// A probe unanswered after this long is retried through indirect probes.
+    pub probe_rtt_ms: u64,
+    /// Members asked to probe indirectly.
+    pub num_indirect_probes: usize,
+    /// A suspected member that does not refute within this long is declared down.
+    pub suspect_to_down_after_ms: u64,
+    /// Membership updates are pushed to `gossip_fanout` random members this often.
+    pub gossip_interval_ms: u64,
+    /// Members each periodic gossip goes to.
+    pub gossip_fanout: usize,
+    /// Times each update or status report is piggybacked before it is dropped.
+    pub max_transmissions: u8,
+    /// Largest gossip datagram, in bytes (must fit one QUIC datagram).
+    pub max_packet_bytes: usize,
+    /// Each agent gossips a fresh status report (its heartbeat) this often.
+    pub status_interval_ms: u64,
+    /// Each agent announces itself to one random member this often (heals partitions).
+    pub announce_interval_ms: u64,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        GossipConfig {
+            probe_period_ms: 500,
+            probe_rtt_ms: 200,
+            num_indirect_probes: 10,
+            suspect_to_down_after_ms: 2000,
+            gossip_interval_ms: 100,
+            gossip_fanout: 3,
+            max_transmissions: 10,
+            max_packet_bytes: 1100,
+            status_interval_ms: 1000,
+            announce_interval_ms: 30_000,
+        }
+    }
+}
+
 /// Controller and reconciler settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -204,6 +253,9 @@ pub struct ControllersConfig {
     /// The leader places no new partition on a peer that has not answered any RPC for
     /// this long (its own view, like SUSPECTED; never committed).
     pub peer_unreachable_after_ms: u64,
+    /// The leader commits `NodeFailed` for a node suspected for this long with no proof
+    /// of life (direct or gossiped, any incarnation) in that window.
+    pub failure_confirm_window_ms: u64,
 }
 
 impl Default for ControllersConfig {
@@ -213,6 +265,7 @@ impl Default for ControllersConfig {
             delete_release_timeout_ms: 10_000,
             join_retry_interval_ms: 500,
             peer_unreachable_after_ms: 1500,
+            failure_confirm_window_ms: 3000,
         }
     }
 }
@@ -294,6 +347,31 @@ impl Config {
             // leader_wait_ms) before the transport gives up on it.
             return bad("raft.rpc_timeout_ms must exceed http.leader_wait_ms");
         }
+        let g = &self.gossip;
+        if g.probe_rtt_ms == 0 || g.probe_period_ms <= g.probe_rtt_ms {
+            return bad("gossip.probe_period_ms must exceed gossip.probe_rtt_ms > 0");
+        }
+        if g.num_indirect_probes == 0 || g.gossip_fanout == 0 || g.max_transmissions == 0 {
+            return bad("gossip probes, fan-out and transmissions must be positive");
+        }
+        if g.suspect_to_down_after_ms == 0 || g.gossip_interval_ms == 0 {
+            return bad("gossip.suspect_to_down_after_ms and gossip_interval_ms must be positive");
+        }
+        if g.status_interval_ms == 0 || g.announce_interval_ms == 0 {
+            return bad("gossip.status_interval_ms and announce_interval_ms must be positive");
+        }
+        if !(MIN_GOSSIP_PACKET_BYTES..=crate::transport::MAX_DATAGRAM_BYTES)
+            .contains(&g.max_packet_bytes)
+        {
+            return bad("gossip.max_packet_bytes must be 512 to 1150 (one QUIC datagram)");
+        }
+        if self.controllers.failure_confirm_window_ms <= g.suspect_to_down_after_ms {
+            // A suspicion must have run its course in gossip (refuted or down) before the
+            // leader turns it into a committed failure.
+            return bad(
+                "controllers.failure_confirm_window_ms must exceed gossip.suspect_to_down_after_ms",
+            );
+        }
         if self.cluster_name.is_empty()
             || self.cluster_name.len() > shared::validate::CLUSTER_ID_MAX_LEN
         {
@@ -363,6 +441,7 @@ mod tests {
         );
         assert_eq!(config.placement, PlacementSection::default());
         assert_eq!(config.voters, VotersSection::default());
+        assert_eq!(config.gossip, GossipConfig::default());
         assert_eq!(config.controllers, ControllersConfig::default());
         assert_eq!(config.http, HttpConfig::default());
     }

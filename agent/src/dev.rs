@@ -116,6 +116,7 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
         raft: Default::default(),
         placement: Default::default(),
         voters: Default::default(),
+        gossip: Default::default(),
         controllers: Default::default(),
         http: Default::default(),
     };
@@ -193,6 +194,19 @@ impl Children {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends `signal` (SIGSTOP to freeze the process, SIGCONT to resume it) to agent
+    /// `index`; false if it is not running.
+    pub fn signal(&self, index: u16, signal: i32) -> bool {
+        let Some((_, child)) = self.children.iter().find(|(i, _)| *i == index) else {
+            return false;
+        };
+        let Ok(pid) = i32::try_from(child.id()) else {
+            return false;
+        };
+        // SAFETY: kill(2) on our own child's pid has no memory-safety preconditions.
+        unsafe { libc::kill(pid, signal) == 0 }
     }
 
     /// Stops every agent gracefully (SIGTERM), killing those that do not exit in time.

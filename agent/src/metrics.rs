@@ -8,13 +8,49 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use shared::model::TableStatus;
+use shared::model::{NodeId, NodeStatus, TableStatus};
 use shared::state::MetaState;
 
 /// Smallest commit-latency bucket, in seconds (an fsync here is about 0.2 ms).
 const COMMIT_BUCKET_START_SECONDS: f64 = 0.000_25;
 /// Number of commit-latency buckets (doubling: up to about 2 s).
 const COMMIT_BUCKET_COUNT: u16 = 14;
+/// Smallest recovery-duration bucket, in seconds.
+const RECOVERY_BUCKET_START_SECONDS: f64 = 0.01;
+/// Number of recovery-duration buckets (doubling: up to about 80 s).
+const RECOVERY_BUCKET_COUNT: u16 = 14;
+
+/// Gossip traffic counters, shared with the gossip driver (clones count into the same
+/// series).
+#[derive(Clone, Debug, Default)]
+pub struct GossipTraffic {
+    /// Datagrams sent.
+    pub sent_datagrams: Counter,
+    /// Bytes sent.
+    pub sent_bytes: Counter,
+    /// Datagrams received.
+    pub received_datagrams: Counter,
+    /// Bytes received.
+    pub received_bytes: Counter,
+}
+
+/// A node in this agent's view.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    /// Node id.
+    pub node_id: String,
+}
+
+/// One node as this agent sees it, for the per-node gauges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSample {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Status in this agent's view (SUSPECTED included).
+    pub status: NodeStatus,
+    /// Time since the last proof of life; `None` when never heard from.
+    pub staleness_ms: Option<u64>,
+}
 
 /// Outcome of a metadata proposal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +73,22 @@ pub struct AgentMetrics {
     pub meta_commit_seconds: Histogram,
     /// Metadata proposals made through this agent, by outcome.
     pub meta_proposals: Family<ProposalLabels, Counter>,
+    /// `NodeFailed` decisions this agent committed as leader (repeats not counted).
+    pub node_failed_decisions: Counter,
+    /// Partition changes committed by this agent's recovery coordinator.
+    pub partitions_repaired: Counter,
+    /// Time from a committed `NodeFailed` to the commit that left the node no partitions.
+    pub recovery_seconds: Histogram,
+    /// Times this agent saw the Raft leader change.
+    pub leader_changes: Counter,
+    /// HTTP requests served by this agent.
+    pub http_requests: Counter,
+    /// Gossip traffic.
+    pub gossip: GossipTraffic,
+    node_staleness_seconds: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    nodes_by_status: Family<StatusLabels, Gauge>,
+    meta_applied_lag_entries: Gauge,
+    meta_replication_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     raft_term: Gauge,
     raft_applied_index: Gauge,
     raft_is_leader: Gauge,
@@ -46,6 +98,22 @@ pub struct AgentMetrics {
     partitions: Gauge,
     nodes: Gauge,
     local_partitions: Gauge,
+}
+
+/// What a scrape reports besides the counters: this agent's views at scrape time.
+pub struct ScrapeView<'a> {
+    /// Raft position and role.
+    pub raft: RaftView,
+    /// Local metadata replica.
+    pub state: &'a MetaState,
+    /// Partitions with storage on this agent.
+    pub local_partitions: usize,
+    /// Every known node as this agent sees it.
+    pub nodes: Vec<NodeSample>,
+    /// Entries the leader has applied that this agent has not (as gossiped).
+    pub applied_lag_entries: u64,
+    /// How long this agent's metadata replica has been behind the leader.
+    pub replication_lag_ms: u64,
 }
 
 /// A point-in-time view of Raft for the gauges.
@@ -72,10 +140,22 @@ impl AgentMetrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let buckets = exponential_buckets(COMMIT_BUCKET_START_SECONDS, 2.0, COMMIT_BUCKET_COUNT);
+        let recovery =
+            exponential_buckets(RECOVERY_BUCKET_START_SECONDS, 2.0, RECOVERY_BUCKET_COUNT);
         let m = AgentMetrics {
             registry: Registry::with_prefix("agent"),
             meta_commit_seconds: Histogram::new(buckets),
             meta_proposals: Family::default(),
+            node_failed_decisions: Counter::default(),
+            partitions_repaired: Counter::default(),
+            recovery_seconds: Histogram::new(recovery),
+            leader_changes: Counter::default(),
+            http_requests: Counter::default(),
+            gossip: GossipTraffic::default(),
+            node_staleness_seconds: Family::default(),
+            nodes_by_status: Family::default(),
+            meta_applied_lag_entries: Gauge::default(),
+            meta_replication_lag_seconds: Gauge::default(),
             raft_term: Gauge::default(),
             raft_applied_index: Gauge::default(),
             raft_is_leader: Gauge::default(),
@@ -101,6 +181,72 @@ impl AgentMetrics {
             "meta_proposals",
             "Metadata proposals by outcome",
             self.meta_proposals.clone(),
+        );
+        r.register(
+            "node_failed_decisions",
+            "NodeFailed decisions committed by this agent as leader",
+            self.node_failed_decisions.clone(),
+        );
+        r.register(
+            "partitions_repaired",
+            "Partition changes committed by this agent's recovery coordinator",
+            self.partitions_repaired.clone(),
+        );
+        r.register(
+            "recovery_seconds",
+            "Time from a committed NodeFailed to the failed node holding no partition",
+            self.recovery_seconds.clone(),
+        );
+        r.register(
+            "raft_leader_changes",
+            "Raft leader changes seen by this agent",
+            self.leader_changes.clone(),
+        );
+        r.register(
+            "http_requests",
+            "HTTP requests served by this agent",
+            self.http_requests.clone(),
+        );
+        let g = &self.gossip;
+        r.register(
+            "gossip_sent_datagrams",
+            "Gossip datagrams sent",
+            g.sent_datagrams.clone(),
+        );
+        r.register(
+            "gossip_sent_bytes",
+            "Gossip bytes sent",
+            g.sent_bytes.clone(),
+        );
+        r.register(
+            "gossip_received_datagrams",
+            "Gossip datagrams received",
+            g.received_datagrams.clone(),
+        );
+        r.register(
+            "gossip_received_bytes",
+            "Gossip bytes received",
+            g.received_bytes.clone(),
+        );
+        r.register(
+            "node_heartbeat_staleness_seconds",
+            "Time since this agent last had a proof of life from each node",
+            self.node_staleness_seconds.clone(),
+        );
+        r.register(
+            "nodes_by_status",
+            "Nodes by status in this agent's view (SUSPECTED is gossip-level)",
+            self.nodes_by_status.clone(),
+        );
+        r.register(
+            "meta_applied_lag_entries",
+            "Metadata entries applied by the leader and not yet by this agent",
+            self.meta_applied_lag_entries.clone(),
+        );
+        r.register(
+            "meta_replication_lag_seconds",
+            "How long this agent's metadata replica has been behind the leader",
+            self.meta_replication_lag_seconds.clone(),
         );
         r.register("raft_term", "Current Raft term", self.raft_term.clone());
         r.register(
@@ -146,7 +292,8 @@ impl AgentMetrics {
     }
 
     /// Refreshes the gauges and encodes every metric.
-    pub fn render(&self, raft: &RaftView, state: &MetaState, local_partitions: usize) -> String {
+    pub fn render(&self, view: &ScrapeView<'_>) -> String {
+        let (raft, state) = (&view.raft, view.state);
         self.raft_term.set(raft.term as i64);
         self.raft_applied_index.set(raft.applied_index as i64);
         self.raft_is_leader.set(i64::from(raft.is_leader));
@@ -165,11 +312,44 @@ impl AgentMetrics {
         }
         self.partitions.set(state.partition_count() as i64);
         self.nodes.set(state.nodes().count() as i64);
-        self.local_partitions.set(local_partitions as i64);
+        self.local_partitions.set(view.local_partitions as i64);
+        self.render_nodes(&view.nodes);
+        self.meta_applied_lag_entries
+            .set(view.applied_lag_entries as i64);
+        self.meta_replication_lag_seconds
+            .set(view.replication_lag_ms as f64 / 1000.0);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl AgentMetrics {
+    fn render_nodes(&self, nodes: &[NodeSample]) {
+        // Cleared first so a node that left the cluster leaves the series too.
+        self.node_staleness_seconds.clear();
+        for n in nodes {
+            if let Some(ms) = n.staleness_ms {
+                self.node_staleness_seconds
+                    .get_or_create(&NodeLabels {
+                        node_id: n.node_id.to_string(),
+                    })
+                    .set(ms as f64 / 1000.0);
+            }
+        }
+        for (status, name) in [
+            (NodeStatus::Healthy, "HEALTHY"),
+            (NodeStatus::Suspected, "SUSPECTED"),
+            (NodeStatus::Failed, "FAILED"),
+            (NodeStatus::Draining, "DRAINING"),
+            (NodeStatus::Decommissioned, "DECOMMISSIONED"),
+        ] {
+            let count = nodes.iter().filter(|n| n.status == status).count();
+            self.nodes_by_status
+                .get_or_create(&StatusLabels { status: name })
+                .set(count as i64);
+        }
     }
 }
 
@@ -189,7 +369,37 @@ mod tests {
             voters: 3,
             learners: 2,
         };
-        let text = m.render(&view, &MetaState::default(), 7);
+        m.node_failed_decisions.inc();
+        let state = MetaState::default();
+        let nodes = vec![
+            NodeSample {
+                node_id: 2,
+                status: NodeStatus::Suspected,
+                staleness_ms: Some(1500),
+            },
+            NodeSample {
+                node_id: 3,
+                status: NodeStatus::Healthy,
+                staleness_ms: None,
+            },
+        ];
+        let text = m.render(&ScrapeView {
+            raft: view,
+            state: &state,
+            local_partitions: 7,
+            nodes,
+            applied_lag_entries: 4,
+            replication_lag_ms: 250,
+        });
+        assert!(text.contains(r#"agent_node_heartbeat_staleness_seconds{node_id="2"} 1.5"#));
+        assert!(
+            !text.contains(r#"node_id="3""#),
+            "never heard: no staleness series"
+        );
+        assert!(text.contains(r#"agent_nodes_by_status{status="SUSPECTED"} 1"#));
+        assert!(text.contains("agent_node_failed_decisions_total 1"));
+        assert!(text.contains("agent_meta_applied_lag_entries 4"));
+        assert!(text.contains("agent_meta_replication_lag_seconds 0.25"));
         assert!(text.contains("agent_raft_term 3"), "{text}");
         assert!(text.contains("agent_raft_applied_index 42"));
         assert!(text.contains("agent_meta_commit_seconds_count 1"));

@@ -133,6 +133,9 @@ pub struct PartitionDescription {
     pub status: PartitionStatus,
     /// Whether every replica allocated its storage.
     pub ready: bool,
+    /// Whether the partition has fewer live, ready replicas than it should (a failed node
+    /// not yet replaced, or no healthy node left to take a replica).
+    pub under_replicated: bool,
 }
 
 /// `GET /tables/{name}/partitions` response.
@@ -176,8 +179,11 @@ pub struct NodeDescription {
     pub endpoint: String,
     /// Zone.
     pub zone: String,
-    /// Status.
+    /// Status: the committed one, except that a HEALTHY node this agent's gossip view
+    /// suspects (or has never heard from) shows as SUSPECTED.
     pub status: NodeStatus,
+    /// Whether the node is a Raft voter.
+    pub is_voter: bool,
     /// Raft role: "voter" or "learner" (or "none").
     pub raft_role: String,
     /// Partitions held (primary or replica).
@@ -186,9 +192,13 @@ pub struct NodeDescription {
     pub primaries_owned: u64,
     /// Incarnation.
     pub incarnation: u64,
-    /// Last committed proof of life, RFC 3339.
+    /// Last proof of life seen by the answering agent (direct or gossiped), RFC 3339;
+    /// the registration time when it has heard nothing yet.
     pub last_heartbeat_at: String,
-    /// Load metrics (zero until the data plane reports them).
+    /// Milliseconds since that proof of life (`null` when never heard from; 0 for the
+    /// answering agent itself).
+    pub heartbeat_staleness_ms: Option<u64>,
+    /// Load metrics from the node's latest gossiped status report.
     pub metrics: NodeMetrics,
 }
 
@@ -199,10 +209,24 @@ pub struct NodeMetrics {
     pub cpu_pct: f64,
     /// Disk use in percent.
     pub disk_pct: f64,
-    /// Data operations per second.
+    /// Requests served per second by the node.
     pub ops_per_sec: f64,
-    /// Worst replication lag of the node's replicas.
+    /// How far the node's metadata replica is behind the leader, in milliseconds (the
+    /// data plane adds its partitions' replication lag).
     pub replication_lag_ms: u64,
+}
+
+/// Response of a node drain or removal request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainNodeResponse {
+    /// Node id.
+    pub node_id: NodeId,
+    /// Committed status (DRAINING until it is empty and, if removed, DECOMMISSIONED).
+    pub status: NodeStatus,
+    /// Whether the node is decommissioned once drained.
+    pub remove_when_drained: bool,
+    /// Partitions still on the node.
+    pub partitions_owned: u64,
 }
 
 /// `GET /clusters/{id}/nodes` response.

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Attribute, Capacity, KeyRange, NodeId, PartitionId, TableId, TableStatus, UnixMillis,
+    Attribute, Capacity, KeyRange, NodeId, NodeStatus, PartitionId, TableId, TableStatus,
+    UnixMillis,
 };
 
 /// What a client asks for when creating a table (already validated for shape by the API).
@@ -29,6 +30,19 @@ pub struct PartitionAssignment {
     /// Primary node.
     pub primary_node_id: NodeId,
     /// Other replicas.
+    pub replica_node_ids: Vec<NodeId>,
+}
+
+/// New replica set of one existing partition, as decided by the Recovery Coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionChange {
+    /// Partition to change.
+    pub partition_id: PartitionId,
+    /// Epoch the plan was made against; the change applies only at that epoch.
+    pub expected_epoch: u64,
+    /// New primary node.
+    pub primary_node_id: NodeId,
+    /// New other replicas.
     pub replica_node_ids: Vec<NodeId>,
 }
 
@@ -120,12 +134,43 @@ pub enum MetaCommand {
         /// Table.
         table_id: TableId,
     },
+    /// The leader's exactly-once decision that one incarnation of a node is dead.
+    /// Only the status changes; recovery of its partitions is `RepairPartitions`.
+    NodeFailed {
+        /// Node.
+        node_id: NodeId,
+        /// Incarnation judged dead; an older one is stale (the node restarted since).
+        incarnation: u64,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Replaces the replica sets of existing partitions, all or none.
+    RepairPartitions {
+        /// One change per partition, each at most once.
+        changes: Vec<PartitionChange>,
+    },
+    /// Stops placing new work on a node so its partitions can be moved off.
+    DrainNode {
+        /// Node.
+        node_id: NodeId,
+        /// Decommission the node once it owns nothing (never cleared by a later drain).
+        remove: bool,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Removes a DRAINING or FAILED node that owns no partitions from service.
+    DecommissionNode {
+        /// Node.
+        node_id: NodeId,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
 }
 
 /// The result of a command that applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaOutcome {
-    /// Nothing to report (also for idempotent repeats).
+    /// Applied; nothing else to report (older commands also answer idempotent repeats so).
     Done,
     /// A table was created.
     TableCreated {
@@ -142,6 +187,8 @@ pub enum MetaOutcome {
         /// Their ids, in the order of the command.
         partition_ids: Vec<PartitionId>,
     },
+    /// A repeated or stale command; nothing changed.
+    Unchanged,
 }
 
 /// Why a command was rejected. A rejected command changes no state.
@@ -188,6 +235,26 @@ pub enum MetaError {
         /// Recorded incarnation.
         current: u64,
     },
+    /// A partition changed since the plan was made; nothing changed.
+    #[error("partition {partition_id} is at epoch {current}, the change expected {expected}")]
+    StaleEpoch {
+        /// Partition.
+        partition_id: PartitionId,
+        /// Epoch the change was planned against.
+        expected: u64,
+        /// Current epoch.
+        current: u64,
+    },
+    /// The node's status does not allow the operation; nothing changed.
+    #[error("node {node_id} is {status:?}, the operation needs {needed}")]
+    NodeWrongStatus {
+        /// Node.
+        node_id: NodeId,
+        /// Current status.
+        status: NodeStatus,
+        /// What the operation needs.
+        needed: String,
+    },
 }
 
 /// HTTP-independent classification of an error, mapped to a status at the API edge.
@@ -211,7 +278,9 @@ impl MetaError {
             | MetaError::TableWrongStatus { .. }
             | MetaError::UnknownNode(_)
             | MetaError::InvalidPlacement(_)
-            | MetaError::StaleIncarnation { .. } => ErrorClass::Conflict,
+            | MetaError::StaleIncarnation { .. }
+            | MetaError::StaleEpoch { .. }
+            | MetaError::NodeWrongStatus { .. } => ErrorClass::Conflict,
         }
     }
 
@@ -227,6 +296,8 @@ impl MetaError {
             MetaError::UnknownPartition(_) => "PartitionNotFound",
             MetaError::InvalidPlacement(_) => "InvalidPlacement",
             MetaError::StaleIncarnation { .. } => "StaleIncarnation",
+            MetaError::StaleEpoch { .. } => "StaleEpoch",
+            MetaError::NodeWrongStatus { .. } => "NodeWrongStatus",
         }
     }
 }

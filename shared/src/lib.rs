@@ -1,4 +1,5 @@
-//! The pure core of the control plane: model, state machine, routing, placement and API types.
+//! The pure core of the control plane: model, state machine, routing, placement, failure
+//! and recovery decisions, and API types.
 //!
 //! Nothing here does IO, reads a clock or spawns a task: time is always an argument.
 
@@ -6,10 +7,12 @@
 
 pub mod api;
 pub mod command;
+pub mod failure;
 pub mod keyspace;
 pub mod lifecycle;
 pub mod model;
 pub mod placement;
+pub mod recovery;
 pub mod state;
 #[cfg(test)]
 mod testkit;

@@ -201,16 +201,31 @@ impl Partition {
     }
 }
 
-/// Health status of a node as recorded in the metadata store.
+/// Status of a node as recorded in the metadata store (or, for `Suspected`, as shown).
+///
+/// Committed transitions: HEALTHY → FAILED (`NodeFailed`), HEALTHY → DRAINING
+/// (`DrainNode`), FAILED or DRAINING → DECOMMISSIONED (`DecommissionNode`, once it owns
+/// nothing), FAILED or DECOMMISSIONED → HEALTHY (`RegisterNode` with a new incarnation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeStatus {
-    /// Alive.
+    /// Alive; takes new partitions.
     Healthy,
-    /// Suspected by gossip (not normally committed; gossip-level).
+    /// Suspected by gossip: only shown by agents, never committed by any command.
     Suspected,
-    /// Declared failed by the leader; owns nothing.
+    /// Declared failed by the leader; recovery moves its partitions elsewhere.
     Failed,
+    /// Takes no new work; its partitions are being moved off.
+    Draining,
+    /// Removed by an operator; owns nothing.
+    Decommissioned,
+}
+
+impl NodeStatus {
+    /// Whether new partitions or replicas may be placed on a node in this status.
+    pub fn accepts_new_work(self) -> bool {
+        self == NodeStatus::Healthy
+    }
 }
 
 /// An agent known to the cluster.
@@ -232,4 +247,10 @@ pub struct Node {
     pub incarnation: u64,
     /// Partitions for which this node is primary or replica (derived, kept in sync by apply).
     pub partition_ids: BTreeSet<PartitionId>,
+    /// An operator asked to remove the node once drained: decommission it when it owns nothing.
+    #[serde(default)]
+    pub remove_when_drained: bool,
+    /// When the status last changed (proposer's clock).
+    #[serde(default)]
+    pub status_changed_at_ms: UnixMillis,
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::command::PartitionAssignment;
 use crate::keyspace::even_ranges;
-use crate::model::{Capacity, CapacityMode, KeyRange, Node, NodeId, NodeStatus, TableId};
+use crate::model::{Capacity, CapacityMode, KeyRange, Node, NodeId, TableId};
 use crate::state::MetaState;
 use crate::validate::{MAX_PARTITIONS_PER_TABLE, MAX_REPLICATION_FACTOR};
 
@@ -103,7 +103,7 @@ impl Loads {
         }
         let mut zones: BTreeMap<&str, usize> = BTreeMap::new();
         let mut nodes = Vec::new();
-        let usable = |n: &&Node| n.status == NodeStatus::Healthy && !excluded.contains(&n.node_id);
+        let usable = |n: &&Node| n.status.accepts_new_work() && !excluded.contains(&n.node_id);
         for n in state.nodes().filter(usable) {
             let next = zones.len();
             nodes.push(Candidate {
@@ -320,6 +320,49 @@ pub fn learners_to_promote(
         promoted.push(pick.node_id);
     }
     promoted
+}
+
+/// The new full voter set, or `None` for no change. `voters` are the healthy voters
+/// (one also listed in `dead_voters` counts as dead), `dead_voters` the voters judged
+/// dead, `caught_up_learners` the learners fit to vote.
+///
+/// Without dead voters this only promotes learners (as `learners_to_promote`). With dead
+/// voters it removes them all, promoting learners to keep the count odd; if the set
+/// would still be even (or empty) it keeps the dead voters until a learner can replace
+/// one: an even voter set tolerates no more failures than one voter fewer while needing
+/// a larger quorum. Never returns a set containing a dead voter, nor the current set.
+pub fn plan_voter_change(
+    voters: &[VoterCandidate],
+    dead_voters: &[NodeId],
+    caught_up_learners: &[VoterCandidate],
+    target: usize,
+) -> Option<BTreeSet<NodeId>> {
+    let dead: BTreeSet<NodeId> = dead_voters.iter().copied().collect();
+    let healthy: Vec<VoterCandidate> = voters
+        .iter()
+        .filter(|v| !dead.contains(&v.node_id))
+        .cloned()
+        .collect();
+    let learners: Vec<VoterCandidate> = caught_up_learners
+        .iter()
+        .filter(|l| !dead.contains(&l.node_id))
+        .cloned()
+        .collect();
+    let mut promoted = learners_to_promote(&healthy, &learners, target);
+    let mut new: BTreeSet<NodeId> = healthy.iter().map(|v| v.node_id).collect();
+    if dead.is_empty() {
+        if promoted.is_empty() {
+            return None;
+        }
+        new.extend(promoted);
+        return Some(new);
+    }
+    if (new.len() + promoted.len()).is_multiple_of(2) {
+        promoted.pop();
+    }
+    new.extend(promoted);
+    // Removing a dead voter always changes the set, so only the parity is left to check.
+    (new.len() % 2 == 1).then_some(new)
 }
 
 #[cfg(test)]

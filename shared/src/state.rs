@@ -7,6 +7,7 @@
 
 mod apply;
 mod invariants;
+mod nodes;
 #[cfg(test)]
 mod tests;
 
@@ -15,9 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{MetaCommand, MetaResult};
-use crate::model::{
-    Node, NodeId, NodeStatus, Partition, PartitionId, SchemaVersion, Table, TableId,
-};
+use crate::model::{Node, NodeId, Partition, PartitionId, SchemaVersion, Table, TableId};
 
 /// The replicated metadata: cluster id, tables, schema versions, partitions, nodes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,11 +136,9 @@ impl MetaState {
         self.nodes.values()
     }
 
-    /// Nodes that are not FAILED, ordered by id.
+    /// Nodes that accept new work (HEALTHY), ordered by id.
     pub fn live_nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes
-            .values()
-            .filter(|n| n.status != NodeStatus::Failed)
+        self.nodes.values().filter(|n| n.status.accepts_new_work())
     }
 
     /// Applies one command: validates it fully, then mutates (or changes nothing and
@@ -160,7 +157,8 @@ impl MetaState {
         self.check_tables()?;
         self.check_partitions()?;
         self.check_tilings()?;
-        self.check_node_index()
+        self.check_node_index()?;
+        self.check_node_statuses()
     }
 
     /// Direct access for tests of other modules that need states no command makes yet.

@@ -27,6 +27,9 @@ pub const MAX_CAPACITY_UNITS: u64 = 1_000_000;
 pub const MAX_PARTITIONS_PER_TABLE: usize = 65_536;
 /// Most nodes (primary plus replicas) holding one partition.
 pub const MAX_REPLICATION_FACTOR: usize = 7;
+/// Most partition changes in one `RepairPartitions` command: bounds the size of one log
+/// entry (about 15 bytes per change in postcard, so roughly 300 KiB at most).
+pub const MAX_REPAIRS_PER_COMMAND: usize = 20_000;
 /// Most schema versions one table may accumulate (versions are immutable and kept).
 pub const MAX_SCHEMA_VERSIONS_PER_TABLE: u32 = 10_000;
 /// Longest cluster id, in bytes.

@@ -7,8 +7,11 @@ use agent::client::{ApiClient, ClientError};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::Table as TextTable;
 use serde::Serialize;
-use shared::api::{CapacityRequest, CreateTableRequest, SchemaRequest, TableDescription};
-use shared::model::{Attribute, AttributeType, CapacityMode, TableStatus};
+use shared::api::{
+    CapacityRequest, CreateTableRequest, NodeDescription, NodesResponse, SchemaRequest,
+    TableDescription,
+};
+use shared::model::{Attribute, AttributeType, CapacityMode, NodeStatus, TableStatus};
 
 #[derive(Parser)]
 #[command(name = "agentctl", version, about = "Operate a cluster of agents")]
@@ -33,11 +36,32 @@ enum Cmd {
     /// Tables: create, get, list, delete, scale, partitions, schema.
     #[command(subcommand)]
     Table(TableCmd),
-    /// Nodes of the cluster with their status and partitions.
+    /// Nodes of the cluster with their status, heartbeat staleness, partitions and load.
     Nodes,
+    /// One node: drain it or remove it from the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// The cluster as a whole.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Stop placing work on the node and move its partitions to other nodes.
+    Drain {
+        /// Node id.
+        node_id: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Drain the node, then decommission it (it leaves the Raft membership).
+    Remove {
+        /// Node id.
+        node_id: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,37 +181,10 @@ fn run(client: &ApiClient, json: bool, command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Table(cmd) => run_table(client, json, cmd),
         Cmd::Nodes => {
-            let cluster = client.cluster()?;
-            let cluster_id = cluster
-                .cluster_id
-                .ok_or_else(|| anyhow::anyhow!("the cluster has no id yet"))?;
-            let nodes = client.nodes(&cluster_id)?;
-            print(json, &nodes, || {
-                let mut t = text_table(&[
-                    "NODE",
-                    "ENDPOINT",
-                    "ZONE",
-                    "STATUS",
-                    "RAFT",
-                    "PARTITIONS",
-                    "PRIMARIES",
-                    "LAST HEARTBEAT",
-                ]);
-                for n in &nodes.nodes {
-                    t.add_row(vec![
-                        n.node_id.to_string(),
-                        n.endpoint.clone(),
-                        n.zone.clone(),
-                        wire_name(n.status),
-                        n.raft_role.clone(),
-                        n.partitions_owned.to_string(),
-                        n.primaries_owned.to_string(),
-                        n.last_heartbeat_at.clone(),
-                    ]);
-                }
-                t.to_string()
-            })
+            let nodes = client.nodes(&cluster_id(client)?)?;
+            print(json, &nodes, || nodes_text(&nodes))
         }
+        Cmd::Node(cmd) => run_node(client, json, cmd),
         Cmd::Cluster(ClusterCmd::Status) => {
             let c = client.cluster()?;
             print(json, &c, || {
@@ -214,6 +211,128 @@ fn run(client: &ApiClient, json: bool, command: Cmd) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+fn cluster_id(client: &ApiClient) -> anyhow::Result<String> {
+    client
+        .cluster()?
+        .cluster_id
+        .ok_or_else(|| anyhow::anyhow!("the cluster has no id yet"))
+}
+
+fn nodes_text(nodes: &NodesResponse) -> String {
+    let mut t = text_table(&[
+        "NODE",
+        "ENDPOINT",
+        "ZONE",
+        "STATUS",
+        "RAFT",
+        "INC",
+        "PARTITIONS",
+        "PRIMARIES",
+        "STALENESS",
+        "CPU%",
+        "DISK%",
+        "OPS/S",
+        "LAG MS",
+    ]);
+    for n in &nodes.nodes {
+        let staleness = n
+            .heartbeat_staleness_ms
+            .map_or("never".to_string(), |ms| format!("{ms} ms"));
+        t.add_row(vec![
+            n.node_id.to_string(),
+            n.endpoint.clone(),
+            n.zone.clone(),
+            wire_name(n.status),
+            n.raft_role.clone(),
+            n.incarnation.to_string(),
+            n.partitions_owned.to_string(),
+            n.primaries_owned.to_string(),
+            staleness,
+            format!("{:.0}", n.metrics.cpu_pct),
+            format!("{:.0}", n.metrics.disk_pct),
+            format!("{:.1}", n.metrics.ops_per_sec),
+            n.metrics.replication_lag_ms.to_string(),
+        ]);
+    }
+    t.to_string()
+}
+
+fn run_node(client: &ApiClient, json: bool, cmd: NodeCmd) -> anyhow::Result<()> {
+    let cluster_id = cluster_id(client)?;
+    let (node_id, remove, wait) = match cmd {
+        NodeCmd::Drain { node_id, wait } => (node_id, false, wait),
+        NodeCmd::Remove { node_id, wait } => (node_id, true, wait),
+    };
+    let response = if remove {
+        client.remove_node(&cluster_id, node_id)?
+    } else {
+        client.drain_node(&cluster_id, node_id)?
+    };
+    if !wait.wait {
+        return print(json, &response, || {
+            format!(
+                "node {node_id} is {} with {} partitions left{}",
+                wire_name(response.status),
+                response.partitions_owned,
+                if remove {
+                    "; it is decommissioned once empty"
+                } else {
+                    ""
+                }
+            )
+        });
+    }
+    let done = wait_for_node(client, &cluster_id, node_id, remove, &wait)?;
+    print(json, &done, || {
+        nodes_text(&NodesResponse {
+            cluster_id: cluster_id.clone(),
+            nodes: vec![done.clone()],
+        })
+    })
+}
+
+/// Polls the node until it holds no partition (and, when removed, is DECOMMISSIONED).
+fn wait_for_node(
+    client: &ApiClient,
+    cluster_id: &str,
+    node_id: u64,
+    remove: bool,
+    wait: &WaitArgs,
+) -> anyhow::Result<NodeDescription> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let deadline = Instant::now() + Duration::from_secs(wait.timeout);
+    let result = loop {
+        match client.nodes(cluster_id) {
+            Ok(nodes) => match nodes.nodes.into_iter().find(|n| n.node_id == node_id) {
+                Some(n) => {
+                    let finished = n.partitions_owned == 0
+                        && (!remove || n.status == NodeStatus::Decommissioned);
+                    if finished {
+                        break Ok(n);
+                    }
+                    bar.set_message(format!(
+                        "node {node_id}: {}, {} partitions left",
+                        wire_name(n.status),
+                        n.partitions_owned
+                    ));
+                }
+                None => break Err(anyhow::anyhow!("node {node_id} is no longer listed")),
+            },
+            Err(e) => bar.set_message(format!("node {node_id}: waiting ({e})")),
+        }
+        if Instant::now() >= deadline {
+            break Err(anyhow::anyhow!(
+                "timed out after {} s waiting for node {node_id}",
+                wait.timeout
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    bar.finish_and_clear();
+    result
 }
 
 fn run_table(client: &ApiClient, json: bool, cmd: TableCmd) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 //! does nothing unless this node leads, plans purely in `shared`, and proposes.
 
 pub mod assigner;
+pub mod failure;
+pub mod recovery;
 pub mod voters;
 
 use std::sync::Arc;

@@ -1,10 +1,14 @@
-//! Voter Manager: promotes caught-up learners until the voter target is reached,
-//! spreading voters across zones (the choice is `shared::placement::learners_to_promote`).
+//! Voter Manager: keeps the Raft membership in line with the nodes' committed status.
+//! Promotes caught-up learners until the voter target is reached, replaces failed or
+//! decommissioned voters with healthy learners (other zones first), removes failed
+//! learners, and adds back as learners registered nodes that are missing (a failed node
+//! that rejoined). The voter choice is `shared::placement::plan_voter_change`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::ChangeMembers;
-use shared::placement::{VoterCandidate, VoterConfig, learners_to_promote, voter_target};
+use openraft::{BasicNode, ChangeMembers};
+use shared::model::{NodeId, NodeStatus};
+use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
 
 use crate::meta::state_machine::StateHandle;
 use crate::meta::types::Raft;
@@ -15,6 +19,17 @@ pub struct VoterManager {
     state: StateHandle,
     config: VoterConfig,
     max_lag_entries: u64,
+}
+
+/// What the committed metadata says about one member of the Raft membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberHealth {
+    /// Registered and not failed.
+    Live,
+    /// Failed or decommissioned: should leave the membership.
+    Gone,
+    /// Not registered yet (just added as a learner, or the bootstrap voter).
+    Unregistered,
 }
 
 impl VoterManager {
@@ -28,58 +43,118 @@ impl VoterManager {
         }
     }
 
-    /// Promotes learners if the cluster has fewer voters than its target.
+    /// One pass: at most one membership change (openraft runs one at a time).
     pub async fn step(&self) {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        let learners: Vec<u64> = membership.learner_ids().collect();
-        let target = voter_target(voters.len() + learners.len(), &self.config);
-        if voters.len() >= target || learners.is_empty() {
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
+        let health = self.state.read(|s| {
+            members
+                .iter()
+                .map(|&id| {
+                    let h = match s.node(id).map(|n| n.status) {
+                        None => MemberHealth::Unregistered,
+                        Some(NodeStatus::Failed | NodeStatus::Decommissioned) => MemberHealth::Gone,
+                        Some(_) => MemberHealth::Live,
+                    };
+                    (id, h)
+                })
+                .collect::<BTreeMap<_, _>>()
+        });
+        let gone_learners: BTreeSet<NodeId> = learners
+            .iter()
+            .filter(|id| health.get(id) == Some(&MemberHealth::Gone))
+            .copied()
+            .collect();
+        if !gone_learners.is_empty() {
+            // The leader stops replicating to them; they are added back when they rejoin.
+            tracing::info!(
+                ?gone_learners,
+                "removing failed learners from the membership"
+            );
+            self.change(ChangeMembers::RemoveNodes(gone_learners)).await;
             return;
         }
+        if let Some(new_voters) = self.plan_voters(&metrics, &voters, &learners, &health) {
+            tracing::info!(?voters, ?new_voters, "changing the voter set");
+            self.change(ChangeMembers::ReplaceAllVoters(new_voters))
+                .await;
+            return;
+        }
+        self.add_missing_learners(&members).await;
+    }
+
+    /// The new voter set, if the voters should change.
+    fn plan_voters(
+        &self,
+        metrics: &openraft::RaftMetrics<u64, BasicNode>,
+        voters: &BTreeSet<NodeId>,
+        learners: &BTreeSet<NodeId>,
+        health: &BTreeMap<NodeId, MemberHealth>,
+    ) -> Option<BTreeSet<NodeId>> {
         let last_index = metrics.last_log_index.unwrap_or(0);
         let replication = metrics.replication.clone().unwrap_or_default();
         // Only learners that have replicated something and are close to the head count;
         // a learner with no progress yet is not "caught up" just because the log is short.
-        let caught_up = learners.into_iter().filter(|id| {
+        let caught_up = |id: &NodeId| {
             matches!(replication.get(id), Some(Some(matched))
                 if matched.index + self.max_lag_entries >= last_index)
-        });
-        let (voter_zones, learner_zones) = self.state.read(|s| {
-            let zone = |id: u64| {
-                s.node(id).map(|n| VoterCandidate {
-                    node_id: id,
-                    zone: n.zone.clone(),
-                })
+        };
+        self.state.read(|s| {
+            let candidate = |id: NodeId| VoterCandidate {
+                node_id: id,
+                zone: s.node(id).map(|n| n.zone.clone()).unwrap_or_default(),
             };
-            // A learner not yet registered has no known zone: it waits for its registration
-            // rather than being promoted as if it were alone in a zone.
-            let voters: Vec<_> = voters
+            let healthy: Vec<VoterCandidate> = voters
                 .iter()
-                .map(|&id| {
-                    zone(id).unwrap_or(VoterCandidate {
-                        node_id: id,
-                        zone: String::new(),
-                    })
-                })
+                .filter(|id| health.get(id) != Some(&MemberHealth::Gone))
+                .map(|&id| candidate(id))
                 .collect();
-            let learners: Vec<_> = caught_up.filter_map(zone).collect();
-            (voters, learners)
+            let dead: Vec<NodeId> = voters
+                .iter()
+                .filter(|id| health.get(id) == Some(&MemberHealth::Gone))
+                .copied()
+                .collect();
+            // Only registered learners that accept work: an unregistered one has no known
+            // zone, a draining one is on its way out.
+            let promotable: Vec<VoterCandidate> = learners
+                .iter()
+                .filter(|id| caught_up(id))
+                .filter(|id| s.node(**id).is_some_and(|n| n.status.accepts_new_work()))
+                .map(|&id| candidate(id))
+                .collect();
+            let live_nodes = s.nodes().filter(|n| n.status.accepts_new_work()).count();
+            let target = voter_target(live_nodes.max(healthy.len()), &self.config);
+            plan_voter_change(&healthy, &dead, &promotable, target)
+        })
+    }
+
+    /// Adds back as learners the registered, live nodes missing from the membership.
+    async fn add_missing_learners(&self, members: &BTreeSet<NodeId>) {
+        let missing: Vec<(NodeId, String)> = self.state.read(|s| {
+            s.nodes()
+                .filter(|n| matches!(n.status, NodeStatus::Healthy | NodeStatus::Draining))
+                .filter(|n| !members.contains(&n.node_id))
+                .map(|n| (n.node_id, n.peer_addr.clone()))
+                .collect()
         });
-        let promote: BTreeSet<u64> = learners_to_promote(&voter_zones, &learner_zones, target)
-            .into_iter()
-            .collect();
-        if promote.is_empty() {
-            return;
+        for (node_id, addr) in missing {
+            tracing::info!(node_id, %addr, "adding a rejoined node back as a learner");
+            if let Err(e) = self
+                .raft
+                .add_learner(node_id, BasicNode::new(addr), false)
+                .await
+            {
+                tracing::warn!(node_id, error = %e, "adding the learner failed; will retry");
+            }
         }
-        tracing::info!(?promote, target, "promoting learners to voters");
-        if let Err(e) = self
-            .raft
-            .change_membership(ChangeMembers::AddVoterIds(promote), true)
-            .await
-        {
-            tracing::warn!(error = %e, "voter promotion failed; will retry");
+    }
+
+    async fn change(&self, change: ChangeMembers<u64, BasicNode>) {
+        if let Err(e) = self.raft.change_membership(change, false).await {
+            tracing::warn!(error = %e, "membership change failed; will retry");
         }
     }
 }

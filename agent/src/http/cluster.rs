@@ -1,8 +1,14 @@
-//! Cluster inspection endpoints.
+//! Cluster inspection and node management endpoints.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use shared::api::{ClusterResponse, NodeDescription, NodeMetrics, NodesResponse, format_millis};
+use axum::http::StatusCode;
+use shared::api::{
+    ClusterResponse, DrainNodeResponse, NodeDescription, NodeMetrics, NodesResponse, format_millis,
+};
+use shared::command::MetaCommand;
+use shared::model::{Node, NodeId};
+use shared::state::MetaState;
 
 use crate::http::AppState;
 use crate::http::error::ApiError;
@@ -33,7 +39,20 @@ pub async fn cluster(State(app): State<AppState>) -> Result<Json<ClusterResponse
     }))
 }
 
-/// `GET /clusters/{cluster_id}/nodes`: every node with its status and load.
+/// 404 unless `cluster_id` names this cluster.
+fn check_cluster(s: &MetaState, cluster_id: &str) -> Result<(), ApiError> {
+    if s.cluster_id() == Some(cluster_id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "ClusterNotFound",
+            format!("this is not cluster {cluster_id}"),
+        ))
+    }
+}
+
+/// `GET /clusters/{cluster_id}/nodes`: every node with its status (this agent's gossip
+/// view refines the committed one), heartbeat staleness and gossiped load.
 pub async fn nodes(
     State(app): State<AppState>,
     Path(cluster_id): Path<String>,
@@ -41,45 +60,127 @@ pub async fn nodes(
     app.meta.linearizable_barrier().await?;
     let metrics = app.meta.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();
+    let now = (app.clock)();
     app.state.read(|s| {
-        if s.cluster_id() != Some(cluster_id.as_str()) {
-            return Err(ApiError::not_found(
-                "ClusterNotFound",
-                format!("this is not cluster {cluster_id}"),
-            ));
-        }
+        check_cluster(s, &cluster_id)?;
         let nodes = s
             .nodes()
             .map(|n| {
-                let role = if membership.voter_ids().any(|v| v == n.node_id) {
+                let is_voter = membership.voter_ids().any(|v| v == n.node_id);
+                let role = if is_voter {
                     "voter"
                 } else if membership.learner_ids().any(|l| l == n.node_id) {
                     "learner"
                 } else {
                     "none"
                 };
-                let primaries = n
-                    .partition_ids
-                    .iter()
-                    .filter(|pid| {
-                        s.partition(**pid)
-                            .is_some_and(|p| p.primary_node_id == n.node_id)
-                    })
-                    .count();
-                NodeDescription {
-                    node_id: n.node_id,
-                    endpoint: n.endpoint.clone(),
-                    zone: n.zone.clone(),
-                    status: n.status,
-                    raft_role: role.to_string(),
-                    partitions_owned: n.partition_ids.len() as u64,
-                    primaries_owned: primaries as u64,
-                    incarnation: n.incarnation,
-                    last_heartbeat_at: format_millis(n.last_heartbeat_at_ms),
-                    metrics: NodeMetrics::default(),
-                }
+                describe_node(&app, s, n, is_voter, role, now)
             })
             .collect();
         Ok(Json(NodesResponse { cluster_id, nodes }))
     })
+}
+
+fn describe_node(
+    app: &AppState,
+    s: &MetaState,
+    n: &Node,
+    is_voter: bool,
+    role: &str,
+    now: u64,
+) -> NodeDescription {
+    let primaries = n
+        .partition_ids
+        .iter()
+        .filter(|pid| {
+            s.partition(**pid)
+                .is_some_and(|p| p.primary_node_id == n.node_id)
+        })
+        .count();
+    let health = app.health.node(n, now);
+    let metrics = app
+        .health
+        .membership()
+        .report(n.node_id)
+        .map(|r| NodeMetrics {
+            cpu_pct: f64::from(r.load.cpu_pct),
+            disk_pct: f64::from(r.load.disk_pct),
+            ops_per_sec: f64::from(r.load.ops_per_sec),
+            replication_lag_ms: r.load.replication_lag_ms,
+        })
+        .unwrap_or_default();
+    NodeDescription {
+        node_id: n.node_id,
+        endpoint: n.endpoint.clone(),
+        zone: n.zone.clone(),
+        status: health.status,
+        is_voter,
+        raft_role: role.to_string(),
+        partitions_owned: n.partition_ids.len() as u64,
+        primaries_owned: primaries as u64,
+        incarnation: n.incarnation,
+        last_heartbeat_at: format_millis(
+            health.last_heartbeat_ms.unwrap_or(n.last_heartbeat_at_ms),
+        ),
+        heartbeat_staleness_ms: health.staleness_ms,
+        metrics,
+    }
+}
+
+/// `POST /clusters/{cluster_id}/nodes/{node_id}/drain`: no new work for the node, and its
+/// partitions are moved off by the recovery coordinator. 202.
+pub async fn drain(
+    State(app): State<AppState>,
+    Path((cluster_id, node_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DrainNodeResponse>), ApiError> {
+    request_drain(app, cluster_id, node_id, false).await
+}
+
+/// `DELETE /clusters/{cluster_id}/nodes/{node_id}`: drain, then decommission once the node
+/// holds nothing (it also leaves the Raft membership). 202.
+pub async fn remove(
+    State(app): State<AppState>,
+    Path((cluster_id, node_id)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<DrainNodeResponse>), ApiError> {
+    request_drain(app, cluster_id, node_id, true).await
+}
+
+async fn request_drain(
+    app: AppState,
+    cluster_id: String,
+    node_id: String,
+    remove: bool,
+) -> Result<(StatusCode, Json<DrainNodeResponse>), ApiError> {
+    let node_id: NodeId = node_id.parse().map_err(|_| {
+        ApiError::bad_request("InvalidRequest", format!("{node_id:?} is not a node id"))
+    })?;
+    app.meta.linearizable_barrier().await?;
+    app.state.read(|s| {
+        check_cluster(s, &cluster_id)?;
+        match s.node(node_id) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(
+                "NodeNotFound",
+                format!("node {node_id} is not registered"),
+            )),
+        }
+    })?;
+    let cmd = MetaCommand::DrainNode {
+        node_id,
+        remove,
+        now_ms: (app.clock)(),
+    };
+    app.meta.propose(cmd).await??;
+    let response = app.state.read(|s| {
+        s.node(node_id).map(|n| DrainNodeResponse {
+            node_id,
+            status: n.status,
+            remove_when_drained: n.remove_when_drained,
+            partitions_owned: n.partition_ids.len() as u64,
+        })
+    });
+    let response = response.ok_or_else(|| {
+        ApiError::not_found("NodeNotFound", format!("node {node_id} is not registered"))
+    })?;
+    Ok((StatusCode::ACCEPTED, Json(response)))
 }

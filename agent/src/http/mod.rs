@@ -19,8 +19,9 @@ use serde::de::DeserializeOwned;
 use crate::data::store::PartitionStore;
 use crate::http::error::ApiError;
 use crate::meta::state_machine::StateHandle;
-use crate::metrics::RaftView;
+use crate::metrics::{RaftView, ScrapeView};
 use crate::node::Clock;
+use crate::node::health::HealthView;
 use crate::node::meta_client::MetaClient;
 
 /// What every handler needs.
@@ -36,6 +37,10 @@ pub struct AppState {
     pub clock: Clock,
     /// Local partition storage (for metrics).
     pub store: Arc<PartitionStore>,
+    /// This agent's view of every node's health (gossip, staleness, lag).
+    pub health: HealthView,
+    /// Replicas a partition should have (primary included), from the placement config.
+    pub replication_factor: usize,
 }
 
 /// Builds the router.
@@ -59,9 +64,21 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
         .route("/tables/{name}/partitions", get(tables::partitions))
         .route("/cluster", get(cluster::cluster))
         .route("/clusters/{cluster_id}/nodes", get(cluster::nodes))
+        .route(
+            "/clusters/{cluster_id}/nodes/{node_id}",
+            axum::routing::delete(cluster::remove),
+        )
+        .route(
+            "/clusters/{cluster_id}/nodes/{node_id}/drain",
+            axum::routing::post(cluster::drain),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            count_requests,
+        ))
         .with_state(app)
 }
 
@@ -95,12 +112,32 @@ async fn metrics(
         voters: membership.voter_ids().count(),
         learners: membership.learner_ids().count(),
     };
-    let local = app.store.list().len();
-    let body = app
-        .state
-        .read(|s| app.meta.metrics().render(&view, s, local));
+    let local_partitions = app.store.list().len();
+    let nodes = app.health.samples();
+    let applied_lag_entries = app.health.applied_lag_entries();
+    let replication_lag_ms = app.health.replication_lag_ms();
+    let body = app.state.read(|state| {
+        app.meta.metrics().render(&ScrapeView {
+            raft: view,
+            state,
+            local_partitions,
+            nodes,
+            applied_lag_entries,
+            replication_lag_ms,
+        })
+    });
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Counts every request (the node's ops/sec in its status report).
+async fn count_requests(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    app.meta.metrics().http_requests.inc();
+    next.run(request).await
 }
 
 async fn method_not_allowed() -> ApiError {

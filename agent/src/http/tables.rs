@@ -12,6 +12,7 @@ use shared::api::{
 use shared::command::{MetaCommand, MetaOutcome};
 use shared::lifecycle::estimate_scaling_seconds;
 use shared::model::{Table, TableStatus};
+use shared::recovery::under_replicated;
 use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
@@ -226,6 +227,7 @@ pub async fn partitions(
                 epoch: p.epoch,
                 status: p.status,
                 ready: p.is_ready(),
+                under_replicated: under_replicated(s, p, app.replication_factor),
             })
             .collect();
         Ok(Json(PartitionsResponse {

@@ -11,6 +11,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use shared::command::{MetaCommand, MetaResult};
+use shared::model::NodeStatus;
 
 use super::types::{NodeId, Raft, TypeConfig};
 
@@ -29,6 +30,20 @@ pub enum PeerRequest {
     ReadIndex,
     /// A new agent asks to be added to the cluster as a learner.
     Join(JoinRequest),
+    /// An agent asks the leader how the cluster records it (was it failed or removed
+    /// while it could not hear?).
+    NodeRecord(NodeId),
+}
+
+/// How the leader's metadata records one agent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Committed status, `None` if the agent is not registered.
+    pub status: Option<NodeStatus>,
+    /// Registered incarnation (0 if not registered).
+    pub incarnation: u64,
+    /// Whether the agent is in the Raft membership (voter or learner).
+    pub in_membership: bool,
 }
 
 /// An agent's request to join the metadata cluster as a learner.
@@ -102,6 +117,8 @@ pub enum PeerResponse {
     ReadIndex(Result<u64, ForwardError>),
     /// Answer to `Join`.
     Join(Result<(), ForwardError>),
+    /// Answer to `NodeRecord`, read linearizably on the leader.
+    NodeRecord(Result<NodeRecord, ForwardError>),
     /// The request could not be decoded.
     BadRequest(String),
 }
@@ -140,6 +157,9 @@ pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerRe
         PeerRequest::InstallSnapshot(rpc) => Some(PeerResponse::InstallSnapshot(
             raft.install_snapshot(rpc).await,
         )),
-        PeerRequest::ClientWrite(_) | PeerRequest::ReadIndex | PeerRequest::Join(_) => None,
+        PeerRequest::ClientWrite(_)
+        | PeerRequest::ReadIndex
+        | PeerRequest::Join(_)
+        | PeerRequest::NodeRecord(_) => None,
     }
 }

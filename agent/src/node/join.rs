@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::command::MetaCommand;
+use shared::model::NodeStatus;
 
 use crate::config::Config;
-use crate::meta::rpc::{ForwardError, JoinRequest, PeerRequest, PeerResponse};
+use crate::membership::Membership;
+use crate::meta::rpc::{ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse};
 use crate::node::Clock;
 use crate::node::meta_client::{LeaderRoute, MetaClient};
 use crate::transport::RpcClient;
@@ -15,23 +17,43 @@ use crate::transport::RpcClient;
 /// Redirects followed within one join attempt (seed → leader → new leader ...).
 const MAX_REDIRECTS: usize = 4;
 
-/// Registers this agent with the cluster, retrying until it succeeds.
-pub async fn register(
-    meta: Arc<MetaClient>,
-    peers: Arc<dyn RpcClient>,
-    config: Config,
-    incarnation: u64,
-    clock: Clock,
-) {
-    let retry = Duration::from_millis(config.controllers.join_retry_interval_ms);
-    if config.bootstrap {
+/// What registering needs.
+pub struct Registration {
+    /// Proposals through this agent.
+    pub meta: Arc<MetaClient>,
+    /// Peer transport.
+    pub peers: Arc<dyn RpcClient>,
+    /// This agent's configuration.
+    pub config: Config,
+    /// Clock seam.
+    pub clock: Clock,
+    /// Gossip view (tells when gossip declared this agent down).
+    pub membership: Membership,
+}
+
+/// Registers this agent with the cluster, retrying until it succeeds; then rejoins with
+/// a new incarnation whenever the cluster declared it failed while it kept running (a
+/// long pause, a network partition): a failed node comes back as a new incarnation.
+pub async fn register(reg: Registration, mut incarnation: u64) {
+    let retry = Duration::from_millis(reg.config.controllers.join_retry_interval_ms);
+    if reg.config.bootstrap {
         let cmd = MetaCommand::InitCluster {
-            cluster_id: config.cluster_name.clone(),
+            cluster_id: reg.config.cluster_name.clone(),
         };
-        while !matches!(meta.propose(cmd.clone()).await, Ok(Ok(_))) {
+        while !matches!(reg.meta.propose(cmd.clone()).await, Ok(Ok(_))) {
             tokio::time::sleep(retry).await;
         }
     }
+    loop {
+        join_until_registered(&reg, incarnation, retry).await;
+        wait_until_declared_failed(&reg, incarnation, retry).await;
+        incarnation = (reg.clock)().max(incarnation + 1);
+        tracing::warn!(incarnation, "declared failed while running: rejoining");
+    }
+}
+
+async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Duration) {
+    let config = &reg.config;
     let join = JoinRequest {
         node_id: config.node_id,
         peer_addr: config.advertised_peer(),
@@ -40,7 +62,15 @@ pub async fn register(
         incarnation,
     };
     loop {
-        match try_join(&meta, peers.as_ref(), &config.seeds, &join, &clock).await {
+        match try_join(
+            &reg.meta,
+            reg.peers.as_ref(),
+            &config.seeds,
+            &join,
+            &reg.clock,
+        )
+        .await
+        {
             Ok(()) => {
                 tracing::info!(
                     node_id = join.node_id,
@@ -55,6 +85,88 @@ pub async fn register(
     }
 }
 
+/// Returns once this incarnation is known to be failed: the local metadata says so, or
+/// gossip declared this agent down and the leader confirms the failure (or no longer
+/// counts this agent as a member: the local metadata stops advancing then, so it would
+/// never learn it). A gossip "down" alone is no failure: foca also renews the identity of
+/// members that refuted a suspicion, and re-registering for those would be noise.
+async fn wait_until_declared_failed(reg: &Registration, incarnation: u64, poll: Duration) {
+    let declared_down = reg.membership.declared_down();
+    let me = reg.config.node_id;
+    loop {
+        let gossip_down = tokio::select! {
+            _ = declared_down.notified() => true,
+            _ = tokio::time::sleep(poll) => false,
+        };
+        let failed_locally = reg.meta.state().read(|s| {
+            s.node(me)
+                .is_some_and(|n| n.status == NodeStatus::Failed && n.incarnation == incarnation)
+        });
+        if failed_locally || (gossip_down && leader_says_failed(reg, incarnation, poll).await) {
+            return;
+        }
+    }
+}
+
+/// Attempts to get the leader's record of this agent after a gossip "down".
+const RECORD_ATTEMPTS: usize = 10;
+
+/// Whether the leader records this incarnation as failed, or this agent as outside the
+/// membership. If the leader cannot be asked, assume failed: re-registering is harmless.
+async fn leader_says_failed(reg: &Registration, incarnation: u64, retry: Duration) -> bool {
+    let me = reg.config.node_id;
+    for _ in 0..RECORD_ATTEMPTS {
+        let record = match reg.meta.leader() {
+            LeaderRoute::Local => Some(reg.meta.state().read(|s| NodeRecord {
+                status: s.node(me).map(|n| n.status),
+                incarnation: s.node(me).map_or(0, |n| n.incarnation),
+                in_membership: true,
+            })),
+            _ => {
+                let targets = targets(&reg.meta, &reg.config.seeds, me);
+                match ask_leader(reg.peers.as_ref(), targets, &PeerRequest::NodeRecord(me)).await {
+                    Some(PeerResponse::NodeRecord(Ok(record))) => Some(record),
+                    _ => None,
+                }
+            }
+        };
+        if let Some(r) = record {
+            let failed = r.status == Some(NodeStatus::Failed) && r.incarnation == incarnation;
+            let removed = !r.in_membership && r.status != Some(NodeStatus::Decommissioned);
+            return failed || removed;
+        }
+        tokio::time::sleep(retry).await;
+    }
+    true
+}
+
+/// Where to look for the leader: the leader this replica knows of (possibly stale, after
+/// a restart), the seeds, then every other agent this replica remembers (the seeds may be
+/// gone while other members are alive).
+fn targets(meta: &MetaClient, seeds: &[String], me: u64) -> Vec<String> {
+    let mut targets = Vec::new();
+    if let LeaderRoute::Remote(_, addr) = meta.leader() {
+        targets.push(addr);
+    }
+    for seed in seeds {
+        if !targets.contains(seed) {
+            targets.push(seed.clone());
+        }
+    }
+    let known: Vec<String> = meta.state().read(|s| {
+        s.nodes()
+            .filter(|n| n.node_id != me && n.status != NodeStatus::Decommissioned)
+            .map(|n| n.peer_addr.clone())
+            .collect()
+    });
+    for addr in known {
+        if !targets.contains(&addr) {
+            targets.push(addr);
+        }
+    }
+    targets
+}
+
 async fn try_join(
     meta: &MetaClient,
     peers: &dyn RpcClient,
@@ -62,25 +174,16 @@ async fn try_join(
     join: &JoinRequest,
     clock: &Clock,
 ) -> Result<(), String> {
-    let targets: Vec<String> = match meta.leader() {
+    if meta.leader() == LeaderRoute::Local {
         // Already a member that leads (the bootstrap agent): record the incarnation directly.
-        LeaderRoute::Local => return register_locally(meta, join, clock).await,
-        LeaderRoute::Remote(_, addr) => vec![addr],
-        LeaderRoute::Unknown => seeds.to_vec(),
-    };
-    let mut last = String::from("no seed answered");
-    for seed in targets {
-        let mut addr = seed;
-        for _ in 0..MAX_REDIRECTS {
-            match send_join(peers, &addr, join).await {
-                Ok(()) => return Ok(()),
-                Err(Some(leader)) => addr = leader,
-                Err(None) => break,
-            }
-        }
-        last = format!("join through {addr} failed");
+        return register_locally(meta, join, clock).await;
     }
-    Err(last)
+    let targets = targets(meta, seeds, join.node_id);
+    match ask_leader(peers, targets, &PeerRequest::Join(join.clone())).await {
+        Some(PeerResponse::Join(Ok(()))) => Ok(()),
+        Some(other) => Err(format!("join refused: {other:?}")),
+        None => Err("no seed or known member answered".into()),
+    }
 }
 
 async fn register_locally(
@@ -96,20 +199,40 @@ async fn register_locally(
     }
 }
 
-/// Sends one join; `Err(Some(addr))` means "ask the leader at addr instead".
-async fn send_join(
+/// Sends `request` through each target in turn, following "not the leader" redirects,
+/// and returns the first answer that is not a redirect.
+async fn ask_leader(
     peers: &dyn RpcClient,
-    addr: &str,
-    join: &JoinRequest,
-) -> Result<(), Option<String>> {
-    let request = postcard::to_stdvec(&PeerRequest::Join(join.clone())).map_err(|_| None)?;
-    let reply = peers.call(addr, request).await.map_err(|_| None)?;
-    match postcard::from_bytes::<PeerResponse>(&reply) {
-        Ok(PeerResponse::Join(Ok(()))) => Ok(()),
-        Ok(PeerResponse::Join(Err(ForwardError::NotLeader {
-            leader_addr: Some(leader),
-            ..
-        }))) => Err(Some(leader)),
-        _ => Err(None),
+    targets: Vec<String>,
+    request: &PeerRequest,
+) -> Option<PeerResponse> {
+    let bytes = postcard::to_stdvec(request).ok()?;
+    for target in targets {
+        let mut addr = target;
+        for _ in 0..MAX_REDIRECTS {
+            let Ok(reply) = peers.call(&addr, bytes.clone()).await else {
+                break;
+            };
+            let Ok(response) = postcard::from_bytes::<PeerResponse>(&reply) else {
+                break;
+            };
+            match redirect(&response) {
+                Some(Some(leader)) => addr = leader,
+                Some(None) => break,
+                None => return Some(response),
+            }
+        }
+    }
+    None
+}
+
+/// For a "not the leader" answer, where the leader is (if known).
+fn redirect(response: &PeerResponse) -> Option<Option<String>> {
+    match response {
+        PeerResponse::Join(Err(ForwardError::NotLeader { leader_addr, .. }))
+        | PeerResponse::NodeRecord(Err(ForwardError::NotLeader { leader_addr, .. })) => {
+            Some(leader_addr.clone())
+        }
+        _ => None,
     }
 }

@@ -24,6 +24,15 @@ impl PeerContacts {
         map.insert(addr.to_string(), Instant::now());
     }
 
+    /// How long ago each peer address last answered an RPC.
+    pub fn ages(&self) -> HashMap<String, Duration> {
+        let map = self.last_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        map.iter()
+            .map(|(addr, t)| (addr.clone(), now.duration_since(*t)))
+            .collect()
+    }
+
     /// Members (id, peer address) that have not answered within `window`; `me` never
     /// counts. `since` is when this node started watching (became leader): a member is
     /// given the whole window from then before it counts as unreachable.

@@ -75,6 +75,11 @@ impl MetaClient {
         &self.metrics
     }
 
+    /// The local metadata replica.
+    pub fn state(&self) -> &StateHandle {
+        &self.state
+    }
+
     /// This node's Raft handle.
     pub fn raft(&self) -> &Raft {
         &self.raft
@@ -339,6 +344,7 @@ fn variant_name(resp: &PeerResponse) -> &'static str {
         PeerResponse::ClientWrite(_) => "ClientWrite",
         PeerResponse::ReadIndex(_) => "ReadIndex",
         PeerResponse::Join(_) => "Join",
+        PeerResponse::NodeRecord(_) => "NodeRecord",
         PeerResponse::BadRequest(_) => "BadRequest",
     }
 }

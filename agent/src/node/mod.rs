@@ -1,7 +1,9 @@
 //! An agent's start-up and wiring: metadata store, peer transport, controllers,
 //! reconciler and HTTP API.
 
+pub mod health;
 pub mod join;
+pub mod lag;
 pub mod liveness;
 pub mod meta_client;
 pub mod peer;
@@ -17,16 +19,24 @@ use shared::lifecycle::AssignerConfig;
 
 use crate::config::Config;
 use crate::control::assigner::PartitionAssigner;
+use crate::control::failure::FailureDetector;
+use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
 use crate::control::voters::VoterManager;
 use crate::data::reconciler::Reconciler;
 use crate::data::store::PartitionStore;
+use crate::host::HostSampler;
 use crate::http::{AppState, router};
+use crate::membership::report::LoadSummary;
+use crate::membership::{
+    DriverParts, GossipDriver, GossipId, LocalMember, Membership, StatusSource,
+};
 use crate::meta::log_store::LogStore;
 use crate::meta::network::PeerNetworkFactory;
 use crate::meta::state_machine::{StateHandle, StateMachineStore};
 use crate::meta::types::Raft;
 use crate::metrics::AgentMetrics;
+use crate::node::health::HealthView;
 use crate::node::liveness::{ObservedClient, PeerContacts};
 use crate::node::meta_client::MetaClient;
 use crate::node::peer::PeerHandler;
@@ -42,6 +52,10 @@ const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
 
 /// How long shutdown waits for peers to acknowledge the closed connections.
 const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the leader's failure detector re-checks the gossip view: a decision is due
+/// at an instant no commit wakes it for.
+const FAILURE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The clock seam: Unix milliseconds.
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
@@ -103,33 +117,54 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     .await
     .context("starting Raft")?;
     let leader_wait = Duration::from_millis(config.http.leader_wait_ms);
-    let handler = PeerHandler::new(raft.clone(), clock.clone(), leader_wait);
+    let handler = PeerHandler::new(raft.clone(), state.clone(), clock.clone(), leader_wait);
     transport.serve(Arc::new(handler));
 
+    let metrics = Arc::new(AgentMetrics::new());
     let meta = Arc::new(MetaClient::new(
         config.node_id,
         raft.clone(),
         state.clone(),
         peers.clone(),
         leader_wait,
-        Arc::new(AgentMetrics::new()),
+        metrics.clone(),
     ));
+    tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
     if config.bootstrap {
         bootstrap_if_new(&raft, &config).await?;
     }
     // Boot time, but always above what the metadata last recorded for us (clock steps).
     let recorded = state.read(|s| s.node(config.node_id).map_or(0, |n| n.incarnation));
     let incarnation = clock().max(recorded + 1);
-    tokio::spawn(join::register(
+    let membership = Membership::new(config.node_id, metrics.gossip.clone());
+    let health = HealthView::new(
         meta.clone(),
-        peers,
-        config.clone(),
-        incarnation,
+        state.clone(),
+        membership.clone(),
         clock.clone(),
+    );
+    start_gossip(
+        &config,
+        &transport,
+        incarnation,
+        &health,
+        &state,
+        &metrics,
+        &clock,
+    );
+    tokio::spawn(join::register(
+        join::Registration {
+            meta: meta.clone(),
+            peers,
+            config: config.clone(),
+            clock: clock.clone(),
+            membership: membership.clone(),
+        },
+        incarnation,
     ));
     let caught_up = Arc::new(AtomicBool::new(false));
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
-    spawn_controllers(&config, &meta, &state, &clock, contacts);
+    spawn_controllers(&config, &meta, &state, &clock, contacts, &membership);
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
     let reconciler = Reconciler::new(
         config.node_id,
@@ -146,6 +181,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         caught_up,
         clock,
         store,
+        health,
+        replication_factor: config.placement.replication_factor,
     };
     let http = tokio::net::TcpListener::bind(config.listen.http)
         .await
@@ -236,12 +273,96 @@ async fn catch_up(meta: Arc<MetaClient>, caught_up: Arc<AtomicBool>) {
     }
 }
 
+/// Starts the gossip driver on the peer transport's datagrams.
+fn start_gossip(
+    config: &Config,
+    transport: &QuicTransport,
+    incarnation: u64,
+    health: &HealthView,
+    state: &StateHandle,
+    metrics: &Arc<AgentMetrics>,
+    clock: &Clock,
+) {
+    let host = HostSampler::new(&config.data_dir);
+    let status = status_source(
+        config.node_id,
+        host,
+        health.clone(),
+        state.clone(),
+        metrics.clone(),
+        clock.clone(),
+    );
+    let (driver, inbox) = GossipDriver::new(DriverParts {
+        local: LocalMember {
+            id: GossipId::new(config.node_id, config.advertised_peer(), incarnation),
+            zone: config.zone.clone(),
+            endpoint: config.advertised_http(),
+        },
+        config: config.gossip.clone(),
+        membership: health.membership().clone(),
+        sender: Arc::new(transport.clone()),
+        state: state.clone(),
+        status,
+        clock: clock.clone(),
+        seed: None,
+    });
+    transport.serve_datagrams(inbox);
+    tokio::spawn(driver.run());
+}
+
+/// The dynamic part of this agent's gossiped status report.
+fn status_source(
+    me: shared::model::NodeId,
+    host: HostSampler,
+    health: HealthView,
+    state: StateHandle,
+    metrics: Arc<AgentMetrics>,
+    clock: Clock,
+) -> StatusSource {
+    // Requests served and when, at the previous report: ops/sec is over that interval.
+    let previous = std::sync::Mutex::new((metrics.http_requests.get(), clock()));
+    Arc::new(move || {
+        let now = clock();
+        let served = metrics.http_requests.get();
+        let ops_per_sec = {
+            let mut prev = previous.lock().unwrap_or_else(|e| e.into_inner());
+            let elapsed_ms = now.saturating_sub(prev.1).max(1);
+            let rate = served.saturating_sub(prev.0) as f64 * 1000.0 / elapsed_ms as f64;
+            *prev = (served, now);
+            rate as f32
+        };
+        let partitions_owned = state.read(|s| s.node(me).map_or(0, |n| n.partition_ids.len()));
+        let load = LoadSummary {
+            cpu_pct: host.cpu_pct(),
+            disk_pct: host.disk_pct(),
+            ops_per_sec,
+            partitions_owned: u32::try_from(partitions_owned).unwrap_or(u32::MAX),
+            replication_lag_ms: health.replication_lag_ms(),
+        };
+        (state.applied_index(), load)
+    })
+}
+
+/// Counts every change of the Raft leader this agent observes.
+async fn count_leader_changes(raft: Raft, metrics: Arc<AgentMetrics>) {
+    let mut server = raft.server_metrics();
+    let mut last = server.borrow().current_leader;
+    while server.changed().await.is_ok() {
+        let leader = server.borrow().current_leader;
+        if leader != last && leader.is_some() {
+            metrics.leader_changes.inc();
+        }
+        last = leader;
+    }
+}
+
 fn spawn_controllers(
     config: &Config,
     meta: &Arc<MetaClient>,
     state: &StateHandle,
     clock: &Clock,
     contacts: Arc<PeerContacts>,
+    membership: &Membership,
 ) {
     let assigner_config = AssignerConfig {
         placement: config.placement_config(),
@@ -252,8 +373,27 @@ fn spawn_controllers(
         state.clone(),
         assigner_config,
         clock.clone(),
-        contacts,
+        contacts.clone(),
         Duration::from_millis(config.controllers.peer_unreachable_after_ms),
+    ));
+    let detector = Arc::new(FailureDetector::new(
+        meta.clone(),
+        state.clone(),
+        membership.clone(),
+        contacts.clone(),
+        shared::failure::FailureConfig {
+            confirm_window_ms: config.controllers.failure_confirm_window_ms,
+        },
+        clock.clone(),
+    ));
+    let recovery = Arc::new(RecoveryCoordinator::new(
+        meta.clone(),
+        state.clone(),
+        membership.clone(),
+        shared::recovery::RecoveryConfig {
+            replication_factor: config.placement.replication_factor,
+        },
+        clock.clone(),
     ));
     let voters = Arc::new(VoterManager::new(
         meta.raft().clone(),
@@ -278,6 +418,24 @@ fn spawn_controllers(
         move || {
             let voters = voters.clone();
             async move { voters.step().await }
+        },
+    ));
+    tokio::spawn(run_on_leader(
+        meta.clone(),
+        state.clone(),
+        FAILURE_CHECK_INTERVAL,
+        move || {
+            let detector = detector.clone();
+            async move { detector.step().await }
+        },
+    ));
+    tokio::spawn(run_on_leader(
+        meta.clone(),
+        state.clone(),
+        tick,
+        move || {
+            let recovery = recovery.clone();
+            async move { recovery.step().await }
         },
     ));
 }

@@ -7,9 +7,11 @@ use openraft::BasicNode;
 use shared::command::MetaCommand;
 
 use crate::meta::rpc::{
-    Committed, ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request,
+    Committed, ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
+    handle_raft_request,
 };
-use crate::meta::types::Raft;
+use crate::meta::state_machine::StateHandle;
+use crate::meta::types::{NodeId, Raft};
 use crate::node::Clock;
 use crate::node::meta_client::{leader_route, read_index_on_leader, write_on_leader};
 use crate::transport::{BoxFuture, RpcHandler};
@@ -17,6 +19,7 @@ use crate::transport::{BoxFuture, RpcHandler};
 /// Handles every request arriving on the peer transport.
 pub struct PeerHandler {
     raft: Raft,
+    state: StateHandle,
     now_ms: Clock,
     write_timeout: Duration,
 }
@@ -24,9 +27,10 @@ pub struct PeerHandler {
 impl PeerHandler {
     /// Creates the handler; `now_ms` is the clock seam; leader-side writes (forwarded
     /// commands, joins) give up after `write_timeout`.
-    pub fn new(raft: Raft, now_ms: Clock, write_timeout: Duration) -> Self {
+    pub fn new(raft: Raft, state: StateHandle, now_ms: Clock, write_timeout: Duration) -> Self {
         PeerHandler {
             raft,
+            state,
             now_ms,
             write_timeout,
         }
@@ -41,6 +45,9 @@ impl PeerHandler {
                 PeerResponse::ReadIndex(read_index_on_leader(&self.raft).await)
             }
             PeerRequest::Join(join) => PeerResponse::Join(self.join(join).await),
+            PeerRequest::NodeRecord(node_id) => {
+                PeerResponse::NodeRecord(self.node_record(node_id).await)
+            }
             raft_rpc => handle_raft_request(&self.raft, raft_rpc)
                 .await
                 .unwrap_or_else(|| PeerResponse::BadRequest("unhandled request".into())),
@@ -49,6 +56,34 @@ impl PeerHandler {
 
     async fn client_write(&self, cmd: MetaCommand) -> Result<Committed, ForwardError> {
         write_on_leader(&self.raft, cmd, self.write_timeout).await
+    }
+
+    /// The leader's linearizable record of `node_id`.
+    async fn node_record(&self, node_id: NodeId) -> Result<NodeRecord, ForwardError> {
+        let index = read_index_on_leader(&self.raft).await?;
+        let mut applied = self.state.subscribe();
+        let caught_up = applied.wait_for(|&a| a >= index);
+        match tokio::time::timeout(self.write_timeout, caught_up).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return Err(ForwardError::Unavailable(
+                    "leader did not apply in time".into(),
+                ));
+            }
+        }
+        let in_membership = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&node_id)
+            .is_some();
+        Ok(self.state.read(|s| NodeRecord {
+            status: s.node(node_id).map(|n| n.status),
+            incarnation: s.node(node_id).map_or(0, |n| n.incarnation),
+            in_membership,
+        }))
     }
 
     /// Adds the joining agent as a learner (if it is not a member yet), then records it

@@ -4,7 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{BoxFuture, MAX_MESSAGE_BYTES, RpcClient, RpcHandler, TransportError};
+use super::{
+    BoxFuture, DatagramHandler, DatagramSender, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES, RpcClient,
+    RpcHandler, TransportError,
+};
 
 /// A set of named agents that can call each other in memory. Clones share the network.
 #[derive(Clone, Default)]
@@ -16,6 +19,7 @@ pub struct MemoryNetwork {
 #[derive(Default)]
 struct State {
     handlers: HashMap<String, Arc<dyn RpcHandler>>,
+    datagram_handlers: HashMap<String, Arc<dyn DatagramHandler>>,
     /// Cut links, each stored with its endpoints in sorted order.
     partitions: HashSet<(String, String)>,
 }
@@ -31,9 +35,19 @@ impl MemoryNetwork {
         self.lock().handlers.insert(addr.to_owned(), handler);
     }
 
-    /// Removes the agent at `addr` (a crash): calls to it fail with `Connect`.
+    /// Makes `handler` receive the datagrams sent to `addr`, replacing any previous one.
+    pub fn register_datagrams(&self, addr: &str, handler: Arc<dyn DatagramHandler>) {
+        self.lock()
+            .datagram_handlers
+            .insert(addr.to_owned(), handler);
+    }
+
+    /// Removes the agent at `addr` (a crash): calls to it fail with `Connect` and its
+    /// datagrams are lost.
     pub fn unregister(&self, addr: &str) {
-        self.lock().handlers.remove(addr);
+        let mut state = self.lock();
+        state.handlers.remove(addr);
+        state.datagram_handlers.remove(addr);
     }
 
     /// Cuts the link between `a` and `b` in both directions.
@@ -48,6 +62,14 @@ impl MemoryNetwork {
 
     /// A client whose calls originate from `from` (partitions are checked against it).
     pub fn client(&self, from: &str) -> Arc<dyn RpcClient> {
+        Arc::new(MemoryClient {
+            network: self.clone(),
+            from: from.to_owned(),
+        })
+    }
+
+    /// A datagram sender whose datagrams originate from `from`.
+    pub fn datagram_sender(&self, from: &str) -> Arc<dyn DatagramSender> {
         Arc::new(MemoryClient {
             network: self.clone(),
             from: from.to_owned(),
@@ -93,6 +115,28 @@ impl RpcClient for MemoryClient {
             }
             Ok(response)
         })
+    }
+}
+
+impl DatagramSender for MemoryClient {
+    fn send_datagram(
+        &self,
+        addr: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), TransportError>> {
+        let result = if payload.len() > MAX_DATAGRAM_BYTES {
+            Err(TransportError::TooLarge)
+        } else {
+            let state = self.network.lock();
+            // Like UDP: a datagram to a cut link or a dead agent is silently lost.
+            if !state.partitions.contains(&link(&self.from, addr))
+                && let Some(handler) = state.datagram_handlers.get(addr)
+            {
+                handler.deliver(payload);
+            }
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
     }
 }
 

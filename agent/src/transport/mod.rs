@@ -52,3 +52,25 @@ pub trait RpcHandler: Send + Sync + 'static {
     /// Handles one request.
     fn handle(&self, request: Vec<u8>) -> BoxFuture<'_, Vec<u8>>;
 }
+
+/// Sending side of best-effort datagrams (gossip): no response, no retry, may be lost.
+pub trait DatagramSender: Send + Sync + 'static {
+    /// Hands one datagram for the agent at `addr` to the network. `Ok` does not mean it
+    /// arrived; `Err` means it was certainly not sent.
+    fn send_datagram(
+        &self,
+        addr: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), TransportError>>;
+}
+
+/// Receiving side of datagrams: called once per datagram that arrives.
+pub trait DatagramHandler: Send + Sync + 'static {
+    /// Takes one datagram; must not block (hand it to a task through a channel).
+    fn deliver(&self, payload: Vec<u8>);
+}
+
+/// Largest datagram payload the transport accepts. QUIC datagrams must fit one UDP packet
+/// of the minimum QUIC path MTU (1200 bytes) after packet and frame headers and the AEAD
+/// tag, which leaves a little over 1150 bytes.
+pub const MAX_DATAGRAM_BYTES: usize = 1150;

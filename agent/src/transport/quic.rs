@@ -15,7 +15,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
 use super::tls::AGENT_SERVER_NAME;
-use super::{BoxFuture, MAX_MESSAGE_BYTES, RpcClient, RpcHandler, TransportError};
+use super::{
+    BoxFuture, DatagramHandler, DatagramSender, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES, RpcClient,
+    RpcHandler, TransportError,
+};
 
 /// Application error code closing the endpoint on shutdown.
 const CLOSE_SHUTDOWN: u32 = 0;
@@ -55,6 +58,8 @@ struct Inner {
     local_addr: SocketAddr,
     request_timeout: Duration,
     peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
+    /// Receiver of datagrams arriving on any connection, set once by `serve_datagrams`.
+    datagrams: std::sync::OnceLock<Arc<dyn DatagramHandler>>,
 }
 
 impl QuicTransport {
@@ -80,6 +85,7 @@ impl QuicTransport {
                 local_addr,
                 request_timeout,
                 peers,
+                datagrams: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -89,13 +95,26 @@ impl QuicTransport {
         self.inner.local_addr
     }
 
+    /// Hands every datagram that arrives, on incoming or outgoing connections, to
+    /// `handler`. Only the first call takes effect; datagrams arriving before it are dropped.
+    pub fn serve_datagrams(&self, handler: Arc<dyn DatagramHandler>) {
+        let _ = self.inner.datagrams.set(handler);
+    }
+
     /// Serves incoming requests with `handler` until [`close`](Self::close) is called.
     pub fn serve(&self, handler: Arc<dyn RpcHandler>) -> JoinHandle<()> {
         let endpoint = self.inner.endpoint.clone();
         let read_timeout = self.inner.request_timeout;
+        let inner = self.inner.clone();
         tokio::spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
-                tokio::spawn(serve_connection(incoming, handler.clone(), read_timeout));
+                let datagrams = inner.clone();
+                tokio::spawn(serve_connection(
+                    incoming,
+                    handler.clone(),
+                    read_timeout,
+                    datagrams,
+                ));
             }
             debug!("peer endpoint closed, accept loop stopped");
         })
@@ -163,7 +182,27 @@ impl QuicTransport {
             .await
             .map_err(|e| connect_error(addr, error_chain(&e)))?;
         debug!(peer = addr, "connected");
+        // The peer may send datagrams on the connection we opened: read them too.
+        tokio::spawn(read_datagrams(conn.clone(), self.inner.clone()));
         Ok(conn)
+    }
+
+    /// Sends one datagram on the (cached or new) connection to `addr`.
+    async fn datagram(&self, addr: String, payload: Vec<u8>) -> Result<(), TransportError> {
+        if payload.len() > MAX_DATAGRAM_BYTES {
+            return Err(TransportError::TooLarge);
+        }
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let conn = timeout_at(deadline, self.connection(&addr))
+            .await
+            .map_err(|_| connect_error(&addr, "timed out connecting"))??;
+        conn.send_datagram(payload.into()).map_err(|e| match e {
+            quinn::SendDatagramError::TooLarge => TransportError::TooLarge,
+            other => TransportError::Io {
+                addr,
+                reason: error_chain(&other),
+            },
+        })
     }
 
     /// Turns "host:port" into a socket address of the endpoint's own family (an IPv4
@@ -190,6 +229,26 @@ impl RpcClient for QuicTransport {
     fn call(&self, addr: &str, request: Vec<u8>) -> BoxFuture<'_, Result<Vec<u8>, TransportError>> {
         let addr = addr.to_owned();
         Box::pin(self.request(addr, request))
+    }
+}
+
+impl DatagramSender for QuicTransport {
+    fn send_datagram(
+        &self,
+        addr: &str,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'_, Result<(), TransportError>> {
+        let addr = addr.to_owned();
+        Box::pin(self.datagram(addr, payload))
+    }
+}
+
+/// Delivers the datagrams of one connection until it closes.
+async fn read_datagrams(conn: quinn::Connection, inner: Arc<Inner>) {
+    while let Ok(datagram) = conn.read_datagram().await {
+        if let Some(handler) = inner.datagrams.get() {
+            handler.deliver(datagram.to_vec());
+        }
     }
 }
 
@@ -292,6 +351,7 @@ async fn serve_connection(
     incoming: Incoming,
     handler: Arc<dyn RpcHandler>,
     read_timeout: Duration,
+    inner: Arc<Inner>,
 ) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
@@ -302,6 +362,7 @@ async fn serve_connection(
             return;
         }
     };
+    tokio::spawn(read_datagrams(conn.clone(), inner));
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {

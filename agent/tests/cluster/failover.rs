@@ -59,7 +59,10 @@ fn leader_other_than(cluster: &TestCluster, live: &[u16], not: Option<u64>) -> u
 #[test]
 fn leader_failover_catch_up_and_full_restart_keep_all_metadata() {
     let mut cluster = TestCluster::start(5, HTTP_BASE, |c| {
-        c.controllers.delete_release_timeout_ms = 2000
+        c.controllers.delete_release_timeout_ms = 2000;
+        // This test is about metadata surviving a leader change: the killed leader must
+        // not be declared failed (and its partitions moved) before the layout is compared.
+        c.controllers.failure_confirm_window_ms = 120_000;
     });
     let c1 = cluster.client(1);
     let status = wait_for("3 voters and 2 learners", || {

@@ -108,6 +108,22 @@ impl TestCluster {
         self.children.kill(i);
     }
 
+    /// Freezes agent `i` (SIGSTOP), as a long GC pause or a hung host would.
+    pub fn pause(&self, i: u16) {
+        assert!(
+            self.children.signal(i, libc::SIGSTOP),
+            "agent {i} not running"
+        );
+    }
+
+    /// Resumes agent `i` (SIGCONT).
+    pub fn resume(&self, i: u16) {
+        assert!(
+            self.children.signal(i, libc::SIGCONT),
+            "agent {i} not running"
+        );
+    }
+
     /// Stops every agent with SIGTERM.
     pub fn stop_all(&mut self) {
         self.children.stop_all(Duration::from_secs(5));

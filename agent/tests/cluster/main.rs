@@ -5,3 +5,4 @@ mod bad_input;
 mod dev;
 mod failover;
 mod harness;
+mod recovery;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::command::MetaCommand;
 use crate::keyspace::check_tiling;
+use crate::model::NodeStatus;
 use crate::testkit::{cluster, create_table as create, provisioned};
 use std::collections::BTreeSet;
 
@@ -209,4 +210,72 @@ fn plan_skips_excluded_nodes() {
         plan_new_table(&s, t, &cfg, &all),
         Err(PlacementError::NoLiveNodes)
     );
+}
+
+fn ids(ids: &[NodeId]) -> Option<BTreeSet<NodeId>> {
+    Some(ids.iter().copied().collect())
+}
+
+#[test]
+fn a_dead_voter_is_replaced_by_a_learner_of_another_zone_first() {
+    let healthy = [cand(1, "a"), cand(2, "b")];
+    let learners = [cand(4, "a"), cand(5, "c"), cand(6, "b")];
+    assert_eq!(
+        plan_voter_change(&healthy, &[3], &learners, 3),
+        ids(&[1, 2, 5])
+    );
+    // Zone c has no learner: the lowest id of the least-used zones.
+    assert_eq!(
+        plan_voter_change(&healthy, &[3], &learners[..1], 3),
+        ids(&[1, 2, 4])
+    );
+}
+
+#[test]
+fn a_dead_voter_stays_until_a_learner_can_replace_it() {
+    let healthy = [cand(1, "a"), cand(2, "b")];
+    assert_eq!(plan_voter_change(&healthy, &[3], &[], 3), None);
+    // A dead "learner" is no candidate.
+    assert_eq!(plan_voter_change(&healthy, &[3], &[cand(3, "c")], 3), None);
+    // Nothing left alive: nothing to do.
+    assert_eq!(plan_voter_change(&[], &[1, 2, 3], &[], 3), None);
+}
+
+#[test]
+fn dead_voters_are_removed_when_the_rest_stays_odd() {
+    let healthy = [cand(1, "a"), cand(2, "b"), cand(3, "c")];
+    // 5 voters, 2 dead, 1 learner: 4 would be even, so 3 (the dead ones removed).
+    assert_eq!(
+        plan_voter_change(&healthy, &[4, 5], &[cand(6, "a")], 5),
+        ids(&[1, 2, 3])
+    );
+    // With two learners, back to 5.
+    let learners = [cand(6, "a"), cand(7, "b")];
+    assert_eq!(
+        plan_voter_change(&healthy, &[4, 5], &learners, 5),
+        ids(&[1, 2, 3, 6, 7])
+    );
+    // 5 voters, 1 dead, no learner: 4 is even, keep the dead voter.
+    let four = [cand(1, "a"), cand(2, "b"), cand(3, "c"), cand(4, "a")];
+    assert_eq!(plan_voter_change(&four, &[5], &[], 5), None);
+    // An even promotion is cut back to odd: 4 + 2 learners reach 5 with one.
+    assert_eq!(
+        plan_voter_change(&four, &[5], &learners, 5),
+        ids(&[1, 2, 3, 4, 7])
+    );
+    // A dead voter also listed among the healthy ones counts as dead.
+    assert_eq!(plan_voter_change(&four, &[4], &[], 5), ids(&[1, 2, 3]));
+}
+
+#[test]
+fn without_dead_voters_only_promotions_change_the_set() {
+    let voters = [cand(1, "a")];
+    let learners = [cand(2, "a"), cand(3, "b")];
+    assert_eq!(
+        plan_voter_change(&voters, &[], &learners, 3),
+        ids(&[1, 2, 3])
+    );
+    assert_eq!(plan_voter_change(&voters, &[], &learners[..1], 3), None);
+    let three = [cand(1, "a"), cand(2, "b"), cand(3, "c")];
+    assert_eq!(plan_voter_change(&three, &[], &learners, 3), None);
 }

@@ -17,6 +17,22 @@ use crate::validate::{
     MAX_SCHEMA_VERSIONS_PER_TABLE, NODE_FIELD_MAX_LEN,
 };
 
+/// The status of a registered node after it registers again; `restarted` when the
+/// incarnation is newer than the recorded one.
+fn status_after_registration(node: &Node, restarted: bool) -> NodeStatus {
+    match node.status {
+        // A restart does not cancel a drain.
+        NodeStatus::Healthy | NodeStatus::Draining => node.status,
+        // Never committed; a registration is proof of life anyway.
+        NodeStatus::Suspected => NodeStatus::Healthy,
+        // A repeat from the incarnation judged dead (a retried request) must not revive it.
+        NodeStatus::Failed | NodeStatus::Decommissioned if !restarted => node.status,
+        // It failed while draining for removal: the removal still stands.
+        NodeStatus::Failed if node.remove_when_drained => NodeStatus::Draining,
+        NodeStatus::Failed | NodeStatus::Decommissioned => NodeStatus::Healthy,
+    }
+}
+
 /// The fields of a `RegisterNode` command.
 struct Registration<'a> {
     node_id: NodeId,
@@ -27,7 +43,7 @@ struct Registration<'a> {
     now_ms: UnixMillis,
 }
 
-fn wrong_status(table: &Table, needed: &str) -> MetaError {
+pub(super) fn wrong_status(table: &Table, needed: &str) -> MetaError {
     MetaError::TableWrongStatus {
         name: table.table_name.clone(),
         status: table.status,
@@ -35,7 +51,7 @@ fn wrong_status(table: &Table, needed: &str) -> MetaError {
     }
 }
 
-fn placement(msg: String) -> MetaError {
+pub(super) fn placement(msg: String) -> MetaError {
     MetaError::InvalidPlacement(msg)
 }
 
@@ -89,6 +105,20 @@ impl MetaState {
                 partition_ids,
             } => self.partitions_released(*node_id, partition_ids),
             MetaCommand::PurgeTable { table_id } => self.purge_table(*table_id),
+            MetaCommand::NodeFailed {
+                node_id,
+                incarnation,
+                now_ms,
+            } => self.node_failed(*node_id, *incarnation, *now_ms),
+            MetaCommand::RepairPartitions { changes } => self.repair_partitions(changes),
+            MetaCommand::DrainNode {
+                node_id,
+                remove,
+                now_ms,
+            } => self.drain_node(*node_id, *remove, *now_ms),
+            MetaCommand::DecommissionNode { node_id, now_ms } => {
+                self.decommission_node(*node_id, *now_ms)
+            }
         }
     }
 
@@ -99,7 +129,7 @@ impl MetaState {
             .ok_or_else(|| MetaError::TableNotFound(name.to_string()))
     }
 
-    fn table_by_id(&self, id: TableId) -> Result<&Table, MetaError> {
+    pub(super) fn table_by_id(&self, id: TableId) -> Result<&Table, MetaError> {
         self.tables
             .get(&id)
             .ok_or_else(|| MetaError::TableNotFound(id.to_string()))
@@ -168,12 +198,18 @@ impl MetaState {
             last_heartbeat_at_ms: reg.now_ms,
             incarnation: reg.incarnation,
             partition_ids: BTreeSet::new(),
+            remove_when_drained: false,
+            status_changed_at_ms: reg.now_ms,
         });
+        let status = status_after_registration(node, reg.incarnation > node.incarnation);
+        if status != node.status {
+            node.status = status;
+            node.status_changed_at_ms = reg.now_ms;
+        }
         node.endpoint = reg.endpoint.to_string();
         node.peer_addr = reg.peer_addr.to_string();
         node.zone = reg.zone.to_string();
         node.incarnation = reg.incarnation;
-        node.status = NodeStatus::Healthy;
         // Proposers' clocks differ; the last proof of life must not move backwards.
         node.last_heartbeat_at_ms = node.last_heartbeat_at_ms.max(reg.now_ms);
         Ok(MetaOutcome::Done)
@@ -212,24 +248,29 @@ impl MetaState {
         Ok(MetaOutcome::TableCreated { table_id })
     }
 
-    /// Checks one replica set: bounded size, distinct nodes, all known and live.
-    fn check_replica_set(&self, a: &PartitionAssignment) -> Result<(), MetaError> {
-        let count = 1 + a.replica_node_ids.len();
+    /// Checks one replica set: bounded size, distinct nodes, all known and allowed to
+    /// hold it by `may_hold` (else `UnknownNode`).
+    pub(super) fn check_node_set(
+        &self,
+        primary: NodeId,
+        replicas: &[NodeId],
+        may_hold: impl Fn(&Node) -> bool,
+    ) -> Result<(), MetaError> {
+        let count = 1 + replicas.len();
         if count > MAX_REPLICATION_FACTOR {
             return Err(placement(format!(
                 "{count} nodes for one partition, at most {MAX_REPLICATION_FACTOR}"
             )));
         }
         let mut seen = BTreeSet::new();
-        for node_id in std::iter::once(a.primary_node_id).chain(a.replica_node_ids.iter().copied())
-        {
+        for node_id in std::iter::once(primary).chain(replicas.iter().copied()) {
             if !seen.insert(node_id) {
                 return Err(placement(format!(
                     "node {node_id} appears twice in one replica set"
                 )));
             }
             match self.nodes.get(&node_id) {
-                Some(n) if n.status != NodeStatus::Failed => {}
+                Some(n) if may_hold(n) => {}
                 _ => return Err(MetaError::UnknownNode(node_id)),
             }
         }
@@ -259,7 +300,12 @@ impl MetaState {
         let mut ranges: Vec<KeyRange> = parts.iter().map(|p| p.range).collect();
         ranges.sort_unstable();
         check_tiling(&ranges).map_err(placement)?;
-        parts.iter().try_for_each(|p| self.check_replica_set(p))
+        // New placements go only to nodes that take new work.
+        parts.iter().try_for_each(|p| {
+            self.check_node_set(p.primary_node_id, &p.replica_node_ids, |n| {
+                n.status.accepts_new_work()
+            })
+        })
     }
 
     fn assign_partitions(

@@ -108,10 +108,15 @@ impl MetaState {
                 (p.primary_node_id, &p.replica_node_ids)
             ));
         }
+        // FAILED and DRAINING members are allowed: they stay until recovery replaces them.
         for n in &members {
             match self.nodes.get(n) {
-                Some(node) if node.status != NodeStatus::Failed => {}
-                _ => return Err(format!("partition {id} is on unknown or failed node {n}")),
+                Some(node) if node.status != NodeStatus::Decommissioned => {}
+                _ => {
+                    return Err(format!(
+                        "partition {id} is on unknown or decommissioned node {n}"
+                    ));
+                }
             }
         }
         if !p.ready_node_ids.is_subset(&members) || !p.released_node_ids.is_subset(&members) {
@@ -153,6 +158,21 @@ impl MetaState {
                 return Err(format!(
                     "node {id} lists partitions {:?}, holds {want:?}",
                     node.partition_ids
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Node statuses agree with their flags: only a node being drained (or one that
+    /// failed while draining) waits for removal.
+    pub(super) fn check_node_statuses(&self) -> Result<(), String> {
+        for node in self.nodes.values() {
+            let waits = matches!(node.status, NodeStatus::Draining | NodeStatus::Failed);
+            if node.remove_when_drained && !waits {
+                return Err(format!(
+                    "node {} is {:?} but waits for removal",
+                    node.node_id, node.status
                 ));
             }
         }

@@ -9,6 +9,8 @@ use crate::model::{
 };
 use std::collections::BTreeSet;
 
+mod nodes;
+
 const NOW: u64 = 1_700_000_000_000;
 
 fn register(node_id: NodeId, zone: &str, incarnation: u64) -> MetaCommand {
@@ -244,15 +246,6 @@ fn register_node_new_and_again() {
     }
     ok(&mut s, again);
     assert_eq!(s.node(1).unwrap().last_heartbeat_at_ms, NOW + 10);
-}
-
-#[test]
-fn register_node_revives_a_failed_node() {
-    let mut s = cluster();
-    s.nodes.get_mut(&2).unwrap().status = NodeStatus::Failed;
-    ok(&mut s, register(2, "b", 2));
-    assert_eq!(s.node(2).unwrap().status, NodeStatus::Healthy);
-    assert_eq!(s.live_nodes().count(), 4);
 }
 
 #[test]
@@ -809,7 +802,11 @@ fn accessors() {
     let (mut s, t) = active();
     s.nodes.get_mut(&4).unwrap().status = NodeStatus::Suspected;
     assert_eq!(s.nodes().count(), 4);
-    assert_eq!(s.live_nodes().count(), 4);
+    assert_eq!(
+        s.live_nodes().count(),
+        3,
+        "only HEALTHY nodes take new work"
+    );
     assert_eq!(s.table_count(), 1);
     assert_eq!(s.partitions().count(), 2);
     let lows: Vec<u64> = s.partitions_of(t).iter().map(|p| p.range.low).collect();
@@ -830,7 +827,8 @@ fn invariant_checker_catches_corruption() {
         Box::new(|s| s.partitions.get_mut(&1).unwrap().table_id = 99),
         Box::new(|s| s.partitions.get_mut(&1).unwrap().epoch = 0),
         Box::new(|s| s.nodes.get_mut(&1).unwrap().partition_ids.clear()),
-        Box::new(|s| s.nodes.get_mut(&1).unwrap().status = NodeStatus::Failed),
+        Box::new(|s| s.nodes.get_mut(&1).unwrap().status = NodeStatus::Decommissioned),
+        Box::new(|s| s.nodes.get_mut(&1).unwrap().remove_when_drained = true),
         Box::new(|s| s.next_partition_id = 1),
         Box::new(|s| {
             s.partitions.get_mut(&1).unwrap().ready_node_ids.insert(4);

@@ -2,6 +2,7 @@
 
 mod fixtures;
 mod placement;
+mod recovery;
 mod routing;
 mod snapshot;
 mod state_machine;

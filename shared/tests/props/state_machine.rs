@@ -1,12 +1,16 @@
 //! Random command sequences: apply never panics, invariants always hold, rejected
-//! commands change nothing, epochs never decrease.
+//! commands change nothing, epochs never decrease, and the recovery planner's commands
+//! are always accepted by the state they were planned from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use shared::command::{MetaCommand, MetaOutcome, PartitionAssignment, TableSpec};
-use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, KeyRange, NodeId, TableId};
+use shared::command::{MetaCommand, MetaOutcome, PartitionAssignment, PartitionChange, TableSpec};
+use shared::model::{
+    Attribute, AttributeType, Capacity, CapacityMode, KeyRange, NodeId, NodeStatus, TableId,
+};
 use shared::placement::{PlacementConfig, plan_new_table};
+use shared::recovery::{RecoveryConfig, plan_repairs};
 use shared::state::MetaState;
 
 use crate::fixtures::{ready_all, register, release_all};
@@ -77,6 +81,29 @@ enum Op {
         table: TableId,
         rf: usize,
     },
+    /// `NodeFailed` at the recorded incarnation, or one above (0) or below (1) it.
+    Fail {
+        node: NodeId,
+        skew: u8,
+    },
+    Drain {
+        node: NodeId,
+        remove: bool,
+    },
+    Decommission {
+        node: NodeId,
+    },
+    /// Every plan of one `plan_repairs` pass; each must be accepted.
+    Recover {
+        rf: usize,
+        excluded: Vec<NodeId>,
+    },
+    /// A hand-made repair, at a stale epoch when `skew` is 0.
+    BogusRepair {
+        partition: u64,
+        nodes: Vec<NodeId>,
+        skew: u8,
+    },
 }
 
 fn capacity() -> impl Strategy<Value = Capacity> {
@@ -121,9 +148,17 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..NAMES.len(), 0u8..6).prop_map(|(name, flaw)| Op::Schema { name, flaw }),
         3 => (0..NAMES.len()).prop_map(|name| Op::Delete { name }),
         3 => (table.clone(), any::<bool>()).prop_map(|(table, purge)| Op::ReleaseAll { table, purge }),
-        1 => (node, pids).prop_map(|(node, partitions)| Op::Release { node, partitions }),
+        1 => (node.clone(), pids)
+            .prop_map(|(node, partitions)| Op::Release { node, partitions }),
         2 => table.clone().prop_map(|table| Op::Purge { table }),
         4 => (table, 1usize..=4).prop_map(|(table, rf)| Op::Drive { table, rf }),
+        3 => (node.clone(), 0u8..6).prop_map(|(node, skew)| Op::Fail { node, skew }),
+        2 => (node.clone(), any::<bool>()).prop_map(|(node, remove)| Op::Drain { node, remove }),
+        2 => node.clone().prop_map(|node| Op::Decommission { node }),
+        4 => (1usize..=4, prop::collection::vec(node, 0..2))
+            .prop_map(|(rf, excluded)| Op::Recover { rf, excluded }),
+        1 => (1u64..=60, prop::collection::vec(1u64..=8, 1..4), 0u8..3)
+            .prop_map(|(partition, nodes, skew)| Op::BogusRepair { partition, nodes, skew }),
     ]
 }
 
@@ -298,7 +333,68 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
                 partition_ids: partitions,
             }]
         }
+        Op::Drain { node, remove } => vec![MetaCommand::DrainNode {
+            node_id: node,
+            remove,
+            now_ms: 60,
+        }],
+        Op::Decommission { node } => vec![MetaCommand::DecommissionNode {
+            node_id: node,
+            now_ms: 70,
+        }],
+        Op::Fail { .. } | Op::Recover { .. } | Op::BogusRepair { .. } => recovery_commands(s, op),
         table_op => table_commands(s, table_op),
+    }
+}
+
+/// The commands of the failure and recovery ops, resolved against the state.
+fn recovery_commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
+    match op.clone() {
+        Op::Fail { node, skew } => {
+            let recorded = s.node(node).map_or(1, |n| n.incarnation);
+            let incarnation = match skew {
+                0 => recorded + 1,
+                1 => recorded.saturating_sub(1),
+                _ => recorded,
+            };
+            vec![MetaCommand::NodeFailed {
+                node_id: node,
+                incarnation,
+                now_ms: 80,
+            }]
+        }
+        Op::Recover { rf, excluded } => {
+            let cfg = RecoveryConfig {
+                replication_factor: rf,
+            };
+            let lsn = |p: u64, n: NodeId| (p * 31 + n) % 5;
+            let excluded: BTreeSet<NodeId> = excluded.into_iter().collect();
+            plan_repairs(s, &cfg, &lsn, &excluded)
+                .into_iter()
+                .filter_map(|plan| plan.command)
+                .collect()
+        }
+        Op::BogusRepair {
+            partition,
+            nodes,
+            skew,
+        } => {
+            let ids: Vec<u64> = s.partitions().map(|p| p.partition_id).collect();
+            let partition_id = match ids.len() {
+                0 => partition,
+                n => ids[partition as usize % n],
+            };
+            let epoch = s.partition(partition_id).map_or(1, |p| p.epoch);
+            vec![MetaCommand::RepairPartitions {
+                changes: vec![PartitionChange {
+                    partition_id,
+                    expected_epoch: if skew == 0 { epoch - 1 } else { epoch },
+                    primary_node_id: nodes[0],
+                    replica_node_ids: nodes[1..].to_vec(),
+                }],
+            }]
+        }
+        other => unreachable!("{other:?} is not a recovery op"),
     }
 }
 
@@ -420,6 +516,23 @@ fn check_outcome(
         ) => {
             prop_assert!(false, "{:?} gave {:?}", cmd, outcome);
         }
+        (MetaCommand::RepairPartitions { changes }, MetaOutcome::Done) => {
+            for c in changes {
+                let p = s.partition(c.partition_id).unwrap();
+                prop_assert_eq!(p.epoch, c.expected_epoch + 1);
+                prop_assert_eq!(p.primary_node_id, c.primary_node_id);
+                prop_assert_eq!(&p.replica_node_ids, &c.replica_node_ids);
+            }
+        }
+        (MetaCommand::NodeFailed { node_id, .. }, MetaOutcome::Done) => {
+            prop_assert_eq!(s.node(*node_id).unwrap().status, NodeStatus::Failed);
+        }
+        (
+            MetaCommand::NodeFailed { .. }
+            | MetaCommand::DrainNode { .. }
+            | MetaCommand::DecommissionNode { .. },
+            MetaOutcome::Done | MetaOutcome::Unchanged,
+        ) => {}
         (_, other) => prop_assert_eq!(other, &MetaOutcome::Done),
     }
     Ok(())
@@ -433,7 +546,9 @@ proptest! {
         let mut s = MetaState::new();
         for op in ops.iter().flat_map(expand) {
             for cmd in commands(&s, &op) {
-                step(&mut s, &cmd)?;
+                let accepted = step(&mut s, &cmd)?;
+                let planned = matches!(op, Op::Recover { .. });
+                prop_assert!(accepted || !planned, "planned {:?} was rejected", cmd);
             }
         }
     }
@@ -453,6 +568,10 @@ fn kind(cmd: &MetaCommand) -> &'static str {
         MetaCommand::DeleteTable { .. } => "DeleteTable",
         MetaCommand::PartitionsReleased { .. } => "PartitionsReleased",
         MetaCommand::PurgeTable { .. } => "PurgeTable",
+        MetaCommand::NodeFailed { .. } => "NodeFailed",
+        MetaCommand::RepairPartitions { .. } => "RepairPartitions",
+        MetaCommand::DrainNode { .. } => "DrainNode",
+        MetaCommand::DecommissionNode { .. } => "DecommissionNode",
     }
 }
 
@@ -465,6 +584,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let mut seen: BTreeMap<(&str, bool), usize> = BTreeMap::new();
+    let mut planned_repairs = 0;
     for _ in 0..64 {
         let ops = prop::collection::vec(op(), 1..80)
             .new_tree(&mut runner)
@@ -475,6 +595,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         for op in ops.iter().flat_map(expand) {
             for cmd in commands(&a, &op) {
                 let result = a.apply(&cmd);
+                planned_repairs += usize::from(matches!(op, Op::Recover { .. }));
                 log.push((cmd, result));
             }
         }
@@ -485,6 +606,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         }
         assert_eq!(a, b);
     }
+    assert!(planned_repairs > 0, "the recovery planner never had work");
     for cmd in [
         "RegisterNode",
         "CreateTable",
@@ -496,6 +618,10 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "DeleteTable",
         "PartitionsReleased",
         "PurgeTable",
+        "NodeFailed",
+        "RepairPartitions",
+        "DrainNode",
+        "DecommissionNode",
     ] {
         for accepted in [true, false] {
             assert!(

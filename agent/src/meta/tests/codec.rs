@@ -53,6 +53,7 @@ fn requests_round_trip() {
     }));
     round_trip_request(PeerRequest::ClientWrite(init_cluster()));
     round_trip_request(PeerRequest::ReadIndex);
+    round_trip_request(PeerRequest::NodeRecord(3));
     round_trip_request(PeerRequest::Join(JoinRequest {
         node_id: 4,
         peer_addr: "10.0.0.4:7000".into(),
@@ -110,6 +111,11 @@ fn responses_round_trip() {
         leader_addr: Some("node2:7000".into()),
     })));
     round_trip_response(PeerResponse::ReadIndex(Ok(42)));
+    round_trip_response(PeerResponse::NodeRecord(Ok(crate::meta::rpc::NodeRecord {
+        status: Some(shared::model::NodeStatus::Failed),
+        incarnation: 7,
+        in_membership: false,
+    })));
     round_trip_response(PeerResponse::ReadIndex(Err(ForwardError::Unavailable(
         "no quorum".into(),
     ))));

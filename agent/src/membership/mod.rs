@@ -1,0 +1,12 @@
+//! SWIM gossip membership (foca) carried in QUIC datagrams: each agent's view of which
+//! agents are alive, suspected or down, with each agent's latest status report.
+//! SUSPECTED is this view only; a failure is decided by the Raft leader alone.
+
+mod driver;
+mod identity;
+pub mod report;
+mod view;
+
+pub use driver::{DriverParts, GossipDriver, LocalMember, StatusSource, foca_config};
+pub use identity::GossipId;
+pub use view::{Membership, PeerRecord};

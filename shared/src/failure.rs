@@ -1,0 +1,115 @@
+//! Pure failure decisions: what status an agent shows for a node, and which nodes the
+//! leader declares FAILED from its gossip observations.
+//!
+//! Gossip only suspects; the leader decides, once, through `NodeFailed`, which names the
+//! incarnation judged dead so a decision made before a restart cannot fail the new one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::MetaCommand;
+use crate::model::{Node, NodeId, NodeStatus, UnixMillis};
+use crate::state::MetaState;
+
+/// Tunables of the failure detector's final decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureConfig {
+    /// How long a node must stay suspected, and silent, before it is declared FAILED.
+    pub confirm_window_ms: u64,
+}
+
+/// What gossip currently says about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GossipState {
+    /// A member answering probes.
+    Alive,
+    /// Missed probes; not yet refuted.
+    Suspect,
+    /// Declared down by gossip.
+    Down,
+    /// Not (or no longer) a gossip member.
+    Unknown,
+}
+
+/// One agent's view of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeObservation {
+    /// What gossip says now.
+    pub gossip: GossipState,
+    /// Since when gossip says anything but ALIVE, if known.
+    pub suspected_since_ms: Option<UnixMillis>,
+    /// Last message of any kind from the node (any incarnation), if any.
+    pub last_proof_of_life_ms: Option<UnixMillis>,
+    /// When this agent started watching the node (its own start, or the node's join).
+    pub watching_since_ms: UnixMillis,
+}
+
+/// The status an agent shows for a node: the committed status, except that a committed
+/// HEALTHY node is shown SUSPECTED while gossip does not see it ALIVE. A node without an
+/// observation (e.g. the agent itself) shows its committed status: no evidence against it.
+pub fn view_status(node: &Node, obs: Option<&NodeObservation>) -> NodeStatus {
+    match (node.status, obs.map(|o| o.gossip)) {
+        (
+            NodeStatus::Healthy,
+            Some(GossipState::Suspect | GossipState::Down | GossipState::Unknown),
+        ) => NodeStatus::Suspected,
+        (status, _) => status,
+    }
+}
+
+/// How long ago the node last gave a proof of life (`None` when never heard from).
+pub fn heartbeat_staleness_ms(obs: &NodeObservation, now_ms: UnixMillis) -> Option<u64> {
+    obs.last_proof_of_life_ms
+        .map(|last| now_ms.saturating_sub(last))
+}
+
+/// The `NodeFailed` commands the leader `me` should propose, ordered by node id.
+///
+/// A node committed HEALTHY or DRAINING (never `me`) is failed when gossip does not see
+/// it ALIVE, has not for a whole window (counted from `watching_since` when the start of
+/// the suspicion is unknown), and no proof of life arrived within the window, nor since
+/// this agent started watching. A node without an observation is skipped: never fail
+/// what you have not watched. A node that never sent anything is still failed once
+/// watched for a window.
+pub fn nodes_to_fail(
+    state: &MetaState,
+    me: NodeId,
+    observations: &BTreeMap<NodeId, NodeObservation>,
+    now_ms: UnixMillis,
+    cfg: &FailureConfig,
+) -> Vec<MetaCommand> {
+    state
+        .nodes()
+        .filter(|n| n.node_id != me)
+        .filter(|n| matches!(n.status, NodeStatus::Healthy | NodeStatus::Draining))
+        .filter(|n| {
+            observations
+                .get(&n.node_id)
+                .is_some_and(|obs| confirmed_dead(obs, now_ms, cfg))
+        })
+        .map(|n| MetaCommand::NodeFailed {
+            node_id: n.node_id,
+            incarnation: n.incarnation,
+            now_ms,
+        })
+        .collect()
+}
+
+/// Whether one observation is enough to declare the node dead.
+fn confirmed_dead(obs: &NodeObservation, now_ms: UnixMillis, cfg: &FailureConfig) -> bool {
+    let window = cfg.confirm_window_ms;
+    let suspected_since = obs.suspected_since_ms.unwrap_or(obs.watching_since_ms);
+    // Silence is only evidence for the time this agent was listening.
+    let heard_or_watching = obs
+        .last_proof_of_life_ms
+        .unwrap_or(0)
+        .max(obs.watching_since_ms);
+    obs.gossip != GossipState::Alive
+        && now_ms.saturating_sub(suspected_since) >= window
+        && now_ms.saturating_sub(heard_or_watching) >= window
+}
+
+#[cfg(test)]
+mod tests;

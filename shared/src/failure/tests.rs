@@ -1,0 +1,183 @@
+//! Unit tests of the failure decisions: each condition alone blocks the decision.
+
+use super::*;
+use crate::testkit::cluster;
+
+const WINDOW: u64 = 10_000;
+const START: u64 = 1_000_000;
+
+fn cfg() -> FailureConfig {
+    FailureConfig {
+        confirm_window_ms: WINDOW,
+    }
+}
+
+/// Gossip `gossip` since `suspected_since`, last heard at `heard`, watched since START.
+fn obs(gossip: GossipState, suspected_since: Option<u64>, heard: Option<u64>) -> NodeObservation {
+    NodeObservation {
+        gossip,
+        suspected_since_ms: suspected_since,
+        last_proof_of_life_ms: heard,
+        watching_since_ms: START,
+    }
+}
+
+/// Nodes 1..=4; node 1 is the leader.
+fn state() -> MetaState {
+    cluster(&["a", "b", "c", "a"])
+}
+
+fn failed_ids(cmds: &[MetaCommand]) -> Vec<NodeId> {
+    cmds.iter()
+        .map(|c| match c {
+            MetaCommand::NodeFailed { node_id, .. } => *node_id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+fn decide(s: &MetaState, observations: &[(NodeId, NodeObservation)], now: u64) -> Vec<NodeId> {
+    let observations: BTreeMap<_, _> = observations.iter().cloned().collect();
+    failed_ids(&nodes_to_fail(s, 1, &observations, now, &cfg()))
+}
+
+#[test]
+fn a_silent_suspect_is_failed_after_the_window() {
+    let s = state();
+    let o = obs(GossipState::Suspect, Some(START + 5), Some(START + 5));
+    assert!(decide(&s, &[(2, o.clone())], START + 5 + WINDOW - 1).is_empty());
+    let at = START + 5 + WINDOW;
+    let cmds = nodes_to_fail(&s, 1, &BTreeMap::from([(2, o)]), at, &cfg());
+    assert_eq!(
+        cmds,
+        vec![MetaCommand::NodeFailed {
+            node_id: 2,
+            incarnation: 1,
+            now_ms: at
+        }]
+    );
+}
+
+#[test]
+fn refutation_blocks_the_decision() {
+    let s = state();
+    let alive = obs(GossipState::Alive, Some(START), Some(START));
+    assert!(decide(&s, &[(2, alive)], START + 10 * WINDOW).is_empty());
+}
+
+#[test]
+fn a_proof_of_life_inside_the_window_blocks_the_decision() {
+    let s = state();
+    let now = START + 5 * WINDOW;
+    // Suspected long ago, but a message (of any incarnation) arrived recently.
+    let o = obs(GossipState::Down, Some(START), Some(now - WINDOW + 1));
+    assert!(decide(&s, &[(3, o)], now).is_empty());
+    let o = obs(GossipState::Down, Some(START), Some(now - WINDOW));
+    assert_eq!(decide(&s, &[(3, o)], now), vec![3]);
+}
+
+#[test]
+fn a_recent_suspicion_blocks_the_decision() {
+    let s = state();
+    let now = START + 5 * WINDOW;
+    let o = obs(GossipState::Suspect, Some(now - 1), Some(START));
+    assert!(decide(&s, &[(3, o)], now).is_empty());
+}
+
+#[test]
+fn a_node_never_heard_from_is_failed_once_watched_for_a_window() {
+    let s = state();
+    let o = obs(GossipState::Unknown, None, None);
+    assert!(decide(&s, &[(4, o.clone())], START + WINDOW - 1).is_empty());
+    assert_eq!(decide(&s, &[(4, o)], START + WINDOW), vec![4]);
+}
+
+#[test]
+fn unwatched_me_and_out_of_service_nodes_are_never_failed() {
+    let mut s = state();
+    let now = START + 10 * WINDOW;
+    let dead = obs(GossipState::Down, Some(START), None);
+    assert!(
+        decide(&s, &[], now).is_empty(),
+        "no observation, no decision"
+    );
+    assert!(decide(&s, &[(1, dead.clone())], now).is_empty(), "never me");
+    let fail = MetaCommand::NodeFailed {
+        node_id: 2,
+        incarnation: 1,
+        now_ms: now,
+    };
+    s.apply(&fail).unwrap();
+    let drain = MetaCommand::DrainNode {
+        node_id: 3,
+        remove: false,
+        now_ms: now,
+    };
+    s.apply(&drain).unwrap();
+    let all: Vec<_> = (1..=4).map(|n| (n, dead.clone())).collect();
+    assert_eq!(decide(&s, &all, now), vec![3, 4], "2 is already FAILED");
+}
+
+#[test]
+fn the_shown_status_follows_gossip_only_for_healthy_nodes() {
+    let mut s = state();
+    let node = |s: &MetaState, id| s.node(id).unwrap().clone();
+    let suspect = obs(GossipState::Suspect, Some(START), None);
+    let alive = obs(GossipState::Alive, None, Some(START));
+    let healthy = node(&s, 2);
+    assert_eq!(view_status(&healthy, None), NodeStatus::Healthy);
+    assert_eq!(view_status(&healthy, Some(&alive)), NodeStatus::Healthy);
+    for gossip in [
+        GossipState::Suspect,
+        GossipState::Down,
+        GossipState::Unknown,
+    ] {
+        let o = obs(gossip, None, None);
+        assert_eq!(view_status(&healthy, Some(&o)), NodeStatus::Suspected);
+    }
+    let drain = MetaCommand::DrainNode {
+        node_id: 2,
+        remove: false,
+        now_ms: START,
+    };
+    s.apply(&drain).unwrap();
+    assert_eq!(
+        view_status(&node(&s, 2), Some(&suspect)),
+        NodeStatus::Draining
+    );
+    let fail = MetaCommand::NodeFailed {
+        node_id: 2,
+        incarnation: 1,
+        now_ms: START,
+    };
+    s.apply(&fail).unwrap();
+    assert_eq!(view_status(&node(&s, 2), Some(&alive)), NodeStatus::Failed);
+    let decommission = MetaCommand::DecommissionNode {
+        node_id: 2,
+        now_ms: START,
+    };
+    s.apply(&decommission).unwrap();
+    assert_eq!(
+        view_status(&node(&s, 2), Some(&alive)),
+        NodeStatus::Decommissioned
+    );
+}
+
+#[test]
+fn staleness_counts_from_the_last_proof_of_life() {
+    let heard = obs(GossipState::Alive, None, Some(START));
+    assert_eq!(heartbeat_staleness_ms(&heard, START + 42), Some(42));
+    assert_eq!(
+        heartbeat_staleness_ms(&heard, START - 1),
+        Some(0),
+        "clock skew"
+    );
+    let never = obs(GossipState::Unknown, None, None);
+    assert_eq!(heartbeat_staleness_ms(&never, START), None);
+}
+
+#[test]
+fn gossip_state_serializes_in_screaming_snake_case() {
+    let json = serde_json::to_string(&GossipState::Suspect).unwrap();
+    assert_eq!(json, "\"SUSPECT\"");
+}

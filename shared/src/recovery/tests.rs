@@ -1,0 +1,404 @@
+//! Unit tests of the recovery planner on small, hand-checked clusters. Every plan is
+//! applied to the state it was made from, which must accept it.
+
+use super::*;
+use crate::command::{MetaOutcome, PartitionAssignment};
+use crate::keyspace::even_ranges;
+use crate::model::TableId;
+use crate::placement::{PlacementConfig, plan_new_table};
+use crate::testkit::{cluster, create_table, provisioned};
+
+const NOW: u64 = 5_000;
+
+fn rf(replication_factor: usize) -> RecoveryConfig {
+    RecoveryConfig { replication_factor }
+}
+
+fn no_lsn(_: PartitionId, _: NodeId) -> u64 {
+    0
+}
+
+/// A table with one partition per entry of `sets` (primary first), all ready.
+fn table_on(s: &mut MetaState, name: &str, sets: &[&[NodeId]]) -> Vec<PartitionId> {
+    let t = create_table(s, name, provisioned(1, 1));
+    let partitions = even_ranges(sets.len() as u32)
+        .into_iter()
+        .zip(sets)
+        .map(|(range, set)| PartitionAssignment {
+            range,
+            primary_node_id: set[0],
+            replica_node_ids: set[1..].to_vec(),
+        })
+        .collect();
+    let ids = match s.apply(&MetaCommand::AssignPartitions {
+        table_id: t,
+        partitions,
+    }) {
+        Ok(MetaOutcome::PartitionsAssigned { partition_ids }) => partition_ids,
+        other => panic!("{other:?}"),
+    };
+    ready(s, &ids);
+    ids
+}
+
+/// Reports every member of each partition ready.
+fn ready(s: &mut MetaState, ids: &[PartitionId]) {
+    for id in ids {
+        let members: Vec<NodeId> = s.partition(*id).unwrap().all_nodes().collect();
+        for node_id in members {
+            let cmd = MetaCommand::PartitionsReady {
+                node_id,
+                partition_ids: vec![*id],
+            };
+            s.apply(&cmd).unwrap();
+        }
+    }
+}
+
+fn fail(s: &mut MetaState, node_id: NodeId) {
+    let incarnation = s.node(node_id).unwrap().incarnation;
+    let cmd = MetaCommand::NodeFailed {
+        node_id,
+        incarnation,
+        now_ms: NOW,
+    };
+    assert_eq!(s.apply(&cmd), Ok(MetaOutcome::Done));
+}
+
+fn drain(s: &mut MetaState, node_id: NodeId, remove: bool) {
+    let cmd = MetaCommand::DrainNode {
+        node_id,
+        remove,
+        now_ms: NOW,
+    };
+    assert_eq!(s.apply(&cmd), Ok(MetaOutcome::Done));
+}
+
+/// Applies a plan's command, which must be accepted, and checks the invariants.
+fn apply(s: &mut MetaState, plan: &RecoveryPlan) {
+    let cmd = plan.command.as_ref().expect("a command");
+    assert_eq!(s.apply(cmd), Ok(MetaOutcome::Done), "{cmd:?}");
+    s.check_invariants().unwrap();
+}
+
+fn changes(plan: &RecoveryPlan) -> &[PartitionChange] {
+    match &plan.command {
+        Some(MetaCommand::RepairPartitions { changes }) => changes,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn members(s: &MetaState, id: PartitionId) -> (NodeId, Vec<NodeId>) {
+    let p = s.partition(id).unwrap();
+    (p.primary_node_id, p.replica_node_ids.clone())
+}
+
+#[test]
+fn the_survivor_with_the_highest_durable_lsn_is_promoted() {
+    let mut s = cluster(&["a", "b", "c", "a", "b"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    fail(&mut s, 1);
+    let lsn = |_: PartitionId, n: NodeId| if n == 3 { 20 } else { 10 };
+    let plan = plan_node_recovery(&s, 1, &rf(3), &lsn, &BTreeSet::new());
+    assert_eq!(plan.promoted, vec![(ids[0], 3)]);
+    assert_eq!((plan.replaced, plan.warnings.len()), (1, 0));
+    let epoch = s.partition(ids[0]).unwrap().epoch;
+    assert_eq!(changes(&plan)[0].expected_epoch, epoch);
+    apply(&mut s, &plan);
+    // Zone a lost its replica: node 4 (zone a) replaces node 1.
+    assert_eq!(members(&s, ids[0]), (3, vec![2, 4]));
+    assert_eq!(s.partition(ids[0]).unwrap().epoch, epoch + 1);
+    assert_eq!(
+        s.partition(ids[0]).unwrap().ready_node_ids,
+        BTreeSet::from([2, 3])
+    );
+    assert!(s.node(1).unwrap().partition_ids.is_empty());
+}
+
+#[test]
+fn promotion_ties_go_to_fewest_primaries_then_lowest_id() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    // Node 2 already leads partition 3; partitions 1 and 2 lose primary 1.
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3], &[1, 3, 2], &[2, 3, 4]]);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    // Node 3 has fewer primaries; then, counting that promotion, 2 and 3 tie at one
+    // each and the lowest id wins.
+    assert_eq!(plan.promoted, vec![(ids[0], 3), (ids[1], 2)]);
+    apply(&mut s, &plan);
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan.promoted, vec![(ids[0], 2)], "lowest id");
+}
+
+#[test]
+fn replacements_spread_over_unused_zones_then_load() {
+    // Node 1 (zone a) fails; the survivors are in zones b and c; 4 and 5 are in zone a,
+    // 6 is in zone b.
+    let mut s = cluster(&["a", "b", "c", "a", "a", "b"]);
+    let sets: Vec<&[NodeId]> = vec![&[2, 1, 3]; 4];
+    let ids = table_on(&mut s, "orders", &sets);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert!(plan.promoted.is_empty(), "primary 2 survives");
+    apply(&mut s, &plan);
+    let added: Vec<NodeId> = ids
+        .iter()
+        .map(|id| {
+            let (_, replicas) = members(&s, *id);
+            *replicas.iter().find(|n| **n != 3).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        added,
+        vec![4, 5, 4, 5],
+        "zone a first, then the least loaded"
+    );
+}
+
+#[test]
+fn excluded_nodes_take_no_replica() {
+    let mut s = cluster(&["a", "b", "c", "a", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::from([4]));
+    apply(&mut s, &plan);
+    assert_eq!(members(&s, ids[0]), (2, vec![3, 5]));
+}
+
+#[test]
+fn a_partition_short_of_nodes_is_repaired_once_a_node_registers() {
+    let mut s = cluster(&["a", "b", "c"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3], &[2, 3, 1]]);
+    fail(&mut s, 3);
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    assert_eq!(plans[0].under_replicated, ids);
+    assert_eq!(plans[0].replaced, 0);
+    apply(&mut s, &plans[0]);
+    assert_eq!(members(&s, ids[1]), (2, vec![1]));
+    let p = s.partition(ids[1]).unwrap();
+    assert!(
+        !under_replicated(&s, p, 3),
+        "2 nodes accept work: 2 is enough"
+    );
+    assert!(plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new()).is_empty());
+    // Node 4 joins: both partitions get their third replica in one command.
+    let join = MetaCommand::RegisterNode {
+        node_id: 4,
+        endpoint: "http://n4".into(),
+        peer_addr: "n4:7100".into(),
+        zone: "c".into(),
+        incarnation: 1,
+        now_ms: NOW,
+    };
+    s.apply(&join).unwrap();
+    assert!(under_replicated(&s, s.partition(ids[0]).unwrap(), 3));
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plans.len(), 1);
+    assert_eq!((plans[0].replaced, changes(&plans[0]).len()), (2, 2));
+    apply(&mut s, &plans[0]);
+    assert_eq!(members(&s, ids[0]), (1, vec![2, 4]));
+    let p = s.partition(ids[0]).unwrap();
+    assert!(under_replicated(&s, p, 3), "node 4 is not ready yet");
+    ready(&mut s, &ids);
+    assert!(!under_replicated(&s, s.partition(ids[0]).unwrap(), 3));
+}
+
+#[test]
+fn a_draining_node_is_emptied_then_decommissioned() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3], &[3, 1, 2], &[2, 3, 4]]);
+    drain(&mut s, 1, true);
+    assert!(
+        nodes_to_decommission(&s).is_empty(),
+        "still holds partitions"
+    );
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].replaced, 2);
+    assert_eq!(plans[0].promoted.len(), 1);
+    assert!(plans[0].warnings.is_empty(), "{:?}", plans[0].warnings);
+    apply(&mut s, &plans[0]);
+    assert!(s.node(1).unwrap().partition_ids.is_empty());
+    assert!(
+        ids.iter()
+            .all(|id| s.partition(*id).unwrap().all_nodes().count() == 3)
+    );
+    assert_eq!(nodes_to_decommission(&s), vec![1]);
+    let cmd = MetaCommand::DecommissionNode {
+        node_id: 1,
+        now_ms: NOW,
+    };
+    assert_eq!(s.apply(&cmd), Ok(MetaOutcome::Done));
+    assert!(nodes_to_decommission(&s).is_empty());
+}
+
+#[test]
+fn a_draining_survivor_stays_when_another_node_fails() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    drain(&mut s, 2, false);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    apply(&mut s, &plan);
+    // Node 2 may stay until its own move, but a HEALTHY survivor is the better primary.
+    assert_eq!(members(&s, ids[0]), (3, vec![2, 4]));
+}
+
+#[test]
+fn one_replica_lost_with_its_node_is_recreated_empty_with_a_warning() {
+    let mut s = cluster(&["a", "b"]);
+    let ids = table_on(&mut s, "orders", &[&[1], &[2]]);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(1), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan.promoted, vec![(ids[0], 2)]);
+    assert_eq!(plan.warnings.len(), 1);
+    assert!(plan.warnings[0].contains("lost"), "{:?}", plan.warnings);
+    apply(&mut s, &plan);
+    assert_eq!(members(&s, ids[0]), (2, vec![]));
+    // Nowhere to go: the partition stays on the failed node and is reported.
+    let mut s = cluster(&["a"]);
+    let ids = table_on(&mut s, "orders", &[&[1]]);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(1), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan.command, None);
+    assert_eq!(plan.under_replicated, ids);
+    assert_eq!(plan.warnings.len(), 1);
+}
+
+#[test]
+fn two_failed_nodes_sharing_partitions_give_plans_that_all_apply() {
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3], &[2, 4, 5], &[1, 5, 6]]);
+    fail(&mut s, 1);
+    fail(&mut s, 2);
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plans.len(), 2, "{plans:?}");
+    assert_eq!(
+        changes(&plans[0]).len(),
+        2,
+        "node 1's plan also drops node 2"
+    );
+    assert_eq!(
+        changes(&plans[1]).len(),
+        1,
+        "partition 1 is not planned twice"
+    );
+    for plan in &plans {
+        apply(&mut s, plan);
+    }
+    for id in &ids {
+        let p = s.partition(*id).unwrap();
+        assert_eq!(p.all_nodes().count(), 3);
+        assert!(p.all_nodes().all(|n| n > 2));
+    }
+    assert!(plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new()).is_empty());
+}
+
+#[test]
+fn a_stale_plan_is_rejected_and_changes_nothing() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    apply(&mut s, &plan);
+    let before = s.clone();
+    let again = s.apply(plan.command.as_ref().unwrap());
+    assert!(matches!(
+        again,
+        Err(crate::command::MetaError::StaleEpoch { .. })
+    ));
+    assert_eq!(s, before);
+}
+
+#[test]
+fn deleting_tables_and_healthy_nodes_are_left_alone() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!((plan.command.is_none(), plan.warnings.len()), (true, 1));
+    let plan = plan_node_recovery(&s, 99, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!((plan.command.is_none(), plan.warnings.len()), (true, 1));
+    let delete = MetaCommand::DeleteTable {
+        table_name: "orders".into(),
+        now_ms: NOW,
+    };
+    s.apply(&delete).unwrap();
+    fail(&mut s, 1);
+    assert!(plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new()).is_empty());
+}
+
+/// Places a table of `partitions` partitions over the cluster with the real planner.
+fn place(s: &mut MetaState, name: &str, partitions: u64) -> TableId {
+    let t = create_table(s, name, provisioned(1, partitions));
+    let cfg = PlacementConfig {
+        write_units_per_partition: 1,
+        ..PlacementConfig::default()
+    };
+    let plan = plan_new_table(s, t, &cfg, &BTreeSet::new()).unwrap();
+    let cmd = MetaCommand::AssignPartitions {
+        table_id: t,
+        partitions: plan.assignments,
+    };
+    s.apply(&cmd).unwrap();
+    t
+}
+
+#[test]
+fn hundreds_of_partitions_of_one_node_fit_in_one_small_command() {
+    /// Most bytes one recovery command may take in the Raft log in this scenario.
+    const MAX_COMMAND_BYTES: usize = 64 * 1024;
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c"]);
+    place(&mut s, "big", 700);
+    let held = s.node(1).unwrap().partition_ids.len();
+    assert!(held >= 300, "node 1 holds {held}");
+    fail(&mut s, 1);
+    let lsn = |p: PartitionId, n: NodeId| p * 7 + n;
+    let plan = plan_node_recovery(&s, 1, &rf(3), &lsn, &BTreeSet::new());
+    assert_eq!(changes(&plan).len(), held);
+    assert_eq!(plan.replaced, held);
+    let bytes = postcard::to_stdvec(plan.command.as_ref().unwrap())
+        .unwrap()
+        .len();
+    println!("{held} partition changes: {bytes} bytes in postcard");
+    assert!(bytes < MAX_COMMAND_BYTES, "{bytes} bytes");
+    apply(&mut s, &plan);
+    assert!(s.node(1).unwrap().partition_ids.is_empty());
+    // Every partition had one replica per zone: the zone-a replacement is always node 4.
+    assert_eq!(s.node(4).unwrap().partition_ids.len(), 700);
+    let loads: Vec<usize> = (2..=6)
+        .map(|n| s.node(n).unwrap().partition_ids.len())
+        .collect();
+    assert_eq!(loads.iter().sum::<usize>(), 700 * 3);
+    assert!(plan_repairs(&s, &rf(3), &lsn, &BTreeSet::new()).is_empty());
+}
+
+#[test]
+fn plans_are_deterministic() {
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c", "a"]);
+    place(&mut s, "one", 40);
+    place(&mut s, "two", 25);
+    fail(&mut s, 3);
+    drain(&mut s, 5, false);
+    let a = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    let b = plan_repairs(&s.clone(), &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 2);
+    // Partitions shared by nodes 3 and 5 keep node 5 in the first pass (a draining
+    // survivor still holds data); the next pass moves them.
+    let mut passes = 0;
+    loop {
+        let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+        if plans.is_empty() {
+            break;
+        }
+        plans.iter().for_each(|plan| apply(&mut s, plan));
+        passes += 1;
+        assert!(passes <= 2, "{passes} passes");
+    }
+    assert!(s.node(3).unwrap().partition_ids.is_empty());
+    assert!(s.node(5).unwrap().partition_ids.is_empty());
+}

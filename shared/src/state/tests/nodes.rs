@@ -1,0 +1,361 @@
+//! Unit tests of the node lifecycle and recovery commands: NodeFailed, RepairPartitions,
+//! DrainNode, DecommissionNode and the status changes of RegisterNode.
+
+use super::*;
+use crate::command::{ErrorClass, PartitionChange};
+use crate::validate::MAX_REPAIRS_PER_COMMAND;
+
+fn failed(node_id: NodeId, incarnation: u64) -> MetaCommand {
+    MetaCommand::NodeFailed {
+        node_id,
+        incarnation,
+        now_ms: NOW + 100,
+    }
+}
+
+fn drain(node_id: NodeId, remove: bool) -> MetaCommand {
+    MetaCommand::DrainNode {
+        node_id,
+        remove,
+        now_ms: NOW + 200,
+    }
+}
+
+fn decommission(node_id: NodeId) -> MetaCommand {
+    MetaCommand::DecommissionNode {
+        node_id,
+        now_ms: NOW + 300,
+    }
+}
+
+fn repair(changes: Vec<PartitionChange>) -> MetaCommand {
+    MetaCommand::RepairPartitions { changes }
+}
+
+/// A repair of one partition, planned against its current epoch.
+fn repair_one(s: &MetaState, partition_id: PartitionId, nodes: &[NodeId]) -> MetaCommand {
+    repair(vec![change(s, partition_id, nodes)])
+}
+
+fn change(s: &MetaState, partition_id: PartitionId, nodes: &[NodeId]) -> PartitionChange {
+    PartitionChange {
+        partition_id,
+        expected_epoch: s.partition(partition_id).map_or(1, |p| p.epoch),
+        primary_node_id: nodes[0],
+        replica_node_ids: nodes[1..].to_vec(),
+    }
+}
+
+/// Applies a command that must be accepted without changing anything.
+fn unchanged(s: &mut MetaState, cmd: MetaCommand) {
+    let before = s.clone();
+    assert_eq!(ok(s, cmd), MetaOutcome::Unchanged);
+    assert_eq!(*s, before);
+}
+
+fn node_status(s: &MetaState, id: NodeId) -> NodeStatus {
+    s.node(id).unwrap().status
+}
+
+fn is_node_wrong_status(e: &MetaError) -> bool {
+    matches!(e, MetaError::NodeWrongStatus { .. })
+}
+
+/// Nodes 1..=5 (node 5 in zone b, holding nothing), "orders" ACTIVE on [1, 2, 3] and
+/// [2, 3, 4].
+fn five() -> (MetaState, Vec<PartitionId>) {
+    let (mut s, t) = active();
+    ok(&mut s, register(5, "b", 1));
+    let ids = s.partitions_of(t).iter().map(|p| p.partition_id).collect();
+    (s, ids)
+}
+
+#[test]
+fn node_failed_applies_once_per_incarnation() {
+    let (mut s, _) = active();
+    let parts = s.partitions().cloned().collect::<Vec<_>>();
+    assert_eq!(ok(&mut s, failed(2, 1)), MetaOutcome::Done);
+    let n = s.node(2).unwrap();
+    assert_eq!(
+        (n.status, n.status_changed_at_ms),
+        (NodeStatus::Failed, NOW + 100)
+    );
+    assert_eq!(
+        s.partitions().cloned().collect::<Vec<_>>(),
+        parts,
+        "recovery is a separate command"
+    );
+    unchanged(&mut s, failed(2, 1));
+    // The node restarts (incarnation 2): the old decision is stale.
+    ok(&mut s, register(2, "b", 2));
+    assert_eq!(node_status(&s, 2), NodeStatus::Healthy);
+    unchanged(&mut s, failed(2, 1));
+    assert_eq!(ok(&mut s, failed(2, 2)), MetaOutcome::Done);
+}
+
+#[test]
+fn node_failed_on_a_draining_or_decommissioned_node() {
+    let mut s = cluster();
+    ok(&mut s, drain(1, true));
+    ok(&mut s, failed(1, 1));
+    let n = s.node(1).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained),
+        (NodeStatus::Failed, true)
+    );
+    ok(&mut s, decommission(1));
+    unchanged(&mut s, failed(1, 1));
+}
+
+#[test]
+fn node_failed_rejections() {
+    let mut s = cluster();
+    assert_eq!(reject(&mut s, failed(9, 1)), MetaError::UnknownNode(9));
+    assert!(matches!(
+        reject(&mut s, failed(1, 2)),
+        MetaError::Invalid(_)
+    ));
+}
+
+#[test]
+fn repair_partitions_replaces_replica_sets() {
+    let (mut s, ids) = five();
+    ok(&mut s, failed(2, 1));
+    let cmd = repair(vec![
+        change(&s, ids[0], &[3, 1, 5]),
+        change(&s, ids[1], &[4, 3, 5]),
+    ]);
+    assert_eq!(ok(&mut s, cmd), MetaOutcome::Done);
+    let p = s.partition(ids[0]).unwrap();
+    assert_eq!(
+        (p.primary_node_id, p.replica_node_ids.clone(), p.epoch),
+        (3, vec![1, 5], 2)
+    );
+    assert_eq!(
+        p.ready_node_ids,
+        BTreeSet::from([1, 3]),
+        "survivors stay ready"
+    );
+    assert!(s.node(2).unwrap().partition_ids.is_empty());
+    let held: Vec<_> = s.node(5).unwrap().partition_ids.iter().copied().collect();
+    assert_eq!(held, ids);
+    // The same command again is planned against an old epoch.
+    let stale = repair(vec![PartitionChange {
+        expected_epoch: 1,
+        ..change(&s, ids[0], &[3, 1, 5])
+    }]);
+    let e = reject(&mut s, stale);
+    assert_eq!(
+        e,
+        MetaError::StaleEpoch {
+            partition_id: ids[0],
+            expected: 1,
+            current: 2
+        }
+    );
+    assert_eq!((e.class(), e.code()), (ErrorClass::Conflict, "StaleEpoch"));
+}
+
+#[test]
+fn repair_partitions_keeps_a_draining_member_but_adds_none() {
+    let (mut s, ids) = five();
+    ok(&mut s, drain(3, false));
+    ok(&mut s, drain(5, false));
+    ok(&mut s, failed(1, 1));
+    let cmd = repair_one(&s, ids[0], &[3, 2]);
+    ok(&mut s, cmd);
+    assert_eq!(s.node(3).unwrap().partition_ids.len(), 2);
+    let cmd = repair_one(&s, ids[0], &[3, 2, 5]);
+    let e = reject(&mut s, cmd);
+    assert_eq!(
+        e,
+        MetaError::UnknownNode(5),
+        "draining node 5 is not a member"
+    );
+}
+
+#[test]
+fn repair_partitions_command_rejections() {
+    let (mut s, ids) = five();
+    let e = reject(&mut s, repair(vec![]));
+    assert!(matches!(e, MetaError::Invalid(_)));
+    let too_many = vec![change(&s, ids[0], &[1, 2, 3]); MAX_REPAIRS_PER_COMMAND + 1];
+    assert!(matches!(
+        reject(&mut s, repair(too_many)),
+        MetaError::Invalid(_)
+    ));
+    let twice = vec![
+        change(&s, ids[1], &[2, 3, 4]),
+        change(&s, ids[1], &[2, 3, 5]),
+    ];
+    assert!(matches!(
+        reject(&mut s, repair(twice)),
+        MetaError::Invalid(_)
+    ));
+    // One bad change rejects the whole command: the good first one is not applied.
+    let unknown = vec![change(&s, ids[0], &[1, 2, 5]), change(&s, 99, &[1])];
+    assert_eq!(
+        reject(&mut s, repair(unknown)),
+        MetaError::UnknownPartition(99)
+    );
+    ok(&mut s, delete("orders"));
+    let cmd = repair_one(&s, ids[0], &[1, 2, 5]);
+    let e = reject(&mut s, cmd);
+    assert!(is_wrong_status(&e), "DELETING tables are not repaired");
+}
+
+#[test]
+fn repair_partitions_replica_set_rejections() {
+    let (mut s, ids) = five();
+    ok(&mut s, failed(4, 1));
+    for (nodes, want) in [
+        (&[1, 2, 1][..], None),
+        (&[1, 2, 3, 5, 6, 7, 8, 9][..], None),
+        (&[1, 2, 77][..], Some(77)),
+        (&[1, 2, 4][..], Some(4)),
+    ] {
+        let cmd = repair_one(&s, ids[0], nodes);
+        let e = reject(&mut s, cmd);
+        match want {
+            Some(node) => assert_eq!(e, MetaError::UnknownNode(node)),
+            None => assert!(matches!(e, MetaError::InvalidPlacement(_)), "{e:?}"),
+        }
+    }
+    // A FAILED member may not stay either.
+    let cmd = repair_one(&s, ids[1], &[2, 3, 4]);
+    let e = reject(&mut s, cmd);
+    assert_eq!(e, MetaError::UnknownNode(4));
+}
+
+#[test]
+fn drain_node() {
+    let mut s = cluster();
+    assert_eq!(ok(&mut s, drain(1, false)), MetaOutcome::Done);
+    let n = s.node(1).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained, n.status_changed_at_ms),
+        (NodeStatus::Draining, false, NOW + 200)
+    );
+    assert_eq!(s.live_nodes().count(), 3);
+    unchanged(&mut s, drain(1, false));
+    let mut later = drain(1, true);
+    if let MetaCommand::DrainNode { now_ms, .. } = &mut later {
+        *now_ms = NOW + 999;
+    }
+    assert_eq!(ok(&mut s, later), MetaOutcome::Done);
+    let n = s.node(1).unwrap();
+    assert_eq!(
+        (n.remove_when_drained, n.status_changed_at_ms),
+        (true, NOW + 200)
+    );
+    unchanged(&mut s, drain(1, false));
+    unchanged(&mut s, drain(1, true));
+}
+
+#[test]
+fn drain_node_rejections() {
+    let mut s = cluster();
+    assert_eq!(reject(&mut s, drain(9, true)), MetaError::UnknownNode(9));
+    ok(&mut s, failed(2, 1));
+    let e = reject(&mut s, drain(2, true));
+    assert!(is_node_wrong_status(&e), "{e:?}");
+    assert_eq!(
+        (e.class(), e.code()),
+        (ErrorClass::Conflict, "NodeWrongStatus")
+    );
+    ok(&mut s, decommission(2));
+    assert!(is_node_wrong_status(&reject(&mut s, drain(2, false))));
+}
+
+#[test]
+fn decommission_node() {
+    let mut s = cluster();
+    ok(&mut s, drain(1, true));
+    assert_eq!(ok(&mut s, decommission(1)), MetaOutcome::Done);
+    let n = s.node(1).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained, n.status_changed_at_ms),
+        (NodeStatus::Decommissioned, false, NOW + 300)
+    );
+    unchanged(&mut s, decommission(1));
+    ok(&mut s, failed(2, 1));
+    assert_eq!(ok(&mut s, decommission(2)), MetaOutcome::Done);
+}
+
+#[test]
+fn decommission_node_rejections() {
+    let (mut s, ids) = five();
+    assert_eq!(reject(&mut s, decommission(9)), MetaError::UnknownNode(9));
+    assert!(is_node_wrong_status(&reject(&mut s, decommission(1))));
+    ok(&mut s, drain(1, true));
+    let e = reject(&mut s, decommission(1));
+    assert!(
+        matches!(e, MetaError::InvalidPlacement(_)),
+        "still holds partitions"
+    );
+    let cmd = repair_one(&s, ids[0], &[2, 3, 5]);
+    ok(&mut s, cmd);
+    ok(&mut s, decommission(1));
+}
+
+#[test]
+fn new_placements_use_only_nodes_that_take_new_work() {
+    let mut s = cluster();
+    let t = create(&mut s, "orders");
+    ok(&mut s, drain(4, false));
+    let e = reject(
+        &mut s,
+        MetaCommand::AssignPartitions {
+            table_id: t,
+            partitions: two_parts(),
+        },
+    );
+    assert_eq!(e, MetaError::UnknownNode(4));
+}
+
+#[test]
+fn registration_revives_failed_and_decommissioned_nodes_only_with_a_new_incarnation() {
+    let mut s = cluster();
+    ok(&mut s, failed(2, 1));
+    // A retried registration of the incarnation judged dead does not revive it.
+    ok(&mut s, register(2, "b", 1));
+    assert_eq!(node_status(&s, 2), NodeStatus::Failed);
+    let mut restart = register(2, "b", 2);
+    if let MetaCommand::RegisterNode { now_ms, .. } = &mut restart {
+        *now_ms = NOW + 500;
+    }
+    ok(&mut s, restart);
+    let n = s.node(2).unwrap();
+    assert_eq!(
+        (n.status, n.status_changed_at_ms),
+        (NodeStatus::Healthy, NOW + 500)
+    );
+    assert_eq!(s.live_nodes().count(), 4);
+    ok(&mut s, failed(3, 1));
+    ok(&mut s, decommission(3));
+    ok(&mut s, register(3, "c", 1));
+    assert_eq!(node_status(&s, 3), NodeStatus::Decommissioned);
+    ok(&mut s, register(3, "c", 2));
+    assert_eq!(node_status(&s, 3), NodeStatus::Healthy);
+}
+
+#[test]
+fn registration_does_not_cancel_a_drain() {
+    let mut s = cluster();
+    ok(&mut s, drain(1, false));
+    ok(&mut s, register(1, "a", 2));
+    let n = s.node(1).unwrap();
+    assert_eq!(
+        (n.status, n.status_changed_at_ms),
+        (NodeStatus::Draining, NOW + 200)
+    );
+    // Failed while draining for removal: back as DRAINING, the removal still stands.
+    ok(&mut s, drain(2, true));
+    ok(&mut s, failed(2, 1));
+    ok(&mut s, register(2, "b", 2));
+    let n = s.node(2).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained),
+        (NodeStatus::Draining, true)
+    );
+}
