@@ -10,3 +10,6 @@ mod view;
 pub use driver::{DriverParts, GossipDriver, LocalMember, StatusSource, foca_config};
 pub use identity::GossipId;
 pub use view::{Membership, PeerRecord};
+
+#[cfg(test)]
+mod tests;

@@ -62,6 +62,18 @@ impl StateHandle {
         *self.shared.applied.borrow()
     }
 
+    /// A handle on a fixed state that no Raft updates: for tests and the simulator, which
+    /// run controllers and the gossip driver without a metadata store.
+    pub fn detached(state: MetaState) -> StateHandle {
+        let (applied, _) = watch::channel(0);
+        StateHandle {
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                applied,
+            }),
+        }
+    }
+
     /// Watches the applied index; it changes after every apply batch and snapshot install.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.shared.applied.subscribe()

@@ -249,4 +249,37 @@ fn failures_are_detected_once_recovered_and_rejoined() {
         "a rejoined node owns nothing until given work"
     );
     assert_eq!(partitions(&survivor), after_leader);
+
+    // Planned removal of a voter holding partitions: drained onto the others (the
+    // rejoined node among them), decommissioned, replaced in the voter set.
+    let current_leader = leader(&survivor);
+    // Neither the leader nor the agent the test talks to.
+    let leaving = pick(&survivor, "voter", &[current_leader, u64::from(live[0])]);
+    let leaving_id = u64::from(leaving);
+    let cluster_id = read("cluster", || survivor.cluster())
+        .cluster_id
+        .expect("cluster id");
+    let accepted = read("remove node", || {
+        survivor.remove_node(&cluster_id, leaving_id)
+    });
+    assert_eq!(accepted.status, NodeStatus::Draining);
+    assert!(accepted.remove_when_drained);
+    wait_for("the removed node DECOMMISSIONED and empty", || {
+        let n = nodes(&survivor).remove(&leaving_id)?;
+        (n.status == NodeStatus::Decommissioned && n.partitions_owned == 0).then_some(())
+    });
+    let drained = wait_rerouted(&survivor, leaving_id, 3);
+    assert!(
+        drained.iter().any(|p| holds(p, learner_id)),
+        "the rejoined node got work"
+    );
+    wait_for("3 voters without the removed node", || {
+        let c = survivor.cluster().ok()?;
+        let members: Vec<u64> = c.voters.iter().chain(&c.learners).copied().collect();
+        (c.voters.len() == 3 && !members.contains(&leaving_id)).then_some(())
+    });
+    assert_eq!(
+        survivor.get_table(TABLE).expect("table").status,
+        TableStatus::Active
+    );
 }
