@@ -7,6 +7,8 @@
 //! `cargo bench -p agent --bench failover [-- --runs N]` (without `--bench`, one run: the
 //! CI smoke test).
 
+mod support;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,8 @@ use agent::client::ApiClient;
 use agent::dev::{Children, PortPlan, spawn_agent, wait_for_voters, write_cluster_files};
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::{CapacityMode, NodeId, NodeStatus, TableStatus};
+
+use crate::support::arg;
 
 /// HTTP ports of run `r` start at `HTTP_BASE + r * PORTS_PER_RUN` (peer ports +100).
 const HTTP_BASE: u16 = 23300;
@@ -24,14 +28,6 @@ const TABLE: &str = "bench";
 const POLL: Duration = Duration::from_millis(10);
 /// Give up on any one wait after this long.
 const WAIT: Duration = Duration::from_secs(60);
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
 
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;

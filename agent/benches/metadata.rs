@@ -5,6 +5,8 @@
 //! `cargo bench -p agent --bench metadata [-- --commits N --tables N --nodes N]`
 //! (`--nodes 1` gives the single-voter floor: fsync plus openraft, no replication).
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use agent::client::ApiClient;
@@ -14,6 +16,8 @@ use agent::node::meta_client::LeaderRoute;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::command::MetaCommand;
 use shared::model::{CapacityMode, TableStatus};
+
+use crate::support::arg;
 
 const HTTP_BASE: u16 = 23070;
 
@@ -25,14 +29,6 @@ struct Leader {
 const NODES: u16 = 3;
 /// Worker threads of each agent's runtime.
 const AGENT_WORKER_THREADS: usize = 2;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1)?.parse().ok())
-        .unwrap_or(default)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]

@@ -447,6 +447,23 @@ mod tests {
     }
 
     #[test]
+    fn gossip_settings_and_the_failure_window_are_checked() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.toml");
+        let valid = Config::load(&path).expect("valid example");
+        let broken: [fn(&mut Config); 4] = [
+            |c| c.controllers.failure_confirm_window_ms = c.gossip.suspect_to_down_after_ms,
+            |c| c.gossip.max_packet_bytes = crate::transport::MAX_DATAGRAM_BYTES + 1,
+            |c| c.gossip.probe_rtt_ms = c.gossip.probe_period_ms,
+            |c| c.gossip.gossip_fanout = 0,
+        ];
+        for (i, breaking) in broken.iter().enumerate() {
+            let mut c = valid.clone();
+            breaking(&mut c);
+            assert!(c.validate().is_err(), "case {i} accepted");
+        }
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let text = "node_id = 1\ndata_dir = \"/x\"\nbogus = 3\n";
         assert!(toml::from_str::<Config>(text).is_err());

@@ -301,31 +301,51 @@ fn wait_for_node(
     remove: bool,
     wait: &WaitArgs,
 ) -> anyhow::Result<NodeDescription> {
+    let what = format!("node {node_id}");
+    poll_with_progress(&what, wait, || match client.nodes(cluster_id) {
+        Ok(nodes) => match nodes.nodes.into_iter().find(|n| n.node_id == node_id) {
+            Some(n)
+                if n.partitions_owned == 0
+                    && (!remove || n.status == NodeStatus::Decommissioned) =>
+            {
+                Poll::Done(Ok(n))
+            }
+            Some(n) => Poll::Pending(format!(
+                "{}, {} partitions left",
+                wire_name(n.status),
+                n.partitions_owned
+            )),
+            None => Poll::Done(Err(anyhow::anyhow!("{what} is no longer listed"))),
+        },
+        Err(e) => Poll::Pending(format!("waiting ({e})")),
+    })
+}
+
+/// One look at a long operation: finished (with its result), or still going (with what
+/// to show meanwhile).
+enum Poll<T> {
+    Done(anyhow::Result<T>),
+    Pending(String),
+}
+
+/// Calls `step` every 200 ms, showing its progress on a spinner, until it is done or
+/// `wait.timeout` has passed.
+fn poll_with_progress<T>(
+    what: &str,
+    wait: &WaitArgs,
+    mut step: impl FnMut() -> Poll<T>,
+) -> anyhow::Result<T> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
     let deadline = Instant::now() + Duration::from_secs(wait.timeout);
     let result = loop {
-        match client.nodes(cluster_id) {
-            Ok(nodes) => match nodes.nodes.into_iter().find(|n| n.node_id == node_id) {
-                Some(n) => {
-                    let finished = n.partitions_owned == 0
-                        && (!remove || n.status == NodeStatus::Decommissioned);
-                    if finished {
-                        break Ok(n);
-                    }
-                    bar.set_message(format!(
-                        "node {node_id}: {}, {} partitions left",
-                        wire_name(n.status),
-                        n.partitions_owned
-                    ));
-                }
-                None => break Err(anyhow::anyhow!("node {node_id} is no longer listed")),
-            },
-            Err(e) => bar.set_message(format!("node {node_id}: waiting ({e})")),
+        match step() {
+            Poll::Done(result) => break result,
+            Poll::Pending(message) => bar.set_message(format!("{what}: {message}")),
         }
         if Instant::now() >= deadline {
             break Err(anyhow::anyhow!(
-                "timed out after {} s waiting for node {node_id}",
+                "timed out after {} s waiting for {what}",
                 wait.timeout
             ));
         }
@@ -500,32 +520,18 @@ fn wait_for_status(
     target: Option<TableStatus>,
     wait: &WaitArgs,
 ) -> anyhow::Result<Option<TableDescription>> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.enable_steady_tick(Duration::from_millis(120));
-    let deadline = Instant::now() + Duration::from_secs(wait.timeout);
-    let result = loop {
-        match client.get_table(name) {
-            Ok(t) if Some(t.status) == target => break Ok(Some(t)),
-            Ok(t) => bar.set_message(format!(
-                "{name}: {} ({} partitions)",
-                status_name(t.status),
-                t.partition_count
-            )),
-            Err(ClientError::Api { status: 404, .. }) if target.is_none() => break Ok(None),
-            Err(e @ ClientError::Api { status: 404, .. }) => break Err(e.into()),
-            // 503 while a leader is elected, or a transient connection error: keep waiting.
-            Err(e) => bar.set_message(format!("{name}: waiting ({e})")),
-        }
-        if Instant::now() >= deadline {
-            break Err(anyhow::anyhow!(
-                "timed out after {} s waiting for {name}",
-                wait.timeout
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    bar.finish_and_clear();
-    result
+    poll_with_progress(name, wait, || match client.get_table(name) {
+        Ok(t) if Some(t.status) == target => Poll::Done(Ok(Some(t))),
+        Ok(t) => Poll::Pending(format!(
+            "{} ({} partitions)",
+            status_name(t.status),
+            t.partition_count
+        )),
+        Err(ClientError::Api { status: 404, .. }) if target.is_none() => Poll::Done(Ok(None)),
+        Err(e @ ClientError::Api { status: 404, .. }) => Poll::Done(Err(e.into())),
+        // 503 while a leader is elected, or a transient connection error: keep waiting.
+        Err(e) => Poll::Pending(format!("waiting ({e})")),
+    })
 }
 
 fn print_table(json: bool, table: Option<&TableDescription>) -> anyhow::Result<()> {

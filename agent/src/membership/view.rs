@@ -37,6 +37,11 @@ impl PeerRecord {
         }
     }
 
+    /// Records a proof of life at `now` (never moving the last one backwards).
+    fn heard(&mut self, now: UnixMillis) {
+        self.last_proof_of_life_ms = Some(self.last_proof_of_life_ms.unwrap_or(0).max(now));
+    }
+
     /// The record as the pure failure rules take it.
     pub fn observation(&self) -> NodeObservation {
         NodeObservation {
@@ -102,46 +107,39 @@ impl Membership {
         self.traffic.received_bytes.inc_by(bytes as u64);
     }
 
-    /// Starts watching `node` (known from the metadata) if not watched yet.
-    pub fn watch(&self, node: NodeId, now: UnixMillis) {
+    /// Runs `f` on the record of `node` (created, watched from `now`, if new); never for
+    /// this agent itself, which is not its own peer.
+    fn update(&self, node: NodeId, now: UnixMillis, f: impl FnOnce(&mut PeerRecord)) {
         if node != self.me {
-            self.lock()
+            let mut view = self.lock();
+            f(view
                 .peers
                 .entry(node)
-                .or_insert_with(|| PeerRecord::new(now));
+                .or_insert_with(|| PeerRecord::new(now)));
         }
+    }
+
+    /// Starts watching `node` (known from the metadata) if not watched yet.
+    pub fn watch(&self, node: NodeId, now: UnixMillis) {
+        self.update(node, now, |_| {});
     }
 
     /// `node` just proved it is alive (a direct message, a fresh report, a rejoin).
     pub fn proof_of_life(&self, node: NodeId, now: UnixMillis) {
-        if node == self.me {
-            return;
-        }
-        let mut view = self.lock();
-        let record = view
-            .peers
-            .entry(node)
-            .or_insert_with(|| PeerRecord::new(now));
-        record.last_proof_of_life_ms = Some(record.last_proof_of_life_ms.unwrap_or(0).max(now));
+        self.update(node, now, |r| r.heard(now));
     }
 
     /// Records foca's belief about `node`; the suspicion clock starts when it stops being
     /// Alive and is cleared when it is Alive again (refuted).
     pub fn set_gossip_state(&self, node: NodeId, state: GossipState, now: UnixMillis) {
-        if node == self.me {
-            return;
-        }
-        let mut view = self.lock();
-        let record = view
-            .peers
-            .entry(node)
-            .or_insert_with(|| PeerRecord::new(now));
-        if state == GossipState::Alive {
-            record.suspected_since_ms = None;
-        } else if record.suspected_since_ms.is_none() {
-            record.suspected_since_ms = Some(now);
-        }
-        record.gossip = state;
+        self.update(node, now, |record| {
+            if state == GossipState::Alive {
+                record.suspected_since_ms = None;
+            } else if record.suspected_since_ms.is_none() {
+                record.suspected_since_ms = Some(now);
+            }
+            record.gossip = state;
+        });
     }
 
     /// Keeps `report` if it is the newest seen from its origin; a fresh report from
@@ -160,8 +158,7 @@ impl Membership {
         if fresh {
             record.report = Some((report, now));
             if origin != self.me {
-                record.last_proof_of_life_ms =
-                    Some(record.last_proof_of_life_ms.unwrap_or(0).max(now));
+                record.heard(now);
             }
         }
         fresh

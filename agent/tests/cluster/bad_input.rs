@@ -156,6 +156,37 @@ fn bad_requests_get_json_errors_and_change_nothing() {
     put_capacity(r#"{"mode":"FAST"}"#);
     put_capacity("[]");
 
+    // Node management: unknown cluster, malformed or unknown node.
+    let cluster_id = client.cluster().unwrap().cluster_id.expect("cluster id");
+    let nodes =
+        |method: Method, path: &str, status: u16| expect_error(&client, method, path, None, status);
+    nodes(Method::Get, "/clusters/not-this-one/nodes", 404);
+    nodes(Method::Post, "/clusters/not-this-one/nodes/1/drain", 404);
+    nodes(
+        Method::Post,
+        &format!("/clusters/{cluster_id}/nodes/abc/drain"),
+        400,
+    );
+    nodes(
+        Method::Post,
+        &format!("/clusters/{cluster_id}/nodes/99/drain"),
+        404,
+    );
+    nodes(
+        Method::Delete,
+        &format!("/clusters/{cluster_id}/nodes/99"),
+        404,
+    );
+    nodes(
+        Method::Put,
+        &format!("/clusters/{cluster_id}/nodes/1/drain"),
+        405,
+    );
+    let listed = client.nodes(&cluster_id).unwrap().nodes;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].status, shared::model::NodeStatus::Healthy);
+    assert_eq!(listed[0].heartbeat_staleness_ms, Some(0));
+
     assert_eq!(
         snapshot(&client),
         before,
