@@ -76,6 +76,9 @@ pub struct Config {
     /// HTTP API.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Data plane: item limits, replication and read leases.
+    #[serde(default)]
+    pub data: DataConfig,
 }
 
 fn default_cluster_name() -> String {
@@ -270,6 +273,41 @@ impl Default for ControllersConfig {
     }
 }
 
+/// Data-plane settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Largest item value (JSON text) accepted, in bytes.
+    pub max_value_bytes: usize,
+    /// How long a primary may serve reads after its replicas last confirmed it (a read
+    /// lease). Must be shorter than `controllers.failure_confirm_window_ms`.
+    pub read_lease_ms: u64,
+    /// The primary renews its read leases this often.
+    pub lease_renew_interval_ms: u64,
+    /// A replica that does not answer a replication request within this long fails the
+    /// write (503).
+    pub replica_timeout_ms: u64,
+    /// Records kept in each partition's log for replicas to catch up from; a replica
+    /// further behind gets a snapshot.
+    pub log_retain_records: u64,
+    /// Attempts of a forwarding agent when the route turns out stale or the primary
+    /// unreachable, before it answers 503.
+    pub route_attempts: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            max_value_bytes: shared::data::DEFAULT_MAX_VALUE_BYTES,
+            read_lease_ms: 2000,
+            lease_renew_interval_ms: 500,
+            replica_timeout_ms: 1000,
+            log_retain_records: 10_000,
+            route_attempts: 8,
+        }
+    }
+}
+
 /// HTTP API settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -372,6 +410,27 @@ impl Config {
                 "controllers.failure_confirm_window_ms must exceed gossip.suspect_to_down_after_ms",
             );
         }
+        let d = &self.data;
+        if d.read_lease_ms >= self.controllers.failure_confirm_window_ms {
+            // A primary cut off from the cluster must stop serving reads before the leader
+            // can declare it failed and promote another replica.
+            return bad(
+                "data.read_lease_ms must be shorter than controllers.failure_confirm_window_ms",
+            );
+        }
+        if d.lease_renew_interval_ms == 0 || d.lease_renew_interval_ms >= d.read_lease_ms {
+            return bad(
+                "data.lease_renew_interval_ms must be positive and below data.read_lease_ms",
+            );
+        }
+        if d.max_value_bytes == 0 || d.replica_timeout_ms == 0 || d.route_attempts == 0 {
+            return bad(
+                "data.max_value_bytes, replica_timeout_ms and route_attempts must be positive",
+            );
+        }
+        if d.log_retain_records == 0 {
+            return bad("data.log_retain_records must be positive");
+        }
         if self.cluster_name.is_empty()
             || self.cluster_name.len() > shared::validate::CLUSTER_ID_MAX_LEN
         {
@@ -442,6 +501,7 @@ mod tests {
         assert_eq!(config.placement, PlacementSection::default());
         assert_eq!(config.voters, VotersSection::default());
         assert_eq!(config.gossip, GossipConfig::default());
+        assert_eq!(config.data, DataConfig::default());
         assert_eq!(config.controllers, ControllersConfig::default());
         assert_eq!(config.http, HttpConfig::default());
     }
@@ -450,7 +510,8 @@ mod tests {
     fn gossip_settings_and_the_failure_window_are_checked() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.toml");
         let valid = Config::load(&path).expect("valid example");
-        let broken: [fn(&mut Config); 4] = [
+        let broken: [fn(&mut Config); 5] = [
+            |c| c.data.read_lease_ms = c.controllers.failure_confirm_window_ms,
             |c| c.controllers.failure_confirm_window_ms = c.gossip.suspect_to_down_after_ms,
             |c| c.gossip.max_packet_bytes = crate::transport::MAX_DATAGRAM_BYTES + 1,
             |c| c.gossip.probe_rtt_ms = c.gossip.probe_period_ms,

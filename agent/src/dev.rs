@@ -119,6 +119,7 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
         gossip: Default::default(),
         controllers: Default::default(),
         http: Default::default(),
+        data: Default::default(),
     };
     config.validate()?;
     std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;

@@ -4,6 +4,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod data;
+pub mod data_client;
 pub mod dev;
 pub mod host;
 pub mod http;

@@ -41,6 +41,37 @@ pub struct NodeLabels {
     pub node_id: String,
 }
 
+/// A partition in this agent's view.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Partition id.
+    pub partition_id: String,
+}
+
+/// One replica of a partition led by this agent.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    /// Partition id.
+    pub partition_id: String,
+    /// Replica node id.
+    pub replica: String,
+}
+
+/// One partition's data-plane figures on this agent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartitionFigures {
+    /// Partition id.
+    pub partition_id: shared::model::PartitionId,
+    /// Operations per second served here as primary.
+    pub ops_per_sec: f64,
+    /// Items stored here (any role); `None` when not stored here.
+    pub items: Option<u64>,
+    /// Bytes stored here.
+    pub bytes: Option<u64>,
+    /// Per replica (when led here): (replica, LSNs behind, milliseconds behind).
+    pub replica_lag: Vec<(NodeId, u64, u64)>,
+}
+
 /// One node as this agent sees it, for the per-node gauges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSample {
@@ -89,6 +120,11 @@ pub struct AgentMetrics {
     nodes_by_status: Family<StatusLabels, Gauge>,
     meta_applied_lag_entries: Gauge,
     meta_replication_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    partition_ops: Family<PartitionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    partition_items: Family<PartitionLabels, Gauge>,
+    partition_bytes: Family<PartitionLabels, Gauge>,
+    replica_lag_lsn: Family<ReplicaLabels, Gauge>,
+    replica_lag_seconds: Family<ReplicaLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     raft_term: Gauge,
     raft_applied_index: Gauge,
     raft_is_leader: Gauge,
@@ -114,6 +150,8 @@ pub struct ScrapeView<'a> {
     pub applied_lag_entries: u64,
     /// How long this agent's metadata replica has been behind the leader.
     pub replication_lag_ms: u64,
+    /// Data-plane figures of the partitions stored or led here.
+    pub partitions: Vec<PartitionFigures>,
 }
 
 /// A point-in-time view of Raft for the gauges.
@@ -156,6 +194,11 @@ impl AgentMetrics {
             nodes_by_status: Family::default(),
             meta_applied_lag_entries: Gauge::default(),
             meta_replication_lag_seconds: Gauge::default(),
+            partition_ops: Family::default(),
+            partition_items: Family::default(),
+            partition_bytes: Family::default(),
+            replica_lag_lsn: Family::default(),
+            replica_lag_seconds: Family::default(),
             raft_term: Gauge::default(),
             raft_applied_index: Gauge::default(),
             raft_is_leader: Gauge::default(),
@@ -248,6 +291,31 @@ impl AgentMetrics {
             "How long this agent's metadata replica has been behind the leader",
             self.meta_replication_lag_seconds.clone(),
         );
+        r.register(
+            "partition_ops_per_second",
+            "Operations served per second as primary (10 s window)",
+            self.partition_ops.clone(),
+        );
+        r.register(
+            "partition_items",
+            "Items stored in each local partition copy",
+            self.partition_items.clone(),
+        );
+        r.register(
+            "partition_bytes",
+            "Key and value bytes stored in each local partition copy",
+            self.partition_bytes.clone(),
+        );
+        r.register(
+            "partition_replica_lag_lsn",
+            "Log records a replica lacks, per partition led here",
+            self.replica_lag_lsn.clone(),
+        );
+        r.register(
+            "partition_replica_lag_seconds",
+            "How long a replica has lacked records, per partition led here",
+            self.replica_lag_seconds.clone(),
+        );
         r.register("raft_term", "Current Raft term", self.raft_term.clone());
         r.register(
             "raft_applied_index",
@@ -314,6 +382,7 @@ impl AgentMetrics {
         self.nodes.set(state.nodes().count() as i64);
         self.local_partitions.set(view.local_partitions as i64);
         self.render_nodes(&view.nodes);
+        self.render_partitions(&view.partitions);
         self.meta_applied_lag_entries
             .set(view.applied_lag_entries as i64);
         self.meta_replication_lag_seconds
@@ -326,6 +395,41 @@ impl AgentMetrics {
 }
 
 impl AgentMetrics {
+    fn render_partitions(&self, partitions: &[PartitionFigures]) {
+        // Cleared first so a partition that moved away leaves the series too.
+        self.partition_ops.clear();
+        self.partition_items.clear();
+        self.partition_bytes.clear();
+        self.replica_lag_lsn.clear();
+        self.replica_lag_seconds.clear();
+        for p in partitions {
+            let labels = PartitionLabels {
+                partition_id: p.partition_id.to_string(),
+            };
+            self.partition_ops.get_or_create(&labels).set(p.ops_per_sec);
+            if let Some(items) = p.items {
+                self.partition_items
+                    .get_or_create(&labels)
+                    .set(items as i64);
+            }
+            if let Some(bytes) = p.bytes {
+                self.partition_bytes
+                    .get_or_create(&labels)
+                    .set(bytes as i64);
+            }
+            for (replica, lsn, ms) in &p.replica_lag {
+                let labels = ReplicaLabels {
+                    partition_id: p.partition_id.to_string(),
+                    replica: replica.to_string(),
+                };
+                self.replica_lag_lsn.get_or_create(&labels).set(*lsn as i64);
+                self.replica_lag_seconds
+                    .get_or_create(&labels)
+                    .set(*ms as f64 / 1000.0);
+            }
+        }
+    }
+
     fn render_nodes(&self, nodes: &[NodeSample]) {
         // Cleared first so a node that left the cluster leaves the series too.
         self.node_staleness_seconds.clear();
@@ -390,7 +494,19 @@ mod tests {
             nodes,
             applied_lag_entries: 4,
             replication_lag_ms: 250,
+            partitions: vec![PartitionFigures {
+                partition_id: 9,
+                ops_per_sec: 12.5,
+                items: Some(3),
+                bytes: Some(120),
+                replica_lag: vec![(2, 5, 1500)],
+            }],
         });
+        assert!(text.contains(r#"agent_partition_ops_per_second{partition_id="9"} 12.5"#));
+        assert!(text.contains(r#"agent_partition_items{partition_id="9"} 3"#));
+        assert!(
+            text.contains(r#"agent_partition_replica_lag_lsn{partition_id="9",replica="2"} 5"#)
+        );
         assert!(text.contains(r#"agent_node_heartbeat_staleness_seconds{node_id="2"} 1.5"#));
         assert!(
             !text.contains(r#"node_id="3""#),

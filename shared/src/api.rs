@@ -238,6 +238,72 @@ pub struct NodesResponse {
     pub nodes: Vec<NodeDescription>,
 }
 
+/// Response header of a `WrongPartition` (421) error: the answering agent's current
+/// epoch of the key's partition, when it knows the partition.
+pub const PARTITION_EPOCH_HEADER: &str = "x-partition-epoch";
+
+/// Error code of a 421: the agent addressed is not the primary of the key's partition at
+/// the epoch given; the client refreshes its routes and retries.
+pub const WRONG_PARTITION_CODE: &str = "WrongPartition";
+
+/// Error code of a 404 for a missing item.
+pub const ITEM_NOT_FOUND_CODE: &str = "ItemNotFound";
+
+/// `PUT /tables/{name}/items/{partition_key}` response: the write is durable on every
+/// replica of the partition's epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutItemResponse {
+    /// Epoch of the primary that applied the write.
+    pub epoch: u64,
+    /// Log sequence number of the write in its partition.
+    pub lsn: u64,
+}
+
+/// `DELETE /tables/{name}/items/{partition_key}` response (also when the item was absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteItemResponse {
+    /// Epoch of the primary that applied the delete.
+    pub epoch: u64,
+    /// Log sequence number of the delete in its partition.
+    pub lsn: u64,
+}
+
+/// `GET /tables/{name}/items/{partition_key}[?sort_key=]` response.
+///
+/// Keys are in the canonical text form of their attribute type (`decode_key`), e.g. the
+/// N key `1.50` comes back as `1.5`. The value is the JSON text as stored, unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemResponse {
+    /// Partition key.
+    pub partition_key: String,
+    /// Sort key (tables with a sort key only).
+    pub sort_key: Option<String>,
+    /// The item's value.
+    pub value: Box<serde_json::value::RawValue>,
+}
+
+/// One item of a [`QueryResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryItem {
+    /// Sort key (canonical text form).
+    pub sort_key: String,
+    /// The item's value, as stored.
+    pub value: Box<serde_json::value::RawValue>,
+}
+
+/// `GET /tables/{name}/items/{partition_key}?sort_from=&sort_to=&limit=` response: the
+/// items of one partition key in sort-key order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryResponse {
+    /// Partition key (canonical text form).
+    pub partition_key: String,
+    /// Items in ascending sort-key order.
+    pub items: Vec<QueryItem>,
+    /// Whether the limit cut the result short: query again with `sort_from` set to the
+    /// last sort key (bounds are inclusive, so skip that first item).
+    pub more: bool,
+}
+
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -144,12 +144,17 @@ pub enum MetaCommand {
         /// Proposer's clock.
         now_ms: UnixMillis,
     },
-    /// Replaces the replica sets of existing partitions, all or none.
+    /// Replaces the replica sets of existing partitions, all or none. A set holds at most
+    /// `MAX_REPLICATION_FACTOR` nodes (a drain may keep one above the replication factor
+    /// while the replacement is filled); a changed primary must be a ready member of the
+    /// current set whenever a ready member stays.
     RepairPartitions {
         /// One change per partition, each at most once.
         changes: Vec<PartitionChange>,
     },
-    /// Stops placing new work on a node so its partitions can be moved off.
+    /// Stops placing new work on a node so its partitions can be moved off. On a FAILED
+    /// node only `remove: true` is accepted: it stays FAILED and is decommissioned once
+    /// recovery moved its partitions off.
     DrainNode {
         /// Node.
         node_id: NodeId,
@@ -222,7 +227,8 @@ pub enum MetaError {
     /// A partition id is unknown; nothing changed.
     #[error("partition {0} not found")]
     UnknownPartition(PartitionId),
-    /// A placement breaks an invariant (tiling, distinct replicas); nothing changed.
+    /// A placement breaks an invariant (tiling, distinct replicas, a promotion of a node
+    /// that does not hold the data); nothing changed.
     #[error("invalid placement: {0}")]
     InvalidPlacement(String),
     /// A node tried to register with an older incarnation; nothing changed.

@@ -70,9 +70,11 @@ pub fn heartbeat_staleness_ms(obs: &NodeObservation, now_ms: UnixMillis) -> Opti
 /// A node committed HEALTHY or DRAINING (never `me`) is failed when gossip does not see
 /// it ALIVE, has not for a whole window (counted from `watching_since` when the start of
 /// the suspicion is unknown), and no proof of life arrived within the window, nor since
-/// this agent started watching. A node without an observation is skipped: never fail
-/// what you have not watched. A node that never sent anything is still failed once
-/// watched for a window.
+/// this agent started watching. The node's committed registration
+/// (`last_heartbeat_at_ms`) is a proof of life too, and a suspicion never starts before
+/// it: a restarted incarnation does not inherit the old one's suspicion. A node without
+/// an observation is skipped: never fail what you have not watched. A node that never
+/// sent anything is still failed once watched for a window.
 pub fn nodes_to_fail(
     state: &MetaState,
     me: NodeId,
@@ -87,7 +89,7 @@ pub fn nodes_to_fail(
         .filter(|n| {
             observations
                 .get(&n.node_id)
-                .is_some_and(|obs| confirmed_dead(obs, now_ms, cfg))
+                .is_some_and(|obs| confirmed_dead(n, obs, now_ms, cfg))
         })
         .map(|n| MetaCommand::NodeFailed {
             node_id: n.node_id,
@@ -97,15 +99,27 @@ pub fn nodes_to_fail(
         .collect()
 }
 
-/// Whether one observation is enough to declare the node dead.
-fn confirmed_dead(obs: &NodeObservation, now_ms: UnixMillis, cfg: &FailureConfig) -> bool {
+/// Whether one observation, with the committed node, is enough to declare it dead.
+fn confirmed_dead(
+    node: &Node,
+    obs: &NodeObservation,
+    now_ms: UnixMillis,
+    cfg: &FailureConfig,
+) -> bool {
     let window = cfg.confirm_window_ms;
-    let suspected_since = obs.suspected_since_ms.unwrap_or(obs.watching_since_ms);
+    // A registration committed after the suspicion began answers it: a restarted
+    // incarnation does not inherit the old one's suspicion, and is heard from.
+    let registered = node.last_heartbeat_at_ms;
+    let suspected_since = obs
+        .suspected_since_ms
+        .unwrap_or(obs.watching_since_ms)
+        .max(registered);
     // Silence is only evidence for the time this agent was listening.
     let heard_or_watching = obs
         .last_proof_of_life_ms
         .unwrap_or(0)
-        .max(obs.watching_since_ms);
+        .max(obs.watching_since_ms)
+        .max(registered);
     obs.gossip != GossipState::Alive
         && now_ms.saturating_sub(suspected_since) >= window
         && now_ms.saturating_sub(heard_or_watching) >= window

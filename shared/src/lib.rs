@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod command;
+pub mod data;
 pub mod failure;
 pub mod keyspace;
 pub mod lifecycle;

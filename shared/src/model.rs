@@ -203,9 +203,11 @@ impl Partition {
 
 /// Status of a node as recorded in the metadata store (or, for `Suspected`, as shown).
 ///
-/// Committed transitions: HEALTHY → FAILED (`NodeFailed`), HEALTHY → DRAINING
-/// (`DrainNode`), FAILED or DRAINING → DECOMMISSIONED (`DecommissionNode`, once it owns
-/// nothing), FAILED or DECOMMISSIONED → HEALTHY (`RegisterNode` with a new incarnation).
+/// Committed transitions: HEALTHY or DRAINING → FAILED (`NodeFailed`), HEALTHY →
+/// DRAINING (`DrainNode`), FAILED or DRAINING → DECOMMISSIONED (`DecommissionNode`, once
+/// it owns nothing), FAILED → HEALTHY, or DRAINING when a drain was requested
+/// (`RegisterNode` with a new incarnation). DECOMMISSIONED is final: an operator removed
+/// the node, and a restart of its agent does not bring it back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum NodeStatus {
@@ -253,4 +255,8 @@ pub struct Node {
     /// When the status last changed (proposer's clock).
     #[serde(default)]
     pub status_changed_at_ms: UnixMillis,
+    /// An operator asked to drain the node (`DrainNode`), and it has not been
+    /// decommissioned since: a FAILED node that restarts comes back DRAINING, not HEALTHY.
+    #[serde(default)]
+    pub drain_requested: bool,
 }

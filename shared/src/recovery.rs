@@ -1,6 +1,12 @@
 //! The Recovery Coordinator's pure planner: new replica sets for the partitions of
 //! FAILED and DRAINING nodes, and extra replicas for under-replicated partitions.
 //!
+//! A FAILED node holds nothing reachable: it leaves its replica sets in one step. A
+//! DRAINING node still holds its data: it is moved in two steps, so no copy is dropped
+//! before another holds the data. First replacements join while it stays (the set may
+//! hold one node above the replication factor); then, once every other member reported
+//! ready (filled by its primary), it leaves.
+//!
 //! Plans are level-triggered: the leader runs `plan_repairs` on the committed state
 //! every tick and proposes each plan's single `RepairPartitions` command; a plan made
 //! against an old epoch is rejected as `StaleEpoch` and simply made again next tick.
@@ -41,17 +47,32 @@ pub struct RecoveryPlan {
     pub under_replicated: Vec<PartitionId>,
     /// What the operator should know (lost data, partitions that cannot move).
     pub warnings: Vec<String>,
+    /// Partitions of a DRAINING node that keep it because no node can take the
+    /// replacement replica: its drain is blocked until one can.
+    pub drain_blocked: Vec<PartitionId>,
 }
+
+/// Most partition ids named in one warning.
+const WARNING_IDS_MAX: usize = 10;
 
 /// The durable LSN of a partition on a node (0 when unknown), as reported by agents.
 type DurableLsn<'a> = &'a dyn Fn(PartitionId, NodeId) -> u64;
 
 /// Plans the recovery of one FAILED or DRAINING node: one `RepairPartitions` command
 /// for every partition of a non-DELETING table it holds (at most
-/// `MAX_REPAIRS_PER_COMMAND`; the rest waits for the next pass). The node leaves each
-/// replica set; a lost primary is replaced by the survivor with the highest durable LSN
-/// (then a HEALTHY rather than a DRAINING one, then fewest primaries counting this pass,
-/// then lowest id); missing replicas go to nodes that accept new
+/// `MAX_REPAIRS_PER_COMMAND`; the rest waits for the next pass).
+///
+/// A FAILED node leaves each replica set at once. A DRAINING node is moved in two steps
+/// per partition: while no other member is still being filled (not ready), replacements
+/// join up to `replication_factor` members besides it, and it stays; once every other
+/// member is ready and there are enough of them, it leaves. When no node can take a
+/// replacement it stays, and the partition is reported in `drain_blocked` (with a
+/// warning). When the set plus the draining node would exceed
+/// `MAX_REPLICATION_FACTOR`, the draining node leaves in one step like a FAILED one.
+///
+/// A lost primary is replaced by a ready survivor if there is one, then the one with the
+/// highest durable LSN (then a HEALTHY rather than a DRAINING one, then fewest primaries
+/// counting this pass, then lowest id); missing replicas go to nodes that accept new
 /// work and are not `excluded`, zones unused by the set first, then least loaded, then
 /// lowest id. Any other member that may not stay (FAILED) leaves too.
 pub fn plan_node_recovery(
@@ -70,7 +91,8 @@ pub fn plan_node_recovery(
 /// HEALTHY or DRAINING nodes, so a partition short of replicas is repaired as soon as a
 /// node joins. Later plans skip partitions an earlier plan of the pass already changes
 /// (each command is planned against the current epochs), and every plan books the load
-/// of the ones before it. Plans without a command are left out.
+/// of the ones before it. Plans without a command are left out, unless they report a
+/// blocked drain (so the operator hears of it).
 pub fn plan_repairs(
     state: &MetaState,
     cfg: &RecoveryConfig,
@@ -85,7 +107,7 @@ pub fn plan_repairs(
         .collect();
     let mut plans: Vec<RecoveryPlan> = leaving.into_iter().map(|n| batch.plan_node(n)).collect();
     plans.push(batch.plan_under_replicated());
-    plans.retain(|p| p.command.is_some());
+    plans.retain(|p| p.command.is_some() || !p.drain_blocked.is_empty());
     plans
 }
 
@@ -100,13 +122,22 @@ pub fn nodes_to_decommission(state: &MetaState) -> Vec<NodeId> {
         .collect()
 }
 
-/// Whether a partition needs attention: fewer than `min(replication_factor, nodes
-/// accepting new work)` HEALTHY or DRAINING members, a member that is FAILED (or
-/// otherwise out of service), or a member not ready.
+/// Whether a partition needs attention, as the API shows it: fewer than
+/// `replication_factor` members that are HEALTHY and ready (even when the cluster has
+/// too few nodes to do better; a DRAINING member's copy is on its way out), a member
+/// that is FAILED (or otherwise out of service), or a member not ready. The planner's
+/// own target is capped by the nodes accepting new work (`Batch::short_target`).
 pub fn under_replicated(state: &MetaState, p: &Partition, replication_factor: usize) -> bool {
-    let target = replication_factor.min(state.live_nodes().count());
-    let serving = p.all_nodes().filter(|n| may_stay(state, *n)).count();
-    serving < target || serving < p.all_nodes().count() || !p.is_ready()
+    let healthy = |n: NodeId| {
+        state
+            .node(n)
+            .is_some_and(|n| n.status == NodeStatus::Healthy)
+    };
+    let serving = p
+        .all_nodes()
+        .filter(|n| healthy(*n) && p.ready_node_ids.contains(n))
+        .count();
+    serving < replication_factor || !p.all_nodes().all(|n| may_stay(state, n)) || !p.is_ready()
 }
 
 /// Whether a member may stay in its partition's replica set (HEALTHY or DRAINING).
@@ -187,12 +218,26 @@ impl<'a> Batch<'a> {
             .filter_map(|id| state.partition(*id));
         let rf = self.rf;
         self.plan_changes(parts, Some(node_id), rf, &mut plan);
+        if !plan.drain_blocked.is_empty() {
+            let ids = &plan.drain_blocked[..plan.drain_blocked.len().min(WARNING_IDS_MAX)];
+            plan.warnings.push(format!(
+                "drain of node {node_id} is blocked for {} partitions (e.g. {ids:?}): no node \
+                 can take a replacement replica, so the node keeps its copies",
+                plan.drain_blocked.len()
+            ));
+        }
         plan
+    }
+
+    /// The planner's own replica target for short partitions: the replication factor,
+    /// capped by the nodes accepting new work (no better can be done).
+    fn short_target(&self) -> usize {
+        self.rf.min(self.state.live_nodes().count())
     }
 
     fn plan_under_replicated(&mut self) -> RecoveryPlan {
         let mut plan = RecoveryPlan::default();
-        let target = self.rf.min(self.state.live_nodes().count());
+        let target = self.short_target();
         let state = self.state;
         // Partitions with a member that may not stay belong to that member's node plan.
         let short = state.partitions().filter(|p| {
@@ -246,18 +291,24 @@ impl<'a> Batch<'a> {
         target: usize,
         plan: &mut RecoveryPlan,
     ) -> Option<PartitionChange> {
-        let survivors: Vec<NodeId> = p
-            .all_nodes()
-            .filter(|n| Some(*n) != leaving && may_stay(self.state, *n))
-            .collect();
-        let mut set = survivors.clone();
-        while set.len() < target {
-            let Some(pick) = self.pick_replacement(&set) else {
-                break;
-            };
-            set.push(pick);
+        match leaving {
+            Some(node_id) if self.is_draining(node_id) => self.drain_step(p, node_id, target, plan),
+            _ => self.replace(p, leaving, target, plan),
         }
-        let added = set.len() - survivors.len();
+    }
+
+    /// One step: `leaving` (if any) and every member that may not stay leave at once, and
+    /// replacements fill the set up to `target`.
+    fn replace(
+        &mut self,
+        p: &Partition,
+        leaving: Option<NodeId>,
+        target: usize,
+        plan: &mut RecoveryPlan,
+    ) -> Option<PartitionChange> {
+        let survivors = self.survivors(p, leaving);
+        let mut set = survivors.clone();
+        self.fill(&mut set, target);
         if set.len() < target {
             plan.under_replicated.push(p.partition_id);
         }
@@ -268,20 +319,95 @@ impl<'a> Batch<'a> {
             ));
             return None;
         }
-        if added == 0 && survivors.len() == p.all_nodes().count() {
+        if set.len() == survivors.len() && survivors.len() == p.all_nodes().count() {
             return None;
         }
-        let primary = self.choose_primary(p, &survivors, &set, plan);
-        plan.replaced += added;
+        Some(self.change(p, &survivors, set, plan))
+    }
+
+    /// One step of moving a partition off DRAINING node `draining` without dropping its
+    /// copy early: replacements join while no other member is being filled (it stays);
+    /// once the others are enough and all ready, it leaves. Members that may not stay
+    /// (FAILED) leave at once.
+    fn drain_step(
+        &mut self,
+        p: &Partition,
+        draining: NodeId,
+        target: usize,
+        plan: &mut RecoveryPlan,
+    ) -> Option<PartitionChange> {
+        let others = self.survivors(p, Some(draining));
+        if others.len().max(target) + 1 > MAX_REPLICATION_FACTOR {
+            // No room for a temporary extra member: move in one step.
+            return self.replace(p, Some(draining), target, plan);
+        }
+        let all_ready = others.iter().all(|n| p.ready_node_ids.contains(n));
+        if all_ready && others.len() >= target {
+            return Some(self.change(p, &others, others.clone(), plan));
+        }
+        let mut set = others.clone();
+        if all_ready {
+            self.fill(&mut set, target);
+            if set.len() < target {
+                plan.drain_blocked.push(p.partition_id);
+            }
+            if set.len() + 1 < target {
+                plan.under_replicated.push(p.partition_id);
+            }
+        }
+        // Else a replacement is still being filled: wait for it.
+        let unchanged = set.len() == others.len() && others.len() + 1 == p.all_nodes().count();
+        if unchanged {
+            return None;
+        }
+        let mut survivors = others;
+        survivors.push(draining);
+        set.push(draining);
+        Some(self.change(p, &survivors, set, plan))
+    }
+
+    /// The members of `p` that stay: all but `leaving` and those that may not stay.
+    fn survivors(&self, p: &Partition, leaving: Option<NodeId>) -> Vec<NodeId> {
+        p.all_nodes()
+            .filter(|n| Some(*n) != leaving && may_stay(self.state, *n))
+            .collect()
+    }
+
+    fn is_draining(&self, node_id: NodeId) -> bool {
+        self.state
+            .node(node_id)
+            .is_some_and(|n| n.status == NodeStatus::Draining)
+    }
+
+    /// Adds replacements to `set` up to `target` members, while nodes can take one.
+    fn fill(&self, set: &mut Vec<NodeId>, target: usize) {
+        while set.len() < target {
+            let Some(pick) = self.pick_replacement(set) else {
+                break;
+            };
+            set.push(pick);
+        }
+    }
+
+    /// The change to `set` (the `survivors` plus replacements), with its primary, booked.
+    fn change(
+        &mut self,
+        p: &Partition,
+        survivors: &[NodeId],
+        set: Vec<NodeId>,
+        plan: &mut RecoveryPlan,
+    ) -> PartitionChange {
+        let primary = self.choose_primary(p, survivors, &set, plan);
+        plan.replaced += set.len() - survivors.len();
         self.book(p, primary, &set);
         let mut replica_node_ids: Vec<NodeId> = set.into_iter().filter(|n| *n != primary).collect();
         replica_node_ids.sort_unstable();
-        Some(PartitionChange {
+        PartitionChange {
             partition_id: p.partition_id,
             expected_epoch: p.epoch,
             primary_node_id: primary,
             replica_node_ids,
-        })
+        }
     }
 
     /// Keeps the primary if it stays, else promotes the most up-to-date survivor, else
@@ -296,14 +422,17 @@ impl<'a> Batch<'a> {
         if survivors.contains(&p.primary_node_id) {
             return p.primary_node_id;
         }
-        // Most data first; then a node that is not itself about to leave; then spread.
+        // A replica still being filled (not ready) holds only part of the data: never
+        // promote one while a ready survivor exists. Then most data; then a node that is
+        // not itself about to leave; then spread.
         let primary = match survivors.iter().min_by_key(|&&n| {
+            let not_ready = !p.ready_node_ids.contains(&n);
             let lsn = (self.durable_lsn)(p.partition_id, n);
             let draining = self
                 .state
                 .node(n)
                 .is_some_and(|n| n.status == NodeStatus::Draining);
-            (Reverse(lsn), draining, self.primaries_of(n), n)
+            (not_ready, Reverse(lsn), draining, self.primaries_of(n), n)
         }) {
             Some(&best) => best,
             None => {

@@ -1,5 +1,8 @@
 //! `agentctl`: the operator's command line for the agent HTTP API.
 
+#[path = "agentctl/item.rs"]
+mod item;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -44,6 +47,9 @@ enum Cmd {
     /// The cluster as a whole.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Items: put, get, delete, query (sent straight to the key's primary).
+    #[command(subcommand)]
+    Item(item::ItemCmd),
 }
 
 #[derive(Subcommand)]
@@ -185,6 +191,7 @@ fn run(client: &ApiClient, json: bool, command: Cmd) -> anyhow::Result<()> {
             print(json, &nodes, || nodes_text(&nodes))
         }
         Cmd::Node(cmd) => run_node(client, json, cmd),
+        Cmd::Item(cmd) => item::run(client.endpoint(), json, cmd),
         Cmd::Cluster(ClusterCmd::Status) => {
             let c = client.cluster()?;
             print(json, &c, || {

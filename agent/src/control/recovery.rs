@@ -4,26 +4,34 @@
 //! available, and decommissions drained nodes marked for removal. The plans are the pure
 //! `shared::recovery` functions; level-triggered, so a new leader simply carries on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use shared::command::MetaCommand;
+use shared::data::LogPosition;
 use shared::failure::GossipState;
-use shared::model::{NodeId, NodeStatus, UnixMillis};
+use shared::model::{NodeId, NodeStatus, PartitionId, UnixMillis};
 use shared::recovery::{RecoveryConfig, nodes_to_decommission, plan_repairs};
 
+use crate::data::plane::DataPlane;
 use crate::membership::Membership;
 use crate::meta::state_machine::StateHandle;
 use crate::node::Clock;
 use crate::node::meta_client::MetaClient;
+
+/// Distinct warnings remembered to log each once; beyond this the memory starts over.
+const MAX_REMEMBERED_WARNINGS: usize = 1024;
 
 /// The recovery coordinator of one (leader) node.
 pub struct RecoveryCoordinator {
     meta: Arc<MetaClient>,
     state: StateHandle,
     membership: Membership,
+    data: Arc<DataPlane>,
     config: RecoveryConfig,
     clock: Clock,
+    /// Warnings already logged (a blocked drain repeats every pass).
+    warned: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl RecoveryCoordinator {
@@ -32,6 +40,7 @@ impl RecoveryCoordinator {
         meta: Arc<MetaClient>,
         state: StateHandle,
         membership: Membership,
+        data: Arc<DataPlane>,
         config: RecoveryConfig,
         clock: Clock,
     ) -> Self {
@@ -39,8 +48,21 @@ impl RecoveryCoordinator {
             meta,
             state,
             membership,
+            data,
             config,
             clock,
+            warned: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Logs `warning` unless it was logged already (bounded memory).
+    fn warn_once(&self, warning: &str) {
+        let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.len() >= MAX_REMEMBERED_WARNINGS {
+            warned.clear();
+        }
+        if warned.insert(warning.to_string()) {
+            tracing::warn!(%warning, "recovery");
         }
     }
 
@@ -55,18 +77,43 @@ impl RecoveryCoordinator {
             .collect()
     }
 
+    /// The durable log positions of the surviving copies of every partition held by a
+    /// failed or draining node, as the survivors report them (0 when one does not answer).
+    async fn survivor_positions(&self) -> HashMap<(PartitionId, NodeId), LogPosition> {
+        let wanted: BTreeMap<NodeId, Vec<PartitionId>> = self.state.read(|s| {
+            let mut wanted: BTreeMap<NodeId, Vec<PartitionId>> = BTreeMap::new();
+            let leaving = s
+                .nodes()
+                .filter(|n| matches!(n.status, NodeStatus::Failed | NodeStatus::Draining));
+            for node in leaving {
+                for pid in &node.partition_ids {
+                    let Some(p) = s.partition(*pid) else { continue };
+                    for survivor in p.all_nodes().filter(|&n| n != node.node_id) {
+                        wanted.entry(survivor).or_default().push(*pid);
+                    }
+                }
+            }
+            wanted
+        });
+        if wanted.is_empty() {
+            return HashMap::new();
+        }
+        self.data.collect_positions(wanted).await
+    }
+
     /// Proposes every repair and decommission the current state calls for.
     pub async fn step(&self) {
         let excluded = self.excluded();
+        let positions = self.survivor_positions().await;
+        let lsn = |pid: PartitionId, node: NodeId| positions.get(&(pid, node)).map_or(0, |p| p.lsn);
         let (plans, failed_before) = self.state.read(|s| {
-            // No data plane yet: every replica's durable log position is 0, so promotion
-            // falls back to the planner's tie-breaks (fewest primaries, lowest id).
-            let plans = plan_repairs(s, &self.config, &|_, _| 0, &excluded);
+            let plans = plan_repairs(s, &self.config, &lsn, &excluded);
             (plans, failed_holding_partitions(s))
         });
         for plan in plans {
+            // A blocked drain is re-planned every pass: say so once, not every tick.
             for warning in &plan.warnings {
-                tracing::warn!(%warning, "recovery");
+                self.warn_once(warning);
             }
             let Some(cmd) = plan.command else { continue };
             let changes = match &cmd {

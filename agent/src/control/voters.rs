@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::{BasicNode, ChangeMembers};
+use shared::failure::GossipState;
 use shared::model::{NodeId, NodeStatus};
 use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
 
+use crate::membership::Membership;
 use crate::meta::state_machine::StateHandle;
 use crate::meta::types::Raft;
 
@@ -17,6 +19,7 @@ use crate::meta::types::Raft;
 pub struct VoterManager {
     raft: Raft,
     state: StateHandle,
+    membership: Membership,
     config: VoterConfig,
     max_lag_entries: u64,
 }
@@ -34,10 +37,17 @@ enum MemberHealth {
 
 impl VoterManager {
     /// Creates the manager.
-    pub fn new(raft: Raft, state: StateHandle, config: VoterConfig, max_lag_entries: u64) -> Self {
+    pub fn new(
+        raft: Raft,
+        state: StateHandle,
+        membership: Membership,
+        config: VoterConfig,
+        max_lag_entries: u64,
+    ) -> Self {
         VoterManager {
             raft,
             state,
+            membership,
             config,
             max_lag_entries,
         }
@@ -119,9 +129,17 @@ impl VoterManager {
                 .collect();
             // Only registered learners that accept work: an unregistered one has no known
             // zone, a draining one is on its way out.
+            // Caught up is not alive: on a quiet log a dead learner stays "caught up". Only
+            // learners this leader's gossip sees alive are promoted, so a new voter set
+            // always has a live majority.
             let promotable: Vec<VoterCandidate> = learners
                 .iter()
                 .filter(|id| caught_up(id))
+                .filter(|id| {
+                    self.membership
+                        .peer(**id)
+                        .is_some_and(|p| p.gossip == GossipState::Alive)
+                })
                 .filter(|id| s.node(**id).is_some_and(|n| n.status.accepts_new_work()))
                 .map(|&id| candidate(id))
                 .collect();

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use shared::command::MetaCommand;
 use shared::lifecycle::{ReconcilePlan, reconcile_plan};
-use shared::model::NodeId;
+use shared::model::{NodeId, PartitionId};
 
+use crate::data::plane::DataPlane;
 use crate::data::store::PartitionStore;
 use crate::meta::state_machine::StateHandle;
 use crate::node::meta_client::MetaClient;
@@ -16,6 +17,7 @@ use crate::node::meta_client::MetaClient;
 /// Reconciles the local partitions of one agent.
 pub struct Reconciler {
     node_id: NodeId,
+    data: Arc<DataPlane>,
     store: Arc<PartitionStore>,
     state: StateHandle,
     meta: Arc<MetaClient>,
@@ -26,14 +28,15 @@ impl Reconciler {
     /// Creates the reconciler; orphans are dropped only once `caught_up` is set.
     pub fn new(
         node_id: NodeId,
-        store: Arc<PartitionStore>,
+        data: Arc<DataPlane>,
         state: StateHandle,
         meta: Arc<MetaClient>,
         caught_up: Arc<AtomicBool>,
     ) -> Self {
         Reconciler {
             node_id,
-            store,
+            store: data.store().clone(),
+            data,
             state,
             meta,
             caught_up,
@@ -69,6 +72,39 @@ impl Reconciler {
         self.report(plan).await
     }
 
+    /// The partitions of `pids` that hold their data: a copy added to a partition whose
+    /// other members already serve (a replacement) is empty until its primary fills it;
+    /// it asks now and counts as ready only once filled. A new table's copies all start
+    /// empty together and are ready at once.
+    async fn filled(&self, pids: Vec<PartitionId>) -> Vec<PartitionId> {
+        let mut ready = Vec::with_capacity(pids.len());
+        for pid in pids {
+            let needs_fill = self.state.read(|s| {
+                s.partition(pid).is_some_and(|p| {
+                    p.primary_node_id != self.node_id
+                        && p.ready_node_ids.iter().any(|&n| n != self.node_id)
+                })
+            });
+            if !needs_fill {
+                ready.push(pid);
+                continue;
+            }
+            match self.data.fill_from_primary(pid).await {
+                Ok(position) => {
+                    tracing::info!(
+                        partition = pid,
+                        lsn = position.lsn,
+                        "replica filled from its primary"
+                    );
+                    ready.push(pid);
+                }
+                // The primary may be failing over: the next pass asks again.
+                Err(e) => tracing::info!(partition = pid, error = %e, "replica not filled yet"),
+            }
+        }
+        ready
+    }
+
     fn apply_locally(&self, plan: &ReconcilePlan) -> anyhow::Result<()> {
         if !plan.allocate.is_empty() {
             self.store.allocate(&plan.allocate)?;
@@ -89,10 +125,11 @@ impl Reconciler {
     }
 
     async fn report(&self, plan: ReconcilePlan) -> anyhow::Result<()> {
-        if !plan.report_ready.is_empty() {
+        let ready = self.filled(plan.report_ready).await;
+        if !ready.is_empty() {
             let cmd = MetaCommand::PartitionsReady {
                 node_id: self.node_id,
-                partition_ids: plan.report_ready,
+                partition_ids: ready,
             };
             self.meta.propose(cmd).await?.ok();
         }

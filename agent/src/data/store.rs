@@ -1,26 +1,150 @@
-//! Local partition storage: one redb file per agent, one redb table per partition.
+//! Local partition storage: one redb file per agent holding, for each partition, its
+//! items, its ordered write log and its metadata.
+//!
+//! Layout of `partitions.redb`:
+//! - `partition-{pid}`: item key ([`item_key`]) → value (JSON bytes);
+//! - `log-{pid}`: LSN → postcard-encoded [`WriteRecord`], the records `first_lsn..=position.lsn`;
+//! - `positions`: pid → postcard-encoded [`PartitionMeta`] (last position, first LSN still
+//!   logged, item count, stored bytes).
+//!
+//! A partition is allocated when it has a `positions` entry (and its two tables). Every
+//! write transaction is committed with [`Durability::Immediate`]: once a call returns
+//! `Ok`, its effect survives a crash. A call that returns `Err` changed nothing.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    TableError, TableHandle, WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use shared::data::{LogPosition, WriteOp, WriteRecord, item_key};
 use shared::model::PartitionId;
 
 /// File name of the partition database inside the data dir.
 pub const PARTITIONS_FILE: &str = "partitions.redb";
 const TABLE_PREFIX: &str = "partition-";
+const LOG_PREFIX: &str = "log-";
 
-/// Why a storage operation failed. A failed allocation or drop leaves the previous state.
+/// Items of a partition keyed by [`item_key`]; values are JSON.
+type ItemTable<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
+/// Write log of a partition: LSN → postcard-encoded [`WriteRecord`].
+type LogTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
+/// Metadata of every partition: pid → postcard-encoded [`PartitionMeta`].
+const POSITIONS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("positions");
+
+/// Why a storage operation failed. Nothing was changed by a call that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// redb failed.
+    /// redb failed (IO, full disk, value too large). Nothing changed.
     #[error("partition storage: {0}")]
     Redb(String),
+    /// The partition has no storage on this agent. Nothing changed.
+    #[error("partition {0} is not allocated on this agent")]
+    NotAllocated(PartitionId),
+    /// An appended record does not follow the log: `expected` was the next LSN. Nothing
+    /// changed; the sender must resend from `expected` (or send a snapshot).
+    #[error("partition {pid}: log gap, expected LSN {expected}, got {got}")]
+    Gap {
+        /// Partition.
+        pid: PartitionId,
+        /// The LSN the log needed next.
+        expected: u64,
+        /// The LSN received.
+        got: u64,
+    },
+    /// An appended record at an LSN this replica already holds differs from the held one
+    /// (or cannot be compared because it was trimmed). Nothing changed; the replica
+    /// needs a snapshot.
+    #[error("partition {pid}: log diverged at LSN {lsn}")]
+    Diverged {
+        /// Partition.
+        pid: PartitionId,
+        /// The first LSN that differs.
+        lsn: u64,
+    },
+    /// Stored data could not be decoded or breaks an invariant. Nothing changed.
+    #[error("partition storage corrupt: {0}")]
+    Corrupt(String),
 }
 
 fn redb_err(e: impl std::fmt::Display) -> StoreError {
     StoreError::Redb(e.to_string())
+}
+
+/// (key, value) pairs: item keys or sort keys with their values, in key order.
+pub type KeyValues = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Counters of one partition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Number of items.
+    pub item_count: u64,
+    /// Stored bytes: encoded item keys plus values.
+    pub bytes: u64,
+}
+
+/// A consistent copy of one partition: every item and the log position it reflects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    /// The last record the items reflect.
+    pub position: LogPosition,
+    /// (item key, value), in key order.
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What `positions` keeps per partition. The log holds exactly `first_lsn..=position.lsn`
+/// (empty when `first_lsn == position.lsn + 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct PartitionMeta {
+    position: LogPosition,
+    first_lsn: u64,
+    item_count: u64,
+    bytes: u64,
+}
+
+impl PartitionMeta {
+    /// An empty partition whose next record is `position.lsn + 1`.
+    fn at(position: LogPosition) -> Self {
+        PartitionMeta {
+            position,
+            first_lsn: position.lsn + 1,
+            item_count: 0,
+            bytes: 0,
+        }
+    }
+
+    fn stats(&self) -> PartitionStats {
+        PartitionStats {
+            item_count: self.item_count,
+            bytes: self.bytes,
+        }
+    }
+
+    fn add_item(&mut self, bytes: usize) {
+        self.item_count += 1;
+        self.bytes += bytes as u64;
+    }
+
+    fn remove_item(&mut self, pid: PartitionId, bytes: usize) -> Result<(), StoreError> {
+        let count = self.item_count.checked_sub(1);
+        let left = self.bytes.checked_sub(bytes as u64);
+        let (Some(count), Some(left)) = (count, left) else {
+            return Err(StoreError::Corrupt(format!(
+                "partition {pid}: item stats underflow"
+            )));
+        };
+        (self.item_count, self.bytes) = (count, left);
+        Ok(())
+    }
+
+    /// Whether the record at `lsn` is still in the log.
+    fn logged(&self, lsn: u64) -> bool {
+        lsn >= self.first_lsn && lsn <= self.position.lsn
+    }
 }
 
 /// Partition storage of one agent. The set of local partitions is read from disk once
@@ -29,93 +153,501 @@ fn redb_err(e: impl std::fmt::Display) -> StoreError {
 pub struct PartitionStore {
     db: Database,
     local: Mutex<BTreeSet<PartitionId>>,
+    /// Held across the transactions that allocate or drop partitions and the update of
+    /// `local` that follows, so the set follows the disk's order of commits.
+    layout: Mutex<()>,
 }
 
 fn table_name(pid: PartitionId) -> String {
     format!("{TABLE_PREFIX}{pid}")
 }
 
-/// Items of a partition keyed by (partition key, sort key) encoding; values are JSON.
-type ItemTable<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
+fn log_name(pid: PartitionId) -> String {
+    format!("{LOG_PREFIX}{pid}")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl PartitionStore {
-    /// Opens (or creates) the partition database in `data_dir`.
+    /// Opens (or creates) the partition database in `data_dir`. Partitions allocated by an
+    /// older version (item table only) get their log and metadata here.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let db = Database::create(data_dir.join(PARTITIONS_FILE)).map_err(redb_err)?;
-        let local = Mutex::new(read_local(&db)?);
-        Ok(PartitionStore { db, local })
+        let (local, missing_meta) = read_local(&db)?;
+        let store = PartitionStore {
+            db,
+            local: Mutex::new(local),
+            layout: Mutex::new(()),
+        };
+        if !missing_meta.is_empty() {
+            store.allocate(&missing_meta)?;
+        }
+        Ok(store)
     }
 
     /// Partitions that have storage here.
     pub fn list(&self) -> BTreeSet<PartitionId> {
-        self.local_set().clone()
+        lock(&self.local).clone()
     }
 
-    fn local_set(&self) -> std::sync::MutexGuard<'_, BTreeSet<PartitionId>> {
-        self.local.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Allocates storage for the partitions (idempotent), durably, in one transaction.
+    /// Allocates storage for the partitions (idempotent: an allocated partition keeps its
+    /// items and log), durably, in one transaction.
     pub fn allocate(&self, pids: &[PartitionId]) -> Result<(), StoreError> {
+        let _layout = lock(&self.layout);
         self.write(|txn| {
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
             for &pid in pids {
-                let name = table_name(pid);
-                txn.open_table(ItemTable::new(&name)).map_err(redb_err)?;
+                let items = txn
+                    .open_table(ItemTable::new(&table_name(pid)))
+                    .map_err(redb_err)?;
+                txn.open_table(LogTable::new(&log_name(pid)))
+                    .map_err(redb_err)?;
+                if positions.get(pid).map_err(redb_err)?.is_none() {
+                    // Normally empty; not so only for an item table of an older version.
+                    let meta = count_items(&items, PartitionMeta::at(LogPosition::default()))?;
+                    store_meta(&mut positions, pid, &meta)?;
+                }
             }
             Ok(())
         })?;
-        self.local_set().extend(pids);
+        lock(&self.local).extend(pids);
         Ok(())
     }
 
-    /// Drops the storage of the partitions (idempotent), durably, in one transaction.
+    /// Drops the storage of the partitions (items, log, metadata; idempotent), durably,
+    /// in one transaction.
     pub fn drop_partitions(&self, pids: &[PartitionId]) -> Result<(), StoreError> {
+        let _layout = lock(&self.layout);
         self.write(|txn| {
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
             for &pid in pids {
-                let name = table_name(pid);
-                txn.delete_table(ItemTable::new(&name)).map_err(redb_err)?;
+                txn.delete_table(ItemTable::new(&table_name(pid)))
+                    .map_err(redb_err)?;
+                txn.delete_table(LogTable::new(&log_name(pid)))
+                    .map_err(redb_err)?;
+                positions.remove(pid).map_err(redb_err)?;
             }
             Ok(())
         })?;
-        self.local_set().retain(|p| !pids.contains(p));
+        lock(&self.local).retain(|p| !pids.contains(p));
         Ok(())
     }
 
+    /// Last durable record; (0,0) when the log is empty.
+    pub fn position(&self, pid: PartitionId) -> Result<LogPosition, StoreError> {
+        Ok(self.read_meta(pid)?.position)
+    }
+
+    /// Item count and stored bytes (encoded item keys plus values).
+    pub fn stats(&self, pid: PartitionId) -> Result<PartitionStats, StoreError> {
+        Ok(self.read_meta(pid)?.stats())
+    }
+
+    /// Appends records in LSN order and applies them to the items, in one durable
+    /// transaction, returning the new position. Each new record's LSN must follow the
+    /// last one; a record at an LSN already held is skipped if it equals the held one
+    /// (redelivery), else the whole call fails with [`StoreError::Diverged`]; a gap fails
+    /// with [`StoreError::Gap`]. Nothing is written on error, nor when every record was
+    /// already held.
+    pub fn append(
+        &self,
+        pid: PartitionId,
+        records: &[WriteRecord],
+    ) -> Result<LogPosition, StoreError> {
+        let txn = self.begin_write()?;
+        let after = {
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+            let before = load_meta(&positions, pid)?;
+            let mut log = txn
+                .open_table(LogTable::new(&log_name(pid)))
+                .map_err(redb_err)?;
+            let mut items = txn
+                .open_table(ItemTable::new(&table_name(pid)))
+                .map_err(redb_err)?;
+            let mut meta = before;
+            for record in records {
+                append_one(pid, &mut log, &mut items, &mut meta, record)?;
+            }
+            if meta == before {
+                return Ok(before.position); // dropping `txn` aborts it
+            }
+            store_meta(&mut positions, pid, &meta)?;
+            meta
+        };
+        txn.commit().map_err(redb_err)?;
+        Ok(after.position)
+    }
+
+    /// The value stored under (partition key, sort key).
+    pub fn get(
+        &self,
+        pid: PartitionId,
+        partition_key: &[u8],
+        sort_key: Option<&[u8]>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        let key = item_key(partition_key, sort_key);
+        let value = items.get(key.as_slice()).map_err(redb_err)?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// Items of one partition key with sort key in `[from, to]` (inclusive, `None` =
+    /// unbounded), in sort-key order, at most `limit`: (sort key bytes, value) pairs, and
+    /// whether more matched.
+    pub fn query(
+        &self,
+        pid: PartitionId,
+        partition_key: &[u8],
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(KeyValues, bool), StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        if let (Some(from), Some(to)) = (from, to)
+            && from > to
+        {
+            return Ok((Vec::new(), false));
+        }
+        let prefix = item_key(partition_key, None);
+        let start = item_key(partition_key, Some(from.unwrap_or_default()));
+        let end = to.map(|to| item_key(partition_key, Some(to)));
+        let end = end.as_deref().map_or(Bound::Unbounded, Bound::Included);
+        let range = items
+            .range::<&[u8]>((Bound::Included(start.as_slice()), end))
+            .map_err(redb_err)?;
+        let mut out = Vec::new();
+        for entry in range {
+            let (key, value) = entry.map_err(redb_err)?;
+            let Some(sort_key) = key.value().strip_prefix(prefix.as_slice()) else {
+                break; // past the last item of this partition key
+            };
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            out.push((sort_key.to_vec(), value.value().to_vec()));
+        }
+        Ok((out, false))
+    }
+
+    /// Records with LSN > `after`, in order, at most `max_records`; `Ok(None)` when some
+    /// of them were trimmed from the log (the caller must send a snapshot instead).
+    /// Empty when `after >= position.lsn`.
+    pub fn log_after(
+        &self,
+        pid: PartitionId,
+        after: u64,
+        max_records: usize,
+    ) -> Result<Option<Vec<WriteRecord>>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
+        if after >= meta.position.lsn {
+            return Ok(Some(Vec::new()));
+        }
+        if after + 1 < meta.first_lsn {
+            return Ok(None);
+        }
+        let log = open_read(&txn, LogTable::new(&log_name(pid)), pid)?;
+        let range = log.range(after + 1..=meta.position.lsn).map_err(redb_err)?;
+        let mut out = Vec::with_capacity(max_records.min(1024));
+        for entry in range.take(max_records) {
+            let (lsn, bytes) = entry.map_err(redb_err)?;
+            out.push(decode_record(pid, lsn.value(), bytes.value())?);
+        }
+        Ok(Some(out))
+    }
+
+    /// Epoch of the record at `lsn` if it is still in the log (`lsn` 0 → `Some(0)`; the
+    /// last record's epoch is known from the position even when trimmed).
+    pub fn epoch_at(&self, pid: PartitionId, lsn: u64) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
+        if lsn == 0 {
+            return Ok(Some(0));
+        }
+        if lsn == meta.position.lsn {
+            return Ok(Some(meta.position.epoch));
+        }
+        if !meta.logged(lsn) {
+            return Ok(None);
+        }
+        let log = open_read(&txn, LogTable::new(&log_name(pid)), pid)?;
+        let Some(bytes) = log.get(lsn).map_err(redb_err)? else {
+            return Err(missing_record(pid, lsn));
+        };
+        // A postcard WriteRecord starts with its lsn and epoch: decode only those.
+        let ((at, epoch), _) = postcard::take_from_bytes::<(u64, u64)>(bytes.value())
+            .map_err(|e| corrupt_record(pid, lsn, e))?;
+        if at != lsn {
+            return Err(corrupt_record(pid, lsn, format!("holds LSN {at}")));
+        }
+        Ok(Some(epoch))
+    }
+
+    /// A consistent snapshot (one read transaction).
+    pub fn snapshot(&self, pid: PartitionId) -> Result<PartitionSnapshot, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
+        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        let mut out = Vec::with_capacity(usize::try_from(meta.item_count).unwrap_or(0));
+        for entry in items.iter().map_err(redb_err)? {
+            let (key, value) = entry.map_err(redb_err)?;
+            out.push((key.value().to_vec(), value.value().to_vec()));
+        }
+        Ok(PartitionSnapshot {
+            position: meta.position,
+            items: out,
+        })
+    }
+
+    /// Replaces the partition's items with the snapshot's, empties the log and sets the
+    /// position (the next append must be `position.lsn + 1`), in one durable transaction.
+    /// Allocates the partition if needed.
+    pub fn install_snapshot(
+        &self,
+        pid: PartitionId,
+        snapshot: &PartitionSnapshot,
+    ) -> Result<(), StoreError> {
+        let _layout = lock(&self.layout);
+        self.write(|txn| {
+            let (items_def, log_def) = (table_name(pid), log_name(pid));
+            txn.delete_table(ItemTable::new(&items_def))
+                .map_err(redb_err)?;
+            txn.delete_table(LogTable::new(&log_def))
+                .map_err(redb_err)?;
+            txn.open_table(LogTable::new(&log_def)).map_err(redb_err)?;
+            let mut items = txn
+                .open_table(ItemTable::new(&items_def))
+                .map_err(redb_err)?;
+            let mut meta = PartitionMeta::at(snapshot.position);
+            for (key, value) in &snapshot.items {
+                put_item(pid, &mut items, &mut meta, key, value)?;
+            }
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+            store_meta(&mut positions, pid, &meta)
+        })?;
+        lock(&self.local).insert(pid);
+        Ok(())
+    }
+
+    /// Drops the oldest log records so that at most `keep` remain; items are unaffected.
+    pub fn trim_log(&self, pid: PartitionId, keep: u64) -> Result<(), StoreError> {
+        let txn = self.begin_write()?;
+        {
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+            let mut meta = load_meta(&positions, pid)?;
+            let new_first = (meta.position.lsn + 1).saturating_sub(keep);
+            if new_first <= meta.first_lsn {
+                return Ok(()); // nothing to trim; dropping `txn` aborts it
+            }
+            let mut log = txn
+                .open_table(LogTable::new(&log_name(pid)))
+                .map_err(redb_err)?;
+            log.retain_in(meta.first_lsn..new_first, |_, _| false)
+                .map_err(redb_err)?;
+            meta.first_lsn = new_first;
+            store_meta(&mut positions, pid, &meta)?;
+        }
+        txn.commit().map_err(redb_err)
+    }
+
+    fn read_meta(&self, pid: PartitionId) -> Result<PartitionMeta, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        load_meta(&open_read(&txn, POSITIONS, pid)?, pid)
+    }
+
+    fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(redb_err)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(redb_err)?;
+        Ok(txn)
+    }
+
+    /// Runs `f` in one durable write transaction, committed only if `f` succeeds.
     fn write(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+        f: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write().map_err(redb_err)?;
-        txn.set_durability(redb::Durability::Immediate)
-            .map_err(redb_err)?;
+        let txn = self.begin_write()?;
         f(&txn)?;
         txn.commit().map_err(redb_err)
     }
 }
 
-/// The partitions that have a table in `db`.
-fn read_local(db: &Database) -> Result<BTreeSet<PartitionId>, StoreError> {
+/// Appends one record to the log and applies it, or checks a redelivered one.
+fn append_one(
+    pid: PartitionId,
+    log: &mut Table<u64, &'static [u8]>,
+    items: &mut Table<&'static [u8], &'static [u8]>,
+    meta: &mut PartitionMeta,
+    record: &WriteRecord,
+) -> Result<(), StoreError> {
+    let encoded = postcard::to_allocvec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let expected = meta.position.lsn + 1;
+    if record.lsn < expected {
+        return check_redelivered(pid, log, meta, record, &encoded);
+    }
+    if record.lsn > expected {
+        return Err(StoreError::Gap {
+            pid,
+            expected,
+            got: record.lsn,
+        });
+    }
+    log.insert(record.lsn, encoded.as_slice())
+        .map_err(redb_err)?;
+    let key = item_key(&record.partition_key, record.sort_key.as_deref());
+    match &record.op {
+        WriteOp::Put(value) => put_item(pid, items, meta, &key, value)?,
+        WriteOp::Delete => {
+            let old = items.remove(key.as_slice()).map_err(redb_err)?;
+            if let Some(old_len) = old.map(|v| v.value().len()) {
+                meta.remove_item(pid, key.len() + old_len)?;
+            }
+        }
+    }
+    meta.position = LogPosition {
+        lsn: record.lsn,
+        epoch: record.epoch,
+    };
+    Ok(())
+}
+
+/// Accepts a record at an LSN already held only if it is the held one. A trimmed record
+/// can be compared only at the last position (by epoch: one primary per epoch assigns
+/// each LSN once); an older trimmed one counts as diverged.
+fn check_redelivered(
+    pid: PartitionId,
+    log: &Table<u64, &'static [u8]>,
+    meta: &PartitionMeta,
+    record: &WriteRecord,
+    encoded: &[u8],
+) -> Result<(), StoreError> {
+    let lsn = record.lsn;
+    let same = if meta.logged(lsn) {
+        let held = log.get(lsn).map_err(redb_err)?;
+        let held = held.ok_or_else(|| missing_record(pid, lsn))?;
+        held.value() == encoded
+    } else {
+        lsn != 0 && lsn == meta.position.lsn && record.epoch == meta.position.epoch
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(StoreError::Diverged { pid, lsn })
+    }
+}
+
+/// Stores `value` under `key`, keeping the counters exact whether or not it replaces one.
+fn put_item(
+    pid: PartitionId,
+    items: &mut Table<&'static [u8], &'static [u8]>,
+    meta: &mut PartitionMeta,
+    key: &[u8],
+    value: &[u8],
+) -> Result<(), StoreError> {
+    let old = items.insert(key, value).map_err(redb_err)?;
+    if let Some(old_len) = old.map(|v| v.value().len()) {
+        meta.remove_item(pid, key.len() + old_len)?;
+    }
+    meta.add_item(key.len() + value.len());
+    Ok(())
+}
+
+/// `meta` with the counters of the items already in `items`.
+fn count_items(
+    items: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    mut meta: PartitionMeta,
+) -> Result<PartitionMeta, StoreError> {
+    for entry in items.iter().map_err(redb_err)? {
+        let (key, value) = entry.map_err(redb_err)?;
+        meta.add_item(key.value().len() + value.value().len());
+    }
+    Ok(meta)
+}
+
+/// Opens a table for reading; a missing table means the partition is not allocated.
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &ReadTransaction,
+    def: TableDefinition<K, V>,
+    pid: PartitionId,
+) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
+    txn.open_table(def).map_err(|e| match e {
+        TableError::TableDoesNotExist(_) => StoreError::NotAllocated(pid),
+        e => redb_err(e),
+    })
+}
+
+fn load_meta(
+    positions: &impl ReadableTable<u64, &'static [u8]>,
+    pid: PartitionId,
+) -> Result<PartitionMeta, StoreError> {
+    let bytes = positions.get(pid).map_err(redb_err)?;
+    let bytes = bytes.ok_or(StoreError::NotAllocated(pid))?;
+    postcard::from_bytes(bytes.value())
+        .map_err(|e| StoreError::Corrupt(format!("partition {pid} metadata: {e}")))
+}
+
+fn store_meta(
+    positions: &mut Table<u64, &'static [u8]>,
+    pid: PartitionId,
+    meta: &PartitionMeta,
+) -> Result<(), StoreError> {
+    debug_assert!(meta.first_lsn <= meta.position.lsn + 1, "{meta:?}");
+    let bytes = postcard::to_allocvec(meta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    positions.insert(pid, bytes.as_slice()).map_err(redb_err)?;
+    Ok(())
+}
+
+fn decode_record(pid: PartitionId, lsn: u64, bytes: &[u8]) -> Result<WriteRecord, StoreError> {
+    let record: WriteRecord =
+        postcard::from_bytes(bytes).map_err(|e| corrupt_record(pid, lsn, e))?;
+    if record.lsn != lsn {
+        return Err(corrupt_record(
+            pid,
+            lsn,
+            format!("holds LSN {}", record.lsn),
+        ));
+    }
+    Ok(record)
+}
+
+fn corrupt_record(pid: PartitionId, lsn: u64, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("partition {pid} log record {lsn}: {e}"))
+}
+
+fn missing_record(pid: PartitionId, lsn: u64) -> StoreError {
+    corrupt_record(pid, lsn, "missing from the log")
+}
+
+/// The partitions that have an item table in `db`, and those of them without metadata
+/// (allocated by an older version).
+fn read_local(db: &Database) -> Result<(BTreeSet<PartitionId>, Vec<PartitionId>), StoreError> {
     let txn = db.begin_read().map_err(redb_err)?;
     let tables = txn.list_tables().map_err(redb_err)?;
-    Ok(tables
+    let local: BTreeSet<PartitionId> = tables
         .filter_map(|t| t.name().strip_prefix(TABLE_PREFIX)?.parse().ok())
-        .collect())
+        .collect();
+    let positions = match txn.open_table(POSITIONS) {
+        Ok(t) => Some(t),
+        Err(TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(redb_err(e)),
+    };
+    let mut missing = Vec::new();
+    for &pid in &local {
+        let has_meta = match &positions {
+            Some(t) => t.get(pid).map_err(redb_err)?.is_some(),
+            None => false,
+        };
+        if !has_meta {
+            missing.push(pid);
+        }
+    }
+    Ok((local, missing))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn allocate_list_drop_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = PartitionStore::open(dir.path()).unwrap();
-        store.allocate(&[3, 1, 2]).unwrap();
-        store.allocate(&[2]).unwrap();
-        assert_eq!(store.list(), BTreeSet::from([1, 2, 3]));
-        store.drop_partitions(&[2, 9]).unwrap();
-        drop(store);
-        let store = PartitionStore::open(dir.path()).unwrap();
-        assert_eq!(store.list(), BTreeSet::from([1, 3]));
-    }
-}
+mod tests;

@@ -2,8 +2,9 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use shared::api::ErrorBody;
+use shared::api::{ErrorBody, ITEM_NOT_FOUND_CODE, PARTITION_EPOCH_HEADER, WRONG_PARTITION_CODE};
 use shared::command::{ErrorClass, MetaError};
+use shared::data::ItemError;
 
 use crate::node::meta_client::MetaClientError;
 
@@ -16,25 +17,28 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// `X-Partition-Epoch` of a `WrongPartition` answer.
+    partition_epoch: Option<u64>,
 }
 
 impl ApiError {
-    /// 400 with a code and message.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
-            status: StatusCode::BAD_REQUEST,
+            status,
             code,
             message: message.into(),
+            partition_epoch: None,
         }
+    }
+
+    /// 400 with a code and message.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
     /// 404 with a code and message.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            code,
-            message: message.into(),
-        }
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
     /// An extractor's rejection (body too large, bad query, wrong method) as a JSON error.
@@ -45,26 +49,80 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
             _ => "InvalidRequest",
         };
-        ApiError {
-            status,
-            code,
-            message,
-        }
+        ApiError::new(status, code, message)
     }
 
     /// 503: no leader, or the local replica is not ready.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "ServiceUnavailable",
-            message: message.into(),
-        }
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
     }
 
     /// 404 for an unknown table.
     pub fn table_not_found(name: &str) -> Self {
         MetaError::TableNotFound(name.to_string()).into()
     }
+
+    /// 404 for a missing item.
+    pub fn item_not_found(message: impl Into<String>) -> Self {
+        ApiError::not_found(ITEM_NOT_FOUND_CODE, message)
+    }
+
+    /// 413 for an item value over the limit (or a body too large to be one).
+    pub fn value_too_large(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "ValueTooLarge", message)
+    }
+
+    /// 500: the server broke a promise of its own (never the client's fault).
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+}
+
+impl From<ItemError> for ApiError {
+    fn from(e: ItemError) -> Self {
+        let message = e.to_string();
+        match e {
+            ItemError::WrongPartition {
+                current_epoch,
+                primary,
+            } => ApiError {
+                partition_epoch: current_epoch,
+                ..ApiError::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    WRONG_PARTITION_CODE,
+                    wrong_partition_message(current_epoch, primary),
+                )
+            },
+            ItemError::TableNotFound(name) => ApiError::table_not_found(&name),
+            ItemError::TableNotWritable { name, status } => {
+                let status = serde_json::to_value(status).unwrap_or_default();
+                let status = status.as_str().unwrap_or("not writable");
+                let message = format!("table {name} is {status}; writes need ACTIVE or SCALING");
+                ApiError::new(StatusCode::CONFLICT, "TableNotWritable", message)
+            }
+            ItemError::ValueTooLarge { .. } => ApiError::value_too_large(message),
+            ItemError::Invalid(_) => ApiError::bad_request("InvalidRequest", message),
+            // Retry-After is added to every 503 by `into_response`.
+            ItemError::Unavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "PartitionUnavailable",
+                message,
+            ),
+        }
+    }
+}
+
+fn wrong_partition_message(current_epoch: Option<u64>, primary: Option<u64>) -> String {
+    let epoch = current_epoch.map_or("unknown".to_string(), |e| e.to_string());
+    let primary = primary.map_or("unknown".to_string(), |n| format!("node {n}"));
+    format!(
+        "this agent is not the primary of the key's partition at the epoch given \
+         (current epoch {epoch}, primary {primary}); refresh the routes and retry"
+    )
 }
 
 impl From<MetaError> for ApiError {
@@ -74,11 +132,7 @@ impl From<MetaError> for ApiError {
             ErrorClass::NotFound => StatusCode::NOT_FOUND,
             ErrorClass::Conflict => StatusCode::CONFLICT,
         };
-        ApiError {
-            status,
-            code: e.code(),
-            message: e.to_string(),
-        }
+        ApiError::new(status, e.code(), e.to_string())
     }
 }
 
@@ -87,11 +141,11 @@ impl From<MetaClientError> for ApiError {
         match e {
             MetaClientError::NoLeader(_) => ApiError::unavailable(e.to_string()),
             // Not 503: the write may have applied, so a blind retry is not safe to invite.
-            MetaClientError::Unknown(_) => ApiError {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                code: "OutcomeUnknown",
-                message: format!("{e}; read the resource to learn whether the change applied"),
-            },
+            MetaClientError::Unknown(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "OutcomeUnknown",
+                format!("{e}; read the resource to learn whether the change applied"),
+            ),
         }
     }
 }
@@ -104,6 +158,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if let Some(epoch) = self.partition_epoch {
+            response
+                .headers_mut()
+                .insert(PARTITION_EPOCH_HEADER, HeaderValue::from(epoch));
         }
         response
     }

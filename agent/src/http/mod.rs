@@ -1,7 +1,8 @@
-//! The HTTP API (axum): table lifecycle, cluster inspection, health.
+//! The HTTP API (axum): table lifecycle, items, cluster inspection, health.
 
 mod cluster;
 pub mod error;
+mod items;
 mod tables;
 
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use serde::de::DeserializeOwned;
 use crate::data::store::PartitionStore;
 use crate::http::error::ApiError;
 use crate::meta::state_machine::StateHandle;
-use crate::metrics::{RaftView, ScrapeView};
+use crate::metrics::{PartitionFigures, RaftView, ScrapeView};
 use crate::node::Clock;
 use crate::node::health::HealthView;
 use crate::node::meta_client::MetaClient;
@@ -41,10 +42,17 @@ pub struct AppState {
     pub health: HealthView,
     /// Replicas a partition should have (primary included), from the placement config.
     pub replication_factor: usize,
+    /// The data plane (item calls).
+    pub data: Arc<crate::data::plane::DataPlane>,
+    /// Largest item value in bytes (`data.max_value_bytes`): item bodies may be this large
+    /// even when `http.max_body_bytes` is smaller, so that the data plane answers 413.
+    pub max_value_bytes: usize,
 }
 
 /// Builds the router.
 pub fn router(app: AppState, max_body_bytes: usize) -> Router {
+    // A route's own body limit overrides the router-wide one.
+    let item_body_limit = DefaultBodyLimit::max(max_body_bytes.max(app.max_value_bytes));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -62,6 +70,13 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
             get(tables::get_schema).put(tables::put_schema),
         )
         .route("/tables/{name}/partitions", get(tables::partitions))
+        .route(
+            "/tables/{name}/items/{partition_key}",
+            get(items::get)
+                .put(items::put)
+                .delete(items::delete)
+                .layer(item_body_limit),
+        )
         .route("/cluster", get(cluster::cluster))
         .route("/clusters/{cluster_id}/nodes", get(cluster::nodes))
         .route(
@@ -116,6 +131,7 @@ async fn metrics(
     let nodes = app.health.samples();
     let applied_lag_entries = app.health.applied_lag_entries();
     let replication_lag_ms = app.health.replication_lag_ms();
+    let partitions = partition_figures(&app.data);
     let body = app.state.read(|state| {
         app.meta.metrics().render(&ScrapeView {
             raft: view,
@@ -124,10 +140,41 @@ async fn metrics(
             nodes,
             applied_lag_entries,
             replication_lag_ms,
+            partitions,
         })
     });
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// The data-plane figures of every partition stored or led here.
+fn partition_figures(data: &crate::data::plane::DataPlane) -> Vec<PartitionFigures> {
+    let mut figures: std::collections::BTreeMap<u64, PartitionFigures> = data
+        .activity()
+        .samples()
+        .into_iter()
+        .map(|s| {
+            let f = PartitionFigures {
+                partition_id: s.partition_id,
+                ops_per_sec: s.ops_per_sec,
+                items: None,
+                bytes: None,
+                replica_lag: s.replica_lag,
+            };
+            (s.partition_id, f)
+        })
+        .collect();
+    for pid in data.store().list() {
+        if let Ok(stats) = data.store().stats(pid) {
+            let f = figures.entry(pid).or_insert_with(|| PartitionFigures {
+                partition_id: pid,
+                ..PartitionFigures::default()
+            });
+            f.items = Some(stats.item_count);
+            f.bytes = Some(stats.bytes);
+        }
+    }
+    figures.into_values().collect()
 }
 
 /// Counts every request (the node's ops/sec in its status report).

@@ -238,13 +238,18 @@ impl GossipDriver {
         let me = self.local.id.node_id;
         let registered: Vec<GossipId> = self.state.read(|s| {
             s.nodes()
-                .filter(|n| n.node_id != me && n.status != NodeStatus::Decommissioned)
+                .filter(|n| n.node_id != me)
+                .filter(|n| !matches!(n.status, NodeStatus::Decommissioned | NodeStatus::Failed))
                 .map(|n| GossipId::new(n.node_id, n.peer_addr.clone(), n.incarnation))
                 .collect()
         });
+        // Members foca holds as down are announced to as well: after this agent was cut
+        // off (everyone down, foca idle) or a member came back, this rejoins within a
+        // discovery round instead of foca's minute-long announce-to-down period.
         let known: BTreeSet<NodeId> = self
             .foca
             .iter_membership_state()
+            .filter(|m| m.state() != foca::State::Down)
             .map(|m| m.id().node_id)
             .collect();
         let mut unknown = Vec::new();

@@ -11,6 +11,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use shared::command::{MetaCommand, MetaResult};
+use shared::data::{DataPeerReply, DataPeerRequest};
 use shared::model::NodeStatus;
 
 use super::types::{NodeId, Raft, TypeConfig};
@@ -33,6 +34,8 @@ pub enum PeerRequest {
     /// An agent asks the leader how the cluster records it (was it failed or removed
     /// while it could not hear?).
     NodeRecord(NodeId),
+    /// Data plane: forwarded item operations, replication, leases, catch-up.
+    Data(DataPeerRequest),
 }
 
 /// How the leader's metadata records one agent.
@@ -119,6 +122,8 @@ pub enum PeerResponse {
     Join(Result<(), ForwardError>),
     /// Answer to `NodeRecord`, read linearizably on the leader.
     NodeRecord(Result<NodeRecord, ForwardError>),
+    /// Answer to `Data`.
+    Data(DataPeerReply),
     /// The request could not be decoded.
     BadRequest(String),
 }
@@ -160,6 +165,7 @@ pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerRe
         PeerRequest::ClientWrite(_)
         | PeerRequest::ReadIndex
         | PeerRequest::Join(_)
-        | PeerRequest::NodeRecord(_) => None,
+        | PeerRequest::NodeRecord(_)
+        | PeerRequest::Data(_) => None,
     }
 }

@@ -47,6 +47,11 @@ pub async fn register(reg: Registration, mut incarnation: u64) {
     loop {
         join_until_registered(&reg, incarnation, retry).await;
         wait_until_declared_failed(&reg, incarnation, retry).await;
+        if decommissioned(&reg) {
+            // An operator removed this node: it stays out, restarted or not.
+            tracing::warn!("this agent was removed from the cluster (decommissioned)");
+            return;
+        }
         incarnation = (reg.clock)().max(incarnation + 1);
         tracing::warn!(incarnation, "declared failed while running: rejoining");
     }
@@ -102,10 +107,22 @@ async fn wait_until_declared_failed(reg: &Registration, incarnation: u64, poll: 
             s.node(me)
                 .is_some_and(|n| n.status == NodeStatus::Failed && n.incarnation == incarnation)
         });
-        if failed_locally || (gossip_down && leader_says_failed(reg, incarnation, poll).await) {
+        if failed_locally
+            || decommissioned(reg)
+            || (gossip_down && leader_says_failed(reg, incarnation, poll).await)
+        {
             return;
         }
     }
+}
+
+/// Whether the local metadata says an operator removed this agent.
+fn decommissioned(reg: &Registration) -> bool {
+    let me = reg.config.node_id;
+    reg.meta.state().read(|s| {
+        s.node(me)
+            .is_some_and(|n| n.status == NodeStatus::Decommissioned)
+    })
 }
 
 /// Attempts to get the leader's record of this agent after a gossip "down".

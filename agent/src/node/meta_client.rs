@@ -345,6 +345,7 @@ fn variant_name(resp: &PeerResponse) -> &'static str {
         PeerResponse::ReadIndex(_) => "ReadIndex",
         PeerResponse::Join(_) => "Join",
         PeerResponse::NodeRecord(_) => "NodeRecord",
+        PeerResponse::Data(_) => "Data",
         PeerResponse::BadRequest(_) => "BadRequest",
     }
 }

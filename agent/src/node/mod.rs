@@ -23,6 +23,7 @@ use crate::control::failure::FailureDetector;
 use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
 use crate::control::voters::VoterManager;
+use crate::data::plane::DataPlane;
 use crate::data::reconciler::Reconciler;
 use crate::data::store::PartitionStore;
 use crate::host::HostSampler;
@@ -117,9 +118,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     .await
     .context("starting Raft")?;
     let leader_wait = Duration::from_millis(config.http.leader_wait_ms);
-    let handler = PeerHandler::new(raft.clone(), state.clone(), clock.clone(), leader_wait);
-    transport.serve(Arc::new(handler));
-
     let metrics = Arc::new(AgentMetrics::new());
     let meta = Arc::new(MetaClient::new(
         config.node_id,
@@ -129,6 +127,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         leader_wait,
         metrics.clone(),
     ));
+    let store = Arc::new(PartitionStore::open(&config.data_dir)?);
+    let data = Arc::new(DataPlane::new(
+        config.node_id,
+        state.clone(),
+        store.clone(),
+        peers.clone(),
+        meta.clone(),
+        config.data.clone(),
+    ));
+    let handler = PeerHandler::new(
+        raft.clone(),
+        state.clone(),
+        data.clone(),
+        clock.clone(),
+        leader_wait,
+    );
+    transport.serve(Arc::new(handler));
+    tokio::spawn(data.clone().run_leases());
     tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
     if config.bootstrap {
         bootstrap_if_new(&raft, &config).await?;
@@ -148,8 +164,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         &transport,
         incarnation,
         &health,
+        &data,
         &state,
-        &metrics,
         &clock,
     );
     tokio::spawn(join::register(
@@ -164,11 +180,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     ));
     let caught_up = Arc::new(AtomicBool::new(false));
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
-    spawn_controllers(&config, &meta, &state, &clock, contacts, &membership);
-    let store = Arc::new(PartitionStore::open(&config.data_dir)?);
+    spawn_controllers(&config, &meta, &state, &clock, contacts, &membership, &data);
     let reconciler = Reconciler::new(
         config.node_id,
-        store.clone(),
+        data.clone(),
         state.clone(),
         meta.clone(),
         caught_up.clone(),
@@ -183,6 +198,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         store,
         health,
         replication_factor: config.placement.replication_factor,
+        data,
+        max_value_bytes: config.data.max_value_bytes,
     };
     let http = tokio::net::TcpListener::bind(config.listen.http)
         .await
@@ -279,19 +296,12 @@ fn start_gossip(
     transport: &QuicTransport,
     incarnation: u64,
     health: &HealthView,
+    data: &Arc<DataPlane>,
     state: &StateHandle,
-    metrics: &Arc<AgentMetrics>,
     clock: &Clock,
 ) {
     let host = HostSampler::new(&config.data_dir);
-    let status = status_source(
-        config.node_id,
-        host,
-        health.clone(),
-        state.clone(),
-        metrics.clone(),
-        clock.clone(),
-    );
+    let status = status_source(config.node_id, host, data.clone(), state.clone());
     let (driver, inbox) = GossipDriver::new(DriverParts {
         local: LocalMember {
             id: GossipId::new(config.node_id, config.advertised_peer(), incarnation),
@@ -310,34 +320,23 @@ fn start_gossip(
     tokio::spawn(driver.run());
 }
 
-/// The dynamic part of this agent's gossiped status report.
+/// The dynamic part of this agent's gossiped status report: host figures, and the data
+/// plane's operations and worst replica lag over the partitions this agent leads.
 fn status_source(
     me: shared::model::NodeId,
     host: HostSampler,
-    health: HealthView,
+    data: Arc<DataPlane>,
     state: StateHandle,
-    metrics: Arc<AgentMetrics>,
-    clock: Clock,
 ) -> StatusSource {
-    // Requests served and when, at the previous report: ops/sec is over that interval.
-    let previous = std::sync::Mutex::new((metrics.http_requests.get(), clock()));
     Arc::new(move || {
-        let now = clock();
-        let served = metrics.http_requests.get();
-        let ops_per_sec = {
-            let mut prev = previous.lock().unwrap_or_else(|e| e.into_inner());
-            let elapsed_ms = now.saturating_sub(prev.1).max(1);
-            let rate = served.saturating_sub(prev.0) as f64 * 1000.0 / elapsed_ms as f64;
-            *prev = (served, now);
-            rate as f32
-        };
         let partitions_owned = state.read(|s| s.node(me).map_or(0, |n| n.partition_ids.len()));
+        let activity = data.activity();
         let load = LoadSummary {
             cpu_pct: host.cpu_pct(),
             disk_pct: host.disk_pct(),
-            ops_per_sec,
+            ops_per_sec: activity.total_ops_per_sec() as f32,
             partitions_owned: u32::try_from(partitions_owned).unwrap_or(u32::MAX),
-            replication_lag_ms: health.replication_lag_ms(),
+            replication_lag_ms: activity.max_replica_lag_ms(),
         };
         (state.applied_index(), load)
     })
@@ -363,6 +362,7 @@ fn spawn_controllers(
     clock: &Clock,
     contacts: Arc<PeerContacts>,
     membership: &Membership,
+    data: &Arc<DataPlane>,
 ) {
     let assigner_config = AssignerConfig {
         placement: config.placement_config(),
@@ -390,6 +390,7 @@ fn spawn_controllers(
         meta.clone(),
         state.clone(),
         membership.clone(),
+        data.clone(),
         shared::recovery::RecoveryConfig {
             replication_factor: config.placement.replication_factor,
         },
@@ -398,6 +399,7 @@ fn spawn_controllers(
     let voters = Arc::new(VoterManager::new(
         meta.raft().clone(),
         state.clone(),
+        membership.clone(),
         config.voter_config(),
         config.voters.promote_max_lag_entries,
     ));

@@ -1,11 +1,13 @@
 //! Serves requests from other agents: Raft RPCs, and on the leader forwarded writes,
 //! read-index requests and joins.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
 use shared::command::MetaCommand;
 
+use crate::data::plane::DataPlane;
 use crate::meta::rpc::{
     Committed, ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
     handle_raft_request,
@@ -20,6 +22,7 @@ use crate::transport::{BoxFuture, RpcHandler};
 pub struct PeerHandler {
     raft: Raft,
     state: StateHandle,
+    data: Arc<DataPlane>,
     now_ms: Clock,
     write_timeout: Duration,
 }
@@ -27,10 +30,17 @@ pub struct PeerHandler {
 impl PeerHandler {
     /// Creates the handler; `now_ms` is the clock seam; leader-side writes (forwarded
     /// commands, joins) give up after `write_timeout`.
-    pub fn new(raft: Raft, state: StateHandle, now_ms: Clock, write_timeout: Duration) -> Self {
+    pub fn new(
+        raft: Raft,
+        state: StateHandle,
+        data: Arc<DataPlane>,
+        now_ms: Clock,
+        write_timeout: Duration,
+    ) -> Self {
         PeerHandler {
             raft,
             state,
+            data,
             now_ms,
             write_timeout,
         }
@@ -48,6 +58,7 @@ impl PeerHandler {
             PeerRequest::NodeRecord(node_id) => {
                 PeerResponse::NodeRecord(self.node_record(node_id).await)
             }
+            PeerRequest::Data(request) => PeerResponse::Data(self.data.handle_peer(request).await),
             raft_rpc => handle_raft_request(&self.raft, raft_rpc)
                 .await
                 .unwrap_or_else(|| PeerResponse::BadRequest("unhandled request".into())),

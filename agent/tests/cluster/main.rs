@@ -2,6 +2,7 @@
 //! range and data directory; every child is killed when a test ends, even on failure.
 
 mod bad_input;
+mod data;
 mod dev;
 mod failover;
 mod harness;

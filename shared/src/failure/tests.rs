@@ -181,3 +181,40 @@ fn gossip_state_serializes_in_screaming_snake_case() {
     let json = serde_json::to_string(&GossipState::Suspect).unwrap();
     assert_eq!(json, "\"SUSPECT\"");
 }
+
+/// Node `id` registers again (a restart: a new incarnation) at `at`.
+fn reregister(s: &mut MetaState, id: NodeId, at: u64) {
+    let cmd = MetaCommand::RegisterNode {
+        node_id: id,
+        endpoint: format!("http://n{id}"),
+        peer_addr: format!("n{id}:7100"),
+        zone: "b".into(),
+        incarnation: s.node(id).unwrap().incarnation + 1,
+        now_ms: at,
+    };
+    s.apply(&cmd).unwrap();
+}
+
+#[test]
+fn a_committed_registration_is_a_proof_of_life_and_resets_the_suspicion() {
+    let mut s = state();
+    let now = START + 5 * WINDOW;
+    // Suspected and silent for a whole window, as gossip saw the old incarnation...
+    let o = obs(GossipState::Suspect, Some(now - WINDOW), Some(now - WINDOW));
+    assert_eq!(decide(&s, &[(2, o.clone())], now), vec![2]);
+    // ...but the node re-registered 1 s ago: not failed.
+    reregister(&mut s, 2, now - 1_000);
+    assert!(decide(&s, &[(2, o.clone())], now).is_empty());
+    // The new incarnation is judged on its own: silent for a window since it registered.
+    assert!(decide(&s, &[(2, o.clone())], now - 1_000 + WINDOW - 1).is_empty());
+    let later = now - 1_000 + WINDOW;
+    let cmds = nodes_to_fail(&s, 1, &BTreeMap::from([(2, o)]), later, &cfg());
+    assert_eq!(
+        cmds,
+        vec![MetaCommand::NodeFailed {
+            node_id: 2,
+            incarnation: 2,
+            now_ms: later
+        }]
+    );
+}

@@ -7,6 +7,7 @@ use crate::keyspace::even_ranges;
 use crate::model::TableId;
 use crate::placement::{PlacementConfig, plan_new_table};
 use crate::testkit::{cluster, create_table, provisioned};
+use crate::validate::MAX_REPLICATION_FACTOR;
 
 const NOW: u64 = 5_000;
 
@@ -116,6 +117,30 @@ fn the_survivor_with_the_highest_durable_lsn_is_promoted() {
 }
 
 #[test]
+fn a_replica_still_being_filled_is_never_promoted_over_a_ready_one() {
+    let mut s = cluster(&["a", "b", "c", "a", "b"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    // Node 3 fails; node 4 replaces it and is still being filled (not ready).
+    fail(&mut s, 3);
+    let plan = plan_node_recovery(&s, 3, &rf(3), &no_lsn, &BTreeSet::new());
+    apply(&mut s, &plan);
+    let (_, replicas) = members(&s, ids[0]);
+    let filling = *replicas.iter().find(|&&n| n != 2).unwrap();
+    assert!(
+        !s.partition(ids[0])
+            .unwrap()
+            .ready_node_ids
+            .contains(&filling)
+    );
+    // Then the primary fails. Even with a higher reported LSN, the filling replica loses.
+    fail(&mut s, 1);
+    let lsn = |_: PartitionId, n: NodeId| if n == filling { 99 } else { 1 };
+    let plan = plan_node_recovery(&s, 1, &rf(3), &lsn, &BTreeSet::new());
+    assert_eq!(plan.promoted, vec![(ids[0], 2)]);
+    apply(&mut s, &plan);
+}
+
+#[test]
 fn promotion_ties_go_to_fewest_primaries_then_lowest_id() {
     let mut s = cluster(&["a", "b", "c", "a"]);
     // Node 2 already leads partition 3; partitions 1 and 2 lose primary 1.
@@ -180,10 +205,10 @@ fn a_partition_short_of_nodes_is_repaired_once_a_node_registers() {
     apply(&mut s, &plans[0]);
     assert_eq!(members(&s, ids[1]), (2, vec![1]));
     let p = s.partition(ids[1]).unwrap();
-    assert!(
-        !under_replicated(&s, p, 3),
-        "2 nodes accept work: 2 is enough"
-    );
+    // Only 2 nodes accept work: the planner can do no better, but the partition is
+    // still short of its factor, and shown so.
+    assert!(under_replicated(&s, p, 3));
+    assert!(!under_replicated(&s, p, 2));
     assert!(plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new()).is_empty());
     // Node 4 joins: both partitions get their third replica in one command.
     let join = MetaCommand::RegisterNode {
@@ -216,13 +241,37 @@ fn a_draining_node_is_emptied_then_decommissioned() {
         nodes_to_decommission(&s).is_empty(),
         "still holds partitions"
     );
+    // Step one: node 4 joins both partitions of node 1, which keeps its copies.
     let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
     assert_eq!(plans.len(), 1);
-    assert_eq!(plans[0].replaced, 2);
-    assert_eq!(plans[0].promoted.len(), 1);
+    assert_eq!((plans[0].replaced, plans[0].promoted.len()), (2, 0));
     assert!(plans[0].warnings.is_empty(), "{:?}", plans[0].warnings);
     apply(&mut s, &plans[0]);
+    assert_eq!(members(&s, ids[0]), (1, vec![2, 3, 4]));
+    assert_eq!(members(&s, ids[1]), (3, vec![1, 2, 4]));
+    // Nothing more until node 4 is filled; not even half of it.
+    assert!(plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new()).is_empty());
+    let cmd = MetaCommand::PartitionsReady {
+        node_id: 4,
+        partition_ids: vec![ids[0]],
+    };
+    s.apply(&cmd).unwrap();
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(
+        changes(&plans[0]).len(),
+        1,
+        "only the filled partition moves on"
+    );
+    // Step two, once filled: node 1 leaves; a ready survivor takes its primary (node 4,
+    // which leads nothing yet).
+    ready(&mut s, &ids);
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].promoted, vec![(ids[0], 4)]);
+    assert_eq!(plans[0].replaced, 0);
+    apply(&mut s, &plans[0]);
     assert!(s.node(1).unwrap().partition_ids.is_empty());
+    assert_eq!(members(&s, ids[0]), (4, vec![2, 3]));
     assert!(
         ids.iter()
             .all(|id| s.partition(*id).unwrap().all_nodes().count() == 3)
@@ -381,14 +430,17 @@ fn plans_are_deterministic() {
     let mut s = cluster(&["a", "b", "c", "a", "b", "c", "a"]);
     place(&mut s, "one", 40);
     place(&mut s, "two", 25);
+    let all: Vec<PartitionId> = s.partitions().map(|p| p.partition_id).collect();
+    ready(&mut s, &all);
     fail(&mut s, 3);
     drain(&mut s, 5, false);
     let a = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
     let b = plan_repairs(&s.clone(), &rf(3), &no_lsn, &BTreeSet::new());
     assert_eq!(a, b);
     assert_eq!(a.len(), 2);
-    // Partitions shared by nodes 3 and 5 keep node 5 in the first pass (a draining
-    // survivor still holds data); the next pass moves them.
+    // Node 3's partitions move in the first pass (keeping node 5 where it is a member);
+    // node 5's get a replacement in the first pass (those not shared with node 3) or
+    // the second, and leave it once the replacement is filled.
     let mut passes = 0;
     loop {
         let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
@@ -396,9 +448,134 @@ fn plans_are_deterministic() {
             break;
         }
         plans.iter().for_each(|plan| apply(&mut s, plan));
+        ready(&mut s, &all);
         passes += 1;
-        assert!(passes <= 2, "{passes} passes");
+        assert!(passes <= 3, "{passes} passes");
     }
     assert!(s.node(3).unwrap().partition_ids.is_empty());
     assert!(s.node(5).unwrap().partition_ids.is_empty());
+}
+
+#[test]
+fn a_drain_keeps_the_copy_when_no_node_can_take_a_replica() {
+    let mut s = cluster(&["a", "b", "c"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3], &[2, 3, 1]]);
+    drain(&mut s, 1, true);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan.command, None, "the copies on node 1 are not dropped");
+    assert_eq!(plan.drain_blocked, ids);
+    assert_eq!(plan.warnings.len(), 1);
+    assert!(plan.warnings[0].contains("blocked"), "{:?}", plan.warnings);
+    // The pass reports it too, without a command, and node 1 is not decommissioned.
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plans.len(), 1);
+    assert_eq!(
+        (plans[0].command.is_none(), &plans[0].drain_blocked),
+        (true, &ids)
+    );
+    assert!(nodes_to_decommission(&s).is_empty());
+    // A node registers: the drain goes on.
+    let join = MetaCommand::RegisterNode {
+        node_id: 4,
+        endpoint: "http://n4".into(),
+        peer_addr: "n4:7100".into(),
+        zone: "a".into(),
+        incarnation: 1,
+        now_ms: NOW,
+    };
+    s.apply(&join).unwrap();
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert!(plan.drain_blocked.is_empty());
+    assert_eq!(plan.replaced, 2);
+    apply(&mut s, &plan);
+    // Excluded nodes take no replica either: blocked again for what is left.
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    drain(&mut s, 1, false);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::from([4]));
+    assert_eq!((plan.command, plan.drain_blocked), (None, ids));
+}
+
+#[test]
+fn a_drain_with_a_failed_member_drops_it_at_once_and_keeps_the_draining_copy() {
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    drain(&mut s, 2, false);
+    fail(&mut s, 1);
+    // Node 2's plan: node 1 (FAILED) leaves, node 2 stays, two replacements join.
+    let lsn = |_: PartitionId, n: NodeId| if n == 3 { 5 } else { 9 };
+    let plan = plan_node_recovery(&s, 2, &rf(3), &lsn, &BTreeSet::new());
+    // Node 2 has the most data but is leaving; both are ready: LSN first.
+    assert_eq!(plan.promoted, vec![(ids[0], 2)]);
+    assert_eq!(plan.replaced, 2);
+    apply(&mut s, &plan);
+    let (primary, replicas) = members(&s, ids[0]);
+    assert_eq!((primary, replicas.len()), (2, 3));
+    assert!(!replicas.contains(&1) && replicas.contains(&3));
+    // Filled: node 2 leaves and a ready survivor leads.
+    ready(&mut s, &ids);
+    let plan = plan_node_recovery(&s, 2, &rf(3), &lsn, &BTreeSet::new());
+    assert_eq!(plan.promoted.len(), 1);
+    apply(&mut s, &plan);
+    assert!(s.node(2).unwrap().partition_ids.is_empty());
+    assert_eq!(s.partition(ids[0]).unwrap().all_nodes().count(), 3);
+}
+
+#[test]
+fn a_drain_without_room_for_an_extra_member_moves_in_one_step() {
+    let zones = ["a"; MAX_REPLICATION_FACTOR + 1];
+    let mut s = cluster(&zones);
+    let full: Vec<NodeId> = (1..=MAX_REPLICATION_FACTOR as NodeId).collect();
+    let ids = table_on(&mut s, "orders", &[&full]);
+    drain(&mut s, 1, false);
+    let plan = plan_node_recovery(
+        &s,
+        1,
+        &rf(MAX_REPLICATION_FACTOR),
+        &no_lsn,
+        &BTreeSet::new(),
+    );
+    assert_eq!(plan.replaced, 1);
+    apply(&mut s, &plan);
+    let p = s.partition(ids[0]).unwrap();
+    assert_eq!(p.all_nodes().count(), MAX_REPLICATION_FACTOR);
+    assert!(!p.all_nodes().any(|n| n == 1));
+}
+
+#[test]
+fn a_drain_waits_for_a_member_still_being_filled() {
+    let mut s = cluster(&["a", "b", "c", "a", "b"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    // Node 3 fails; node 4 replaces it and is not filled yet.
+    fail(&mut s, 3);
+    let plan = plan_node_recovery(&s, 3, &rf(3), &no_lsn, &BTreeSet::new());
+    apply(&mut s, &plan);
+    drain(&mut s, 1, false);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan, RecoveryPlan::default(), "no second copy in flight");
+    ready(&mut s, &ids);
+    let plan = plan_node_recovery(&s, 1, &rf(3), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan.replaced, 1);
+}
+
+#[test]
+fn under_replicated_counts_healthy_ready_members_against_the_full_factor() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3], &[1, 2, 3, 4]]);
+    let part = |s: &MetaState, i: usize| s.partition(ids[i]).unwrap().clone();
+    assert!(!under_replicated(&s, &part(&s, 0), 3));
+    assert!(
+        under_replicated(&s, &part(&s, 0), 4),
+        "3 copies of 4 wanted"
+    );
+    // A draining copy is on its way out: it does not count.
+    drain(&mut s, 1, false);
+    assert!(under_replicated(&s, &part(&s, 0), 3));
+    assert!(
+        !under_replicated(&s, &part(&s, 1), 3),
+        "3 HEALTHY ready copies remain"
+    );
+    // A FAILED member needs attention even above the factor.
+    fail(&mut s, 4);
+    assert!(under_replicated(&s, &part(&s, 1), 2));
 }

@@ -25,11 +25,15 @@ fn status_after_registration(node: &Node, restarted: bool) -> NodeStatus {
         NodeStatus::Healthy | NodeStatus::Draining => node.status,
         // Never committed; a registration is proof of life anyway.
         NodeStatus::Suspected => NodeStatus::Healthy,
+        // An operator removed it: a restart (say by a service manager) does not re-add it.
+        NodeStatus::Decommissioned => node.status,
         // A repeat from the incarnation judged dead (a retried request) must not revive it.
-        NodeStatus::Failed | NodeStatus::Decommissioned if !restarted => node.status,
-        // It failed while draining for removal: the removal still stands.
-        NodeStatus::Failed if node.remove_when_drained => NodeStatus::Draining,
-        NodeStatus::Failed | NodeStatus::Decommissioned => NodeStatus::Healthy,
+        NodeStatus::Failed if !restarted => node.status,
+        // It failed while draining (for removal or not): the drain still stands.
+        NodeStatus::Failed if node.drain_requested || node.remove_when_drained => {
+            NodeStatus::Draining
+        }
+        NodeStatus::Failed => NodeStatus::Healthy,
     }
 }
 
@@ -200,6 +204,7 @@ impl MetaState {
             partition_ids: BTreeSet::new(),
             remove_when_drained: false,
             status_changed_at_ms: reg.now_ms,
+            drain_requested: false,
         });
         let status = status_after_registration(node, reg.incarnation > node.incarnation);
         if status != node.status {

@@ -164,16 +164,23 @@ impl MetaState {
         Ok(())
     }
 
-    /// Node statuses agree with their flags: only a node being drained (or one that
-    /// failed while draining) waits for removal.
+    /// Node statuses agree with their flags: only a node being drained, or a FAILED one
+    /// (failed while draining, or marked for removal since), has a drain requested or
+    /// waits for removal; a decommissioned node holds neither flag.
     pub(super) fn check_node_statuses(&self) -> Result<(), String> {
         for node in self.nodes.values() {
-            let waits = matches!(node.status, NodeStatus::Draining | NodeStatus::Failed);
-            if node.remove_when_drained && !waits {
-                return Err(format!(
-                    "node {} is {:?} but waits for removal",
-                    node.node_id, node.status
-                ));
+            let draining_or_failed =
+                matches!(node.status, NodeStatus::Draining | NodeStatus::Failed);
+            for (flag, set) in [
+                ("waits for removal", node.remove_when_drained),
+                ("has a drain requested", node.drain_requested),
+            ] {
+                if set && !draining_or_failed {
+                    return Err(format!(
+                        "node {} is {:?} but {flag}",
+                        node.node_id, node.status
+                    ));
+                }
             }
         }
         Ok(())

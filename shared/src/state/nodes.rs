@@ -6,8 +6,29 @@ use std::collections::BTreeSet;
 use super::MetaState;
 use super::apply::{placement, wrong_status};
 use crate::command::{MetaError, MetaOutcome, MetaResult, PartitionChange};
-use crate::model::{Node, NodeId, NodeStatus, TableStatus, UnixMillis};
+use crate::model::{Node, NodeId, NodeStatus, Partition, TableStatus, UnixMillis};
 use crate::validate::MAX_REPAIRS_PER_COMMAND;
+
+/// A new primary must hold the data: while a ready member stays in the set, only a
+/// ready member of the current set may be promoted (never a replica still being filled,
+/// nor a node joining with this change). With no ready survivor (every copy lost or
+/// none filled yet) any member may lead, e.g. an empty replacement.
+fn check_promotion(p: &Partition, c: &PartitionChange) -> Result<(), MetaError> {
+    let new_primary = c.primary_node_id;
+    if new_primary == p.primary_node_id || p.ready_node_ids.contains(&new_primary) {
+        return Ok(());
+    }
+    let stays = |n: &NodeId| *n == new_primary || c.replica_node_ids.contains(n);
+    let ready_survivors: Vec<NodeId> = p.ready_node_ids.iter().copied().filter(stays).collect();
+    if ready_survivors.is_empty() {
+        return Ok(());
+    }
+    Err(placement(format!(
+        "partition {}: node {new_primary} may not become primary, it is not a ready member \
+         of the current replica set; promote one of the ready survivors {ready_survivors:?}",
+        p.partition_id
+    )))
+}
 
 fn node_wrong_status(node: &Node, needed: &str) -> MetaError {
     MetaError::NodeWrongStatus {
@@ -49,6 +70,9 @@ impl MetaState {
             return Ok(MetaOutcome::Unchanged);
         }
         let node = self.node_mut(node_id);
+        // A drain outlives the failure: the next incarnation comes back DRAINING. (Set
+        // here too for nodes drained before `drain_requested` existed.)
+        node.drain_requested |= node.status == NodeStatus::Draining;
         node.status = NodeStatus::Failed;
         node.status_changed_at_ms = now_ms;
         Ok(MetaOutcome::Done)
@@ -61,19 +85,25 @@ impl MetaState {
         now_ms: UnixMillis,
     ) -> MetaResult {
         let node = self.node_by_id(node_id)?;
-        match node.status {
-            NodeStatus::Draining if node.remove_when_drained || !remove => {
-                return Ok(MetaOutcome::Unchanged);
-            }
-            NodeStatus::Healthy | NodeStatus::Draining => {}
+        let repeat = match node.status {
+            NodeStatus::Healthy => false,
+            NodeStatus::Draining => node.remove_when_drained || !remove,
+            // A FAILED node holds nothing reachable: it can only be marked for removal
+            // (recovery moves its partitions; then it is decommissioned). It stays FAILED.
+            NodeStatus::Failed if remove => node.remove_when_drained,
+            _ if remove => return Err(node_wrong_status(node, "HEALTHY, DRAINING or FAILED")),
             _ => return Err(node_wrong_status(node, "HEALTHY or DRAINING")),
+        };
+        if repeat {
+            return Ok(MetaOutcome::Unchanged);
         }
         let node = self.node_mut(node_id);
-        if node.status != NodeStatus::Draining {
+        if node.status == NodeStatus::Healthy {
             node.status = NodeStatus::Draining;
             node.status_changed_at_ms = now_ms;
         }
         node.remove_when_drained |= remove;
+        node.drain_requested = true;
         Ok(MetaOutcome::Done)
     }
 
@@ -94,6 +124,7 @@ impl MetaState {
         node.status = NodeStatus::Decommissioned;
         node.status_changed_at_ms = now_ms;
         node.remove_when_drained = false;
+        node.drain_requested = false;
         Ok(MetaOutcome::Done)
     }
 
@@ -139,7 +170,10 @@ impl MetaState {
             n.status.accepts_new_work()
                 || (n.status == NodeStatus::Draining && p.all_nodes().any(|m| m == n.node_id))
         };
-        self.check_node_set(c.primary_node_id, &c.replica_node_ids, may_hold)
+        // At most MAX_REPLICATION_FACTOR nodes: a drain may hold one above the
+        // replication factor while the replacement is filled.
+        self.check_node_set(c.primary_node_id, &c.replica_node_ids, may_hold)?;
+        check_promotion(p, c)
     }
 
     pub(super) fn repair_partitions(&mut self, changes: &[PartitionChange]) -> MetaResult {

@@ -829,6 +829,7 @@ fn invariant_checker_catches_corruption() {
         Box::new(|s| s.nodes.get_mut(&1).unwrap().partition_ids.clear()),
         Box::new(|s| s.nodes.get_mut(&1).unwrap().status = NodeStatus::Decommissioned),
         Box::new(|s| s.nodes.get_mut(&1).unwrap().remove_when_drained = true),
+        Box::new(|s| s.nodes.get_mut(&1).unwrap().drain_requested = true),
         Box::new(|s| s.next_partition_id = 1),
         Box::new(|s| {
             s.partitions.get_mut(&1).unwrap().ready_node_ids.insert(4);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use shared::command::{MetaCommand, MetaOutcome, TableSpec};
+use shared::command::{MetaCommand, MetaOutcome, PartitionChange, TableSpec};
 use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, NodeId, TableId};
 use shared::placement::{PlacementConfig, plan_new_table};
 use shared::state::MetaState;
@@ -168,4 +168,20 @@ pub fn populated() -> MetaState {
     .unwrap();
     create(&mut s, spec("unplaced", on_demand()));
     s
+}
+
+/// Why a replica-set change applied to `before` breaks the promotion rule, if it does:
+/// a changed primary must be a ready member of the current set while any ready member
+/// stays.
+pub fn promotion_violation(before: &MetaState, c: &PartitionChange) -> Option<String> {
+    let p = before.partition(c.partition_id)?;
+    let new_primary = c.primary_node_id;
+    if new_primary == p.primary_node_id || p.ready_node_ids.contains(&new_primary) {
+        return None;
+    }
+    let ready_stays = p
+        .ready_node_ids
+        .iter()
+        .any(|n| *n == new_primary || c.replica_node_ids.contains(n));
+    ready_stays.then(|| format!("{c:?} promotes node {new_primary}, not ready in {p:?}"))
 }

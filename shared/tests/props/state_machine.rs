@@ -13,7 +13,7 @@ use shared::placement::{PlacementConfig, plan_new_table};
 use shared::recovery::{RecoveryConfig, plan_repairs};
 use shared::state::MetaState;
 
-use crate::fixtures::{ready_all, register, release_all};
+use crate::fixtures::{promotion_violation, ready_all, register, release_all};
 
 /// Table names: a few valid ones that collide, and one invalid.
 const NAMES: [&str; 5] = ["orders", "users", "events", "logs", "x"];
@@ -98,7 +98,8 @@ enum Op {
         rf: usize,
         excluded: Vec<NodeId>,
     },
-    /// A hand-made repair, at a stale epoch when `skew` is 0.
+    /// A hand-made repair, at a stale epoch when `skew` is 0; when `skew` is 3, the
+    /// current set with its first replica promoted (and `nodes[0]` added).
     BogusRepair {
         partition: u64,
         nodes: Vec<NodeId>,
@@ -157,7 +158,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => node.clone().prop_map(|node| Op::Decommission { node }),
         4 => (1usize..=4, prop::collection::vec(node, 0..2))
             .prop_map(|(rf, excluded)| Op::Recover { rf, excluded }),
-        1 => (1u64..=60, prop::collection::vec(1u64..=8, 1..4), 0u8..3)
+        1 => (1u64..=60, prop::collection::vec(1u64..=8, 1..4), 0u8..4)
             .prop_map(|(partition, nodes, skew)| Op::BogusRepair { partition, nodes, skew }),
     ]
 }
@@ -385,6 +386,17 @@ fn recovery_commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
                 n => ids[partition as usize % n],
             };
             let epoch = s.partition(partition_id).map_or(1, |p| p.epoch);
+            let nodes = match s.partition(partition_id) {
+                Some(p) if skew == 3 => {
+                    let mut rotated: Vec<NodeId> = p.all_nodes().skip(1).collect();
+                    rotated.push(p.primary_node_id);
+                    if !rotated.contains(&nodes[0]) {
+                        rotated.push(nodes[0]);
+                    }
+                    rotated
+                }
+                _ => nodes,
+            };
             vec![MetaCommand::RepairPartitions {
                 changes: vec![PartitionChange {
                     partition_id,
@@ -479,6 +491,12 @@ fn step(s: &mut MetaState, cmd: &MetaCommand) -> Result<bool, TestCaseError> {
     match &result {
         Err(_) => prop_assert_eq!(&*s, &before, "rejected {:?} changed the state", cmd),
         Ok(outcome) => check_outcome(s, cmd, outcome)?,
+    }
+    if let (Ok(_), MetaCommand::RepairPartitions { changes }) = (&result, cmd) {
+        for c in changes {
+            let violation = promotion_violation(&before, c);
+            prop_assert!(violation.is_none(), "accepted: {:?}", violation);
+        }
     }
     Ok(result.is_ok())
 }

@@ -46,6 +46,13 @@ fn change(s: &MetaState, partition_id: PartitionId, nodes: &[NodeId]) -> Partiti
     }
 }
 
+fn ready(node_id: NodeId, partition_ids: &[PartitionId]) -> MetaCommand {
+    MetaCommand::PartitionsReady {
+        node_id,
+        partition_ids: partition_ids.to_vec(),
+    }
+}
+
 /// Applies a command that must be accepted without changing anything.
 fn unchanged(s: &mut MetaState, cmd: MetaCommand) {
     let before = s.clone();
@@ -100,11 +107,23 @@ fn node_failed_on_a_draining_or_decommissioned_node() {
     ok(&mut s, failed(1, 1));
     let n = s.node(1).unwrap();
     assert_eq!(
-        (n.status, n.remove_when_drained),
-        (NodeStatus::Failed, true)
+        (n.status, n.remove_when_drained, n.drain_requested),
+        (NodeStatus::Failed, true, true)
     );
     ok(&mut s, decommission(1));
     unchanged(&mut s, failed(1, 1));
+}
+
+#[test]
+fn node_failed_remembers_a_drain_from_before_the_flag_existed() {
+    let mut s = cluster();
+    ok(&mut s, drain(2, false));
+    // A snapshot written before `drain_requested` existed loads it as false.
+    s.nodes.get_mut(&2).unwrap().drain_requested = false;
+    ok(&mut s, failed(2, 1));
+    assert!(s.node(2).unwrap().drain_requested);
+    ok(&mut s, register(2, "b", 2));
+    assert_eq!(node_status(&s, 2), NodeStatus::Draining);
 }
 
 #[test]
@@ -175,6 +194,69 @@ fn repair_partitions_keeps_a_draining_member_but_adds_none() {
 }
 
 #[test]
+fn repair_partitions_may_keep_a_draining_member_above_the_replication_factor() {
+    let (mut s, ids) = five();
+    ok(&mut s, drain(1, false));
+    // Step one of the drain: node 5 joins, node 1 stays (4 members for a factor of 3).
+    let cmd = repair_one(&s, ids[0], &[1, 2, 3, 5]);
+    ok(&mut s, cmd);
+    let p = s.partition(ids[0]).unwrap();
+    assert_eq!(p.all_nodes().count(), 4);
+    assert_eq!(p.ready_node_ids, BTreeSet::from([1, 2, 3]));
+    // Step two, once node 5 is ready: node 1 leaves, a ready survivor leads.
+    ok(&mut s, ready(5, &[ids[0]]));
+    let cmd = repair_one(&s, ids[0], &[2, 3, 5]);
+    ok(&mut s, cmd);
+    assert!(s.node(1).unwrap().partition_ids.is_empty());
+}
+
+#[test]
+fn repair_partitions_promotes_only_a_ready_member_while_one_survives() {
+    let (mut s, ids) = five();
+    ok(&mut s, failed(1, 1));
+    // Node 5 joins and is not filled yet.
+    let cmd = repair_one(&s, ids[0], &[2, 3, 5]);
+    ok(&mut s, cmd);
+    ok(&mut s, failed(2, 1));
+    // Node 3 is ready and stays: neither the unfilled node 5 nor a newcomer may lead.
+    for nodes in [&[5, 3][..], &[4, 3, 5][..]] {
+        let cmd = repair_one(&s, ids[0], nodes);
+        let e = reject(&mut s, cmd);
+        match &e {
+            MetaError::InvalidPlacement(msg) => {
+                assert!(msg.contains("may not become primary"), "{msg}");
+                assert!(msg.contains("[3]"), "names the ready survivors: {msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            (e.class(), e.code()),
+            (ErrorClass::Conflict, "InvalidPlacement")
+        );
+    }
+    let cmd = repair_one(&s, ids[0], &[3, 5, 4]);
+    ok(&mut s, cmd);
+    // An unchanged primary is no promotion, ready or not.
+    let cmd = repair_one(&s, ids[0], &[3, 5]);
+    ok(&mut s, cmd);
+}
+
+#[test]
+fn repair_partitions_lets_any_member_lead_without_a_ready_survivor() {
+    let (mut s, ids) = five();
+    // Every copy lost: an empty newcomer starts the partition.
+    for n in [1, 2, 3] {
+        ok(&mut s, failed(n, 1));
+    }
+    let cmd = repair_one(&s, ids[0], &[5, 4]);
+    ok(&mut s, cmd);
+    // Neither member is ready yet: either may lead.
+    let cmd = repair_one(&s, ids[0], &[4, 5]);
+    ok(&mut s, cmd);
+    assert_eq!(s.partition(ids[0]).unwrap().primary_node_id, 4);
+}
+
+#[test]
 fn repair_partitions_command_rejections() {
     let (mut s, ids) = five();
     let e = reject(&mut s, repair(vec![]));
@@ -233,8 +315,13 @@ fn drain_node() {
     assert_eq!(ok(&mut s, drain(1, false)), MetaOutcome::Done);
     let n = s.node(1).unwrap();
     assert_eq!(
-        (n.status, n.remove_when_drained, n.status_changed_at_ms),
-        (NodeStatus::Draining, false, NOW + 200)
+        (
+            n.status,
+            n.remove_when_drained,
+            n.drain_requested,
+            n.status_changed_at_ms
+        ),
+        (NodeStatus::Draining, false, true, NOW + 200)
     );
     assert_eq!(s.live_nodes().count(), 3);
     unchanged(&mut s, drain(1, false));
@@ -257,14 +344,53 @@ fn drain_node_rejections() {
     let mut s = cluster();
     assert_eq!(reject(&mut s, drain(9, true)), MetaError::UnknownNode(9));
     ok(&mut s, failed(2, 1));
-    let e = reject(&mut s, drain(2, true));
+    // A FAILED node holds nothing reachable to drain: only its removal is accepted.
+    let e = reject(&mut s, drain(2, false));
     assert!(is_node_wrong_status(&e), "{e:?}");
     assert_eq!(
         (e.class(), e.code()),
         (ErrorClass::Conflict, "NodeWrongStatus")
     );
     ok(&mut s, decommission(2));
+    for remove in [false, true] {
+        assert!(is_node_wrong_status(&reject(&mut s, drain(2, remove))));
+    }
+}
+
+#[test]
+fn removing_a_failed_node_marks_it_and_keeps_it_failed() {
+    let (mut s, ids) = five();
+    ok(&mut s, failed(2, 1));
+    assert_eq!(ok(&mut s, drain(2, true)), MetaOutcome::Done);
+    let n = s.node(2).unwrap();
+    assert_eq!(
+        (
+            n.status,
+            n.remove_when_drained,
+            n.drain_requested,
+            n.status_changed_at_ms
+        ),
+        (NodeStatus::Failed, true, true, NOW + 100)
+    );
+    unchanged(&mut s, drain(2, true));
     assert!(is_node_wrong_status(&reject(&mut s, drain(2, false))));
+    // Its partitions move off; then it can be decommissioned.
+    assert!(matches!(
+        reject(&mut s, decommission(2)),
+        MetaError::InvalidPlacement(_)
+    ));
+    let cmd = repair(vec![
+        change(&s, ids[0], &[1, 3, 5]),
+        change(&s, ids[1], &[3, 4, 5]),
+    ]);
+    ok(&mut s, cmd);
+    assert_eq!(crate::recovery::nodes_to_decommission(&s), vec![2]);
+    ok(&mut s, decommission(2));
+    let n = s.node(2).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained, n.drain_requested),
+        (NodeStatus::Decommissioned, false, false)
+    );
 }
 
 #[test]
@@ -314,7 +440,7 @@ fn new_placements_use_only_nodes_that_take_new_work() {
 }
 
 #[test]
-fn registration_revives_failed_and_decommissioned_nodes_only_with_a_new_incarnation() {
+fn registration_revives_failed_nodes_only_with_a_new_incarnation_and_never_decommissioned_ones() {
     let mut s = cluster();
     ok(&mut s, failed(2, 1));
     // A retried registration of the incarnation judged dead does not revive it.
@@ -335,8 +461,15 @@ fn registration_revives_failed_and_decommissioned_nodes_only_with_a_new_incarnat
     ok(&mut s, decommission(3));
     ok(&mut s, register(3, "c", 1));
     assert_eq!(node_status(&s, 3), NodeStatus::Decommissioned);
+    // An operator removed it: a restart (new incarnation) does not re-add it.
+    let changed_at = s.node(3).unwrap().status_changed_at_ms;
     ok(&mut s, register(3, "c", 2));
-    assert_eq!(node_status(&s, 3), NodeStatus::Healthy);
+    let n = s.node(3).unwrap();
+    assert_eq!(
+        (n.status, n.incarnation, n.status_changed_at_ms),
+        (NodeStatus::Decommissioned, 2, changed_at)
+    );
+    assert_eq!(s.live_nodes().count(), 3);
 }
 
 #[test]
@@ -354,6 +487,25 @@ fn registration_does_not_cancel_a_drain() {
     ok(&mut s, failed(2, 1));
     ok(&mut s, register(2, "b", 2));
     let n = s.node(2).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained),
+        (NodeStatus::Draining, true)
+    );
+    // Failed while draining, not for removal: back as DRAINING too, not HEALTHY.
+    ok(&mut s, drain(3, false));
+    ok(&mut s, failed(3, 1));
+    let n = s.node(3).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained, n.drain_requested),
+        (NodeStatus::Failed, false, true)
+    );
+    ok(&mut s, register(3, "c", 2));
+    assert_eq!(node_status(&s, 3), NodeStatus::Draining);
+    // Removed while FAILED, then restarted: drained and removed as asked.
+    ok(&mut s, failed(4, 1));
+    ok(&mut s, drain(4, true));
+    ok(&mut s, register(4, "a", 2));
+    let n = s.node(4).unwrap();
     assert_eq!(
         (n.status, n.remove_when_drained),
         (NodeStatus::Draining, true)

@@ -1,0 +1,416 @@
+//! The data path of one agent: resolves an item call against the local metadata replica,
+//! routes it to the partition's primary (this agent, or another over QUIC), and on the
+//! primary replicates writes to every replica of the epoch before acknowledging
+//! (PacificA-style; see `primary`, `replica` and `lease`).
+
+mod activity;
+mod lease;
+mod primary;
+mod replica;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shared::data::{
+    DEFAULT_QUERY_LIMIT, DataPeerReply, DataPeerRequest, ItemError, ItemReply, ItemRequest,
+    ItemResult, LogPosition, MAX_PARTITION_KEY_BYTES, MAX_QUERY_LIMIT, MAX_SORT_KEY_BYTES,
+    PartitionAddress, WriteOp, encode_key,
+};
+use shared::keyspace::{RouteEntry, RoutingTable};
+use shared::model::{AttributeType, NodeId, PartitionId, TableStatus};
+
+pub use activity::{PartitionActivity, PartitionSample};
+
+use crate::config::DataConfig;
+use crate::data::store::PartitionStore;
+use crate::meta::rpc::{PeerRequest, PeerResponse};
+use crate::meta::state_machine::StateHandle;
+use crate::node::meta_client::MetaClient;
+use crate::transport::RpcClient;
+
+/// What an item call does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemCallKind {
+    /// Store a value (JSON text, already validated as JSON).
+    Put(Vec<u8>),
+    /// Read one item.
+    Get,
+    /// Remove one item.
+    Delete,
+    /// Items of one partition key in sort-key order, bounds inclusive (text form).
+    Query {
+        /// Lowest sort key.
+        sort_from: Option<String>,
+        /// Highest sort key.
+        sort_to: Option<String>,
+        /// Most items to return (1 to `MAX_QUERY_LIMIT`).
+        limit: usize,
+    },
+}
+
+/// An item call as received by the HTTP API: keys in text form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemCall {
+    /// Table name.
+    pub table: String,
+    /// Partition key (text form).
+    pub partition_key: String,
+    /// Sort key (text form); required for single-item calls on tables with a sort key,
+    /// refused on tables without one.
+    pub sort_key: Option<String>,
+    /// The operation.
+    pub kind: ItemCallKind,
+    /// The epoch of the caller's route when it addressed this agent as the primary
+    /// directly (client library): then this agent serves only if it is the primary at
+    /// that epoch, and answers `WrongPartition` otherwise, without forwarding.
+    pub expected_epoch: Option<u64>,
+}
+
+/// Pause before retrying a stale route or an unreachable primary; doubles each attempt.
+const ROUTE_RETRY_BASE: Duration = Duration::from_millis(50);
+/// Longest pause between two routing attempts.
+const ROUTE_RETRY_MAX: Duration = Duration::from_millis(1000);
+/// How long the leader's recovery coordinator waits for a survivor's log positions.
+const POSITIONS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The data plane of one agent.
+pub struct DataPlane {
+    me: NodeId,
+    state: StateHandle,
+    store: Arc<PartitionStore>,
+    peers: Arc<dyn RpcClient>,
+    meta: Arc<MetaClient>,
+    config: DataConfig,
+    /// Routes of every table, rebuilt when the metadata changed.
+    routes: Mutex<(u64, Arc<RoutingTable>)>,
+    /// One write at a time per partition led here (LSN order).
+    writers: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Replica side: the highest epoch accepted from a primary, per partition.
+    accepted: Mutex<HashMap<PartitionId, u64>>,
+    leases: lease::Leases,
+    activity: PartitionActivity,
+}
+
+impl DataPlane {
+    /// Creates the data plane of agent `me`.
+    pub fn new(
+        me: NodeId,
+        state: StateHandle,
+        store: Arc<PartitionStore>,
+        peers: Arc<dyn RpcClient>,
+        meta: Arc<MetaClient>,
+        config: DataConfig,
+    ) -> Self {
+        DataPlane {
+            me,
+            state,
+            store,
+            peers,
+            meta,
+            config,
+            routes: Mutex::new((u64::MAX, Arc::new(RoutingTable::default()))),
+            writers: Mutex::default(),
+            accepted: Mutex::default(),
+            leases: lease::Leases::default(),
+            activity: PartitionActivity::default(),
+        }
+    }
+
+    /// Per-partition activity counters (ops/sec, replica lag) of this agent.
+    pub fn activity(&self) -> &PartitionActivity {
+        &self.activity
+    }
+
+    /// Local partition storage.
+    pub fn store(&self) -> &Arc<PartitionStore> {
+        &self.store
+    }
+
+    /// Serves one item call: validation, routing (bounded retries on a stale route),
+    /// and the primary's work.
+    pub async fn call(&self, call: ItemCall) -> Result<ItemReply, ItemError> {
+        let mut delay = ROUTE_RETRY_BASE;
+        let mut last = ItemError::Unavailable("no attempt made".into());
+        for attempt in 0..self.config.route_attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(ROUTE_RETRY_MAX);
+                // A stale route: make sure the local replica has what the leader committed.
+                let _ = self.meta.linearizable_barrier().await;
+            }
+            let (request, route) = match self.resolve(&call) {
+                // A client that addressed this agent directly routed with metadata this
+                // replica has not applied yet (a table just created): let it retry.
+                Err(ItemError::TableNotFound(_)) if call.expected_epoch.is_some() => {
+                    return Err(ItemError::WrongPartition {
+                        current_epoch: None,
+                        primary: None,
+                    });
+                }
+                other => other?,
+            };
+            if let Some(expected) = call.expected_epoch {
+                // Addressed directly by a client: serve only as the primary at that epoch.
+                if route.primary_node_id != self.me || route.epoch != expected {
+                    return Err(ItemError::WrongPartition {
+                        current_epoch: Some(route.epoch),
+                        primary: Some(route.primary_node_id),
+                    });
+                }
+                return self.serve(request).await;
+            }
+            let result = if route.primary_node_id == self.me {
+                self.serve(request).await
+            } else {
+                self.forward(route.primary_node_id, request).await
+            };
+            match result {
+                Err(e @ (ItemError::WrongPartition { .. } | ItemError::Unavailable(_))) => {
+                    tracing::debug!(error = %e, attempt, "item call retried");
+                    last = e;
+                }
+                other => return other,
+            }
+        }
+        Err(match last {
+            // Out of attempts on a route that keeps moving: tell the client to come back.
+            ItemError::WrongPartition { .. } => {
+                ItemError::Unavailable("the partition's route kept changing; retry".into())
+            }
+            other => other,
+        })
+    }
+
+    /// Validates the call against the local metadata and finds its partition.
+    fn resolve(&self, call: &ItemCall) -> Result<(ItemRequest, RouteEntry), ItemError> {
+        let routes = self.routes();
+        self.state.read(|s| {
+            let table = s
+                .table_by_name(&call.table)
+                .ok_or_else(|| ItemError::TableNotFound(call.table.clone()))?;
+            let schema = s.current_schema(table.table_id);
+            let type_of = |name: &str| -> AttributeType {
+                schema
+                    .and_then(|v| v.attributes.iter().find(|a| a.name == name))
+                    .map_or(AttributeType::S, |a| a.attr_type)
+            };
+            let invalid = |e: shared::data::KeyError| ItemError::Invalid(e.to_string());
+            let pk_type = type_of(&table.partition_key);
+            let partition_key = encode_key(
+                pk_type,
+                &call.partition_key,
+                "partition key",
+                MAX_PARTITION_KEY_BYTES,
+            )
+            .map_err(invalid)?;
+            let sk_type = table.sort_key.as_deref().map(type_of);
+            let encode_sk = |text: &str| {
+                let ty = sk_type.unwrap_or(AttributeType::S);
+                encode_key(ty, text, "sort key", MAX_SORT_KEY_BYTES).map_err(invalid)
+            };
+            let single_sort_key = || -> Result<Option<Vec<u8>>, ItemError> {
+                match (&table.sort_key, &call.sort_key) {
+                    (Some(_), Some(sk)) => Ok(Some(encode_sk(sk)?)),
+                    (Some(name), None) => Err(ItemError::Invalid(format!(
+                        "table {} has sort key {name}: give ?sort_key=",
+                        table.table_name
+                    ))),
+                    (None, Some(_)) => Err(ItemError::Invalid(format!(
+                        "table {} has no sort key",
+                        table.table_name
+                    ))),
+                    (None, None) => Ok(None),
+                }
+            };
+            if let ItemCallKind::Put(value) = &call.kind
+                && value.len() > self.config.max_value_bytes
+            {
+                return Err(ItemError::ValueTooLarge {
+                    len: value.len(),
+                    max: self.config.max_value_bytes,
+                });
+            }
+            if !matches!(table.status, TableStatus::Active | TableStatus::Scaling) {
+                return Err(ItemError::TableNotWritable {
+                    name: table.table_name.clone(),
+                    status: table.status,
+                });
+            }
+            let route = routes
+                .lookup_key(table.table_id, &partition_key)
+                .cloned()
+                .ok_or_else(|| ItemError::Unavailable("the table has no partitions yet".into()))?;
+            let at = PartitionAddress {
+                table_id: table.table_id,
+                partition_id: route.partition_id,
+                epoch: Some(route.epoch),
+            };
+            let request = match &call.kind {
+                ItemCallKind::Put(value) => ItemRequest::Write {
+                    at,
+                    sort_key: single_sort_key()?,
+                    partition_key,
+                    op: WriteOp::Put(value.clone()),
+                },
+                ItemCallKind::Delete => ItemRequest::Write {
+                    at,
+                    sort_key: single_sort_key()?,
+                    partition_key,
+                    op: WriteOp::Delete,
+                },
+                // A GET without a sort key on a table that has one lists the items.
+                ItemCallKind::Get if table.sort_key.is_some() && call.sort_key.is_none() => {
+                    ItemRequest::Query {
+                        at,
+                        partition_key,
+                        sort_from: None,
+                        sort_to: None,
+                        limit: DEFAULT_QUERY_LIMIT,
+                    }
+                }
+                ItemCallKind::Get => ItemRequest::Get {
+                    at,
+                    sort_key: single_sort_key()?,
+                    partition_key,
+                },
+                ItemCallKind::Query {
+                    sort_from,
+                    sort_to,
+                    limit,
+                } => {
+                    if table.sort_key.is_none() {
+                        return Err(ItemError::Invalid(format!(
+                            "table {} has no sort key to query by",
+                            table.table_name
+                        )));
+                    }
+                    if !(1..=MAX_QUERY_LIMIT).contains(limit) {
+                        return Err(ItemError::Invalid(format!(
+                            "limit must be 1 to {MAX_QUERY_LIMIT}"
+                        )));
+                    }
+                    ItemRequest::Query {
+                        at,
+                        partition_key,
+                        sort_from: sort_from.as_deref().map(encode_sk).transpose()?,
+                        sort_to: sort_to.as_deref().map(encode_sk).transpose()?,
+                        limit: *limit,
+                    }
+                }
+            };
+            Ok((request, route))
+        })
+    }
+
+    /// The routes of the current local metadata (rebuilt only when it changed).
+    fn routes(&self) -> Arc<RoutingTable> {
+        let applied = self.state.applied_index();
+        let mut cached = lock(&self.routes);
+        if cached.0 != applied {
+            *cached = (applied, Arc::new(self.state.read(RoutingTable::from_state)));
+        }
+        cached.1.clone()
+    }
+
+    /// Sends `request` to the primary `node` and returns its answer.
+    async fn forward(&self, node: NodeId, request: ItemRequest) -> ItemResult {
+        // Bounded by the replica timeout on the primary, plus a margin for the hops.
+        let timeout = Duration::from_millis(self.config.replica_timeout_ms * 3);
+        match self
+            .rpc(node, DataPeerRequest::Item(request), timeout)
+            .await
+        {
+            Ok(DataPeerReply::Item(result)) => result,
+            Ok(other) => Err(ItemError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(ItemError::Unavailable(format!("primary {node}: {e}"))),
+        }
+    }
+
+    /// Serves a data-plane request from another agent.
+    pub async fn handle_peer(&self, request: DataPeerRequest) -> DataPeerReply {
+        match request {
+            DataPeerRequest::Item(request) => DataPeerReply::Item(self.serve(request).await),
+            DataPeerRequest::Replica(request) => {
+                DataPeerReply::Replica(self.on_replica_request(request).await)
+            }
+            DataPeerRequest::Sync {
+                partition_id,
+                epoch,
+                node_id,
+                position,
+            } => DataPeerReply::Sync(self.on_sync(partition_id, epoch, node_id, position).await),
+            DataPeerRequest::Positions(pids) => {
+                let positions = pids
+                    .into_iter()
+                    .filter_map(|pid| Some((pid, self.store.position(pid).ok()?)))
+                    .collect();
+                DataPeerReply::Positions(positions)
+            }
+        }
+    }
+
+    /// One data-plane RPC to agent `node`, bounded by `timeout`.
+    async fn rpc(
+        &self,
+        node: NodeId,
+        request: DataPeerRequest,
+        timeout: Duration,
+    ) -> Result<DataPeerReply, String> {
+        let addr = self
+            .state
+            .read(|s| s.node(node).map(|n| n.peer_addr.clone()))
+            .ok_or_else(|| format!("node {node} is not registered"))?;
+        let bytes = postcard::to_stdvec(&PeerRequest::Data(request)).map_err(|e| e.to_string())?;
+        let reply = tokio::time::timeout(timeout, self.peers.call(&addr, bytes))
+            .await
+            .map_err(|_| format!("no answer from node {node} within {timeout:?}"))?
+            .map_err(|e| e.to_string())?;
+        match postcard::from_bytes::<PeerResponse>(&reply) {
+            Ok(PeerResponse::Data(reply)) => Ok(reply),
+            Ok(other) => Err(format!("unexpected reply from node {node}: {other:?}")),
+            Err(e) => Err(format!("undecodable reply from node {node}: {e}")),
+        }
+    }
+
+    /// The durable log positions of `wanted` partitions on each node, as the nodes report
+    /// them (for the recovery coordinator's promotion choice); unreachable nodes are
+    /// simply absent.
+    pub async fn collect_positions(
+        &self,
+        wanted: BTreeMap<NodeId, Vec<PartitionId>>,
+    ) -> HashMap<(PartitionId, NodeId), LogPosition> {
+        let asks = wanted.into_iter().map(|(node, pids)| async move {
+            let reply = if node == self.me {
+                Ok(self.handle_peer(DataPeerRequest::Positions(pids)).await)
+            } else {
+                self.rpc(node, DataPeerRequest::Positions(pids), POSITIONS_TIMEOUT)
+                    .await
+            };
+            match reply {
+                Ok(DataPeerReply::Positions(list)) => list
+                    .into_iter()
+                    .map(|(pid, pos)| ((pid, node), pos))
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// The write lock of partition `pid`.
+    fn writer(&self, pid: PartitionId) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.writers).entry(pid).or_default().clone()
+    }
+}
+
+/// Locks a std mutex whose holders cannot leave it inconsistent (poison ignored).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,203 @@
+//! Read leases. A primary serves reads of a partition only until `read_lease_ms` after
+//! the moment it last asked its replicas and every one of them confirmed it as the
+//! primary of the current epoch (every acknowledged write does this too). Measured on
+//! this process's monotonic clock from when the confirmation was requested, so a
+//! primary paused or cut off stops serving within the lease, which is shorter than the
+//! failure-confirmation window after which the leader may promote another replica.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use shared::data::{DataPeerReply, DataPeerRequest, ReplicaReply, ReplicaRequest};
+use shared::model::{NodeId, PartitionId, TableStatus};
+use tokio::time::Instant;
+
+use super::{DataPlane, lock};
+
+/// Leases held by this agent as a primary, and granted by it as a replica, per
+/// partition: (epoch, valid until).
+///
+/// A replica that granted a lease at one epoch grants none at another epoch until that
+/// grant has expired (and a replica promoted to primary does not take a lease over its
+/// own grant either): so the primary of a new epoch starts serving reads only after the
+/// old primary's lease ran out, even if the replica's metadata lagged when it granted.
+/// A grant is timed from its receipt, after the primary started timing its lease, so it
+/// outlasts the lease it backs.
+#[derive(Default)]
+pub(super) struct Leases {
+    held: Mutex<HashMap<PartitionId, (u64, Instant)>>,
+    granted: Mutex<HashMap<PartitionId, (u64, Instant)>>,
+}
+
+impl Leases {
+    /// As a replica: grants a lease of `pid` at `epoch` for `duration` from now, unless a
+    /// grant at another epoch is still running.
+    pub(super) fn grant(&self, pid: PartitionId, epoch: u64, duration: Duration) -> bool {
+        let now = Instant::now();
+        let mut granted = lock(&self.granted);
+        match granted.get(&pid) {
+            Some((e, until)) if *e != epoch && now < *until => false,
+            _ => {
+                granted.insert(pid, (epoch, now + duration));
+                true
+            }
+        }
+    }
+
+    /// Whether a grant at an epoch other than `epoch` is still running here.
+    fn blocked(&self, pid: PartitionId, epoch: u64, now: Instant) -> bool {
+        lock(&self.granted)
+            .get(&pid)
+            .is_some_and(|(e, until)| *e != epoch && now < *until)
+    }
+
+    /// Extends the lease of `pid` at `epoch` to `until` (never shortens it), unless this
+    /// agent granted a lease of another epoch that is still running.
+    pub(super) fn renew(&self, pid: PartitionId, epoch: u64, until: Instant) {
+        if self.blocked(pid, epoch, Instant::now()) {
+            return;
+        }
+        let mut held = lock(&self.held);
+        let entry = held.entry(pid).or_insert((epoch, until));
+        if entry.0 != epoch {
+            *entry = (epoch, until);
+        } else if until > entry.1 {
+            entry.1 = until;
+        }
+    }
+
+    /// Whether this agent may serve reads of `pid` at `epoch` at `now`.
+    pub(super) fn holds(&self, pid: PartitionId, epoch: u64, now: Instant) -> bool {
+        lock(&self.held)
+            .get(&pid)
+            .is_some_and(|(e, until)| *e == epoch && now < *until)
+    }
+}
+
+impl DataPlane {
+    /// Renews the read leases of every partition this agent leads, every
+    /// `lease_renew_interval_ms`, until the process stops.
+    pub async fn run_leases(self: std::sync::Arc<Self>) {
+        let interval = Duration::from_millis(self.config.lease_renew_interval_ms);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.renew_leases().await;
+        }
+    }
+
+    /// One renewal round: one request per replica node for all partitions it holds.
+    async fn renew_leases(&self) {
+        let started = Instant::now();
+        let led: Vec<(PartitionId, u64, Vec<NodeId>)> = self.state.read(|s| {
+            s.partitions()
+                .filter(|p| p.primary_node_id == self.me)
+                .filter(|p| {
+                    s.table(p.table_id).is_some_and(|t| {
+                        matches!(t.status, TableStatus::Active | TableStatus::Scaling)
+                    })
+                })
+                .map(|p| (p.partition_id, p.epoch, p.replica_node_ids.clone()))
+                .collect()
+        });
+        if led.is_empty() {
+            return;
+        }
+        let mut per_node: BTreeMap<NodeId, Vec<(PartitionId, u64)>> = BTreeMap::new();
+        for (pid, epoch, replicas) in &led {
+            for r in replicas {
+                per_node.entry(*r).or_default().push((*pid, *epoch));
+            }
+        }
+        let timeout = Duration::from_millis(self.config.replica_timeout_ms);
+        let asks = per_node.into_iter().map(|(node, entries)| async move {
+            let request = DataPeerRequest::Replica(ReplicaRequest::Lease {
+                entries: entries.clone(),
+            });
+            let granted = match self.rpc(node, request, timeout).await {
+                Ok(DataPeerReply::Replica(ReplicaReply::Lease(granted)))
+                    if granted.len() == entries.len() =>
+                {
+                    granted
+                }
+                _ => vec![false; entries.len()],
+            };
+            entries
+                .into_iter()
+                .zip(granted)
+                .map(move |((pid, _), ok)| ((pid, node), ok))
+        });
+        let answers: HashMap<(PartitionId, NodeId), bool> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let until = started + self.lease_duration();
+        let mut alone = Vec::new();
+        for (pid, epoch, replicas) in &led {
+            if replicas.is_empty() {
+                alone.push((*pid, *epoch));
+            } else if replicas
+                .iter()
+                .all(|r| answers.get(&(*pid, *r)).copied().unwrap_or(false))
+            {
+                self.leases.renew(*pid, *epoch, until);
+            }
+        }
+        // A partition without replicas has no one to confirm it: the metadata does, once
+        // a read barrier shows this agent is still its primary at that epoch.
+        if !alone.is_empty() && self.meta.linearizable_barrier().await.is_ok() {
+            for (pid, epoch) in alone {
+                let still = self.state.read(|s| {
+                    s.partition(pid)
+                        .is_some_and(|p| p.primary_node_id == self.me && p.epoch == epoch)
+                });
+                if still {
+                    self.leases.renew(pid, epoch, until);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_per_epoch_and_expires() {
+        let leases = Leases::default();
+        let now = Instant::now();
+        leases.renew(1, 3, now + Duration::from_secs(2));
+        assert!(leases.holds(1, 3, now));
+        assert!(!leases.holds(1, 4, now), "another epoch holds nothing");
+        assert!(!leases.holds(1, 3, now + Duration::from_secs(2)), "expired");
+        assert!(!leases.holds(2, 3, now));
+        // A renewal never shortens; a new epoch replaces.
+        leases.renew(1, 3, now + Duration::from_secs(1));
+        assert!(leases.holds(1, 3, now + Duration::from_millis(1500)));
+        leases.renew(1, 4, now + Duration::from_secs(1));
+        assert!(!leases.holds(1, 3, now));
+        assert!(leases.holds(1, 4, now));
+    }
+
+    #[test]
+    fn a_running_grant_blocks_other_epochs() {
+        let leases = Leases::default();
+        let lease = Duration::from_secs(2);
+        assert!(leases.grant(7, 3, lease));
+        assert!(leases.grant(7, 3, lease), "the same epoch renews");
+        assert!(
+            !leases.grant(7, 4, lease),
+            "a new epoch waits for the old grant"
+        );
+        // Promoted meanwhile: this agent takes no lease at epoch 4 over its own grant.
+        leases.renew(7, 4, Instant::now() + lease);
+        assert!(!leases.holds(7, 4, Instant::now()));
+        let short = Leases::default();
+        assert!(short.grant(7, 3, Duration::ZERO));
+        assert!(short.grant(7, 4, lease), "an expired grant blocks nothing");
+    }
+}

@@ -1,0 +1,459 @@
+//! The primary's side: it serves item requests for the partitions it leads. A write gets
+//! the next LSN and is made durable locally and on every replica of the epoch before it
+//! is acknowledged; a replica that is behind or diverged is caught up from the log, or
+//! from a snapshot when the log no longer reaches back far enough. Reads are served only
+//! under a read lease.
+
+use std::time::Duration;
+
+use shared::data::{
+    DataPeerReply, DataPeerRequest, ItemError, ItemReply, ItemRequest, ItemResult, LogPosition,
+    MAX_QUERY_BYTES, ReplicaError, ReplicaReply, ReplicaRequest, WriteRecord,
+};
+use shared::model::{NodeId, PartitionId, TableStatus};
+use tokio::time::Instant;
+
+use super::DataPlane;
+
+/// Records sent per catch-up message.
+const CATCH_UP_BATCH: usize = 512;
+/// Catch-up messages (log batches or a snapshot) before giving up on a replica for now.
+const MAX_CATCH_UP_ROUNDS: usize = 64;
+/// How long a replica may take to install a snapshot.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why replicating to one replica failed.
+#[derive(Debug)]
+pub(super) enum ReplicateFailure {
+    /// The replica's log ends elsewhere: catch it up.
+    NeedSync(LogPosition),
+    /// The replica knows a newer epoch: this node is no longer the primary.
+    Stale(u64),
+    /// No usable answer.
+    Failed(String),
+}
+
+impl std::fmt::Display for ReplicateFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicateFailure::NeedSync(pos) => write!(f, "replica log at {pos:?}"),
+            ReplicateFailure::Stale(epoch) => write!(f, "replica is at epoch {epoch}"),
+            ReplicateFailure::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// What the primary knows about a partition it leads, checked against its metadata.
+struct Leadership {
+    epoch: u64,
+    replicas: Vec<NodeId>,
+}
+
+impl DataPlane {
+    /// Serves an item request as the partition's primary.
+    pub(super) async fn serve(&self, request: ItemRequest) -> ItemResult {
+        let at = request.address();
+        let lead = self.leadership(at.table_id, at.partition_id, at.epoch)?;
+        let pid = at.partition_id;
+        match request {
+            ItemRequest::Write {
+                partition_key,
+                sort_key,
+                op,
+                ..
+            } => {
+                let result = self.write(at, lead, partition_key, sort_key, op).await;
+                if result.is_ok() {
+                    self.activity.record_op(pid);
+                }
+                result
+            }
+            ItemRequest::Get {
+                partition_key,
+                sort_key,
+                ..
+            } => {
+                self.ensure_lease(pid, &lead).await?;
+                self.activity.record_op(pid);
+                let value = self
+                    .store
+                    .get(pid, &partition_key, sort_key.as_deref())
+                    .map_err(unavailable)?;
+                Ok(ItemReply::Item(value))
+            }
+            ItemRequest::Query {
+                partition_key,
+                sort_from,
+                sort_to,
+                limit,
+                ..
+            } => {
+                self.ensure_lease(pid, &lead).await?;
+                self.activity.record_op(pid);
+                let (mut items, mut more) = self
+                    .store
+                    .query(
+                        pid,
+                        &partition_key,
+                        sort_from.as_deref(),
+                        sort_to.as_deref(),
+                        limit,
+                    )
+                    .map_err(unavailable)?;
+                // At least one item, then stop before the answer passes the byte cap.
+                let mut bytes = 0;
+                let fits = items
+                    .iter()
+                    .take_while(|(_, value)| {
+                        bytes += value.len();
+                        bytes <= MAX_QUERY_BYTES
+                    })
+                    .count()
+                    .max(1)
+                    .min(items.len());
+                if fits < items.len() {
+                    items.truncate(fits);
+                    more = true;
+                }
+                Ok(ItemReply::Items { items, more })
+            }
+        }
+    }
+
+    /// This node's leadership of the partition per its metadata, at `epoch` if given.
+    fn leadership(
+        &self,
+        table_id: u64,
+        pid: PartitionId,
+        epoch: Option<u64>,
+    ) -> Result<Leadership, ItemError> {
+        self.state.read(|s| {
+            let Some(p) = s.partition(pid).filter(|p| p.table_id == table_id) else {
+                return Err(ItemError::WrongPartition {
+                    current_epoch: None,
+                    primary: None,
+                });
+            };
+            if p.primary_node_id != self.me || epoch.is_some_and(|e| e != p.epoch) {
+                return Err(ItemError::WrongPartition {
+                    current_epoch: Some(p.epoch),
+                    primary: Some(p.primary_node_id),
+                });
+            }
+            let table = s
+                .table(table_id)
+                .ok_or_else(|| ItemError::TableNotFound(format!("table {table_id}")))?;
+            if !matches!(table.status, TableStatus::Active | TableStatus::Scaling) {
+                return Err(ItemError::TableNotWritable {
+                    name: table.table_name.clone(),
+                    status: table.status,
+                });
+            }
+            Ok(Leadership {
+                epoch: p.epoch,
+                replicas: p.replica_node_ids.clone(),
+            })
+        })
+    }
+
+    /// Reads need a live lease: every replica confirmed this primary within the lease
+    /// (or, without replicas, the metadata did). A lapsed lease is renewed on the spot
+    /// when the replicas answer; otherwise the read is refused.
+    async fn ensure_lease(&self, pid: PartitionId, lead: &Leadership) -> Result<(), ItemError> {
+        if self.leases.holds(pid, lead.epoch, Instant::now()) {
+            return Ok(());
+        }
+        let confirmed = if lead.replicas.is_empty() {
+            let started = Instant::now();
+            let still_primary = self.meta.linearizable_barrier().await.is_ok()
+                && self.state.read(|s| {
+                    s.partition(pid)
+                        .is_some_and(|p| p.primary_node_id == self.me && p.epoch == lead.epoch)
+                });
+            if still_primary {
+                self.leases
+                    .renew(pid, lead.epoch, started + self.lease_duration());
+            }
+            still_primary
+        } else {
+            self.confirm_replicas(pid, lead.epoch, &lead.replicas).await
+        };
+        if confirmed {
+            Ok(())
+        } else {
+            Err(ItemError::Unavailable(
+                "this primary holds no read lease (its replicas do not confirm it)".into(),
+            ))
+        }
+    }
+
+    /// One write, acknowledged once durable here and on every replica of the epoch.
+    async fn write(
+        &self,
+        at: shared::data::PartitionAddress,
+        lead: Leadership,
+        partition_key: Vec<u8>,
+        sort_key: Option<Vec<u8>>,
+        op: shared::data::WriteOp,
+    ) -> ItemResult {
+        let pid = at.partition_id;
+        let writer = self.writer(pid);
+        let _one_at_a_time = writer.lock().await;
+        // The epoch may have moved while this write waited for the lock.
+        let lead = match self.leadership(at.table_id, pid, Some(lead.epoch)) {
+            Ok(current) => current,
+            Err(e) => return Err(e),
+        };
+        if !lead.replicas.is_empty()
+            && !self.leases.holds(pid, lead.epoch, Instant::now())
+            && !self.confirm_replicas(pid, lead.epoch, &lead.replicas).await
+        {
+            // Known before anything is written: refusing now leaves the data unchanged.
+            return Err(ItemError::Unavailable(format!(
+                "replicas of partition {pid} cannot all be reached; nothing was written"
+            )));
+        }
+        let position = self.store.position(pid).map_err(unavailable)?;
+        let record = WriteRecord {
+            lsn: position.lsn + 1,
+            epoch: lead.epoch,
+            partition_key,
+            sort_key,
+            op,
+        };
+        let started = Instant::now();
+        let store = self.store.clone();
+        let local_record = record.clone();
+        let local = tokio::task::spawn_blocking(move || store.append(pid, &[local_record]));
+        let remote = futures::future::join_all(
+            lead.replicas
+                .iter()
+                .map(|&r| self.replicate(r, pid, lead.epoch, position, vec![record.clone()])),
+        );
+        let (local, remote) = tokio::join!(local, remote);
+        local
+            .map_err(|e| ItemError::Unavailable(format!("local append: {e}")))?
+            .map_err(unavailable)?;
+        let mut failed = Vec::new();
+        for (&replica, result) in lead.replicas.iter().zip(remote) {
+            let outcome = match result {
+                Ok(pos) => Ok(pos),
+                // Behind or diverged: bring it to this primary's position, record included.
+                Err(ReplicateFailure::NeedSync(theirs)) => {
+                    self.catch_up(replica, pid, lead.epoch, theirs).await
+                }
+                Err(other) => Err(other),
+            };
+            match outcome {
+                Ok(pos) => self.activity.record_ack(pid, replica, pos, record.lsn),
+                Err(ReplicateFailure::Stale(current)) => {
+                    return Err(ItemError::WrongPartition {
+                        current_epoch: Some(current),
+                        primary: None,
+                    });
+                }
+                Err(e) => {
+                    self.activity.record_behind(pid, replica, record.lsn);
+                    failed.push(format!("{replica} ({e})"));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(ItemError::Unavailable(format!(
+                "replicas {} did not acknowledge; the write may or may not be applied",
+                failed.join(", ")
+            )));
+        }
+        // Every replica just confirmed this primary at this epoch.
+        self.leases
+            .renew(pid, lead.epoch, started + self.lease_duration());
+        Ok(ItemReply::Written {
+            lsn: record.lsn,
+            epoch: lead.epoch,
+        })
+    }
+
+    /// Asks every replica to confirm this primary at `epoch` (a lease renewal); renews
+    /// the lease and returns true when all do.
+    async fn confirm_replicas(&self, pid: PartitionId, epoch: u64, replicas: &[NodeId]) -> bool {
+        let started = Instant::now();
+        let timeout = Duration::from_millis(self.config.replica_timeout_ms);
+        let asks = replicas.iter().map(|&r| {
+            let request = DataPeerRequest::Replica(ReplicaRequest::Lease {
+                entries: vec![(pid, epoch)],
+            });
+            self.rpc(r, request, timeout)
+        });
+        let all = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .all(|reply| {
+                matches!(reply, Ok(DataPeerReply::Replica(ReplicaReply::Lease(granted)))
+                if granted == [true])
+            });
+        if all {
+            self.leases
+                .renew(pid, epoch, started + self.lease_duration());
+        }
+        all
+    }
+
+    /// The configured read lease.
+    pub(super) fn lease_duration(&self) -> Duration {
+        Duration::from_millis(self.config.read_lease_ms)
+    }
+
+    /// Sends records following `prev` to `replica`.
+    pub(super) async fn replicate(
+        &self,
+        replica: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        prev: LogPosition,
+        records: Vec<WriteRecord>,
+    ) -> Result<LogPosition, ReplicateFailure> {
+        let request = ReplicaRequest::Append {
+            partition_id: pid,
+            epoch,
+            prev,
+            records,
+        };
+        let timeout = Duration::from_millis(self.config.replica_timeout_ms);
+        self.to_replica(replica, request, timeout).await
+    }
+
+    async fn to_replica(
+        &self,
+        replica: NodeId,
+        request: ReplicaRequest,
+        timeout: Duration,
+    ) -> Result<LogPosition, ReplicateFailure> {
+        match self
+            .rpc(replica, DataPeerRequest::Replica(request), timeout)
+            .await
+        {
+            Ok(DataPeerReply::Replica(ReplicaReply::Appended(result))) => match result {
+                Ok(pos) => Ok(pos),
+                Err(ReplicaError::NeedSync { position }) => {
+                    Err(ReplicateFailure::NeedSync(position))
+                }
+                Err(ReplicaError::StaleEpoch { current }) => Err(ReplicateFailure::Stale(current)),
+                Err(e) => Err(ReplicateFailure::Failed(e.to_string())),
+            },
+            Ok(other) => Err(ReplicateFailure::Failed(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(ReplicateFailure::Failed(e)),
+        }
+    }
+
+    /// Brings `replica` from `theirs` to this primary's position: the missing log
+    /// records when this log still holds them and the replica's log is a prefix of it,
+    /// else a snapshot. Call with the partition's write lock held.
+    pub(super) async fn catch_up(
+        &self,
+        replica: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        mut theirs: LogPosition,
+    ) -> Result<LogPosition, ReplicateFailure> {
+        for _ in 0..MAX_CATCH_UP_ROUNDS {
+            let mine = self.store.position(pid).map_err(failed)?;
+            if theirs == mine {
+                return Ok(theirs);
+            }
+            // Same (LSN, epoch) means the same record: one primary per epoch numbers them.
+            let prefix = theirs.lsn <= mine.lsn
+                && self.store.epoch_at(pid, theirs.lsn).map_err(failed)? == Some(theirs.epoch);
+            let records = if prefix {
+                self.store
+                    .log_after(pid, theirs.lsn, CATCH_UP_BATCH)
+                    .map_err(failed)?
+            } else {
+                None
+            };
+            let result = match records {
+                Some(records) => self.replicate(replica, pid, epoch, theirs, records).await,
+                None => self.send_snapshot(replica, pid, epoch).await,
+            };
+            theirs = match result {
+                Ok(pos) | Err(ReplicateFailure::NeedSync(pos)) => pos,
+                Err(e) => return Err(e),
+            };
+        }
+        Err(ReplicateFailure::Failed(format!(
+            "catch-up of replica {replica} did not converge"
+        )))
+    }
+
+    async fn send_snapshot(
+        &self,
+        replica: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+    ) -> Result<LogPosition, ReplicateFailure> {
+        let store = self.store.clone();
+        let snapshot = tokio::task::spawn_blocking(move || store.snapshot(pid))
+            .await
+            .map_err(|e| ReplicateFailure::Failed(e.to_string()))?
+            .map_err(failed)?;
+        tracing::info!(
+            partition = pid,
+            replica,
+            items = snapshot.items.len(),
+            lsn = snapshot.position.lsn,
+            "sending a partition snapshot"
+        );
+        let request = ReplicaRequest::InstallSnapshot {
+            partition_id: pid,
+            epoch,
+            position: snapshot.position,
+            items: snapshot.items,
+        };
+        self.to_replica(replica, request, SNAPSHOT_TIMEOUT).await
+    }
+
+    /// A replica being filled asks to be brought up to date (then it reports ready).
+    pub(super) async fn on_sync(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        replica: NodeId,
+        position: LogPosition,
+    ) -> Result<LogPosition, ItemError> {
+        let table_id = self
+            .state
+            .read(|s| s.partition(pid).map(|p| p.table_id))
+            .ok_or(ItemError::WrongPartition {
+                current_epoch: None,
+                primary: None,
+            })?;
+        let writer = self.writer(pid);
+        let _one_at_a_time = writer.lock().await;
+        let lead = self.leadership(table_id, pid, Some(epoch))?;
+        if !lead.replicas.contains(&replica) {
+            return Err(ItemError::Invalid(format!(
+                "node {replica} is not a replica of partition {pid} at epoch {epoch}"
+            )));
+        }
+        match self.catch_up(replica, pid, lead.epoch, position).await {
+            Ok(pos) => {
+                self.activity.record_ack(pid, replica, pos, pos.lsn);
+                Ok(pos)
+            }
+            Err(ReplicateFailure::Stale(current)) => Err(ItemError::WrongPartition {
+                current_epoch: Some(current),
+                primary: None,
+            }),
+            Err(e) => Err(ItemError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ItemError {
+    ItemError::Unavailable(e.to_string())
+}
+
+fn failed(e: impl std::fmt::Display) -> ReplicateFailure {
+    ReplicateFailure::Failed(e.to_string())
+}

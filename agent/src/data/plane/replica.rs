@@ -1,0 +1,164 @@
+//! The replica's side: it accepts records only from the primary of the newest epoch it
+//! knows (its metadata replica, or a newer epoch already seen from a primary), only in
+//! log order, and makes them durable before answering. It grants read leases on the same
+//! terms, and asks the primary to fill it when it is a new copy.
+
+use shared::data::{
+    DataPeerReply, DataPeerRequest, ItemError, LogPosition, ReplicaError, ReplicaReply,
+    ReplicaRequest,
+};
+use shared::model::PartitionId;
+
+use super::{DataPlane, lock};
+use crate::data::store::{PartitionSnapshot, StoreError};
+
+/// How long a replica being filled waits for the primary to bring it up to date.
+const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl DataPlane {
+    /// Serves one replication request from a primary.
+    pub(super) async fn on_replica_request(&self, request: ReplicaRequest) -> ReplicaReply {
+        match request {
+            ReplicaRequest::Append {
+                partition_id,
+                epoch,
+                prev,
+                records,
+            } => ReplicaReply::Appended(self.append(partition_id, epoch, prev, records).await),
+            ReplicaRequest::InstallSnapshot {
+                partition_id,
+                epoch,
+                position,
+                items,
+            } => ReplicaReply::Appended(
+                self.install(partition_id, epoch, PartitionSnapshot { position, items })
+                    .await,
+            ),
+            ReplicaRequest::Lease { entries } => ReplicaReply::Lease(
+                entries
+                    .into_iter()
+                    .map(|(pid, epoch)| {
+                        self.accept_epoch(pid, epoch).is_ok()
+                            && self.leases.grant(pid, epoch, self.lease_duration())
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Whether a primary at `epoch` may replicate `pid` here; remembers the newest epoch
+    /// accepted so an older primary is refused even if the metadata has not caught up.
+    fn accept_epoch(&self, pid: PartitionId, epoch: u64) -> Result<(), ReplicaError> {
+        let known = self.state.read(|s| {
+            s.partition(pid)
+                .map(|p| (p.epoch, p.all_nodes().any(|n| n == self.me)))
+        });
+        match known {
+            Some((current, _)) if current > epoch => {
+                return Err(ReplicaError::StaleEpoch { current });
+            }
+            Some((current, member)) if current == epoch && !member => {
+                return Err(ReplicaError::NotReplica);
+            }
+            // A newer epoch than the local metadata knows is fine: the primary learned
+            // it first. An unknown partition is not (purged, or never assigned here).
+            Some(_) => {}
+            None => return Err(ReplicaError::NotReplica),
+        }
+        let mut accepted = lock(&self.accepted);
+        let newest = accepted.entry(pid).or_insert(0);
+        if epoch < *newest {
+            return Err(ReplicaError::StaleEpoch { current: *newest });
+        }
+        *newest = epoch;
+        Ok(())
+    }
+
+    async fn append(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        prev: LogPosition,
+        records: Vec<shared::data::WriteRecord>,
+    ) -> Result<LogPosition, ReplicaError> {
+        self.accept_epoch(pid, epoch)?;
+        let position = self.position_or_allocate(pid)?;
+        if position != prev {
+            return Err(ReplicaError::NeedSync { position });
+        }
+        let store = self.store.clone();
+        let appended = tokio::task::spawn_blocking(move || store.append(pid, &records))
+            .await
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        match appended {
+            Ok(pos) => Ok(pos),
+            Err(StoreError::Gap { .. } | StoreError::Diverged { .. }) => {
+                Err(ReplicaError::NeedSync { position })
+            }
+            Err(e) => Err(ReplicaError::Storage(e.to_string())),
+        }
+    }
+
+    async fn install(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        snapshot: PartitionSnapshot,
+    ) -> Result<LogPosition, ReplicaError> {
+        self.accept_epoch(pid, epoch)?;
+        let position = snapshot.position;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.install_snapshot(pid, &snapshot))
+            .await
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        tracing::info!(
+            partition = pid,
+            lsn = position.lsn,
+            "installed a partition snapshot"
+        );
+        Ok(position)
+    }
+
+    /// The local log position, allocating the partition first if the reconciler has not
+    /// yet (a replacement replica may hear from its primary first).
+    fn position_or_allocate(&self, pid: PartitionId) -> Result<LogPosition, ReplicaError> {
+        match self.store.position(pid) {
+            Ok(pos) => Ok(pos),
+            Err(StoreError::NotAllocated(_)) => {
+                self.store
+                    .allocate(&[pid])
+                    .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+                Ok(LogPosition::default())
+            }
+            Err(e) => Err(ReplicaError::Storage(e.to_string())),
+        }
+    }
+
+    /// Asks the primary of `pid` to bring this new copy up to date; `Ok` once it is.
+    pub async fn fill_from_primary(&self, pid: PartitionId) -> Result<LogPosition, ItemError> {
+        let (primary, epoch) = self
+            .state
+            .read(|s| s.partition(pid).map(|p| (p.primary_node_id, p.epoch)))
+            .ok_or(ItemError::WrongPartition {
+                current_epoch: None,
+                primary: None,
+            })?;
+        let position = self
+            .position_or_allocate(pid)
+            .map_err(|e| ItemError::Unavailable(e.to_string()))?;
+        let request = DataPeerRequest::Sync {
+            partition_id: pid,
+            epoch,
+            node_id: self.me,
+            position,
+        };
+        match self.rpc(primary, request, SYNC_TIMEOUT).await {
+            Ok(DataPeerReply::Sync(result)) => result,
+            Ok(other) => Err(ItemError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(ItemError::Unavailable(e)),
+        }
+    }
+}
