@@ -287,6 +287,10 @@ pub struct DataConfig {
     /// A replica that does not answer a replication request within this long fails the
     /// write (503).
     pub replica_timeout_ms: u64,
+    /// A replica that has failed to confirm writes or lease renewals for this long is
+    /// dropped from its partition's replica set (through Raft), so writes continue; the
+    /// recovery coordinator then adds a replacement.
+    pub replica_drop_after_ms: u64,
     /// Records kept in each partition's log for replicas to catch up from; a replica
     /// further behind gets a snapshot.
     pub log_retain_records: u64,
@@ -302,6 +306,7 @@ impl Default for DataConfig {
             read_lease_ms: 2000,
             lease_renew_interval_ms: 500,
             replica_timeout_ms: 1000,
+            replica_drop_after_ms: 5000,
             log_retain_records: 10_000,
             route_attempts: 8,
         }
@@ -426,6 +431,13 @@ impl Config {
         if d.max_value_bytes == 0 || d.replica_timeout_ms == 0 || d.route_attempts == 0 {
             return bad(
                 "data.max_value_bytes, replica_timeout_ms and route_attempts must be positive",
+            );
+        }
+        if d.replica_drop_after_ms <= self.controllers.failure_confirm_window_ms {
+            // A dead replica is the failure detector's to handle; dropping is for a replica
+            // alive to the cluster but not to its primary.
+            return bad(
+                "data.replica_drop_after_ms must exceed controllers.failure_confirm_window_ms",
             );
         }
         if d.log_retain_records == 0 {

@@ -71,6 +71,8 @@ pub struct ItemCall {
 const ROUTE_RETRY_BASE: Duration = Duration::from_millis(50);
 /// Longest pause between two routing attempts.
 const ROUTE_RETRY_MAX: Duration = Duration::from_millis(1000);
+/// A partition's log is trimmed to its retention every this many records.
+const TRIM_EVERY: u64 = 1024;
 /// How long the leader's recovery coordinator waits for a survivor's log positions.
 const POSITIONS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -402,6 +404,22 @@ impl DataPlane {
             .into_iter()
             .flatten()
             .collect()
+    }
+
+    /// Every `TRIM_EVERY` records (when the log grew from LSN `before` to `after` past a
+    /// multiple of it), drops the oldest records beyond the configured retention, in the
+    /// background: trimming is a redb write.
+    fn maybe_trim(&self, pid: PartitionId, before: u64, after: u64) {
+        if before / TRIM_EVERY == after / TRIM_EVERY {
+            return;
+        }
+        let store = self.store.clone();
+        let keep = self.config.log_retain_records;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.trim_log(pid, keep) {
+                tracing::warn!(partition = pid, error = %e, "log trim failed");
+            }
+        });
     }
 
     /// The write lock of partition `pid`.

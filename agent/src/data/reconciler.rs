@@ -79,9 +79,12 @@ impl Reconciler {
     async fn filled(&self, pids: Vec<PartitionId>) -> Vec<PartitionId> {
         let mut ready = Vec::with_capacity(pids.len());
         for pid in pids {
+            // Epoch 1 is a new table's first placement: every copy starts empty, and no
+            // write is taken before all are ready. Any later member came with a repair.
             let needs_fill = self.state.read(|s| {
                 s.partition(pid).is_some_and(|p| {
-                    p.primary_node_id != self.node_id
+                    p.epoch > 1
+                        && p.primary_node_id != self.node_id
                         && p.ready_node_ids.iter().any(|&n| n != self.node_id)
                 })
             });

@@ -242,6 +242,7 @@ fn rejected_item_requests_change_nothing() {
         c.data.max_value_bytes = 1024;
         // A paused agent must stay a (silent) member for this test, not be failed.
         c.controllers.failure_confirm_window_ms = 60_000;
+        c.data.replica_drop_after_ms = 120_000;
         c.controllers.delete_release_timeout_ms = 60_000;
     });
     let table = "things";

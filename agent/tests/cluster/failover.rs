@@ -63,6 +63,7 @@ fn leader_failover_catch_up_and_full_restart_keep_all_metadata() {
         // This test is about metadata surviving a leader change: the killed leader must
         // not be declared failed (and its partitions moved) before the layout is compared.
         c.controllers.failure_confirm_window_ms = 120_000;
+        c.data.replica_drop_after_ms = 240_000;
     });
     let c1 = cluster.client(1);
     let status = wait_for("3 voters and 2 learners", || {

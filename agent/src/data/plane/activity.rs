@@ -121,16 +121,25 @@ impl PartitionActivity {
         progress.behind_since = None;
     }
 
-    /// `replica` failed to confirm the record at `primary_lsn`.
-    pub fn record_behind(&self, pid: PartitionId, replica: NodeId, primary_lsn: u64) {
+    /// `replica` failed to confirm the record at `primary_lsn`; returns how long it has
+    /// been failing to.
+    pub fn record_behind(
+        &self,
+        pid: PartitionId,
+        replica: NodeId,
+        primary_lsn: u64,
+    ) -> std::time::Duration {
         let mut replicas = lock(&self.replicas);
         let progress = replicas.entry((pid, replica)).or_insert(ReplicaProgress {
             acked_lsn: 0,
             primary_lsn: 0,
             behind_since: None,
         });
-        progress.primary_lsn = primary_lsn;
-        progress.behind_since.get_or_insert_with(Instant::now);
+        progress.primary_lsn = progress.primary_lsn.max(primary_lsn);
+        progress
+            .behind_since
+            .get_or_insert_with(Instant::now)
+            .elapsed()
     }
 
     /// Forgets partitions this agent no longer leads (their series leave the metrics).

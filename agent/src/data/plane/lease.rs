@@ -116,20 +116,21 @@ impl DataPlane {
             let request = DataPeerRequest::Replica(ReplicaRequest::Lease {
                 entries: entries.clone(),
             });
-            let granted = match self.rpc(node, request, timeout).await {
+            // `None`: the replica did not answer (unreachable), as opposed to refusing.
+            let granted: Vec<Option<bool>> = match self.rpc(node, request, timeout).await {
                 Ok(DataPeerReply::Replica(ReplicaReply::Lease(granted)))
                     if granted.len() == entries.len() =>
                 {
-                    granted
+                    granted.into_iter().map(Some).collect()
                 }
-                _ => vec![false; entries.len()],
+                _ => vec![None; entries.len()],
             };
             entries
                 .into_iter()
                 .zip(granted)
                 .map(move |((pid, _), ok)| ((pid, node), ok))
         });
-        let answers: HashMap<(PartitionId, NodeId), bool> = futures::future::join_all(asks)
+        let answers: HashMap<(PartitionId, NodeId), Option<bool>> = futures::future::join_all(asks)
             .await
             .into_iter()
             .flatten()
@@ -139,10 +140,22 @@ impl DataPlane {
         for (pid, epoch, replicas) in &led {
             if replicas.is_empty() {
                 alone.push((*pid, *epoch));
-            } else if replicas
-                .iter()
-                .all(|r| answers.get(&(*pid, *r)).copied().unwrap_or(false))
-            {
+                continue;
+            }
+            let mut all = true;
+            for r in replicas {
+                match answers.get(&(*pid, *r)) {
+                    Some(Some(true)) => {}
+                    // No answer at all: the same as a write it did not confirm.
+                    Some(None) | None => {
+                        all = false;
+                        let lsn = self.store.position(*pid).map_or(0, |p| p.lsn);
+                        self.replica_failing(*pid, *epoch, *r, lsn);
+                    }
+                    Some(Some(false)) => all = false,
+                }
+            }
+            if all {
                 self.leases.renew(*pid, *epoch, until);
             }
         }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use shared::command::{MetaCommand, PartitionChange};
 use shared::data::{
     DataPeerReply, DataPeerRequest, ItemError, ItemReply, ItemRequest, ItemResult, LogPosition,
     MAX_QUERY_BYTES, ReplicaError, ReplicaReply, ReplicaRequest, WriteRecord,
@@ -53,7 +54,7 @@ impl DataPlane {
     /// Serves an item request as the partition's primary.
     pub(super) async fn serve(&self, request: ItemRequest) -> ItemResult {
         let at = request.address();
-        let lead = self.leadership(at.table_id, at.partition_id, at.epoch)?;
+        let lead = self.leadership(at.table_id, at.partition_id, at.epoch, true)?;
         let pid = at.partition_id;
         match request {
             ItemRequest::Write {
@@ -120,12 +121,14 @@ impl DataPlane {
         }
     }
 
-    /// This node's leadership of the partition per its metadata, at `epoch` if given.
+    /// This node's leadership of the partition per its metadata, at `epoch` if given;
+    /// with `serving`, the table must also take item requests (ACTIVE or SCALING).
     fn leadership(
         &self,
         table_id: u64,
         pid: PartitionId,
         epoch: Option<u64>,
+        serving: bool,
     ) -> Result<Leadership, ItemError> {
         self.state.read(|s| {
             let Some(p) = s.partition(pid).filter(|p| p.table_id == table_id) else {
@@ -143,7 +146,10 @@ impl DataPlane {
             let table = s
                 .table(table_id)
                 .ok_or_else(|| ItemError::TableNotFound(format!("table {table_id}")))?;
-            if !matches!(table.status, TableStatus::Active | TableStatus::Scaling) {
+            let takes_items = matches!(table.status, TableStatus::Active | TableStatus::Scaling);
+            // Filling a new copy is also needed while a table is still CREATING.
+            let fillable = table.status != TableStatus::Deleting;
+            if (serving && !takes_items) || !fillable {
                 return Err(ItemError::TableNotWritable {
                     name: table.table_name.clone(),
                     status: table.status,
@@ -200,7 +206,7 @@ impl DataPlane {
         let writer = self.writer(pid);
         let _one_at_a_time = writer.lock().await;
         // The epoch may have moved while this write waited for the lock.
-        let lead = match self.leadership(at.table_id, pid, Some(lead.epoch)) {
+        let lead = match self.leadership(at.table_id, pid, Some(lead.epoch), true) {
             Ok(current) => current,
             Err(e) => return Err(e),
         };
@@ -234,6 +240,7 @@ impl DataPlane {
         local
             .map_err(|e| ItemError::Unavailable(format!("local append: {e}")))?
             .map_err(unavailable)?;
+        self.maybe_trim(pid, position.lsn, record.lsn);
         let mut failed = Vec::new();
         for (&replica, result) in lead.replicas.iter().zip(remote) {
             let outcome = match result {
@@ -253,7 +260,7 @@ impl DataPlane {
                     });
                 }
                 Err(e) => {
-                    self.activity.record_behind(pid, replica, record.lsn);
+                    self.replica_failing(pid, lead.epoch, replica, record.lsn);
                     failed.push(format!("{replica} ({e})"));
                 }
             }
@@ -296,6 +303,50 @@ impl DataPlane {
                 .renew(pid, epoch, started + self.lease_duration());
         }
         all
+    }
+
+    /// Notes that `replica` did not confirm; once it has failed to for
+    /// `replica_drop_after_ms`, asks (through Raft, fenced by the epoch) that it leave the
+    /// partition's replica set, so writes continue without it. The leader's recovery then
+    /// adds a replacement.
+    pub(super) fn replica_failing(&self, pid: PartitionId, epoch: u64, replica: NodeId, lsn: u64) {
+        let failing_for = self.activity.record_behind(pid, replica, lsn);
+        if failing_for < Duration::from_millis(self.config.replica_drop_after_ms) {
+            return;
+        }
+        let change = self.state.read(|s| {
+            let p = s.partition(pid).filter(|p| p.epoch == epoch)?;
+            let replicas: Vec<NodeId> = p
+                .replica_node_ids
+                .iter()
+                .copied()
+                .filter(|&n| n != replica)
+                .collect();
+            (replicas.len() < p.replica_node_ids.len()).then_some(PartitionChange {
+                partition_id: pid,
+                expected_epoch: epoch,
+                primary_node_id: p.primary_node_id,
+                replica_node_ids: replicas,
+            })
+        });
+        let Some(change) = change else { return };
+        let meta = self.meta.clone();
+        tracing::warn!(
+            partition = pid,
+            replica,
+            ?failing_for,
+            "dropping an unresponsive replica"
+        );
+        tokio::spawn(async move {
+            let cmd = MetaCommand::RepairPartitions {
+                changes: vec![change],
+            };
+            match meta.propose(cmd).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::debug!(partition = pid, error = %e, "replica drop rejected"),
+                Err(e) => tracing::warn!(partition = pid, error = %e, "replica drop not proposed"),
+            }
+        });
     }
 
     /// The configured read lease.
@@ -430,7 +481,7 @@ impl DataPlane {
             })?;
         let writer = self.writer(pid);
         let _one_at_a_time = writer.lock().await;
-        let lead = self.leadership(table_id, pid, Some(epoch))?;
+        let lead = self.leadership(table_id, pid, Some(epoch), false)?;
         if !lead.replicas.contains(&replica) {
             return Err(ItemError::Invalid(format!(
                 "node {replica} is not a replica of partition {pid} at epoch {epoch}"

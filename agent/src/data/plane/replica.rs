@@ -91,7 +91,10 @@ impl DataPlane {
             .await
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         match appended {
-            Ok(pos) => Ok(pos),
+            Ok(pos) => {
+                self.maybe_trim(pid, position.lsn, pos.lsn);
+                Ok(pos)
+            }
             Err(StoreError::Gap { .. } | StoreError::Diverged { .. }) => {
                 Err(ReplicaError::NeedSync { position })
             }
