@@ -23,22 +23,16 @@ use serde_json::json;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::{CapacityMode, TableStatus};
 
-use crate::support::arg;
+use crate::support::{WAIT, arg};
 
 const HTTP_BASE: u16 = 23500;
 const NODES: u16 = 3;
 const TABLE: &str = "bench";
-const WAIT: Duration = Duration::from_secs(60);
+/// Polling period of the waits.
+const POLL: Duration = Duration::from_millis(50);
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    support::wait_for(what, POLL, f)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -17,7 +17,7 @@ use agent::dev::{Children, PortPlan, spawn_agent, wait_for_voters, write_cluster
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::{CapacityMode, NodeId, NodeStatus, TableStatus};
 
-use crate::support::arg;
+use crate::support::{WAIT, arg};
 
 /// HTTP ports of run `r` start at `HTTP_BASE + r * PORTS_PER_RUN` (peer ports +100).
 const HTTP_BASE: u16 = 23300;
@@ -26,18 +26,9 @@ const NODES: u16 = 5;
 const TABLE: &str = "bench";
 /// Polling period while measuring: the measurement's resolution.
 const POLL: Duration = Duration::from_millis(10);
-/// Give up on any one wait after this long.
-const WAIT: Duration = Duration::from_secs(60);
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(POLL);
-    }
+fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    support::wait_for(what, POLL, f)
 }
 
 struct Sample {

@@ -170,6 +170,15 @@ pub enum MetaCommand {
         /// Proposer's clock.
         now_ms: UnixMillis,
     },
+    /// A node holds the data of these partitions as of these epochs (a copy filled from
+    /// its primary). Rejected (`StaleEpoch`, nothing changed) if any partition has moved
+    /// to another epoch since: the copy may lack writes acknowledged without it.
+    PartitionsReadyAt {
+        /// Reporting node.
+        node_id: NodeId,
+        /// (partition, epoch the copy was filled at).
+        partitions: Vec<(PartitionId, u64)>,
+    },
 }
 
 /// The result of a command that applied.

@@ -280,10 +280,14 @@ pub enum ItemError {
     /// Malformed request (key, value, bounds).
     #[error("invalid request: {0}")]
     Invalid(String),
-    /// The primary cannot serve now: replicas unreachable, no read lease, shutting down.
-    /// For a write the outcome is unknown.
+    /// The primary cannot serve now (replicas unreachable, no read lease, moving to a new
+    /// epoch); nothing was written. Retry.
     #[error("partition unavailable: {0}")]
     Unavailable(String),
+    /// A write failed after it may have reached some copies: it may or may not be applied
+    /// (a later read tells). The partition moves to a new epoch before the next write.
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 /// What a primary answers.
@@ -317,6 +321,8 @@ pub enum ReplicaRequest {
     },
     /// Lease renewal: may the sender serve reads of these partitions at these epochs?
     Lease {
+        /// The primary asking.
+        primary: NodeId,
         /// (partition, epoch) pairs.
         entries: Vec<(PartitionId, u64)>,
     },

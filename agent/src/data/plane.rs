@@ -4,14 +4,16 @@
 //! (PacificA-style; see `primary`, `replica` and `lease`).
 
 mod activity;
+mod fence;
 mod lease;
 mod primary;
 mod replica;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use shared::command::{MetaCommand, PartitionChange};
 use shared::data::{
     DEFAULT_QUERY_LIMIT, DataPeerReply, DataPeerRequest, ItemError, ItemReply, ItemRequest,
     ItemResult, LogPosition, MAX_PARTITION_KEY_BYTES, MAX_QUERY_LIMIT, MAX_SORT_KEY_BYTES,
@@ -27,7 +29,7 @@ use crate::data::store::PartitionStore;
 use crate::meta::rpc::{PeerRequest, PeerResponse};
 use crate::meta::state_machine::StateHandle;
 use crate::node::meta_client::MetaClient;
-use crate::transport::RpcClient;
+use crate::transport::{RpcClient, TransportError};
 
 /// What an item call does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,23 @@ pub struct ItemCall {
     pub expected_epoch: Option<u64>,
 }
 
+/// Why a data-plane RPC produced no answer.
+#[derive(Debug)]
+pub(crate) enum RpcFailure {
+    /// Certainly not delivered (no connection, unknown node): nothing happened there.
+    NotSent(String),
+    /// Sent, but no usable answer: the peer may have acted on it.
+    NoAnswer(String),
+}
+
+impl std::fmt::Display for RpcFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RpcFailure::NotSent(why) | RpcFailure::NoAnswer(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Pause before retrying a stale route or an unreachable primary; doubles each attempt.
 const ROUTE_RETRY_BASE: Duration = Duration::from_millis(50);
 /// Longest pause between two routing attempts.
@@ -90,8 +109,13 @@ pub struct DataPlane {
     writers: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
     /// Replica side: the highest epoch accepted from a primary, per partition.
     accepted: Mutex<HashMap<PartitionId, u64>>,
+    /// Replica side: one append or snapshot at a time per partition.
+    replica_locks: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
     leases: lease::Leases,
+    fences: fence::Fences,
     activity: PartitionActivity,
+    /// This data plane itself, for tasks that must outlive a cancelled caller.
+    this: Weak<DataPlane>,
 }
 
 impl DataPlane {
@@ -103,8 +127,10 @@ impl DataPlane {
         peers: Arc<dyn RpcClient>,
         meta: Arc<MetaClient>,
         config: DataConfig,
-    ) -> Self {
-        DataPlane {
+    ) -> Arc<Self> {
+        Arc::new_cyclic(|this| DataPlane {
+            this: this.clone(),
+            fences: fence::Fences::default(),
             me,
             state,
             store,
@@ -114,9 +140,64 @@ impl DataPlane {
             routes: Mutex::new((u64::MAX, Arc::new(RoutingTable::default()))),
             writers: Mutex::default(),
             accepted: Mutex::default(),
+            replica_locks: Mutex::default(),
             leases: lease::Leases::default(),
             activity: PartitionActivity::default(),
+        })
+    }
+
+    /// Once the metadata replica has caught up at start-up, fences the partitions this
+    /// process leads and moves them to new epochs (see `fence`): a previous run of this
+    /// agent may have left records of their current epochs that this log lacks.
+    pub async fn arm_fences(self: Arc<Self>, caught_up: Arc<std::sync::atomic::AtomicBool>) {
+        while !caught_up.load(std::sync::atomic::Ordering::Acquire) {
+            tokio::time::sleep(ROUTE_RETRY_BASE).await;
         }
+        let led: Vec<(PartitionId, u64)> = self.state.read(|s| {
+            s.partitions()
+                .filter(|p| p.primary_node_id == self.me)
+                .map(|p| (p.partition_id, p.epoch))
+                .collect()
+        });
+        self.fences.arm(led.iter().copied());
+        self.bump_epochs(led);
+    }
+
+    /// Proposes, in one command, a new epoch (same replicas) for each partition still at
+    /// the given epoch; a partition whose epoch moved meanwhile needs none.
+    fn bump_epochs(&self, at: Vec<(PartitionId, u64)>) {
+        let changes: Vec<PartitionChange> = self.state.read(|s| {
+            at.iter()
+                .filter_map(|(pid, epoch)| {
+                    let p = s.partition(*pid).filter(|p| p.epoch == *epoch)?;
+                    Some(PartitionChange {
+                        partition_id: *pid,
+                        expected_epoch: *epoch,
+                        primary_node_id: p.primary_node_id,
+                        replica_node_ids: p.replica_node_ids.clone(),
+                    })
+                })
+                .collect()
+        });
+        if changes.is_empty() {
+            return;
+        }
+        let meta = self.meta.clone();
+        tokio::spawn(async move {
+            let count = changes.len();
+            match meta
+                .propose(MetaCommand::RepairPartitions { changes })
+                .await
+            {
+                Ok(Ok(_)) => {
+                    tracing::info!(partitions = count, "fenced partitions moved to new epochs")
+                }
+                // Raced with another change (which moved the epoch too, or a failed member
+                // that recovery is replacing, which will): the next write asks again.
+                Ok(Err(e)) => tracing::debug!(error = %e, "epoch change refused"),
+                Err(e) => tracing::warn!(error = %e, "epoch change not proposed"),
+            }
+        });
     }
 
     /// Per-partition activity counters (ops/sec, replica lag) of this agent.
@@ -319,6 +400,7 @@ impl DataPlane {
     async fn forward(&self, node: NodeId, request: ItemRequest) -> ItemResult {
         // Bounded by the replica timeout on the primary, plus a margin for the hops.
         let timeout = Duration::from_millis(self.config.replica_timeout_ms * 3);
+        let is_write = request.is_write();
         match self
             .rpc(node, DataPeerRequest::Item(request), timeout)
             .await
@@ -327,7 +409,16 @@ impl DataPlane {
             Ok(other) => Err(ItemError::Unavailable(format!(
                 "unexpected reply {other:?}"
             ))),
-            Err(e) => Err(ItemError::Unavailable(format!("primary {node}: {e}"))),
+            Err(RpcFailure::NotSent(e)) => {
+                Err(ItemError::Unavailable(format!("primary {node}: {e}")))
+            }
+            // The primary may have acted on a write it did not answer.
+            Err(RpcFailure::NoAnswer(e)) if is_write => {
+                Err(ItemError::OutcomeUnknown(format!("primary {node}: {e}")))
+            }
+            Err(RpcFailure::NoAnswer(e)) => {
+                Err(ItemError::Unavailable(format!("primary {node}: {e}")))
+            }
         }
     }
 
@@ -360,20 +451,30 @@ impl DataPlane {
         node: NodeId,
         request: DataPeerRequest,
         timeout: Duration,
-    ) -> Result<DataPeerReply, String> {
+    ) -> Result<DataPeerReply, RpcFailure> {
         let addr = self
             .state
             .read(|s| s.node(node).map(|n| n.peer_addr.clone()))
-            .ok_or_else(|| format!("node {node} is not registered"))?;
-        let bytes = postcard::to_stdvec(&PeerRequest::Data(request)).map_err(|e| e.to_string())?;
+            .ok_or_else(|| RpcFailure::NotSent(format!("node {node} is not registered")))?;
+        let bytes = postcard::to_stdvec(&PeerRequest::Data(request))
+            .map_err(|e| RpcFailure::NotSent(e.to_string()))?;
         let reply = tokio::time::timeout(timeout, self.peers.call(&addr, bytes))
             .await
-            .map_err(|_| format!("no answer from node {node} within {timeout:?}"))?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| {
+                RpcFailure::NoAnswer(format!("node {node}: no answer within {timeout:?}"))
+            })?
+            .map_err(|e| match e {
+                TransportError::Connect { .. } => RpcFailure::NotSent(e.to_string()),
+                other => RpcFailure::NoAnswer(other.to_string()),
+            })?;
         match postcard::from_bytes::<PeerResponse>(&reply) {
             Ok(PeerResponse::Data(reply)) => Ok(reply),
-            Ok(other) => Err(format!("unexpected reply from node {node}: {other:?}")),
-            Err(e) => Err(format!("undecodable reply from node {node}: {e}")),
+            Ok(other) => Err(RpcFailure::NoAnswer(format!(
+                "unexpected reply from node {node}: {other:?}"
+            ))),
+            Err(e) => Err(RpcFailure::NoAnswer(format!(
+                "undecodable reply from node {node}: {e}"
+            ))),
         }
     }
 
@@ -420,6 +521,11 @@ impl DataPlane {
                 tracing::warn!(partition = pid, error = %e, "log trim failed");
             }
         });
+    }
+
+    /// The replica-side lock of partition `pid`.
+    fn replica_lock(&self, pid: PartitionId) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.replica_locks).entry(pid).or_default().clone()
     }
 
     /// The write lock of partition `pid`.

@@ -72,26 +72,33 @@ impl Reconciler {
         self.report(plan).await
     }
 
-    /// The partitions of `pids` that hold their data: a copy added to a partition whose
-    /// other members already serve (a replacement) is empty until its primary fills it;
-    /// it asks now and counts as ready only once filled. A new table's copies all start
-    /// empty together and are ready at once.
-    async fn filled(&self, pids: Vec<PartitionId>) -> Vec<PartitionId> {
-        let mut ready = Vec::with_capacity(pids.len());
+    /// Splits `pids` into copies that hold their data now and copies filled from their
+    /// primary just now (with the epoch they were filled at). A copy added to a partition
+    /// whose other members already serve (a replacement) is empty until its primary
+    /// fills it; it asks now, all such copies at once, and counts as ready only once
+    /// filled, and only if the partition is still at that epoch when the report lands.
+    /// A new table's copies all start empty together and are ready at once.
+    async fn filled(&self, pids: Vec<PartitionId>) -> (Vec<PartitionId>, Vec<(PartitionId, u64)>) {
+        let mut ready = Vec::new();
+        let mut to_fill = Vec::new();
         for pid in pids {
             // Epoch 1 is a new table's first placement: every copy starts empty, and no
             // write is taken before all are ready. Any later member came with a repair.
-            let needs_fill = self.state.read(|s| {
-                s.partition(pid).is_some_and(|p| {
-                    p.epoch > 1
-                        && p.primary_node_id != self.node_id
-                        && p.ready_node_ids.iter().any(|&n| n != self.node_id)
-                })
+            let fill_at = self.state.read(|s| {
+                s.partition(pid)
+                    .filter(|p| {
+                        p.epoch > 1
+                            && p.primary_node_id != self.node_id
+                            && p.ready_node_ids.iter().any(|&n| n != self.node_id)
+                    })
+                    .map(|p| p.epoch)
             });
-            if !needs_fill {
-                ready.push(pid);
-                continue;
+            match fill_at {
+                Some(epoch) => to_fill.push((pid, epoch)),
+                None => ready.push(pid),
             }
+        }
+        let fills = to_fill.into_iter().map(|(pid, epoch)| async move {
             match self.data.fill_from_primary(pid).await {
                 Ok(position) => {
                     tracing::info!(
@@ -99,13 +106,21 @@ impl Reconciler {
                         lsn = position.lsn,
                         "replica filled from its primary"
                     );
-                    ready.push(pid);
+                    Some((pid, epoch))
                 }
                 // The primary may be failing over: the next pass asks again.
-                Err(e) => tracing::info!(partition = pid, error = %e, "replica not filled yet"),
+                Err(e) => {
+                    tracing::info!(partition = pid, error = %e, "replica not filled yet");
+                    None
+                }
             }
-        }
-        ready
+        });
+        let filled = futures::future::join_all(fills)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        (ready, filled)
     }
 
     fn apply_locally(&self, plan: &ReconcilePlan) -> anyhow::Result<()> {
@@ -128,12 +143,20 @@ impl Reconciler {
     }
 
     async fn report(&self, plan: ReconcilePlan) -> anyhow::Result<()> {
-        let ready = self.filled(plan.report_ready).await;
+        let (ready, filled) = self.filled(plan.report_ready).await;
         if !ready.is_empty() {
             let cmd = MetaCommand::PartitionsReady {
                 node_id: self.node_id,
                 partition_ids: ready,
             };
+            self.meta.propose(cmd).await?.ok();
+        }
+        if !filled.is_empty() {
+            let cmd = MetaCommand::PartitionsReadyAt {
+                node_id: self.node_id,
+                partitions: filled,
+            };
+            // A stale epoch (the partition moved while filling) is refused: refilled next pass.
             self.meta.propose(cmd).await?.ok();
         }
         if !plan.release.is_empty() {

@@ -112,6 +112,10 @@ impl From<ItemError> for ApiError {
                 "PartitionUnavailable",
                 message,
             ),
+            // As for metadata writes: the client must read before deciding to retry.
+            ItemError::OutcomeUnknown(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "OutcomeUnknown", message)
+            }
         }
     }
 }

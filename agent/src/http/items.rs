@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use shared::api::{DeleteItemResponse, ItemResponse, PutItemResponse, QueryItem, QueryResponse};
-use shared::data::{DEFAULT_QUERY_LIMIT, ItemReply, MAX_QUERY_LIMIT, decode_key};
+use shared::data::{DEFAULT_QUERY_LIMIT, ItemError, ItemReply, MAX_QUERY_LIMIT, decode_key};
 use shared::validate::validate_table_name;
 
 use crate::data::plane::{ItemCall, ItemCallKind};
@@ -163,8 +163,22 @@ fn bad(message: String) -> ApiError {
     ApiError::bad_request("InvalidRequest", message)
 }
 
-/// The key types of a table as the local metadata replica knows it.
-fn key_types(app: &AppState, table: &str) -> ApiResult<KeyTypes> {
+/// The key types of a table as the local metadata replica knows it. A table this replica
+/// does not know yet may be a new one it has not applied: a read barrier first, then 404
+/// (421 to a client that addressed this agent with an epoch: it routed with newer
+/// metadata, and refreshes and retries).
+async fn key_types(app: &AppState, table: &str, epoch: Option<u64>) -> ApiResult<KeyTypes> {
+    let known = |app: &AppState| app.state.read(|s| s.table_by_name(table).is_some());
+    if !known(app) {
+        let _ = app.meta.linearizable_barrier().await;
+        if !known(app) && epoch.is_some() {
+            return Err(ItemError::WrongPartition {
+                current_epoch: None,
+                primary: None,
+            }
+            .into());
+        }
+    }
     app.state.read(|s| {
         let t = s
             .table_by_name(table)
@@ -207,7 +221,7 @@ pub async fn put(
     ItemValue(value): ItemValue,
 ) -> ApiResult<Json<PutItemResponse>> {
     single_item_only(&params).map_err(bad)?;
-    let keys = key_types(&app, &path.table)?;
+    let keys = key_types(&app, &path.table, params.epoch).await?;
     canonical_keys(keys, &path.partition_key, params.sort_key.as_deref(), true).map_err(bad)?;
     let call = item_call(path, params, ItemCallKind::Put(value));
     match app.data.call(call).await? {
@@ -223,7 +237,7 @@ pub async fn delete(
     QueryParams(params): QueryParams<ItemParams>,
 ) -> ApiResult<Json<DeleteItemResponse>> {
     single_item_only(&params).map_err(bad)?;
-    let keys = key_types(&app, &path.table)?;
+    let keys = key_types(&app, &path.table, params.epoch).await?;
     canonical_keys(keys, &path.partition_key, params.sort_key.as_deref(), true).map_err(bad)?;
     let call = item_call(path, params, ItemCallKind::Delete);
     match app.data.call(call).await? {
@@ -240,7 +254,7 @@ pub async fn get(
     QueryParams(params): QueryParams<ItemParams>,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
-    let keys = key_types(&app, &path.table)?;
+    let keys = key_types(&app, &path.table, params.epoch).await?;
     let kind = get_kind(&params, keys).map_err(bad)?;
     let canonical = canonical_keys(keys, &path.partition_key, params.sort_key.as_deref(), false)
         .map_err(bad)?;

@@ -128,14 +128,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         metrics.clone(),
     ));
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
-    let data = Arc::new(DataPlane::new(
+    let data = DataPlane::new(
         config.node_id,
         state.clone(),
         store.clone(),
         peers.clone(),
         meta.clone(),
         config.data.clone(),
-    ));
+    );
     let handler = PeerHandler::new(
         raft.clone(),
         state.clone(),
@@ -180,6 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     ));
     let caught_up = Arc::new(AtomicBool::new(false));
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
+    tokio::spawn(data.clone().arm_fences(caught_up.clone()));
     spawn_controllers(&config, &meta, &state, &clock, contacts, &membership, &data);
     let reconciler = Reconciler::new(
         config.node_id,

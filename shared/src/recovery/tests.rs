@@ -2,7 +2,7 @@
 //! applied to the state it was made from, which must accept it.
 
 use super::*;
-use crate::command::{MetaOutcome, PartitionAssignment};
+use crate::command::{MetaError, MetaOutcome, PartitionAssignment};
 use crate::keyspace::even_ranges;
 use crate::model::TableId;
 use crate::placement::{PlacementConfig, plan_new_table};
@@ -578,4 +578,34 @@ fn under_replicated_counts_healthy_ready_members_against_the_full_factor() {
     // A FAILED member needs attention even above the factor.
     fail(&mut s, 4);
     assert!(under_replicated(&s, &part(&s, 1), 2));
+}
+
+#[test]
+fn a_copy_filled_at_an_older_epoch_is_not_reported_ready() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    fail(&mut s, 3);
+    let plan = plan_node_recovery(&s, 3, &rf(3), &no_lsn, &BTreeSet::new());
+    apply(&mut s, &plan);
+    let (_, replicas) = members(&s, ids[0]);
+    let filling = *replicas.iter().find(|&&n| n != 2).unwrap();
+    let epoch = s.partition(ids[0]).unwrap().epoch;
+    let report = |at: u64| MetaCommand::PartitionsReadyAt {
+        node_id: filling,
+        partitions: vec![(ids[0], at)],
+    };
+    // Filled at an epoch the partition has left: it may lack writes since.
+    let before = s.clone();
+    assert!(matches!(
+        s.apply(&report(epoch - 1)),
+        Err(MetaError::StaleEpoch { .. })
+    ));
+    assert_eq!(s, before, "a rejected report changes nothing");
+    assert_eq!(s.apply(&report(epoch)), Ok(MetaOutcome::Done));
+    assert!(
+        s.partition(ids[0])
+            .unwrap()
+            .ready_node_ids
+            .contains(&filling)
+    );
 }

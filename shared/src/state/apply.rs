@@ -88,6 +88,10 @@ impl MetaState {
                 node_id,
                 partition_ids,
             } => self.partitions_ready(*node_id, partition_ids),
+            MetaCommand::PartitionsReadyAt {
+                node_id,
+                partitions,
+            } => self.partitions_ready_at(*node_id, partitions),
             MetaCommand::ActivateTable { table_id, now_ms } => {
                 self.activate_table(*table_id, *now_ms)
             }
@@ -370,6 +374,22 @@ impl MetaState {
             p.ready_node_ids.insert(node_id);
         }
         Ok(MetaOutcome::Done)
+    }
+
+    fn partitions_ready_at(&mut self, node_id: NodeId, at: &[(PartitionId, u64)]) -> MetaResult {
+        let ids: Vec<PartitionId> = at.iter().map(|(id, _)| *id).collect();
+        self.check_node_holds(node_id, &ids)?;
+        for (id, epoch) in at {
+            let current = self.partitions[id].epoch;
+            if current != *epoch {
+                return Err(MetaError::StaleEpoch {
+                    partition_id: *id,
+                    expected: *epoch,
+                    current,
+                });
+            }
+        }
+        self.partitions_ready(node_id, &ids)
     }
 
     fn activate_table(&mut self, table_id: TableId, now_ms: UnixMillis) -> MetaResult {

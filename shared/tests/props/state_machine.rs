@@ -300,6 +300,28 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
                 now_ms: 10,
             }]
         }
+        // Odd nodes report plainly; even ones with epochs: the current one, or (for odd
+        // partition ids) the one before, which must be refused.
+        Op::Ready { node, partitions } if node % 2 == 0 => {
+            let partitions = partitions
+                .into_iter()
+                .map(|pid| {
+                    let epoch = s.partition(pid).map_or(1, |p| p.epoch);
+                    (
+                        pid,
+                        if pid % 2 == 1 {
+                            epoch.saturating_sub(1)
+                        } else {
+                            epoch
+                        },
+                    )
+                })
+                .collect();
+            vec![MetaCommand::PartitionsReadyAt {
+                node_id: node,
+                partitions,
+            }]
+        }
         Op::Ready { node, partitions } => {
             vec![MetaCommand::PartitionsReady {
                 node_id: node,
@@ -580,6 +602,7 @@ fn kind(cmd: &MetaCommand) -> &'static str {
         MetaCommand::CreateTable { .. } => "CreateTable",
         MetaCommand::AssignPartitions { .. } => "AssignPartitions",
         MetaCommand::PartitionsReady { .. } => "PartitionsReady",
+        MetaCommand::PartitionsReadyAt { .. } => "PartitionsReadyAt",
         MetaCommand::ActivateTable { .. } => "ActivateTable",
         MetaCommand::UpdateCapacity { .. } => "UpdateCapacity",
         MetaCommand::AddSchemaVersion { .. } => "AddSchemaVersion",
@@ -630,6 +653,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "CreateTable",
         "AssignPartitions",
         "PartitionsReady",
+        "PartitionsReadyAt",
         "ActivateTable",
         "UpdateCapacity",
         "AddSchemaVersion",

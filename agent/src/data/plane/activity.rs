@@ -58,6 +58,8 @@ struct ReplicaProgress {
     primary_lsn: u64,
     /// Since when the replica lacks records (`None` when it has everything).
     behind_since: Option<Instant>,
+    /// Since when the replica has not answered at all (`None` when it last did).
+    silent_since: Option<Instant>,
 }
 
 /// A point-in-time view of one partition for metrics.
@@ -115,14 +117,23 @@ impl PartitionActivity {
             acked_lsn: 0,
             primary_lsn: 0,
             behind_since: None,
+            silent_since: None,
         });
         progress.acked_lsn = pos.lsn;
         progress.primary_lsn = primary_lsn.max(pos.lsn);
         progress.behind_since = None;
+        progress.silent_since = None;
     }
 
-    /// `replica` failed to confirm the record at `primary_lsn`; returns how long it has
-    /// been failing to.
+    /// `replica` answered (a lease renewal): it is reachable, whatever its LSN lag.
+    pub fn confirmed(&self, pid: PartitionId, replica: NodeId) {
+        if let Some(progress) = lock(&self.replicas).get_mut(&(pid, replica)) {
+            progress.silent_since = None;
+        }
+    }
+
+    /// `replica` failed to confirm the record at `primary_lsn` (or to answer at all);
+    /// returns how long it has been silent.
     pub fn record_behind(
         &self,
         pid: PartitionId,
@@ -134,10 +145,14 @@ impl PartitionActivity {
             acked_lsn: 0,
             primary_lsn: 0,
             behind_since: None,
+            silent_since: None,
         });
         progress.primary_lsn = progress.primary_lsn.max(primary_lsn);
+        if progress.acked_lsn < progress.primary_lsn {
+            progress.behind_since.get_or_insert_with(Instant::now);
+        }
         progress
-            .behind_since
+            .silent_since
             .get_or_insert_with(Instant::now)
             .elapsed()
     }

@@ -18,44 +18,46 @@ use super::{DataPlane, lock};
 /// Leases held by this agent as a primary, and granted by it as a replica, per
 /// partition: (epoch, valid until).
 ///
-/// A replica that granted a lease at one epoch grants none at another epoch until that
-/// grant has expired (and a replica promoted to primary does not take a lease over its
-/// own grant either): so the primary of a new epoch starts serving reads only after the
-/// old primary's lease ran out, even if the replica's metadata lagged when it granted.
+/// A replica that granted a lease to one primary grants none to another until that grant
+/// has expired (and a replica promoted to primary does not take a lease over its own
+/// grant either): so a new primary starts serving reads only after the old primary's
+/// lease ran out, even if the replica's metadata lagged when it granted. The same
+/// primary at a new epoch (a replica set change that kept it) is not held up.
 /// A grant is timed from its receipt, after the primary started timing its lease, so it
 /// outlasts the lease it backs.
 #[derive(Default)]
 pub(super) struct Leases {
     held: Mutex<HashMap<PartitionId, (u64, Instant)>>,
-    granted: Mutex<HashMap<PartitionId, (u64, Instant)>>,
+    /// As a replica: to which primary, until when.
+    granted: Mutex<HashMap<PartitionId, (NodeId, Instant)>>,
 }
 
 impl Leases {
-    /// As a replica: grants a lease of `pid` at `epoch` for `duration` from now, unless a
-    /// grant at another epoch is still running.
-    pub(super) fn grant(&self, pid: PartitionId, epoch: u64, duration: Duration) -> bool {
+    /// As a replica: grants `primary` a lease of `pid` for `duration` from now, unless a
+    /// grant to another primary is still running.
+    pub(super) fn grant(&self, pid: PartitionId, primary: NodeId, duration: Duration) -> bool {
         let now = Instant::now();
         let mut granted = lock(&self.granted);
         match granted.get(&pid) {
-            Some((e, until)) if *e != epoch && now < *until => false,
+            Some((p, until)) if *p != primary && now < *until => false,
             _ => {
-                granted.insert(pid, (epoch, now + duration));
+                granted.insert(pid, (primary, now + duration));
                 true
             }
         }
     }
 
-    /// Whether a grant at an epoch other than `epoch` is still running here.
-    fn blocked(&self, pid: PartitionId, epoch: u64, now: Instant) -> bool {
+    /// Whether a grant to a primary other than `me` is still running here.
+    fn blocked(&self, pid: PartitionId, me: NodeId, now: Instant) -> bool {
         lock(&self.granted)
             .get(&pid)
-            .is_some_and(|(e, until)| *e != epoch && now < *until)
+            .is_some_and(|(p, until)| *p != me && now < *until)
     }
 
-    /// Extends the lease of `pid` at `epoch` to `until` (never shortens it), unless this
-    /// agent granted a lease of another epoch that is still running.
-    pub(super) fn renew(&self, pid: PartitionId, epoch: u64, until: Instant) {
-        if self.blocked(pid, epoch, Instant::now()) {
+    /// Extends the lease of primary `me` on `pid` at `epoch` to `until` (never shortens
+    /// it), unless this agent granted another primary a lease that is still running.
+    pub(super) fn renew(&self, me: NodeId, pid: PartitionId, epoch: u64, until: Instant) {
+        if self.blocked(pid, me, Instant::now()) {
             return;
         }
         let mut held = lock(&self.held);
@@ -114,6 +116,7 @@ impl DataPlane {
         let timeout = Duration::from_millis(self.config.replica_timeout_ms);
         let asks = per_node.into_iter().map(|(node, entries)| async move {
             let request = DataPeerRequest::Replica(ReplicaRequest::Lease {
+                primary: self.me,
                 entries: entries.clone(),
             });
             // `None`: the replica did not answer (unreachable), as opposed to refusing.
@@ -145,7 +148,7 @@ impl DataPlane {
             let mut all = true;
             for r in replicas {
                 match answers.get(&(*pid, *r)) {
-                    Some(Some(true)) => {}
+                    Some(Some(true)) => self.activity.confirmed(*pid, *r),
                     // No answer at all: the same as a write it did not confirm.
                     Some(None) | None => {
                         all = false;
@@ -156,7 +159,7 @@ impl DataPlane {
                 }
             }
             if all {
-                self.leases.renew(*pid, *epoch, until);
+                self.leases.renew(self.me, *pid, *epoch, until);
             }
         }
         // A partition without replicas has no one to confirm it: the metadata does, once
@@ -168,7 +171,7 @@ impl DataPlane {
                         .is_some_and(|p| p.primary_node_id == self.me && p.epoch == epoch)
                 });
                 if still {
-                    self.leases.renew(pid, epoch, until);
+                    self.leases.renew(self.me, pid, epoch, until);
                 }
             }
         }
@@ -179,38 +182,45 @@ impl DataPlane {
 mod tests {
     use super::*;
 
+    const ME: NodeId = 1;
+
     #[test]
     fn a_lease_is_per_epoch_and_expires() {
         let leases = Leases::default();
         let now = Instant::now();
-        leases.renew(1, 3, now + Duration::from_secs(2));
+        leases.renew(ME, 1, 3, now + Duration::from_secs(2));
         assert!(leases.holds(1, 3, now));
         assert!(!leases.holds(1, 4, now), "another epoch holds nothing");
         assert!(!leases.holds(1, 3, now + Duration::from_secs(2)), "expired");
         assert!(!leases.holds(2, 3, now));
         // A renewal never shortens; a new epoch replaces.
-        leases.renew(1, 3, now + Duration::from_secs(1));
+        leases.renew(ME, 1, 3, now + Duration::from_secs(1));
         assert!(leases.holds(1, 3, now + Duration::from_millis(1500)));
-        leases.renew(1, 4, now + Duration::from_secs(1));
+        leases.renew(ME, 1, 4, now + Duration::from_secs(1));
         assert!(!leases.holds(1, 3, now));
         assert!(leases.holds(1, 4, now));
     }
 
     #[test]
-    fn a_running_grant_blocks_other_epochs() {
+    fn a_running_grant_blocks_other_primaries() {
         let leases = Leases::default();
         let lease = Duration::from_secs(2);
-        assert!(leases.grant(7, 3, lease));
-        assert!(leases.grant(7, 3, lease), "the same epoch renews");
+        assert!(leases.grant(7, 2, lease));
+        assert!(leases.grant(7, 2, lease), "the same primary renews");
         assert!(
-            !leases.grant(7, 4, lease),
-            "a new epoch waits for the old grant"
+            !leases.grant(7, 3, lease),
+            "another primary waits for the grant"
         );
-        // Promoted meanwhile: this agent takes no lease at epoch 4 over its own grant.
-        leases.renew(7, 4, Instant::now() + lease);
+        // Promoted meanwhile: this agent takes no lease over its own grant to node 2.
+        leases.renew(ME, 7, 4, Instant::now() + lease);
         assert!(!leases.holds(7, 4, Instant::now()));
         let short = Leases::default();
-        assert!(short.grant(7, 3, Duration::ZERO));
-        assert!(short.grant(7, 4, lease), "an expired grant blocks nothing");
+        assert!(short.grant(7, 2, Duration::ZERO));
+        assert!(short.grant(7, 3, lease), "an expired grant blocks nothing");
+        // The primary the grant names is not held up at a new epoch.
+        let own = Leases::default();
+        assert!(own.grant(7, ME, lease));
+        own.renew(ME, 7, 9, Instant::now() + lease);
+        assert!(own.holds(7, 9, Instant::now()));
     }
 }

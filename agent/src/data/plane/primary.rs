@@ -15,9 +15,12 @@ use shared::model::{NodeId, PartitionId, TableStatus};
 use tokio::time::Instant;
 
 use super::DataPlane;
+use super::fence::FenceCheck;
 
 /// Records sent per catch-up message.
 const CATCH_UP_BATCH: usize = 512;
+/// Bytes of keys and values per catch-up message (well under the transport's limit).
+const CATCH_UP_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Catch-up messages (log batches or a snapshot) before giving up on a replica for now.
 const MAX_CATCH_UP_ROUNDS: usize = 64;
 /// How long a replica may take to install a snapshot.
@@ -63,7 +66,15 @@ impl DataPlane {
                 op,
                 ..
             } => {
-                let result = self.write(at, lead, partition_key, sort_key, op).await;
+                // On its own task: a caller that gives up (a client disconnecting) must not
+                // cancel a write half way, after its record may have left this node.
+                let Some(this) = self.this.upgrade() else {
+                    return Err(ItemError::Unavailable("shutting down".into()));
+                };
+                let write = async move { this.write(at, lead, partition_key, sort_key, op).await };
+                let result = tokio::spawn(write)
+                    .await
+                    .unwrap_or_else(|e| Err(ItemError::OutcomeUnknown(e.to_string())));
                 if result.is_ok() {
                     self.activity.record_op(pid);
                 }
@@ -178,9 +189,11 @@ impl DataPlane {
                 });
             if still_primary {
                 self.leases
-                    .renew(pid, lead.epoch, started + self.lease_duration());
+                    .renew(self.me, pid, lead.epoch, started + self.lease_duration());
             }
-            still_primary
+            // The renewal may have been refused (a grant this agent gave another
+            // primary is still running): only a lease actually held counts.
+            still_primary && self.leases.holds(pid, lead.epoch, Instant::now())
         } else {
             self.confirm_replicas(pid, lead.epoch, &lead.replicas).await
         };
@@ -210,10 +223,18 @@ impl DataPlane {
             Ok(current) => current,
             Err(e) => return Err(e),
         };
-        if !lead.replicas.is_empty()
-            && !self.leases.holds(pid, lead.epoch, Instant::now())
-            && !self.confirm_replicas(pid, lead.epoch, &lead.replicas).await
-        {
+        match self.fences.check(pid, lead.epoch, Instant::now()) {
+            FenceCheck::Write => {}
+            check => {
+                if check == FenceCheck::Propose {
+                    self.bump_epochs(vec![(pid, lead.epoch)]);
+                }
+                return Err(ItemError::Unavailable(format!(
+                    "partition {pid} is moving to a new epoch before it takes writes; retry"
+                )));
+            }
+        }
+        if self.ensure_lease(pid, &lead).await.is_err() {
             // Known before anything is written: refusing now leaves the data unchanged.
             return Err(ItemError::Unavailable(format!(
                 "replicas of partition {pid} cannot all be reached; nothing was written"
@@ -227,7 +248,6 @@ impl DataPlane {
             sort_key,
             op,
         };
-        let started = Instant::now();
         let store = self.store.clone();
         let local_record = record.clone();
         let local = tokio::task::spawn_blocking(move || store.append(pid, &[local_record]));
@@ -237,9 +257,18 @@ impl DataPlane {
                 .map(|&r| self.replicate(r, pid, lead.epoch, position, vec![record.clone()])),
         );
         let (local, remote) = tokio::join!(local, remote);
-        local
-            .map_err(|e| ItemError::Unavailable(format!("local append: {e}")))?
-            .map_err(unavailable)?;
+        // From here on the record may be on some copies: any failure leaves the outcome
+        // unknown, and the partition moves to a new epoch before the next write.
+        let in_doubt = |why: String| {
+            self.fences.fence(pid, lead.epoch);
+            self.bump_epochs(vec![(pid, lead.epoch)]);
+            ItemError::OutcomeUnknown(why)
+        };
+        match local {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(in_doubt(format!("local append: {e}"))),
+            Err(e) => return Err(in_doubt(format!("local append: {e}"))),
+        }
         self.maybe_trim(pid, position.lsn, record.lsn);
         let mut failed = Vec::new();
         for (&replica, result) in lead.replicas.iter().zip(remote) {
@@ -254,10 +283,9 @@ impl DataPlane {
             match outcome {
                 Ok(pos) => self.activity.record_ack(pid, replica, pos, record.lsn),
                 Err(ReplicateFailure::Stale(current)) => {
-                    return Err(ItemError::WrongPartition {
-                        current_epoch: Some(current),
-                        primary: None,
-                    });
+                    return Err(in_doubt(format!(
+                        "replica {replica} is at epoch {current}: this node is no longer the primary"
+                    )));
                 }
                 Err(e) => {
                     self.replica_failing(pid, lead.epoch, replica, record.lsn);
@@ -266,14 +294,13 @@ impl DataPlane {
             }
         }
         if !failed.is_empty() {
-            return Err(ItemError::Unavailable(format!(
-                "replicas {} did not acknowledge; the write may or may not be applied",
+            return Err(in_doubt(format!(
+                "replicas {} did not acknowledge",
                 failed.join(", ")
             )));
         }
-        // Every replica just confirmed this primary at this epoch.
-        self.leases
-            .renew(pid, lead.epoch, started + self.lease_duration());
+        // No lease renewal here: replicas record the grants that back a lease only for
+        // lease requests, and a lease must never outlast the grants behind it.
         Ok(ItemReply::Written {
             lsn: record.lsn,
             epoch: lead.epoch,
@@ -287,6 +314,7 @@ impl DataPlane {
         let timeout = Duration::from_millis(self.config.replica_timeout_ms);
         let asks = replicas.iter().map(|&r| {
             let request = DataPeerRequest::Replica(ReplicaRequest::Lease {
+                primary: self.me,
                 entries: vec![(pid, epoch)],
             });
             self.rpc(r, request, timeout)
@@ -300,9 +328,9 @@ impl DataPlane {
             });
         if all {
             self.leases
-                .renew(pid, epoch, started + self.lease_duration());
+                .renew(self.me, pid, epoch, started + self.lease_duration());
         }
-        all
+        all && self.leases.holds(pid, epoch, Instant::now())
     }
 
     /// Notes that `replica` did not confirm; once it has failed to for
@@ -394,7 +422,7 @@ impl DataPlane {
             Ok(other) => Err(ReplicateFailure::Failed(format!(
                 "unexpected reply {other:?}"
             ))),
-            Err(e) => Err(ReplicateFailure::Failed(e)),
+            Err(e) => Err(ReplicateFailure::Failed(e.to_string())),
         }
     }
 
@@ -420,6 +448,7 @@ impl DataPlane {
                 self.store
                     .log_after(pid, theirs.lsn, CATCH_UP_BATCH)
                     .map_err(failed)?
+                    .map(cap_batch)
             } else {
                 None
             };
@@ -499,6 +528,24 @@ impl DataPlane {
             Err(e) => Err(ItemError::Unavailable(e.to_string())),
         }
     }
+}
+
+/// At least one record, then only as many as fit in `CATCH_UP_BATCH_BYTES`.
+fn cap_batch(mut records: Vec<WriteRecord>) -> Vec<WriteRecord> {
+    let mut bytes = 0;
+    let fits = records
+        .iter()
+        .take_while(|r| {
+            bytes += r.partition_key.len() + r.sort_key.as_ref().map_or(0, Vec::len);
+            if let shared::data::WriteOp::Put(value) = &r.op {
+                bytes += value.len();
+            }
+            bytes <= CATCH_UP_BATCH_BYTES
+        })
+        .count()
+        .max(1);
+    records.truncate(fits);
+    records
 }
 
 fn unavailable(e: impl std::fmt::Display) -> ItemError {

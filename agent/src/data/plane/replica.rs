@@ -34,12 +34,12 @@ impl DataPlane {
                 self.install(partition_id, epoch, PartitionSnapshot { position, items })
                     .await,
             ),
-            ReplicaRequest::Lease { entries } => ReplicaReply::Lease(
+            ReplicaRequest::Lease { primary, entries } => ReplicaReply::Lease(
                 entries
                     .into_iter()
                     .map(|(pid, epoch)| {
                         self.accept_epoch(pid, epoch).is_ok()
-                            && self.leases.grant(pid, epoch, self.lease_duration())
+                            && self.leases.grant(pid, primary, self.lease_duration())
                     })
                     .collect(),
             ),
@@ -81,6 +81,10 @@ impl DataPlane {
         prev: LogPosition,
         records: Vec<shared::data::WriteRecord>,
     ) -> Result<LogPosition, ReplicaError> {
+        // One change at a time per partition: a late message must see the effect of the
+        // ones before it.
+        let guard = self.replica_lock(pid);
+        let _one_at_a_time = guard.lock().await;
         self.accept_epoch(pid, epoch)?;
         let position = self.position_or_allocate(pid)?;
         if position != prev {
@@ -108,7 +112,15 @@ impl DataPlane {
         epoch: u64,
         snapshot: PartitionSnapshot,
     ) -> Result<LogPosition, ReplicaError> {
+        let guard = self.replica_lock(pid);
+        let _one_at_a_time = guard.lock().await;
         self.accept_epoch(pid, epoch)?;
+        // Records of this epoch (or a later one) beyond the snapshot came from this same
+        // primary after it made the snapshot: a late snapshot must not roll them back.
+        let current = self.position_or_allocate(pid)?;
+        if current.epoch >= epoch && current.lsn > snapshot.position.lsn {
+            return Err(ReplicaError::NeedSync { position: current });
+        }
         let position = snapshot.position;
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.install_snapshot(pid, &snapshot))
@@ -161,7 +173,7 @@ impl DataPlane {
             Ok(other) => Err(ItemError::Unavailable(format!(
                 "unexpected reply {other:?}"
             ))),
-            Err(e) => Err(ItemError::Unavailable(e)),
+            Err(e) => Err(ItemError::Unavailable(e.to_string())),
         }
     }
 }
