@@ -28,6 +28,7 @@ use crate::config::DataConfig;
 use crate::data::store::PartitionStore;
 use crate::meta::rpc::{PeerRequest, PeerResponse};
 use crate::meta::state_machine::StateHandle;
+use crate::node::liveness::MetaFreshness;
 use crate::node::meta_client::MetaClient;
 use crate::transport::{RpcClient, TransportError};
 
@@ -102,6 +103,7 @@ pub struct DataPlane {
     store: Arc<PartitionStore>,
     peers: Arc<dyn RpcClient>,
     meta: Arc<MetaClient>,
+    freshness: Arc<MetaFreshness>,
     config: DataConfig,
     /// Routes of every table, rebuilt when the metadata changed.
     routes: Mutex<(u64, Arc<RoutingTable>)>,
@@ -126,6 +128,7 @@ impl DataPlane {
         store: Arc<PartitionStore>,
         peers: Arc<dyn RpcClient>,
         meta: Arc<MetaClient>,
+        freshness: Arc<MetaFreshness>,
         config: DataConfig,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| DataPlane {
@@ -136,6 +139,7 @@ impl DataPlane {
             store,
             peers,
             meta,
+            freshness,
             config,
             routes: Mutex::new((u64::MAX, Arc::new(RoutingTable::default()))),
             writers: Mutex::default(),

@@ -38,7 +38,7 @@ use crate::meta::state_machine::{StateHandle, StateMachineStore};
 use crate::meta::types::Raft;
 use crate::metrics::AgentMetrics;
 use crate::node::health::HealthView;
-use crate::node::liveness::{ObservedClient, PeerContacts};
+use crate::node::liveness::{MetaFreshness, ObservedClient, PeerContacts};
 use crate::node::meta_client::MetaClient;
 use crate::node::peer::PeerHandler;
 use crate::transport::RpcClient;
@@ -128,18 +128,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         metrics.clone(),
     ));
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
+    let freshness = Arc::new(MetaFreshness::new(raft.clone(), contacts.clone()));
     let data = DataPlane::new(
         config.node_id,
         state.clone(),
         store.clone(),
         peers.clone(),
         meta.clone(),
+        freshness.clone(),
         config.data.clone(),
     );
     let handler = PeerHandler::new(
         raft.clone(),
         state.clone(),
         data.clone(),
+        freshness,
         clock.clone(),
         leader_wait,
     );

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
+use openraft::raft::AppendEntriesResponse;
 use shared::command::MetaCommand;
 
 use crate::data::plane::DataPlane;
@@ -15,6 +16,7 @@ use crate::meta::rpc::{
 use crate::meta::state_machine::StateHandle;
 use crate::meta::types::{NodeId, Raft};
 use crate::node::Clock;
+use crate::node::liveness::MetaFreshness;
 use crate::node::meta_client::{leader_route, read_index_on_leader, write_on_leader};
 use crate::transport::{BoxFuture, RpcHandler};
 
@@ -23,6 +25,7 @@ pub struct PeerHandler {
     raft: Raft,
     state: StateHandle,
     data: Arc<DataPlane>,
+    freshness: Arc<MetaFreshness>,
     now_ms: Clock,
     write_timeout: Duration,
 }
@@ -34,6 +37,7 @@ impl PeerHandler {
         raft: Raft,
         state: StateHandle,
         data: Arc<DataPlane>,
+        freshness: Arc<MetaFreshness>,
         now_ms: Clock,
         write_timeout: Duration,
     ) -> Self {
@@ -41,6 +45,7 @@ impl PeerHandler {
             raft,
             state,
             data,
+            freshness,
             now_ms,
             write_timeout,
         }
@@ -59,9 +64,18 @@ impl PeerHandler {
                 PeerResponse::NodeRecord(self.node_record(node_id).await)
             }
             PeerRequest::Data(request) => PeerResponse::Data(self.data.handle_peer(request).await),
-            raft_rpc => handle_raft_request(&self.raft, raft_rpc)
-                .await
-                .unwrap_or_else(|| PeerResponse::BadRequest("unhandled request".into())),
+            raft_rpc => {
+                let response = handle_raft_request(&self.raft, raft_rpc)
+                    .await
+                    .unwrap_or_else(|| PeerResponse::BadRequest("unhandled request".into()));
+                // Accepted (even as a conflict to resolve): it came from a current leader.
+                if let PeerResponse::AppendEntries(Ok(r)) = &response
+                    && !matches!(r, AppendEntriesResponse::HigherVote(_))
+                {
+                    self.freshness.heard_from_leader();
+                }
+                response
+            }
         }
     }
 

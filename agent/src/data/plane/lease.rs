@@ -104,7 +104,8 @@ impl DataPlane {
                 .map(|p| (p.partition_id, p.epoch, p.replica_node_ids.clone()))
                 .collect()
         });
-        if led.is_empty() {
+        // Cut off from the metadata majority, this agent may have been replaced already.
+        if led.is_empty() || !self.meta_fresh() {
             return;
         }
         let mut per_node: BTreeMap<NodeId, Vec<(PartitionId, u64)>> = BTreeMap::new();

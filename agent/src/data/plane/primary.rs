@@ -326,7 +326,7 @@ impl DataPlane {
                 matches!(reply, Ok(DataPeerReply::Replica(ReplicaReply::Lease(granted)))
                 if granted == [true])
             });
-        if all {
+        if all && self.meta_fresh() {
             self.leases
                 .renew(self.me, pid, epoch, started + self.lease_duration());
         }
@@ -380,6 +380,12 @@ impl DataPlane {
     /// The configured read lease.
     pub(super) fn lease_duration(&self) -> Duration {
         Duration::from_millis(self.config.read_lease_ms)
+    }
+
+    /// Whether this agent's metadata was confirmed current within a lease: leases are
+    /// granted and renewed only then (see `MetaFreshness`).
+    pub(super) fn meta_fresh(&self) -> bool {
+        self.freshness.within(self.lease_duration())
     }
 
     /// Sends records following `prev` to `replica`.

@@ -39,6 +39,7 @@ impl DataPlane {
                     .into_iter()
                     .map(|(pid, epoch)| {
                         self.accept_epoch(pid, epoch).is_ok()
+                            && self.meta_fresh()
                             && self.leases.grant(pid, primary, self.lease_duration())
                     })
                     .collect(),
