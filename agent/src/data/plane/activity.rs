@@ -50,7 +50,7 @@ impl OpsWindow {
 }
 
 /// One replica as its primary sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct ReplicaProgress {
     /// Last LSN the replica confirmed.
     acked_lsn: u64,
@@ -113,12 +113,7 @@ impl PartitionActivity {
         primary_lsn: u64,
     ) {
         let mut replicas = lock(&self.replicas);
-        let progress = replicas.entry((pid, replica)).or_insert(ReplicaProgress {
-            acked_lsn: 0,
-            primary_lsn: 0,
-            behind_since: None,
-            silent_since: None,
-        });
+        let progress = replicas.entry((pid, replica)).or_default();
         progress.acked_lsn = pos.lsn;
         progress.primary_lsn = primary_lsn.max(pos.lsn);
         progress.behind_since = None;
@@ -141,12 +136,7 @@ impl PartitionActivity {
         primary_lsn: u64,
     ) -> std::time::Duration {
         let mut replicas = lock(&self.replicas);
-        let progress = replicas.entry((pid, replica)).or_insert(ReplicaProgress {
-            acked_lsn: 0,
-            primary_lsn: 0,
-            behind_since: None,
-            silent_since: None,
-        });
+        let progress = replicas.entry((pid, replica)).or_default();
         progress.primary_lsn = progress.primary_lsn.max(primary_lsn);
         if progress.acked_lsn < progress.primary_lsn {
             progress.behind_since.get_or_insert_with(Instant::now);
