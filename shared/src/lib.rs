@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod command;
 pub mod data;
 pub mod failure;

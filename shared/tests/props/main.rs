@@ -1,5 +1,6 @@
 //! Property and round-trip tests of the shared core, compiled as one test binary.
 
+mod auth;
 mod fixtures;
 mod placement;
 mod recovery;
