@@ -27,7 +27,7 @@ use shared::api::{
 };
 
 pub use self::cache::{KeyTypes, RouteCache, RouteTarget, route_entries};
-use crate::client::Method;
+use crate::client::{ClientError, Method};
 
 /// Timeout of one item request (a write waits for every replica to make it durable).
 pub const DATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,27 +77,10 @@ impl RetryPolicy {
 /// `Transport` on a write leave the outcome unknown; every other error changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum DataClientError {
-    /// An agent answered with an error status and a JSON error body.
-    #[error("{code} ({status}): {message}")]
-    Api {
-        /// HTTP status.
-        status: u16,
-        /// Error code.
-        code: String,
-        /// Message.
-        message: String,
-    },
-    /// An agent could not be reached or did not answer in time.
-    #[error("cannot reach {endpoint}: {reason}")]
-    Transport {
-        /// Endpoint.
-        endpoint: String,
-        /// Cause.
-        reason: String,
-    },
-    /// An agent's answer was not what the API promises.
-    #[error("unexpected response: {0}")]
-    Decode(String),
+    /// An agent answered with an error status, could not be reached, or answered
+    /// something the API does not promise.
+    #[error(transparent)]
+    Call(#[from] ClientError),
     /// Refused before sending: a key that cannot be encoded, a sort key where the table
     /// has none (or none where it has one). Nothing was sent.
     #[error("invalid request: {0}")]
@@ -123,7 +106,7 @@ impl DataClientError {
     /// The HTTP status of an API error (of the last attempt, for `Exhausted`).
     pub fn status(&self) -> Option<u16> {
         match self {
-            DataClientError::Api { status, .. } => Some(*status),
+            DataClientError::Call(e) => e.status(),
             DataClientError::Exhausted { last, .. } => last.status(),
             _ => None,
         }
@@ -132,10 +115,11 @@ impl DataClientError {
     /// Whether refreshing the routes and trying again may succeed.
     fn is_retryable(&self) -> bool {
         match self {
-            DataClientError::Api { status, code, .. } => {
+            DataClientError::Call(ClientError::Api { status, code, .. }) => {
                 *status == 503 || (*status == 421 && code == WRONG_PARTITION_CODE)
             }
-            DataClientError::Transport { .. } | DataClientError::NoRoute { .. } => true,
+            DataClientError::Call(ClientError::Transport { .. })
+            | DataClientError::NoRoute { .. } => true,
             _ => false,
         }
     }
@@ -263,7 +247,7 @@ impl DataClient {
             body: Some(value.get().to_string()),
         };
         self.single_item(&request, sort_key)?
-            .ok_or_else(|| DataClientError::Decode("404 answering a put".into()))
+            .ok_or_else(|| decode_error("404 answering a put".into()))
     }
 
     /// `GET /tables/{table}/items/{pk}[?sort_key=]`: the item's value, `None` if absent.
@@ -278,7 +262,7 @@ impl DataClient {
         };
         serde_json::from_str(item.value.get())
             .map(Some)
-            .map_err(|e| DataClientError::Decode(format!("item value: {e}")))
+            .map_err(|e| decode_error(format!("item value: {e}")))
     }
 
     /// Like [`DataClient::get`], with the keys in canonical form and the value as stored.
@@ -313,7 +297,7 @@ impl DataClient {
             body: None,
         };
         self.single_item(&request, sort_key)?
-            .ok_or_else(|| DataClientError::Decode("404 answering a delete".into()))
+            .ok_or_else(|| decode_error("404 answering a delete".into()))
     }
 
     /// `GET /tables/{table}/items/{pk}?sort_from=&sort_to=&limit=`: the items of one
@@ -373,7 +357,7 @@ impl DataClient {
                     self.lock_hints().last_good = Some(endpoint);
                     return Ok(());
                 }
-                Err(e @ DataClientError::Api { status: 404, .. }) => {
+                Err(e @ DataClientError::Call(ClientError::Api { status: 404, .. })) => {
                     self.write_cache().remove_table(table);
                     return Err(e);
                 }
@@ -451,9 +435,9 @@ impl DataClient {
         }
         let error = api_error(&reply);
         match &error {
-            DataClientError::Api {
+            DataClientError::Call(ClientError::Api {
                 status: 404, code, ..
-            } if code == ITEM_NOT_FOUND_CODE => Ok(reply),
+            }) if code == ITEM_NOT_FOUND_CODE => Ok(reply),
             _ => Err(error),
         }
     }
@@ -498,9 +482,7 @@ impl DataClient {
                     &description.partition_key,
                     description.sort_key.as_deref(),
                 )
-                .ok_or_else(|| {
-                    DataClientError::Decode(format!("schema of {table} lacks its keys"))
-                })?
+                .ok_or_else(|| decode_error(format!("schema of {table} lacks its keys")))?
             }
         };
         let partitions: PartitionsResponse =
@@ -523,7 +505,7 @@ impl DataClient {
             Some(id) => id,
             None => {
                 let cluster: shared::api::ClusterResponse = self.get_json(endpoint, "/cluster")?;
-                let id = cluster.cluster_id.ok_or_else(|| DataClientError::Api {
+                let id = cluster.cluster_id.ok_or_else(|| ClientError::Api {
                     status: 503,
                     code: "ServiceUnavailable".into(),
                     message: "the cluster has no id yet".into(),
@@ -594,9 +576,11 @@ impl DataClient {
                 .content_type("application/json")
                 .send(body.unwrap_or("")),
         };
-        let transport = |reason: String| DataClientError::Transport {
-            endpoint: endpoint.to_string(),
-            reason,
+        let transport = |reason: String| {
+            DataClientError::from(ClientError::Transport {
+                endpoint: endpoint.to_string(),
+                reason,
+            })
         };
         let mut response = result.map_err(|e| transport(e.to_string()))?;
         let status = response.status().as_u16();
@@ -647,19 +631,24 @@ fn check_sort_key(keys: KeyTypes, table: &str, sort_key: Option<&str>) -> Result
 }
 
 fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, DataClientError> {
-    serde_json::from_str(&reply.text).map_err(|e| {
-        DataClientError::Decode(format!("from {}: {e}: {}", reply.endpoint, reply.text))
-    })
+    serde_json::from_str(&reply.text)
+        .map_err(|e| decode_error(format!("from {}: {e}: {}", reply.endpoint, reply.text)))
+}
+
+/// An answer the API does not promise.
+fn decode_error(message: String) -> DataClientError {
+    ClientError::Decode(message).into()
 }
 
 fn api_error(reply: &Reply) -> DataClientError {
     match serde_json::from_str::<ErrorBody>(&reply.text) {
-        Ok(body) => DataClientError::Api {
+        Ok(body) => ClientError::Api {
             status: reply.status,
             code: body.error.code,
             message: body.error.message,
-        },
-        Err(_) => DataClientError::Decode(format!(
+        }
+        .into(),
+        Err(_) => decode_error(format!(
             "status {} from {}: {}",
             reply.status, reply.endpoint, reply.text
         )),
@@ -748,10 +737,12 @@ mod tests {
 
     #[test]
     fn retryable_errors() {
-        let api = |status: u16, code: &str| DataClientError::Api {
-            status,
-            code: code.into(),
-            message: String::new(),
+        let api = |status: u16, code: &str| {
+            DataClientError::from(ClientError::Api {
+                status,
+                code: code.into(),
+                message: String::new(),
+            })
         };
         assert!(api(421, WRONG_PARTITION_CODE).is_retryable());
         assert!(api(503, "PartitionUnavailable").is_retryable());
