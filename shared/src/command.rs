@@ -1,7 +1,10 @@
 //! Commands of the metadata state machine, their outcomes and their errors.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{Action, Effect, SecretHash};
 use crate::model::{
     Attribute, Capacity, KeyRange, NodeId, NodeStatus, PartitionId, TableId, TableStatus,
     UnixMillis,
@@ -179,6 +182,84 @@ pub enum MetaCommand {
         /// (partition, epoch the copy was filled at).
         partitions: Vec<(PartitionId, u64)>,
     },
+    /// Registers principal `arn:<cluster>:principal/<name>` (the cluster id must be set).
+    /// The first principal must be an admin, so the cluster always has one.
+    CreatePrincipal {
+        /// Name, unique in the cluster.
+        name: String,
+        /// Salted hash of its secret (the secret itself never enters the log).
+        secret: SecretHash,
+        /// Cluster administrator.
+        admin: bool,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Removes a principal and all its access policies. The last admin cannot be
+    /// removed (`LastAdmin`), so the cluster is never locked out.
+    DeletePrincipal {
+        /// Principal ARN.
+        arn: String,
+    },
+    /// Writes the access policy of one principal on one table (replacing any previous
+    /// one); answers its new version.
+    PutPolicy {
+        /// Table name.
+        table_name: String,
+        /// Principal ARN.
+        principal_arn: String,
+        /// Actions covered (at least one).
+        actions: BTreeSet<Action>,
+        /// Allow or deny.
+        effect: Effect,
+    },
+    /// Removes the access policy of one principal on one table (`Unchanged` if none).
+    DeletePolicy {
+        /// Table name.
+        table_name: String,
+        /// Principal ARN.
+        principal_arn: String,
+    },
+    /// Publishes the public half of a voter's new signing key.
+    PublishSigningKey {
+        /// Key id, unique and never reused.
+        kid: String,
+        /// Ed25519 public key.
+        public_key: [u8; 32],
+        /// The voter holding the private half.
+        node_id: NodeId,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Stops a key from signing; it still verifies tokens until `trusted_until_ms`
+    /// (which the proposer sets past the expiry of every token the key signed, plus the
+    /// verifiers' clock skew). Retiring a retired key only moves `trusted_until_ms`.
+    RetireSigningKey {
+        /// Key id.
+        kid: String,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+        /// Trusted for verification until then (exclusive); at or before `now_ms` the
+        /// key is untrusted at once (a compromised key).
+        trusted_until_ms: UnixMillis,
+    },
+    /// Drops retired keys no longer trusted at `now_ms`.
+    DropExpiredKeys {
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Revokes a credential until its token would expire.
+    RevokeCredential {
+        /// The token's `jti`.
+        jti: String,
+        /// When the token expires, plus the verifiers' clock skew (after this the
+        /// entry may be garbage-collected).
+        expires_at_ms: UnixMillis,
+    },
+    /// Forgets revocations of tokens expired at `now_ms` (`expires_at_ms <= now_ms`).
+    GcRevocations {
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
 }
 
 /// The result of a command that applied.
@@ -203,6 +284,12 @@ pub enum MetaOutcome {
     },
     /// A repeated or stale command; nothing changed.
     Unchanged,
+    /// An access policy was written.
+    PolicyVersion {
+        /// Its version for this table and principal: 1 for the first put, then +1 on
+        /// every put (it starts at 1 again after the policy was deleted).
+        version: u64,
+    },
 }
 
 /// Why a command was rejected. A rejected command changes no state.
@@ -270,6 +357,16 @@ pub enum MetaError {
         /// What the operation needs.
         needed: String,
     },
+    /// A principal with this ARN exists; nothing changed.
+    #[error("principal {0} already exists")]
+    PrincipalExists(String),
+    /// No principal with this ARN; nothing changed.
+    #[error("principal {0} not found")]
+    PrincipalNotFound(String),
+    /// The principal is the last cluster admin, whose removal would lock the cluster
+    /// out; nothing changed.
+    #[error("principal {0} is the last admin; create another admin first")]
+    LastAdmin(String),
 }
 
 /// HTTP-independent classification of an error, mapped to a status at the API edge.
@@ -288,8 +385,12 @@ impl MetaError {
     pub fn class(&self) -> ErrorClass {
         match self {
             MetaError::Invalid(_) | MetaError::IncompatibleSchema(_) => ErrorClass::BadRequest,
-            MetaError::TableNotFound(_) | MetaError::UnknownPartition(_) => ErrorClass::NotFound,
+            MetaError::TableNotFound(_)
+            | MetaError::UnknownPartition(_)
+            | MetaError::PrincipalNotFound(_) => ErrorClass::NotFound,
             MetaError::TableExists(_)
+            | MetaError::PrincipalExists(_)
+            | MetaError::LastAdmin(_)
             | MetaError::TableWrongStatus { .. }
             | MetaError::UnknownNode(_)
             | MetaError::InvalidPlacement(_)
@@ -313,6 +414,9 @@ impl MetaError {
             MetaError::StaleIncarnation { .. } => "StaleIncarnation",
             MetaError::StaleEpoch { .. } => "StaleEpoch",
             MetaError::NodeWrongStatus { .. } => "NodeWrongStatus",
+            MetaError::PrincipalExists(_) => "PrincipalExists",
+            MetaError::PrincipalNotFound(_) => "PrincipalNotFound",
+            MetaError::LastAdmin(_) => "LastAdmin",
         }
     }
 }

@@ -1,8 +1,11 @@
-//! Entities of the metadata store: tables, schema versions, partitions, nodes.
+//! Entities of the metadata store: tables, schema versions, partitions, nodes,
+//! principals and signing keys.
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
+
+use crate::auth::SecretHash;
 
 /// Identifier of a table, assigned by the state machine (never reused).
 pub type TableId = u64;
@@ -259,4 +262,51 @@ pub struct Node {
     /// decommissioned since: a FAILED node that restarts comes back DRAINING, not HEALTHY.
     #[serde(default)]
     pub drain_requested: bool,
+}
+
+/// A principal: who may authenticate (with its secret) and be granted access policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// `arn:<cluster>:principal/<name>`; the key of the registry.
+    pub arn: String,
+    /// Name, unique in the cluster (`[A-Za-z0-9_.-]`, 1 to 64 characters).
+    pub name: String,
+    /// Salted hash of the secret; the secret itself is never stored.
+    pub secret: SecretHash,
+    /// Cluster administrator: may manage principals, every table and its policies.
+    pub admin: bool,
+    /// When the principal was created (proposer's clock).
+    pub created_at_ms: UnixMillis,
+}
+
+/// The public half of a voter's Ed25519 signing key, as published in the metadata store.
+/// The private half never leaves its voter's key file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRecord {
+    /// Key id (the JWT `kid`), unique in the cluster and never reused.
+    pub kid: String,
+    /// Ed25519 public key (a valid curve point, checked when published).
+    pub public_key: [u8; 32],
+    /// The voter holding the private half.
+    pub node_id: NodeId,
+    /// When it was published (proposer's clock).
+    pub created_at_ms: UnixMillis,
+    /// When it stopped signing; `None` while it may sign.
+    pub retired_at_ms: Option<UnixMillis>,
+    /// Once retired, it verifies tokens until this time (exclusive), then is dropped.
+    /// Set exactly when `retired_at_ms` is.
+    pub trusted_until_ms: Option<UnixMillis>,
+}
+
+impl SigningKeyRecord {
+    /// Whether the key may still sign (it is not retired).
+    pub fn is_active(&self) -> bool {
+        self.retired_at_ms.is_none()
+    }
+
+    /// Whether tokens signed by this key still verify at `now_ms`: not retired, or
+    /// retired and `now_ms` is before `trusted_until_ms`.
+    pub fn is_trusted_at(&self, now_ms: UnixMillis) -> bool {
+        self.trusted_until_ms.is_none_or(|until| now_ms < until)
+    }
 }

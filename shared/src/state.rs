@@ -6,6 +6,7 @@
 //! invariants are checked after every command; a violation is a bug and panics.
 
 mod apply;
+mod auth;
 mod invariants;
 mod nodes;
 #[cfg(test)]
@@ -15,10 +16,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Policy;
 use crate::command::{MetaCommand, MetaResult};
-use crate::model::{Node, NodeId, Partition, PartitionId, SchemaVersion, Table, TableId};
+use crate::model::{
+    Node, NodeId, Partition, PartitionId, Principal, SchemaVersion, SigningKeyRecord, Table,
+    TableId, UnixMillis,
+};
 
-/// The replicated metadata: cluster id, tables, schema versions, partitions, nodes.
+/// The replicated metadata: cluster id, tables, schema versions, partitions, nodes,
+/// and access control (principals, access policies, signing keys, revocations).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     cluster_id: Option<String>,
@@ -31,6 +37,19 @@ pub struct MetaState {
     nodes: BTreeMap<NodeId, Node>,
     next_table_id: u64,
     next_partition_id: u64,
+    /// Principals by ARN.
+    #[serde(default)]
+    principals: BTreeMap<String, Principal>,
+    /// Access policies by table, then by principal ARN (nested like `schemas`). Those
+    /// of a DELETING table stay until it is purged but are not usable.
+    #[serde(default)]
+    policies: BTreeMap<TableId, BTreeMap<String, Policy>>,
+    /// Published signing keys (public halves) by key id.
+    #[serde(default)]
+    signing_keys: BTreeMap<String, SigningKeyRecord>,
+    /// Revoked credential ids, each with the time its token expires.
+    #[serde(default)]
+    revocations: BTreeMap<String, UnixMillis>,
 }
 
 impl Default for MetaState {
@@ -45,6 +64,10 @@ impl Default for MetaState {
             // Ids start at 1 so 0 can never name a real table or partition.
             next_table_id: 1,
             next_partition_id: 1,
+            principals: BTreeMap::new(),
+            policies: BTreeMap::new(),
+            signing_keys: BTreeMap::new(),
+            revocations: BTreeMap::new(),
         }
     }
 }
@@ -158,7 +181,11 @@ impl MetaState {
         self.check_partitions()?;
         self.check_tilings()?;
         self.check_node_index()?;
-        self.check_node_statuses()
+        self.check_node_statuses()?;
+        self.check_principals()?;
+        self.check_policies()?;
+        self.check_signing_keys()?;
+        self.check_revocations()
     }
 
     /// Direct access for tests of other modules that need states no command makes yet.

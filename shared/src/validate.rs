@@ -36,6 +36,16 @@ pub const MAX_SCHEMA_VERSIONS_PER_TABLE: u32 = 10_000;
 pub const CLUSTER_ID_MAX_LEN: usize = 255;
 /// Longest node endpoint, peer address or zone, in bytes.
 pub const NODE_FIELD_MAX_LEN: usize = 1024;
+/// Most principals in the registry.
+pub const MAX_PRINCIPALS: usize = 100_000;
+/// Most signing keys published at once (active, or retired and still trusted).
+pub const MAX_SIGNING_KEYS: usize = 1024;
+/// Longest signing key id (`kid`), in bytes.
+pub const KEY_ID_MAX_LEN: usize = 128;
+/// Most revoked credentials remembered at once (each until its token would expire).
+pub const MAX_REVOCATIONS: usize = 1_000_000;
+/// Longest credential id (`jti`) that can be revoked, in bytes.
+pub const TOKEN_ID_MAX_LEN: usize = 128;
 
 fn invalid(msg: impl Into<String>) -> MetaError {
     MetaError::Invalid(msg.into())

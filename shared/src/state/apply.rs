@@ -127,10 +127,19 @@ impl MetaState {
             MetaCommand::DecommissionNode { node_id, now_ms } => {
                 self.decommission_node(*node_id, *now_ms)
             }
+            MetaCommand::CreatePrincipal { .. }
+            | MetaCommand::DeletePrincipal { .. }
+            | MetaCommand::PutPolicy { .. }
+            | MetaCommand::DeletePolicy { .. }
+            | MetaCommand::PublishSigningKey { .. }
+            | MetaCommand::RetireSigningKey { .. }
+            | MetaCommand::DropExpiredKeys { .. }
+            | MetaCommand::RevokeCredential { .. }
+            | MetaCommand::GcRevocations { .. } => self.dispatch_auth(cmd),
         }
     }
 
-    fn table_id_by_name(&self, name: &str) -> Result<TableId, MetaError> {
+    pub(super) fn table_id_by_name(&self, name: &str) -> Result<TableId, MetaError> {
         self.table_ids_by_name
             .get(name)
             .copied()
@@ -501,6 +510,7 @@ impl MetaState {
         self.tables.remove(&table_id);
         self.table_ids_by_name.remove(&name);
         self.schemas.remove(&table_id);
+        self.policies.remove(&table_id);
         let doomed: BTreeSet<PartitionId> = self
             .partitions
             .values()

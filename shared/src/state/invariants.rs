@@ -3,11 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::MetaState;
+use crate::auth::principal_arn;
+use crate::auth::secret::validate_principal_name;
 use crate::keyspace::check_tiling;
 use crate::model::{
     KeyRange, NodeId, NodeStatus, Partition, PartitionId, Table, TableId, TableStatus,
 };
-use crate::validate::MAX_REPLICATION_FACTOR;
+use crate::validate::{MAX_PRINCIPALS, MAX_REPLICATION_FACTOR, MAX_REVOCATIONS, MAX_SIGNING_KEYS};
 
 impl MetaState {
     /// Tables: ids, name index, schema versions with key attributes.
@@ -182,6 +184,85 @@ impl MetaState {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Principals: stored under their ARN, which derives from the cluster id and a
+    /// valid name; bounded; at least one admin once any principal exists.
+    pub(super) fn check_principals(&self) -> Result<(), String> {
+        if self.principals.len() > MAX_PRINCIPALS {
+            return Err(format!("{} principals", self.principals.len()));
+        }
+        for (arn, p) in &self.principals {
+            let cluster_id = self
+                .cluster_id
+                .as_deref()
+                .ok_or(format!("principal {arn} in a cluster without an id"))?;
+            if p.arn != *arn
+                || validate_principal_name(&p.name).is_err()
+                || principal_arn(cluster_id, &p.name) != *arn
+            {
+                return Err(format!(
+                    "principal stored under {arn} is {:?} named {:?}",
+                    p.arn, p.name
+                ));
+            }
+        }
+        if !self.principals.is_empty() && !self.principals.values().any(|p| p.admin) {
+            return Err("principals exist but none is an admin".into());
+        }
+        Ok(())
+    }
+
+    /// Policies: each names an existing table (by id and name) and principal, covers
+    /// some action, has a version; no empty per-table map is left behind.
+    pub(super) fn check_policies(&self) -> Result<(), String> {
+        for (table_id, by_principal) in &self.policies {
+            let table = self
+                .tables
+                .get(table_id)
+                .ok_or(format!("policies of unknown table {table_id}"))?;
+            if by_principal.is_empty() {
+                return Err(format!("empty policy map of table {table_id}"));
+            }
+            for (arn, p) in by_principal {
+                if !self.principals.contains_key(arn) {
+                    return Err(format!("policy on table {table_id} of unknown {arn}"));
+                }
+                if p.principal != *arn
+                    || p.table != table.table_name
+                    || p.actions.is_empty()
+                    || p.version == 0
+                {
+                    return Err(format!("policy stored under ({table_id}, {arn}) is {p:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Signing keys: stored under their (unique) id, bounded, owned by a known node;
+    /// retired exactly when a trust deadline is set.
+    pub(super) fn check_signing_keys(&self) -> Result<(), String> {
+        if self.signing_keys.len() > MAX_SIGNING_KEYS {
+            return Err(format!("{} signing keys", self.signing_keys.len()));
+        }
+        for (kid, k) in &self.signing_keys {
+            if k.kid != *kid
+                || !self.nodes.contains_key(&k.node_id)
+                || k.retired_at_ms.is_some() != k.trusted_until_ms.is_some()
+            {
+                return Err(format!("signing key stored under {kid:?} is {k:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Revocations: bounded.
+    pub(super) fn check_revocations(&self) -> Result<(), String> {
+        if self.revocations.len() > MAX_REVOCATIONS {
+            return Err(format!("{} revocations", self.revocations.len()));
         }
         Ok(())
     }

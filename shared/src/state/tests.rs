@@ -9,6 +9,7 @@ use crate::model::{
 };
 use std::collections::BTreeSet;
 
+mod auth;
 mod nodes;
 
 const NOW: u64 = 1_700_000_000_000;

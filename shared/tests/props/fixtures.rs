@@ -2,6 +2,8 @@
 
 use std::collections::BTreeSet;
 
+use ed25519_dalek::SigningKey;
+use shared::auth::{Action, Effect, hash_secret};
 use shared::command::{MetaCommand, MetaOutcome, PartitionChange, TableSpec};
 use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, NodeId, TableId};
 use shared::placement::{PlacementConfig, plan_new_table};
@@ -119,7 +121,8 @@ fn per_node(state: &MetaState, table_id: TableId) -> std::collections::BTreeMap<
     by_node
 }
 
-/// A populated state: 12 nodes in 3 zones, 5 tables in every status.
+/// A populated state: 12 nodes in 3 zones, 5 tables in every status, and access
+/// control (principals, policies, an active and a retired signing key, revocations).
 pub fn populated() -> MetaState {
     let mut s = MetaState::new();
     s.apply(&MetaCommand::InitCluster {
@@ -167,7 +170,61 @@ pub fn populated() -> MetaState {
     })
     .unwrap();
     create(&mut s, spec("unplaced", on_demand()));
+    add_auth(&mut s);
     s
+}
+
+/// Adds principals `root` (admin) and `app`, policies of both on two tables, signing
+/// keys `k0` (retired) and `k1`, and two revocations.
+fn add_auth(s: &mut MetaState) {
+    for (name, admin) in [("root", true), ("app", false)] {
+        s.apply(&MetaCommand::CreatePrincipal {
+            name: name.into(),
+            secret: hash_secret(name, [admin as u8; 16]),
+            admin,
+            now_ms: 6,
+        })
+        .unwrap();
+    }
+    for table in ["active", "scaling"] {
+        for (name, actions, effect) in [
+            ("root", vec![Action::Admin], Effect::Allow),
+            ("app", vec![Action::Read, Action::Write], Effect::Allow),
+            ("app", vec![Action::Write], Effect::Deny),
+        ] {
+            s.apply(&MetaCommand::PutPolicy {
+                table_name: table.into(),
+                principal_arn: format!("arn:snapshot-test:principal/{name}"),
+                actions: actions.into_iter().collect(),
+                effect,
+            })
+            .unwrap();
+        }
+    }
+    for (kid, seed) in [("k0", 1u8), ("k1", 2)] {
+        s.apply(&MetaCommand::PublishSigningKey {
+            kid: kid.into(),
+            public_key: SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .to_bytes(),
+            node_id: 1,
+            now_ms: 7 + u64::from(seed),
+        })
+        .unwrap();
+    }
+    s.apply(&MetaCommand::RetireSigningKey {
+        kid: "k0".into(),
+        now_ms: 10,
+        trusted_until_ms: 1_000,
+    })
+    .unwrap();
+    for jti in ["j1", "j2"] {
+        s.apply(&MetaCommand::RevokeCredential {
+            jti: jti.into(),
+            expires_at_ms: 2_000,
+        })
+        .unwrap();
+    }
 }
 
 /// Why a replica-set change applied to `before` breaks the promotion rule, if it does:

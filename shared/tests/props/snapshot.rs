@@ -23,6 +23,18 @@ fn populated_state_covers_every_status() {
 }
 
 #[test]
+fn populated_state_holds_auth_state() {
+    let s = populated();
+    assert_eq!(s.principals().count(), 2);
+    let active = s.table_by_name("active").unwrap().table_id;
+    assert_eq!(s.policies_of_table(active).count(), 2);
+    assert_eq!(s.signing_keys().count(), 2);
+    assert_eq!(s.trusted_keys(999).count(), 2);
+    assert_eq!(s.active_signing_key(1).unwrap().kid, "k1");
+    assert!(s.is_revoked("j1") && s.is_revoked("j2"));
+}
+
+#[test]
 fn snapshot_round_trips_through_postcard() {
     let s = populated();
     let bytes = postcard::to_stdvec(&s).unwrap();

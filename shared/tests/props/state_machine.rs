@@ -15,6 +15,10 @@ use shared::state::MetaState;
 
 use crate::fixtures::{promotion_violation, ready_all, register, release_all};
 
+mod auth_ops;
+
+use auth_ops::{AuthOp, auth_commands, auth_op, check_auth_outcome};
+
 /// Table names: a few valid ones that collide, and one invalid.
 const NAMES: [&str; 5] = ["orders", "users", "events", "logs", "x"];
 
@@ -105,6 +109,8 @@ enum Op {
         nodes: Vec<NodeId>,
         skew: u8,
     },
+    /// Principals, access policies, signing keys, revocations.
+    Auth(AuthOp),
 }
 
 fn capacity() -> impl Strategy<Value = Capacity> {
@@ -160,6 +166,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(rf, excluded)| Op::Recover { rf, excluded }),
         1 => (1u64..=60, prop::collection::vec(1u64..=8, 1..4), 0u8..4)
             .prop_map(|(partition, nodes, skew)| Op::BogusRepair { partition, nodes, skew }),
+        16 => auth_op().prop_map(Op::Auth),
     ]
 }
 
@@ -249,6 +256,16 @@ fn resolve(s: &MetaState, raw: TableId) -> TableId {
     }
 }
 
+/// Mostly the name of an existing table; the invalid name (never created) stays itself.
+fn resolve_name(s: &MetaState, name: usize) -> String {
+    let names: Vec<&str> = s.tables().map(|t| t.table_name.as_str()).collect();
+    if name + 1 == NAMES.len() || names.is_empty() {
+        NAMES[name].to_string()
+    } else {
+        names[name % names.len()].to_string()
+    }
+}
+
 /// Splits compound ops into steps, each resolved against the state its turn sees.
 fn expand(op: &Op) -> Vec<Op> {
     match op {
@@ -329,7 +346,7 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
             }]
         }
         Op::Capacity { name, capacity } => {
-            let table_name = NAMES[name].into();
+            let table_name = resolve_name(s, name);
             vec![MetaCommand::UpdateCapacity {
                 table_name,
                 capacity,
@@ -366,6 +383,7 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
             now_ms: 70,
         }],
         Op::Fail { .. } | Op::Recover { .. } | Op::BogusRepair { .. } => recovery_commands(s, op),
+        Op::Auth(auth) => auth_commands(s, &auth),
         table_op => table_commands(s, table_op),
     }
 }
@@ -529,6 +547,9 @@ fn check_outcome(
     cmd: &MetaCommand,
     outcome: &MetaOutcome,
 ) -> Result<(), TestCaseError> {
+    if let Some(checked) = check_auth_outcome(s, cmd, outcome) {
+        return checked;
+    }
     match (cmd, outcome) {
         (MetaCommand::CreateTable { spec, .. }, MetaOutcome::TableCreated { table_id }) => {
             prop_assert_eq!(&s.table(*table_id).unwrap().table_name, &spec.table_name);
@@ -564,6 +585,10 @@ fn check_outcome(
                 prop_assert_eq!(&p.replica_node_ids, &c.replica_node_ids);
             }
         }
+        (MetaCommand::DeleteTable { table_name, .. }, MetaOutcome::Done) => {
+            let table_id = s.table_by_name(table_name).unwrap().table_id;
+            prop_assert_eq!(s.policies_of_table(table_id).count(), 0);
+        }
         (MetaCommand::NodeFailed { node_id, .. }, MetaOutcome::Done) => {
             prop_assert_eq!(s.node(*node_id).unwrap().status, NodeStatus::Failed);
         }
@@ -591,6 +616,11 @@ proptest! {
                 prop_assert!(accepted || !planned, "planned {:?} was rejected", cmd);
             }
         }
+        // The state is the snapshot, auth state included.
+        let bytes = postcard::to_stdvec(&s).unwrap();
+        prop_assert_eq!(&postcard::from_bytes::<MetaState>(&bytes).unwrap(), &s);
+        let text = serde_json::to_string(&s).unwrap();
+        prop_assert_eq!(&serde_json::from_str::<MetaState>(&text).unwrap(), &s);
     }
 }
 
@@ -613,6 +643,15 @@ fn kind(cmd: &MetaCommand) -> &'static str {
         MetaCommand::RepairPartitions { .. } => "RepairPartitions",
         MetaCommand::DrainNode { .. } => "DrainNode",
         MetaCommand::DecommissionNode { .. } => "DecommissionNode",
+        MetaCommand::CreatePrincipal { .. } => "CreatePrincipal",
+        MetaCommand::DeletePrincipal { .. } => "DeletePrincipal",
+        MetaCommand::PutPolicy { .. } => "PutPolicy",
+        MetaCommand::DeletePolicy { .. } => "DeletePolicy",
+        MetaCommand::PublishSigningKey { .. } => "PublishSigningKey",
+        MetaCommand::RetireSigningKey { .. } => "RetireSigningKey",
+        MetaCommand::DropExpiredKeys { .. } => "DropExpiredKeys",
+        MetaCommand::RevokeCredential { .. } => "RevokeCredential",
+        MetaCommand::GcRevocations { .. } => "GcRevocations",
     }
 }
 
@@ -625,8 +664,9 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
     use proptest::test_runner::TestRunner;
     let mut runner = TestRunner::deterministic();
     let mut seen: BTreeMap<(&str, bool), usize> = BTreeMap::new();
+    let mut changed: BTreeSet<(&str, bool)> = BTreeSet::new();
     let mut planned_repairs = 0;
-    for _ in 0..64 {
+    for _ in 0..256 {
         let ops = prop::collection::vec(op(), 1..80)
             .new_tree(&mut runner)
             .unwrap()
@@ -644,6 +684,9 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         for (cmd, result) in &log {
             assert_eq!(&b.apply(cmd), result);
             *seen.entry((kind(cmd), result.is_ok())).or_default() += 1;
+            if let Ok(outcome) = result {
+                changed.insert((kind(cmd), *outcome != MetaOutcome::Unchanged));
+            }
         }
         assert_eq!(a, b);
     }
@@ -664,11 +707,35 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "RepairPartitions",
         "DrainNode",
         "DecommissionNode",
+        "CreatePrincipal",
+        "DeletePrincipal",
+        "PutPolicy",
+        "DeletePolicy",
+        "PublishSigningKey",
+        "RetireSigningKey",
+        "RevokeCredential",
     ] {
         for accepted in [true, false] {
             assert!(
                 seen.contains_key(&(cmd, accepted)),
                 "{cmd} accepted={accepted} never happened: {seen:?}"
+            );
+        }
+    }
+    // Commands that nothing can refuse, and the idempotent ones: both a change and a
+    // no-op repeat happen.
+    for cmd in [
+        "DropExpiredKeys",
+        "GcRevocations",
+        "DeletePolicy",
+        "PublishSigningKey",
+        "RetireSigningKey",
+        "RevokeCredential",
+    ] {
+        for change in [true, false] {
+            assert!(
+                changed.contains(&(cmd, change)),
+                "{cmd} changed={change} never happened: {changed:?}"
             );
         }
     }
