@@ -1,5 +1,6 @@
 //! The agent daemon and `agentctl`: all IO around the pure core in `shared`.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod control;

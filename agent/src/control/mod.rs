@@ -3,6 +3,7 @@
 
 pub mod assigner;
 pub mod failure;
+pub mod keys;
 pub mod recovery;
 pub mod voters;
 

@@ -56,6 +56,7 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
         .route("/tables", get(tables::list).post(tables::create))
         .route(
             "/tables/{name}",
@@ -112,6 +113,23 @@ async fn healthz(
     } else {
         ApiError::unavailable("metadata replica is still catching up").into_response()
     }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys every agent trusts for credentials
+/// (RFC 8037 OKP keys), from the local metadata replica. Open: keys are public.
+async fn jwks(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    let now = (app.clock)();
+    let keys: Vec<(String, ed25519_dalek::VerifyingKey)> = app.state.read(|s| {
+        s.trusted_keys(now)
+            .filter_map(|k| {
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&k.public_key).ok()?;
+                Some((k.kid.clone(), key))
+            })
+            .collect()
+    });
+    axum::Json(shared::auth::jwks(&keys)).into_response()
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics) text.

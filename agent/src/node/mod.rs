@@ -17,9 +17,11 @@ use anyhow::Context;
 use openraft::{BasicNode, SnapshotPolicy};
 use shared::lifecycle::AssignerConfig;
 
+use crate::auth::keys::NodeSigningKey;
 use crate::config::Config;
 use crate::control::assigner::PartitionAssigner;
 use crate::control::failure::FailureDetector;
+use crate::control::keys::SigningKeyPublisher;
 use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
 use crate::control::voters::VoterManager;
@@ -184,7 +186,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let caught_up = Arc::new(AtomicBool::new(false));
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
     tokio::spawn(data.clone().arm_fences(caught_up.clone()));
+    let signing_key = Arc::new(
+        NodeSigningKey::load_or_create(&config.data_dir, config.node_id)
+            .context("loading the signing key")?,
+    );
     spawn_controllers(&config, &meta, &state, &clock, contacts, &membership, &data);
+    let publisher = Arc::new(SigningKeyPublisher::new(
+        meta.clone(),
+        state.clone(),
+        signing_key,
+        clock.clone(),
+    ));
+    tokio::spawn(run_on_leader(
+        meta.clone(),
+        state.clone(),
+        config.tick_interval(),
+        move || {
+            let publisher = publisher.clone();
+            async move { publisher.step().await }
+        },
+    ));
     let reconciler = Reconciler::new(
         config.node_id,
         data.clone(),

@@ -252,3 +252,57 @@ fn metrics_are_served_in_openmetrics_text() {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
 }
+
+#[test]
+fn the_leaders_public_key_is_served_and_its_private_key_stays_in_its_file() {
+    let (cluster, client) = TestCluster::single(HTTP_BASE + 30, |_| {});
+    let key = wait_for("a published signing key", || {
+        let (status, text) = client
+            .raw(Method::Get, "/.well-known/jwks.json", None)
+            .ok()?;
+        assert_eq!(status, 200, "{text}");
+        let jwks: serde_json::Value = serde_json::from_str(&text).unwrap();
+        jwks["keys"].as_array()?.first().cloned()
+    });
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert!(key["kid"].as_str().unwrap().starts_with("node1-"));
+    assert!(key.get("d").is_none(), "no private part in a JWK set");
+    // The private key is in its own file and nowhere else: not in the metadata
+    // database (log, snapshot), the partition data, the configs or the logs.
+    let key_file = cluster
+        .dir()
+        .join("node-1/data")
+        .join(agent::auth::keys::SIGNING_KEY_FILE);
+    let private = std::fs::read_to_string(&key_file).unwrap();
+    let private = private.trim();
+    assert_eq!(private.len(), 64);
+    let raw = (0..32)
+        .map(|i| u8::from_str_radix(&private[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<u8>>();
+    let mut checked = 0;
+    let mut stack = vec![cluster.dir().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path != key_file {
+                let bytes = std::fs::read(&path).unwrap();
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(
+                    !text.contains(private),
+                    "private key (hex) in {}",
+                    path.display()
+                );
+                assert!(
+                    !bytes.windows(raw.len()).any(|w| w == raw.as_slice()),
+                    "private key (raw) in {}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} files checked");
+}

@@ -134,6 +134,11 @@ impl TestCluster {
         ApiClient::new(&format!("http://{}", self.ports.http(i)))
     }
 
+    /// The directory holding every agent's configuration, data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("kept until drop").path()
+    }
+
     /// Number of agents.
     pub fn size(&self) -> u16 {
         self.configs.len() as u16
