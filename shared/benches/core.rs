@@ -11,6 +11,7 @@ use shared::command::{MetaCommand, MetaOutcome, PartitionAssignment, TableSpec};
 use shared::keyspace::{RoutingTable, even_ranges};
 use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, TableId};
 use shared::placement::{PlacementConfig, plan_new_table};
+use shared::rebalance::{RebalanceConfig, plan_rebalance};
 use shared::state::MetaState;
 
 const NODES: u64 = 100;
@@ -221,5 +222,71 @@ fn assign_tables(base: &MetaState, iters: u64) -> Duration {
     total
 }
 
-criterion_group!(benches, routing, apply);
+/// 100 nodes in `zones` zones (node `n` in zone `n % zones`) holding 100 ACTIVE tables
+/// of 100 partitions (rf 3, on nodes `n`, `n+1`, `n+2`), and node 101 joining empty in
+/// the zone of node 1.
+fn joined_state(zones: u64) -> MetaState {
+    let mut s = MetaState::new();
+    for n in 1..=NODES + 1 {
+        let cmd = MetaCommand::RegisterNode {
+            node_id: n,
+            endpoint: format!("http://n{n}"),
+            peer_addr: format!("n{n}:7100"),
+            // The joiner (NODES + 1) goes to the zone of node 1.
+            zone: format!("z{}", if n > NODES { 1 } else { n } % zones),
+            incarnation: 1,
+            now_ms: 0,
+        };
+        s.apply(&cmd).unwrap();
+    }
+    for i in 0..100 {
+        let table_id = add_table(&mut s, &format!("table{i}"), 100);
+        let mut by_node: std::collections::BTreeMap<u64, Vec<u64>> = Default::default();
+        for p in s.partitions_of(table_id) {
+            for n in p.all_nodes() {
+                by_node.entry(n).or_default().push(p.partition_id);
+            }
+        }
+        for (node_id, partition_ids) in by_node {
+            let cmd = MetaCommand::PartitionsReady {
+                node_id,
+                partition_ids,
+            };
+            s.apply(&cmd).unwrap();
+        }
+        s.apply(&MetaCommand::ActivateTable {
+            table_id,
+            now_ms: 1,
+        })
+        .unwrap();
+    }
+    s
+}
+
+/// Rebalancing plans when one node joins 100 holding 10,000 partitions × 3: with one
+/// zone (every move is free), and with 3 zones (each copy is locked in its zone, so
+/// the planner also searches for chains and evens out within the joiner's zone).
+fn rebalance(c: &mut Criterion) {
+    let cfg = RebalanceConfig {
+        tolerance: 1,
+        max_moves: 100_000,
+    };
+    for (zones, name) in [(1, "one_zone"), (3, "three_zones")] {
+        let s = joined_state(zones);
+        let plan = plan_rebalance(&s, &cfg, &BTreeSet::new());
+        eprintln!(
+            "rebalance/{name}: {} moves (lower bound {}), {} primary moves, after {:?}",
+            plan.moves.len(),
+            plan.optimal_moves(),
+            plan.primary_moves.len(),
+            plan.after
+        );
+        let id = format!("rebalance/plan_one_joins_100_nodes_10000x3_{name}");
+        c.bench_function(&id, |b| {
+            b.iter(|| plan_rebalance(black_box(&s), &cfg, &BTreeSet::new()))
+        });
+    }
+}
+
+criterion_group!(benches, routing, apply, rebalance);
 criterion_main!(benches);

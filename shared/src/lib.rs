@@ -14,6 +14,7 @@ pub mod keyspace;
 pub mod lifecycle;
 pub mod model;
 pub mod placement;
+pub mod rebalance;
 pub mod recovery;
 pub mod state;
 #[cfg(test)]

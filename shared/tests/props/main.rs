@@ -3,6 +3,7 @@
 mod auth;
 mod fixtures;
 mod placement;
+mod rebalance;
 mod recovery;
 mod routing;
 mod snapshot;
