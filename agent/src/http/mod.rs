@@ -195,7 +195,7 @@ fn partition_figures(data: &crate::data::plane::DataPlane) -> Vec<PartitionFigur
     figures.into_values().collect()
 }
 
-/// Counts every request (the node's ops/sec in its status report).
+/// Counts every HTTP request (`agent_http_requests_total`).
 async fn count_requests(
     axum::extract::State(app): axum::extract::State<AppState>,
     request: Request,

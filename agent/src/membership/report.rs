@@ -19,7 +19,7 @@ pub struct LoadSummary {
     pub cpu_pct: f32,
     /// Used percentage of the file system holding the data dir.
     pub disk_pct: f32,
-    /// Requests this agent served per second since the previous report.
+    /// Item operations per second served by this agent as primary (10 s window).
     pub ops_per_sec: f32,
     /// Partitions (primary or replica) assigned to this agent.
     pub partitions_owned: u32,

@@ -90,6 +90,18 @@ impl DataPlane {
         }
     }
 
+    /// Drops per-partition bookkeeping of partitions this agent no longer leads (activity
+    /// series) or that no longer exist (locks, accepted epochs), once per round.
+    fn forget_gone(&self, led: &[(PartitionId, u64, Vec<NodeId>)]) {
+        let led: std::collections::HashSet<PartitionId> = led.iter().map(|(p, _, _)| *p).collect();
+        self.activity.retain(|pid| led.contains(&pid));
+        let exists = |pid: &PartitionId| self.state.read(|s| s.partition(*pid).is_some());
+        // A lock in use is held through its Arc elsewhere: dropping the map's entry is safe.
+        lock(&self.writers).retain(|pid, _| exists(pid));
+        lock(&self.replica_locks).retain(|pid, _| exists(pid));
+        lock(&self.accepted).retain(|pid, _| exists(pid));
+    }
+
     /// One renewal round: one request per replica node for all partitions it holds.
     async fn renew_leases(&self) {
         let started = Instant::now();
@@ -104,6 +116,7 @@ impl DataPlane {
                 .map(|p| (p.partition_id, p.epoch, p.replica_node_ids.clone()))
                 .collect()
         });
+        self.forget_gone(&led);
         // Cut off from the metadata majority, this agent may have been replaced already.
         if led.is_empty() || !self.meta_fresh() {
             return;
