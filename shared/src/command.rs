@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Action, Effect, SecretHash};
 use crate::model::{
-    Attribute, Capacity, KeyRange, NodeId, NodeStatus, PartitionId, TableId, TableStatus,
+    Attribute, Capacity, KeyRange, NodeId, NodeStatus, OperationId, OperationKind,
+    OperationProgress, OperationStatus, OperationStep, PartitionId, TableId, TableStatus,
     UnixMillis,
 };
 
@@ -260,6 +261,88 @@ pub enum MetaCommand {
         /// Proposer's clock.
         now_ms: UnixMillis,
     },
+    /// Records a new split or move of a partition (answers `OperationStarted`) and marks
+    /// the partition SPLITTING or MIGRATING. Refused while another operation runs on the
+    /// partition (`OperationRunning`, naming it, so a retried start can adopt it).
+    StartOperation {
+        /// Partition to operate on (its table must be ACTIVE or SCALING).
+        partition_id: PartitionId,
+        /// Split or move.
+        kind: OperationKind,
+        /// Who asks: `scaler`, or an operator's principal.
+        requested_by: String,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Moves a running operation forward to `step` (a later step of its kind, not the
+    /// switched one, which only the commit enters), or updates the progress of its
+    /// current step. A stale or repeated advance is `Unchanged`.
+    AdvanceOperation {
+        /// Operation.
+        operation_id: OperationId,
+        /// Step to be at.
+        step: OperationStep,
+        /// Progress within `step`; within the same step it only grows.
+        progress: Option<OperationProgress>,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Starts retry number `attempt` (1, 2, ...) of the current step: clears the
+    /// progress and restarts the step's clock. A repeated or stale retry is `Unchanged`.
+    RetryOperationStep {
+        /// Operation.
+        operation_id: OperationId,
+        /// The step retried (must be the current one).
+        step: OperationStep,
+        /// The attempts count after this retry; at most `MAX_STEP_ATTEMPTS`.
+        attempt: u32,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Ends an operation: `Completed` once the routing switched, `RolledBack` before it,
+    /// `Failed` at any step. The partition returns to HEALTHY. Repeats are `Unchanged`.
+    FinishOperation {
+        /// Operation.
+        operation_id: OperationId,
+        /// How it ended (not `Running`).
+        status: OperationStatus,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// Atomically replaces `parent` by two children `[low, split_point - 1]` and
+    /// `[split_point, high]` on the parent's nodes, each at the parent's epoch + 1
+    /// (answers `PartitionSplit`). With `operation_id`, that running split operation
+    /// completes; a retry after it completed is `Unchanged`. Without one, the split is
+    /// a bare atomic command, refused while any operation runs on the parent.
+    SplitPartition {
+        /// The split operation this commits, if any.
+        operation_id: Option<OperationId>,
+        /// Partition to split.
+        parent: PartitionId,
+        /// First hash of the right child; strictly inside the parent's range.
+        split_point: u64,
+        /// The parent's epoch the split was fenced at.
+        expected_epoch: u64,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
+    /// The routing swap of a move: `to` replaces `from` in the replica set (as primary if
+    /// `from` was), at epoch + 1; `to` is ready, `from` leaves. The operation moves to
+    /// `DroppingSource`; a retry after that is `Unchanged`.
+    CommitMove {
+        /// The move operation (at step `Switching`).
+        operation_id: OperationId,
+        /// Its partition.
+        partition_id: PartitionId,
+        /// Its source node.
+        from: NodeId,
+        /// Its target node.
+        to: NodeId,
+        /// The epoch the move was caught up at.
+        expected_epoch: u64,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
 }
 
 /// The result of a command that applied.
@@ -289,6 +372,18 @@ pub enum MetaOutcome {
         /// Its version for this table and principal: 1 for the first put, then +1 on
         /// every put (it starts at 1 again after the policy was deleted).
         version: u64,
+    },
+    /// An operation was recorded.
+    OperationStarted {
+        /// Its id.
+        operation_id: OperationId,
+    },
+    /// A partition was split.
+    PartitionSplit {
+        /// Child covering the lower part of the parent's range.
+        left: PartitionId,
+        /// Child covering the upper part, from the split point.
+        right: PartitionId,
     },
 }
 
@@ -367,6 +462,37 @@ pub enum MetaError {
     /// out; nothing changed.
     #[error("principal {0} is the last admin; create another admin first")]
     LastAdmin(String),
+    /// No operation with this id was ever recorded (or, for a commit, its record was
+    /// dropped from the bounded history); nothing changed.
+    #[error("operation {0} not found")]
+    UnknownOperation(OperationId),
+    /// Another operation runs on the partition (two never run on one partition at
+    /// once); nothing changed.
+    #[error("operation {operation_id} is running on partition {partition_id}")]
+    OperationRunning {
+        /// Partition.
+        partition_id: PartitionId,
+        /// The running operation.
+        operation_id: OperationId,
+    },
+    /// The operation already finished otherwise; nothing changed.
+    #[error("operation {operation_id} already finished as {status:?}")]
+    OperationFinished {
+        /// Operation.
+        operation_id: OperationId,
+        /// How it finished.
+        status: OperationStatus,
+    },
+    /// The operation's step does not allow the command; nothing changed.
+    #[error("operation {operation_id} is at step {step:?}, the command needs {needed}")]
+    OperationWrongStep {
+        /// Operation.
+        operation_id: OperationId,
+        /// Current step.
+        step: OperationStep,
+        /// What the command needs.
+        needed: String,
+    },
 }
 
 /// HTTP-independent classification of an error, mapped to a status at the API edge.
@@ -387,7 +513,8 @@ impl MetaError {
             MetaError::Invalid(_) | MetaError::IncompatibleSchema(_) => ErrorClass::BadRequest,
             MetaError::TableNotFound(_)
             | MetaError::UnknownPartition(_)
-            | MetaError::PrincipalNotFound(_) => ErrorClass::NotFound,
+            | MetaError::PrincipalNotFound(_)
+            | MetaError::UnknownOperation(_) => ErrorClass::NotFound,
             MetaError::TableExists(_)
             | MetaError::PrincipalExists(_)
             | MetaError::LastAdmin(_)
@@ -396,7 +523,10 @@ impl MetaError {
             | MetaError::InvalidPlacement(_)
             | MetaError::StaleIncarnation { .. }
             | MetaError::StaleEpoch { .. }
-            | MetaError::NodeWrongStatus { .. } => ErrorClass::Conflict,
+            | MetaError::NodeWrongStatus { .. }
+            | MetaError::OperationRunning { .. }
+            | MetaError::OperationFinished { .. }
+            | MetaError::OperationWrongStep { .. } => ErrorClass::Conflict,
         }
     }
 
@@ -417,6 +547,10 @@ impl MetaError {
             MetaError::PrincipalExists(_) => "PrincipalExists",
             MetaError::PrincipalNotFound(_) => "PrincipalNotFound",
             MetaError::LastAdmin(_) => "LastAdmin",
+            MetaError::UnknownOperation(_) => "OperationNotFound",
+            MetaError::OperationRunning { .. } => "OperationInProgress",
+            MetaError::OperationFinished { .. } => "OperationFinished",
+            MetaError::OperationWrongStep { .. } => "OperationWrongStep",
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Entities of the metadata store: tables, schema versions, partitions, nodes,
-//! principals and signing keys.
+//! principals, signing keys and multi-step operations (split, move).
 
 use std::collections::BTreeSet;
 
@@ -15,6 +15,8 @@ pub type PartitionId = u64;
 pub type NodeId = u64;
 /// Milliseconds since the Unix epoch; always passed in, never read from a clock here.
 pub type UnixMillis = u64;
+/// Identifier of a multi-step operation, assigned by the state machine (never reused).
+pub type OperationId = u64;
 
 /// Lifecycle status of a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -308,5 +310,175 @@ impl SigningKeyRecord {
     /// retired and `now_ms` is before `trusted_until_ms`.
     pub fn is_trusted_at(&self, now_ms: UnixMillis) -> bool {
         self.trusted_until_ms.is_none_or(|until| now_ms < until)
+    }
+}
+
+/// What a multi-step operation does to its partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationKind {
+    /// Split the partition in place into two children on the same nodes.
+    Split {
+        /// Requested split point (first hash of the right child); `None`: the median
+        /// of the partition's hashed keys, chosen from the data while `Preparing`.
+        split_point: Option<u64>,
+    },
+    /// Move the copy held by `from` to `to` (the primary role follows the copy).
+    Move {
+        /// Node giving up its copy (primary or replica).
+        from: NodeId,
+        /// Node receiving the copy (HEALTHY, not yet a member).
+        to: NodeId,
+    },
+}
+
+/// The step an operation is at. Each kind has its own steps, in this order:
+///
+/// - Split: `Preparing` → `Fencing` → `Switched`;
+/// - Move: `Copying` → `CatchingUp` → `Switching` → `DroppingSource`.
+///
+/// Steps only move forward. The last step of each kind (`Switched`, `DroppingSource`)
+/// means the routing changed; only the commit command (`SplitPartition`, `CommitMove`)
+/// enters it, so a leader that finds an operation before it knows the routing is as it
+/// was, and one that finds it there knows the switch happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationStep {
+    /// Split: choosing the split point from the partition's hashed keys (when none was
+    /// given); writes flow normally.
+    Preparing,
+    /// Split: the primary fences writes to the parent for the commit's round trip.
+    Fencing,
+    /// Split: `SplitPartition` committed; the children serve (the operation completed).
+    Switched,
+    /// Move: background copy of a consistent snapshot from the primary to `to`.
+    Copying,
+    /// Move: streaming the writes that arrived since the snapshot until the lag is small.
+    CatchingUp,
+    /// Move: writes paused, the tail is sent; `CommitMove` comes next.
+    Switching,
+    /// Move: `CommitMove` committed, `to` serves; `from` drops its old copy.
+    DroppingSource,
+}
+
+impl OperationStep {
+    /// The steps of `kind`, in order.
+    pub fn steps_of(kind: &OperationKind) -> &'static [OperationStep] {
+        match kind {
+            OperationKind::Split { .. } => &[Self::Preparing, Self::Fencing, Self::Switched],
+            OperationKind::Move { .. } => &[
+                Self::Copying,
+                Self::CatchingUp,
+                Self::Switching,
+                Self::DroppingSource,
+            ],
+        }
+    }
+
+    /// The step an operation of `kind` starts at.
+    pub fn first_of(kind: &OperationKind) -> OperationStep {
+        Self::steps_of(kind)[0]
+    }
+
+    /// Position of this step among the steps of `kind`; `None` if it is not one of them.
+    pub fn position_in(self, kind: &OperationKind) -> Option<usize> {
+        Self::steps_of(kind).iter().position(|s| *s == self)
+    }
+
+    /// Whether this step means the routing switched (entered only by a commit command).
+    pub fn is_switched(self) -> bool {
+        matches!(self, Self::Switched | Self::DroppingSource)
+    }
+}
+
+/// Outcome of an operation so far.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationStatus {
+    /// In progress; the partition is SPLITTING or MIGRATING.
+    Running,
+    /// Done: the routing switched (and, for a move, the old copy was dropped).
+    Completed,
+    /// Abandoned before the routing switched; the routing is as it was.
+    RolledBack,
+    /// Gave up (e.g. a step exhausted its retries); `step` tells whether the routing
+    /// switched.
+    Failed {
+        /// Why, for operators.
+        reason: String,
+    },
+}
+
+impl OperationStatus {
+    /// Whether the operation finished (any status but `Running`).
+    pub fn is_finished(&self) -> bool {
+        *self != OperationStatus::Running
+    }
+}
+
+/// Progress of the current step, in bytes (e.g. of the copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OperationProgress {
+    /// Bytes done so far.
+    pub done_bytes: u64,
+    /// Bytes to do in all, when known (never below `done_bytes`).
+    pub total_bytes: Option<u64>,
+}
+
+/// What a split made: the split point and the two children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SplitResult {
+    /// First hash of the right child.
+    pub split_point: u64,
+    /// Child covering `[parent.low, split_point - 1]`.
+    pub left: PartitionId,
+    /// Child covering `[split_point, parent.high]`.
+    pub right: PartitionId,
+}
+
+/// A multi-step operation (split or move) on one partition, as recorded in the metadata
+/// store so that any leader can resume or roll it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Operation id.
+    pub operation_id: OperationId,
+    /// Table of the partition.
+    pub table_id: TableId,
+    /// Partition operated on (for a completed split, the parent, now gone).
+    pub partition_id: PartitionId,
+    /// Split or move.
+    pub kind: OperationKind,
+    /// Current (or, once finished, last) step.
+    pub step: OperationStep,
+    /// Running or how it ended.
+    pub status: OperationStatus,
+    /// Who asked for it: `scaler`, or an operator's principal.
+    pub requested_by: String,
+    /// When it started (proposer's clock).
+    pub started_at_ms: UnixMillis,
+    /// When the current step started, or was last retried (proposer's clock).
+    pub step_started_at_ms: UnixMillis,
+    /// When it finished; `None` while running.
+    pub finished_at_ms: Option<UnixMillis>,
+    /// Retries of the current step (0 on the first try).
+    pub attempts: u32,
+    /// Progress of the current step, when the step reports one.
+    pub progress: Option<OperationProgress>,
+    /// What a completed split made; `None` otherwise.
+    pub split: Option<SplitResult>,
+}
+
+impl Operation {
+    /// Whether the operation is still running.
+    pub fn is_running(&self) -> bool {
+        self.status == OperationStatus::Running
+    }
+
+    /// The partition status that marks a partition under an operation of this kind.
+    pub fn partition_status(&self) -> PartitionStatus {
+        match self.kind {
+            OperationKind::Split { .. } => PartitionStatus::Splitting,
+            OperationKind::Move { .. } => PartitionStatus::Migrating,
+        }
     }
 }

@@ -9,6 +9,7 @@ mod apply;
 mod auth;
 mod invariants;
 mod nodes;
+mod ops;
 #[cfg(test)]
 mod tests;
 
@@ -19,12 +20,13 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Policy;
 use crate::command::{MetaCommand, MetaResult};
 use crate::model::{
-    Node, NodeId, Partition, PartitionId, Principal, SchemaVersion, SigningKeyRecord, Table,
-    TableId, UnixMillis,
+    KeyRange, Node, NodeId, Operation, OperationId, Partition, PartitionId, Principal,
+    SchemaVersion, SigningKeyRecord, Table, TableId, UnixMillis,
 };
 
 /// The replicated metadata: cluster id, tables, schema versions, partitions, nodes,
-/// and access control (principals, access policies, signing keys, revocations).
+/// access control (principals, access policies, signing keys, revocations) and
+/// multi-step operations (splits and moves).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     cluster_id: Option<String>,
@@ -50,6 +52,20 @@ pub struct MetaState {
     /// Revoked credential ids, each with the time its token expires.
     #[serde(default)]
     revocations: BTreeMap<String, UnixMillis>,
+    /// Multi-step operations (split, move) by id: every running one, and the latest
+    /// `MAX_FINISHED_OPERATIONS` finished ones.
+    #[serde(default)]
+    operations: BTreeMap<OperationId, Operation>,
+    /// The id of the next operation; ids below it and absent from `operations` belong
+    /// to finished operations dropped from the history.
+    #[serde(default = "first_id")]
+    next_operation_id: u64,
+}
+
+/// Ids start at 1 so 0 can never name a real entity (also the default of id counters
+/// missing from older snapshots).
+fn first_id() -> u64 {
+    1
 }
 
 impl Default for MetaState {
@@ -61,13 +77,14 @@ impl Default for MetaState {
             schemas: BTreeMap::new(),
             partitions: BTreeMap::new(),
             nodes: BTreeMap::new(),
-            // Ids start at 1 so 0 can never name a real table or partition.
-            next_table_id: 1,
-            next_partition_id: 1,
+            next_table_id: first_id(),
+            next_partition_id: first_id(),
             principals: BTreeMap::new(),
             policies: BTreeMap::new(),
             signing_keys: BTreeMap::new(),
             revocations: BTreeMap::new(),
+            operations: BTreeMap::new(),
+            next_operation_id: first_id(),
         }
     }
 }
@@ -185,7 +202,8 @@ impl MetaState {
         self.check_principals()?;
         self.check_policies()?;
         self.check_signing_keys()?;
-        self.check_revocations()
+        self.check_revocations()?;
+        self.check_operations()
     }
 
     /// Direct access for tests of other modules that need states no command makes yet.
@@ -194,28 +212,68 @@ impl MetaState {
         &mut self.nodes
     }
 
+    /// What the epoch checks after apply compare against: each partition's table,
+    /// range and epoch.
     #[cfg(debug_assertions)]
-    fn epochs(&self) -> BTreeMap<PartitionId, u64> {
+    fn epochs(&self) -> BTreeMap<PartitionId, (TableId, KeyRange, u64)> {
         self.partitions
             .iter()
-            .map(|(id, p)| (*id, p.epoch))
+            .map(|(id, p)| (*id, (p.table_id, p.range, p.epoch)))
             .collect()
     }
 
     /// A broken invariant after apply is a bug in apply, not a user error: stop loudly.
     #[cfg(debug_assertions)]
-    fn assert_after_apply(&self, cmd: &MetaCommand, epochs_before: &BTreeMap<PartitionId, u64>) {
+    fn assert_after_apply(
+        &self,
+        cmd: &MetaCommand,
+        before: &BTreeMap<PartitionId, (TableId, KeyRange, u64)>,
+    ) {
         if let Err(e) = self.check_invariants() {
             panic!("invariant broken after applying {cmd:?}: {e}");
         }
-        for (id, before) in epochs_before {
-            if let Some(p) = self.partitions.get(id) {
-                assert!(
-                    p.epoch >= *before,
-                    "epoch of partition {id} went from {before} to {} after applying {cmd:?}",
+        if let Err(e) = epochs_grew(before, &self.partitions) {
+            panic!("{e} after applying {cmd:?}");
+        }
+    }
+}
+
+/// Epochs only grow, per partition and per key: a partition keeps or raises its epoch,
+/// and a new partition covering keys of one that is gone (a split child) starts above
+/// it, so a request carrying the old routing's epoch is always recognised as stale.
+#[cfg(debug_assertions)]
+fn epochs_grew(
+    before: &BTreeMap<PartitionId, (TableId, KeyRange, u64)>,
+    after: &BTreeMap<PartitionId, Partition>,
+) -> Result<(), String> {
+    let gone: Vec<&(TableId, KeyRange, u64)> = before
+        .iter()
+        .filter(|(id, _)| !after.contains_key(id))
+        .map(|(_, v)| v)
+        .collect();
+    for (id, p) in after {
+        match before.get(id) {
+            Some((_, _, epoch)) if p.epoch < *epoch => {
+                return Err(format!(
+                    "epoch of partition {id} went from {epoch} to {}",
                     p.epoch
-                );
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let overlaps = |r: &KeyRange| r.low <= p.range.high && p.range.low <= r.high;
+                if let Some((_, _, epoch)) = gone
+                    .iter()
+                    .find(|(t, r, e)| *t == p.table_id && overlaps(r) && p.epoch <= *e)
+                {
+                    return Err(format!(
+                        "new partition {id} at epoch {} covers keys of a removed partition \
+                         at epoch {epoch}",
+                        p.epoch
+                    ));
+                }
             }
         }
     }
+    Ok(())
 }

@@ -46,6 +46,16 @@ pub const KEY_ID_MAX_LEN: usize = 128;
 pub const MAX_REVOCATIONS: usize = 1_000_000;
 /// Longest credential id (`jti`) that can be revoked, in bytes.
 pub const TOKEN_ID_MAX_LEN: usize = 128;
+/// Finished operations (split, move) kept as history for operators; older ones are
+/// dropped first (running operations are bounded by the partitions, one each).
+pub const MAX_FINISHED_OPERATIONS: usize = 1000;
+/// Longest `requested_by` of an operation, in bytes.
+pub const REQUESTED_BY_MAX_LEN: usize = 256;
+/// Longest reason of a failed operation, in bytes.
+pub const FAILURE_REASON_MAX_LEN: usize = 1024;
+/// Most retries of one step of an operation: a hard stop above any driver's
+/// configured retry bound, so a looping driver cannot grow a record forever.
+pub const MAX_STEP_ATTEMPTS: u32 = 100;
 
 fn invalid(msg: impl Into<String>) -> MetaError {
     MetaError::Invalid(msg.into())

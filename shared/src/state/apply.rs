@@ -136,6 +136,12 @@ impl MetaState {
             | MetaCommand::DropExpiredKeys { .. }
             | MetaCommand::RevokeCredential { .. }
             | MetaCommand::GcRevocations { .. } => self.dispatch_auth(cmd),
+            MetaCommand::StartOperation { .. }
+            | MetaCommand::AdvanceOperation { .. }
+            | MetaCommand::RetryOperationStep { .. }
+            | MetaCommand::FinishOperation { .. }
+            | MetaCommand::SplitPartition { .. }
+            | MetaCommand::CommitMove { .. } => self.dispatch_ops(cmd),
         }
     }
 
@@ -505,6 +511,14 @@ impl MetaState {
         let table = self.table_by_id(table_id)?;
         if table.status != TableStatus::Deleting {
             return Err(wrong_status(table, "DELETING"));
+        }
+        // A running operation's partition must exist until it finishes; its driver
+        // sees the table DELETING and rolls it back (or fails it) first.
+        if let Some(op) = self.running_operations().find(|op| op.table_id == table_id) {
+            return Err(MetaError::OperationRunning {
+                partition_id: op.partition_id,
+                operation_id: op.operation_id,
+            });
         }
         let name = table.table_name.clone();
         self.tables.remove(&table_id);

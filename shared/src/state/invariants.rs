@@ -7,9 +7,13 @@ use crate::auth::principal_arn;
 use crate::auth::secret::validate_principal_name;
 use crate::keyspace::check_tiling;
 use crate::model::{
-    KeyRange, NodeId, NodeStatus, Partition, PartitionId, Table, TableId, TableStatus,
+    KeyRange, NodeId, NodeStatus, Operation, OperationId, OperationKind, OperationStatus,
+    Partition, PartitionId, PartitionStatus, Table, TableId, TableStatus,
 };
-use crate::validate::{MAX_PRINCIPALS, MAX_REPLICATION_FACTOR, MAX_REVOCATIONS, MAX_SIGNING_KEYS};
+use crate::validate::{
+    FAILURE_REASON_MAX_LEN, MAX_FINISHED_OPERATIONS, MAX_PRINCIPALS, MAX_REPLICATION_FACTOR,
+    MAX_REVOCATIONS, MAX_SIGNING_KEYS, MAX_STEP_ATTEMPTS, REQUESTED_BY_MAX_LEN,
+};
 
 impl MetaState {
     /// Tables: ids, name index, schema versions with key attributes.
@@ -266,4 +270,114 @@ impl MetaState {
         }
         Ok(())
     }
+
+    /// Operations: stored under their ids; finished ones bounded; each record is
+    /// consistent with itself; a partition is SPLITTING or MIGRATING exactly while one
+    /// operation of that kind runs on it (so never two at once).
+    pub(super) fn check_operations(&self) -> Result<(), String> {
+        let mut running: BTreeMap<PartitionId, OperationId> = BTreeMap::new();
+        let mut finished = 0;
+        for (id, op) in &self.operations {
+            if op.operation_id != *id || *id == 0 || *id >= self.next_operation_id {
+                return Err(format!(
+                    "operation stored under {id} has id {} (next {})",
+                    op.operation_id, self.next_operation_id
+                ));
+            }
+            check_operation(op)?;
+            if !op.is_running() {
+                finished += 1;
+                continue;
+            }
+            if let Some(other) = running.insert(op.partition_id, *id) {
+                return Err(format!(
+                    "operations {other} and {id} both run on partition {}",
+                    op.partition_id
+                ));
+            }
+            match self.partitions.get(&op.partition_id) {
+                Some(p) if p.table_id == op.table_id && p.status == op.partition_status() => {}
+                p => {
+                    return Err(format!(
+                        "running operation {id} on partition {} finds {:?}",
+                        op.partition_id,
+                        p.map(|p| (p.table_id, p.status))
+                    ));
+                }
+            }
+        }
+        if finished > MAX_FINISHED_OPERATIONS {
+            return Err(format!("{finished} finished operations are kept"));
+        }
+        for p in self.partitions.values() {
+            if p.status != PartitionStatus::Healthy && !running.contains_key(&p.partition_id) {
+                return Err(format!(
+                    "partition {} is {:?} with no running operation",
+                    p.partition_id, p.status
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One operation record on its own: steps of its kind, times in order, a status that
+/// fits the step (completed exactly when switched, but for a move still dropping its
+/// source or failed after its switch), a split result exactly when a split completed,
+/// bounded strings and retries.
+fn check_operation(op: &Operation) -> Result<(), String> {
+    let id = op.operation_id;
+    let bad = |what: &str| Err(format!("operation {id}: {what}: {op:?}"));
+    if op.step.position_in(&op.kind).is_none() {
+        return bad("step of another kind");
+    }
+    if let OperationKind::Move { from, to } = op.kind
+        && from == to
+    {
+        return bad("moves a copy onto its own node");
+    }
+    let finished_in_order = match op.finished_at_ms {
+        None => !op.status.is_finished(),
+        Some(at) => op.status.is_finished() && op.step_started_at_ms <= at,
+    };
+    if op.started_at_ms > op.step_started_at_ms || !finished_in_order {
+        return bad("times out of order or finish time without a finish");
+    }
+    let is_split = matches!(op.kind, OperationKind::Split { .. });
+    let switched = op.step.is_switched();
+    // A split switches and completes in one command; a move runs on (and may fail)
+    // after its switch, while the source drops its copy.
+    let step_fits = match op.status {
+        OperationStatus::Completed => switched,
+        OperationStatus::RolledBack => !switched,
+        OperationStatus::Running | OperationStatus::Failed { .. } => !(is_split && switched),
+    };
+    if !step_fits {
+        return bad("step does not fit the status");
+    }
+    if op.split.is_some() != (is_split && op.status == OperationStatus::Completed) {
+        return bad("split result without a completed split");
+    }
+    if let (
+        Some(r),
+        OperationKind::Split {
+            split_point: Some(want),
+        },
+    ) = (op.split, op.kind)
+        && r.split_point != want
+    {
+        return bad("split elsewhere than requested");
+    }
+    let reason_len = match &op.status {
+        OperationStatus::Failed { reason } => reason.len(),
+        _ => 0,
+    };
+    if op.requested_by.is_empty()
+        || op.requested_by.len() > REQUESTED_BY_MAX_LEN
+        || reason_len > FAILURE_REASON_MAX_LEN
+        || op.attempts > MAX_STEP_ATTEMPTS
+    {
+        return bad("requester, reason or attempts out of bounds");
+    }
+    Ok(())
 }

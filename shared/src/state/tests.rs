@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 mod auth;
 mod nodes;
+mod ops;
 
 const NOW: u64 = 1_700_000_000_000;
 

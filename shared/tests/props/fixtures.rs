@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 use ed25519_dalek::SigningKey;
 use shared::auth::{Action, Effect, hash_secret};
 use shared::command::{MetaCommand, MetaOutcome, PartitionChange, TableSpec};
-use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, NodeId, TableId};
+use shared::model::{
+    Attribute, AttributeType, Capacity, CapacityMode, NodeId, OperationKind, OperationProgress,
+    OperationStatus, OperationStep, TableId,
+};
 use shared::placement::{PlacementConfig, plan_new_table};
 use shared::state::MetaState;
 
@@ -121,8 +124,9 @@ fn per_node(state: &MetaState, table_id: TableId) -> std::collections::BTreeMap<
     by_node
 }
 
-/// A populated state: 12 nodes in 3 zones, 5 tables in every status, and access
-/// control (principals, policies, an active and a retired signing key, revocations).
+/// A populated state: 12 nodes in 3 zones, 5 tables in every status, access control
+/// (principals, policies, an active and a retired signing key, revocations), and
+/// operations (a completed split, a rolled-back one, a move running with progress).
 pub fn populated() -> MetaState {
     let mut s = MetaState::new();
     s.apply(&MetaCommand::InitCluster {
@@ -171,7 +175,78 @@ pub fn populated() -> MetaState {
     .unwrap();
     create(&mut s, spec("unplaced", on_demand()));
     add_auth(&mut s);
+    add_operations(&mut s, active);
     s
+}
+
+/// Applies a command that must be accepted.
+fn must(s: &mut MetaState, cmd: MetaCommand) -> MetaOutcome {
+    s.apply(&cmd)
+        .unwrap_or_else(|e| panic!("{cmd:?} was refused: {e}"))
+}
+
+/// Starts an operation that must be accepted; returns its id.
+fn start(s: &mut MetaState, partition_id: u64, kind: OperationKind) -> u64 {
+    let cmd = MetaCommand::StartOperation {
+        partition_id,
+        kind,
+        requested_by: "scaler".into(),
+        now_ms: 20,
+    };
+    match must(s, cmd) {
+        MetaOutcome::OperationStarted { operation_id } => operation_id,
+        other => panic!("start gave {other:?}"),
+    }
+}
+
+/// On the table `active`: splits its first partition through an operation, starts a
+/// split of the left child and rolls it back, and leaves a move of the right child
+/// copying.
+fn add_operations(s: &mut MetaState, active: TableId) {
+    let first = s.partitions_of(active)[0].clone();
+    let split_point = first.range.low + (first.range.high - first.range.low) / 2;
+    let split = start(
+        s,
+        first.partition_id,
+        OperationKind::Split { split_point: None },
+    );
+    let advance = |operation_id, step, progress| MetaCommand::AdvanceOperation {
+        operation_id,
+        step,
+        progress,
+        now_ms: 21,
+    };
+    must(s, advance(split, OperationStep::Fencing, None));
+    let cmd = MetaCommand::SplitPartition {
+        operation_id: Some(split),
+        parent: first.partition_id,
+        split_point,
+        expected_epoch: first.epoch,
+        now_ms: 22,
+    };
+    let MetaOutcome::PartitionSplit { left, right } = must(s, cmd) else {
+        panic!("split gave another outcome");
+    };
+    let undone = start(s, left, OperationKind::Split { split_point: None });
+    let cmd = MetaCommand::FinishOperation {
+        operation_id: undone,
+        status: OperationStatus::RolledBack,
+        now_ms: 23,
+    };
+    must(s, cmd);
+    let held: Vec<NodeId> = s.partition(right).unwrap().all_nodes().collect();
+    let to = s
+        .nodes()
+        .map(|n| n.node_id)
+        .find(|n| !held.contains(n))
+        .unwrap();
+    let kind = OperationKind::Move { from: held[0], to };
+    let moving = start(s, right, kind);
+    let progress = Some(OperationProgress {
+        done_bytes: 4096,
+        total_bytes: Some(65536),
+    });
+    must(s, advance(moving, OperationStep::Copying, progress));
 }
 
 /// Adds principals `root` (admin) and `app`, policies of both on two tables, signing

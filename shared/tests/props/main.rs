@@ -2,6 +2,7 @@
 
 mod auth;
 mod fixtures;
+mod operations;
 mod placement;
 mod rebalance;
 mod recovery;

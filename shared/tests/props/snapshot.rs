@@ -1,6 +1,6 @@
 //! The state is the Raft snapshot: it must survive serialization unchanged.
 
-use shared::model::TableStatus;
+use shared::model::{OperationStatus, OperationStep, PartitionStatus, TableStatus};
 use shared::state::MetaState;
 
 use crate::fixtures::populated;
@@ -32,6 +32,22 @@ fn populated_state_holds_auth_state() {
     assert_eq!(s.trusted_keys(999).count(), 2);
     assert_eq!(s.active_signing_key(1).unwrap().kid, "k1");
     assert!(s.is_revoked("j1") && s.is_revoked("j2"));
+}
+
+#[test]
+fn populated_state_holds_operations() {
+    let s = populated();
+    let ops: Vec<_> = s.operations().collect();
+    assert_eq!(ops.len(), 3);
+    assert_eq!(ops[0].status, OperationStatus::Completed);
+    assert!(ops[0].split.is_some());
+    assert_eq!(ops[1].status, OperationStatus::RolledBack);
+    assert_eq!(ops[2].step, OperationStep::Copying);
+    assert!(ops[2].progress.is_some());
+    let moving = s.running_operation_of(ops[2].partition_id).unwrap();
+    assert_eq!(moving.operation_id, ops[2].operation_id);
+    let p = s.partition(moving.partition_id).unwrap();
+    assert_eq!(p.status, PartitionStatus::Migrating);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Random command sequences: apply never panics, invariants always hold, rejected
-//! commands change nothing, epochs never decrease, and the recovery planner's commands
-//! are always accepted by the state they were planned from.
+//! commands change nothing, epochs never decrease (per partition, and per key across
+//! splits), no two running operations share a partition, and the recovery planner's
+//! commands are always accepted by the state they were planned from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,8 +17,12 @@ use shared::state::MetaState;
 use crate::fixtures::{promotion_violation, ready_all, register, release_all};
 
 mod auth_ops;
+mod operations;
 
 use auth_ops::{AuthOp, auth_commands, auth_op, check_auth_outcome};
+use operations::{
+    OperationOp, check_operation_outcome, expand_operation, operation_commands, operation_op,
+};
 
 /// Table names: a few valid ones that collide, and one invalid.
 const NAMES: [&str; 5] = ["orders", "users", "events", "logs", "x"];
@@ -111,6 +116,8 @@ enum Op {
     },
     /// Principals, access policies, signing keys, revocations.
     Auth(AuthOp),
+    /// Splits and moves: their records, steps and commits.
+    Operation(OperationOp),
 }
 
 fn capacity() -> impl Strategy<Value = Capacity> {
@@ -167,6 +174,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1u64..=60, prop::collection::vec(1u64..=8, 1..4), 0u8..4)
             .prop_map(|(partition, nodes, skew)| Op::BogusRepair { partition, nodes, skew }),
         16 => auth_op().prop_map(Op::Auth),
+        14 => operation_op().prop_map(Op::Operation),
     ]
 }
 
@@ -279,6 +287,10 @@ fn expand(op: &Op) -> Vec<Op> {
                 activate: true,
             },
         ],
+        Op::Operation(op) => expand_operation(op)
+            .into_iter()
+            .map(Op::Operation)
+            .collect(),
         other => vec![other.clone()],
     }
 }
@@ -384,6 +396,7 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
         }],
         Op::Fail { .. } | Op::Recover { .. } | Op::BogusRepair { .. } => recovery_commands(s, op),
         Op::Auth(auth) => auth_commands(s, &auth),
+        Op::Operation(op) => operation_commands(s, &op),
         table_op => table_commands(s, table_op),
     }
 }
@@ -521,16 +534,18 @@ fn step(s: &mut MetaState, cmd: &MetaCommand) -> Result<bool, TestCaseError> {
         cmd,
         s.check_invariants()
     );
-    let epochs: BTreeMap<u64, u64> = before
-        .partitions()
-        .map(|p| (p.partition_id, p.epoch))
-        .collect();
-    for p in s.partitions() {
-        prop_assert!(epochs.get(&p.partition_id).is_none_or(|e| p.epoch >= *e));
+    check_epochs(&before, s)?;
+    let mut running = BTreeSet::new();
+    for op in s.running_operations() {
+        prop_assert!(
+            running.insert(op.partition_id),
+            "two operations run on {:?}",
+            op
+        );
     }
     match &result {
         Err(_) => prop_assert_eq!(&*s, &before, "rejected {:?} changed the state", cmd),
-        Ok(outcome) => check_outcome(s, cmd, outcome)?,
+        Ok(outcome) => check_outcome(&before, s, cmd, outcome)?,
     }
     if let (Ok(_), MetaCommand::RepairPartitions { changes }) = (&result, cmd) {
         for c in changes {
@@ -541,13 +556,46 @@ fn step(s: &mut MetaState, cmd: &MetaCommand) -> Result<bool, TestCaseError> {
     Ok(result.is_ok())
 }
 
+/// Epochs only grow: per partition, and per key (a partition new since `before`
+/// starts above every removed one of its table it overlaps, like split children).
+fn check_epochs(before: &MetaState, s: &MetaState) -> Result<(), TestCaseError> {
+    let epochs: BTreeMap<u64, u64> = before
+        .partitions()
+        .map(|p| (p.partition_id, p.epoch))
+        .collect();
+    for p in s.partitions() {
+        prop_assert!(epochs.get(&p.partition_id).is_none_or(|e| p.epoch >= *e));
+        if before.partition(p.partition_id).is_some() {
+            continue;
+        }
+        for gone in before
+            .partitions_of(p.table_id)
+            .into_iter()
+            .filter(|g| s.partition(g.partition_id).is_none())
+        {
+            let overlaps = gone.range.low <= p.range.high && p.range.low <= gone.range.high;
+            prop_assert!(
+                !overlaps || p.epoch > gone.epoch,
+                "{:?} after {:?}",
+                p,
+                gone
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Checks that an accepted command's outcome matches the command.
 fn check_outcome(
+    before: &MetaState,
     s: &MetaState,
     cmd: &MetaCommand,
     outcome: &MetaOutcome,
 ) -> Result<(), TestCaseError> {
     if let Some(checked) = check_auth_outcome(s, cmd, outcome) {
+        return checked;
+    }
+    if let Some(checked) = check_operation_outcome(before, s, cmd, outcome) {
         return checked;
     }
     match (cmd, outcome) {
@@ -652,6 +700,12 @@ fn kind(cmd: &MetaCommand) -> &'static str {
         MetaCommand::DropExpiredKeys { .. } => "DropExpiredKeys",
         MetaCommand::RevokeCredential { .. } => "RevokeCredential",
         MetaCommand::GcRevocations { .. } => "GcRevocations",
+        MetaCommand::StartOperation { .. } => "StartOperation",
+        MetaCommand::AdvanceOperation { .. } => "AdvanceOperation",
+        MetaCommand::RetryOperationStep { .. } => "RetryOperationStep",
+        MetaCommand::FinishOperation { .. } => "FinishOperation",
+        MetaCommand::SplitPartition { .. } => "SplitPartition",
+        MetaCommand::CommitMove { .. } => "CommitMove",
     }
 }
 
@@ -714,6 +768,12 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "PublishSigningKey",
         "RetireSigningKey",
         "RevokeCredential",
+        "StartOperation",
+        "AdvanceOperation",
+        "RetryOperationStep",
+        "FinishOperation",
+        "SplitPartition",
+        "CommitMove",
     ] {
         for accepted in [true, false] {
             assert!(
@@ -731,6 +791,11 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "PublishSigningKey",
         "RetireSigningKey",
         "RevokeCredential",
+        "AdvanceOperation",
+        "RetryOperationStep",
+        "FinishOperation",
+        "SplitPartition",
+        "CommitMove",
     ] {
         for change in [true, false] {
             assert!(
