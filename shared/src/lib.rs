@@ -16,6 +16,8 @@ pub mod model;
 pub mod placement;
 pub mod rebalance;
 pub mod recovery;
+pub mod scaler;
+pub mod split;
 pub mod state;
 #[cfg(test)]
 mod testkit;
