@@ -16,10 +16,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agent::auth::admin::PrincipalCredentials;
+use agent::client::Authorization;
 use agent::client::{ApiClient, Method};
 use agent::data_client::DataClient;
-use agent::dev::{Children, PortPlan, spawn_agent, wait_for_voters, write_cluster_files};
+use agent::dev::{
+    Children, PortPlan, admin_client, admin_credentials_path, spawn_agent, wait_for_voters,
+    write_cluster_files,
+};
 use serde_json::json;
+use shared::api::auth::IssueCredentialRequest;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::{CapacityMode, TableStatus};
 
@@ -85,8 +91,9 @@ fn main() {
     let endpoints: Vec<String> = (1..=NODES)
         .map(|i| format!("http://{}", ports.http(i)))
         .collect();
-    let admin = ApiClient::new(&endpoints[0]);
+    let admin = admin_client(dir.path(), ports, WAIT).expect("admin credentials");
     wait_for_voters(&admin, 3, WAIT).expect("voters");
+    let credentials = PrincipalCredentials::load(&admin_credentials_path(dir.path())).unwrap();
     let capacity = CapacityRequest {
         mode: CapacityMode::Provisioned,
         read_units: Some(100),
@@ -97,7 +104,10 @@ fn main() {
     wait_for("table ACTIVE", || {
         (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
     });
-    let client = Arc::new(DataClient::new(endpoints.clone()));
+    let client = Arc::new(
+        DataClient::new(endpoints.clone())
+            .with_authorization(Authorization::Principal(credentials.clone())),
+    );
     let value = json!({"payload": "x".repeat(100)});
     wait_for("first write", || {
         client.put(TABLE, "warm-up", None, &value).ok()
@@ -124,7 +134,25 @@ fn main() {
     });
     println!("write throughput, {threads} clients straight to the primaries: {direct:.0} writes/s");
 
-    let one_agent = ApiClient::new(&endpoints[0]);
+    // Credentials: issued by the leader, asked through agent 1 (a follower or the leader).
+    let issue = IssueCredentialRequest {
+        principal_arn: credentials.principal_arn.clone(),
+        ttl_seconds: None,
+        actions: None,
+    };
+    let issued: Vec<Duration> = (0..writes.min(2000))
+        .map(|_| {
+            let started = Instant::now();
+            admin.issue_credential(TABLE, &issue).expect("credential");
+            started.elapsed()
+        })
+        .collect();
+    report_latency("credential issue latency (HTTP, through agent 1)", issued);
+    let token = admin
+        .issue_credential(TABLE, &issue)
+        .expect("credential")
+        .token;
+    let one_agent = ApiClient::new(&endpoints[0]).with_authorization(&Authorization::Token(token));
     let body = value.to_string();
     let forwarded = throughput(threads, per_thread, |t, i| {
         let path = format!("/tables/{TABLE}/items/f{t}-{i}");

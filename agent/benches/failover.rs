@@ -12,8 +12,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use agent::auth::admin::PrincipalCredentials;
 use agent::client::ApiClient;
-use agent::dev::{Children, PortPlan, spawn_agent, wait_for_voters, write_cluster_files};
+use agent::dev::{
+    Children, PortPlan, admin_client, admin_credentials_path, spawn_agent, wait_for_voters,
+    write_cluster_files,
+};
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::{CapacityMode, NodeId, NodeStatus, TableStatus};
 
@@ -46,7 +50,11 @@ fn one_run(run: u16, dir: &Path) -> Sample {
     for (i, config) in configs.iter().enumerate() {
         children.push(i as u16 + 1, spawn_agent(binary, config).expect("spawn"));
     }
-    let client = |i: u16| ApiClient::new(&format!("http://{}", ports.http(i)));
+    let admin = admin_client(dir, ports, WAIT).expect("admin credentials");
+    let credentials = PrincipalCredentials::load(&admin_credentials_path(dir)).unwrap();
+    let client =
+        |i: u16| ApiClient::new(&format!("http://{}", ports.http(i))).with_principal(&credentials);
+    drop(admin);
     let c1 = client(1);
     wait_for_voters(&c1, 3, WAIT).expect("voters");
     let cluster_id = wait_for("cluster id", || c1.cluster().ok()?.cluster_id);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use agent::client::ApiClient;
 use agent::config::Config;
-use agent::dev::{PortPlan, wait_for_voters, write_cluster_files};
+use agent::dev::{PortPlan, admin_client, wait_for_voters, write_cluster_files};
 use agent::node::meta_client::LeaderRoute;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::command::MetaCommand;
@@ -74,7 +74,7 @@ fn start_cluster(dir: &std::path::Path, nodes: u16) -> (Vec<tokio::runtime::Runt
         runtime.spawn(node.serve_http(std::future::pending()));
         runtimes.push(runtime);
     }
-    let client = ApiClient::new(&format!("http://{}", ports.http(1)));
+    let client = admin_client(dir, ports, Duration::from_secs(60)).expect("admin credentials");
     let voters = shared::placement::voter_target(usize::from(nodes), &Default::default());
     wait_for_voters(&client, voters, Duration::from_secs(60)).expect("voters");
     let leader = leader.expect("node 1");
@@ -115,12 +115,12 @@ async fn bench_commits(leader: &Leader, n: usize) {
     report("metadata commit latency (fsync, loopback QUIC)", samples);
 }
 
-async fn bench_create_to_active(leader: &Leader, endpoint: String, n: usize) {
+async fn bench_create_to_active(leader: &Leader, admin: ApiClient, n: usize) {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("bench-table-{i}");
         let request = table_request(&name);
-        let client = ApiClient::new(&endpoint);
+        let client = admin.clone();
         let mut applied = leader.state.subscribe();
         let start = Instant::now();
         tokio::task::spawn_blocking(move || client.create_table(&request))
@@ -215,13 +215,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = arg("--nodes", usize::from(NODES)) as u16;
     let (runtimes, leader) = start_cluster(dir.path(), nodes);
-    let endpoint = format!(
-        "http://{}",
-        PortPlan {
-            http_base: HTTP_BASE
-        }
-        .http(1)
-    );
+    let ports = PortPlan {
+        http_base: HTTP_BASE,
+    };
+    let client = admin_client(dir.path(), ports, Duration::from_secs(60)).expect("admin client");
     runtimes[0].block_on(bench_commits(&leader, commits));
-    runtimes[0].block_on(bench_create_to_active(&leader, endpoint, tables));
+    runtimes[0].block_on(bench_create_to_active(&leader, client, tables));
 }

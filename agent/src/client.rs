@@ -4,11 +4,21 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shared::api::auth::{
+    AuditResponse, CreatePrincipalRequest, CreatePrincipalResponse, IssueCredentialRequest,
+    IssueCredentialResponse, ListKeysResponse, ListPoliciesResponse, ListPrincipalsResponse,
+    PutPolicyRequest, PutPolicyResponse, RevokeCredentialRequest, RevokeCredentialResponse,
+    RotateKeyResponse,
+};
 use shared::api::{
     CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, DrainNodeResponse,
     ErrorBody, ListTablesResponse, NodesResponse, PartitionsResponse, SchemaRequest,
     SchemaResponse, TableDescription, UpdateCapacityResponse,
 };
+
+use crate::auth::admin::PrincipalCredentials;
+use crate::auth::authn::basic_header;
+use crate::data_client::encode_component;
 
 /// Timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -49,11 +59,32 @@ impl ClientError {
     }
 }
 
+/// How a client authenticates.
+#[derive(Clone, Debug)]
+pub enum Authorization {
+    /// A principal and its secret (HTTP Basic): the control plane, and issuing
+    /// credentials.
+    Principal(PrincipalCredentials),
+    /// A credential (`Bearer` token): item requests of one table.
+    Token(String),
+}
+
+impl Authorization {
+    /// The `Authorization` header value.
+    pub fn header_value(&self) -> String {
+        match self {
+            Authorization::Principal(c) => basic_header(&c.principal_arn, &c.secret),
+            Authorization::Token(token) => format!("Bearer {token}"),
+        }
+    }
+}
+
 /// A client of one agent's HTTP API.
 #[derive(Clone)]
 pub struct ApiClient {
     endpoint: String,
     agent: ureq::Agent,
+    authorization: Option<String>,
 }
 
 /// HTTP methods the API uses.
@@ -80,7 +111,19 @@ impl ApiClient {
         ApiClient {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             agent,
+            authorization: None,
         }
+    }
+
+    /// The same client, sending `authorization` with every request.
+    pub fn with_authorization(mut self, authorization: &Authorization) -> Self {
+        self.authorization = Some(authorization.header_value());
+        self
+    }
+
+    /// The same client, authenticating as a principal.
+    pub fn with_principal(self, credentials: &PrincipalCredentials) -> Self {
+        self.with_authorization(&Authorization::Principal(credentials.clone()))
     }
 
     /// The endpoint this client talks to.
@@ -96,17 +139,14 @@ impl ApiClient {
         body: Option<&str>,
     ) -> Result<(u16, String), ClientError> {
         let url = format!("{}{}", self.endpoint, path);
+        let auth = self.authorization.as_deref();
         let result = match (method, body) {
-            (Method::Get, _) => self.agent.get(&url).call(),
-            (Method::Delete, _) => self.agent.delete(&url).call(),
-            (Method::Post, b) => self
-                .agent
-                .post(&url)
+            (Method::Get, _) => with_auth(self.agent.get(&url), auth).call(),
+            (Method::Delete, _) => with_auth(self.agent.delete(&url), auth).call(),
+            (Method::Post, b) => with_auth(self.agent.post(&url), auth)
                 .content_type("application/json")
                 .send(b.unwrap_or("")),
-            (Method::Put, b) => self
-                .agent
-                .put(&url)
+            (Method::Put, b) => with_auth(self.agent.put(&url), auth)
                 .content_type("application/json")
                 .send(b.unwrap_or("")),
         };
@@ -255,8 +295,114 @@ impl ApiClient {
         )
     }
 
+    /// `POST /principals`.
+    pub fn create_principal(
+        &self,
+        name: &str,
+        admin: bool,
+    ) -> Result<CreatePrincipalResponse, ClientError> {
+        let request = CreatePrincipalRequest {
+            name: name.to_string(),
+            admin,
+        };
+        self.call(Method::Post, "/principals", Some(&request))
+    }
+
+    /// `GET /principals`.
+    pub fn list_principals(&self) -> Result<ListPrincipalsResponse, ClientError> {
+        self.call(Method::Get, "/principals", None::<&()>)
+    }
+
+    /// `DELETE /principals/{arn}`.
+    pub fn delete_principal(&self, arn: &str) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/principals/{}", encode_component(arn));
+        self.call(Method::Delete, &path, None::<&()>)
+    }
+
+    /// `PUT /tables/{name}/access-policies/{principal_arn}`.
+    pub fn put_policy(
+        &self,
+        table: &str,
+        principal_arn: &str,
+        request: &PutPolicyRequest,
+    ) -> Result<PutPolicyResponse, ClientError> {
+        let path = policy_path(table, principal_arn);
+        self.call(Method::Put, &path, Some(request))
+    }
+
+    /// `GET /tables/{name}/access-policies`.
+    pub fn list_policies(&self, table: &str) -> Result<ListPoliciesResponse, ClientError> {
+        let path = format!("/tables/{}/access-policies", encode_component(table));
+        self.call(Method::Get, &path, None::<&()>)
+    }
+
+    /// `DELETE /tables/{name}/access-policies/{principal_arn}`.
+    pub fn delete_policy(
+        &self,
+        table: &str,
+        principal_arn: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = policy_path(table, principal_arn);
+        self.call(Method::Delete, &path, None::<&()>)
+    }
+
+    /// `POST /tables/{name}/credentials`.
+    pub fn issue_credential(
+        &self,
+        table: &str,
+        request: &IssueCredentialRequest,
+    ) -> Result<IssueCredentialResponse, ClientError> {
+        let path = format!("/tables/{}/credentials", encode_component(table));
+        self.call(Method::Post, &path, Some(request))
+    }
+
+    /// `POST /credentials/revoke`.
+    pub fn revoke_credential(
+        &self,
+        request: &RevokeCredentialRequest,
+    ) -> Result<RevokeCredentialResponse, ClientError> {
+        self.call(Method::Post, "/credentials/revoke", Some(request))
+    }
+
+    /// `GET /keys`.
+    pub fn list_keys(&self) -> Result<ListKeysResponse, ClientError> {
+        self.call(Method::Get, "/keys", None::<&()>)
+    }
+
+    /// `POST /keys/rotate`.
+    pub fn rotate_key(&self) -> Result<RotateKeyResponse, ClientError> {
+        self.call(Method::Post, "/keys/rotate", None::<&()>)
+    }
+
+    /// `GET /audit[?since=]`.
+    pub fn audit(&self, since: Option<&str>) -> Result<AuditResponse, ClientError> {
+        let query = since
+            .map(|s| format!("?since={}", encode_component(s)))
+            .unwrap_or_default();
+        self.call(Method::Get, &format!("/audit{query}"), None::<&()>)
+    }
+
     /// Whether `GET /healthz` answers 200.
     pub fn healthy(&self) -> bool {
         matches!(self.raw(Method::Get, "/healthz", None), Ok((200, _)))
+    }
+}
+
+fn policy_path(table: &str, principal_arn: &str) -> String {
+    format!(
+        "/tables/{}/access-policies/{}",
+        encode_component(table),
+        encode_component(principal_arn)
+    )
+}
+
+/// `request` with an `Authorization` header, if one is given.
+pub(crate) fn with_auth<B>(
+    request: ureq::RequestBuilder<B>,
+    authorization: Option<&str>,
+) -> ureq::RequestBuilder<B> {
+    match authorization {
+        Some(value) => request.header("authorization", value),
+        None => request,
     }
 }

@@ -79,6 +79,9 @@ pub struct Config {
     /// Data plane: item limits, replication and read leases.
     #[serde(default)]
     pub data: DataConfig,
+    /// Access control: credential lifetimes, key rotation, verification cache, audit.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 fn default_cluster_name() -> String {
@@ -313,6 +316,40 @@ impl Default for DataConfig {
     }
 }
 
+/// Access control (see `config.example.toml`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Lifetime of a credential when the request names none, in seconds.
+    pub default_ttl_secs: u64,
+    /// Shortest credential lifetime a caller may ask for, in seconds.
+    pub min_ttl_secs: u64,
+    /// Longest credential lifetime a caller may ask for, in seconds.
+    pub max_ttl_secs: u64,
+    /// Clock difference tolerated between the signing leader and a verifying agent.
+    pub clock_skew_secs: u64,
+    /// The leader replaces its signing key when it is this old, in seconds.
+    pub key_rotation_period_secs: u64,
+    /// Verified credentials cached per agent (by token hash, until expiry).
+    pub verified_cache_entries: usize,
+    /// Control-plane mutations kept in this agent's in-memory audit log (`GET /audit`).
+    pub audit_log_entries: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            default_ttl_secs: 3600,
+            min_ttl_secs: 60,
+            max_ttl_secs: 12 * 3600,
+            clock_skew_secs: 30,
+            key_rotation_period_secs: 7 * 24 * 3600,
+            verified_cache_entries: 100_000,
+            audit_log_entries: 10_000,
+        }
+    }
+}
+
 /// HTTP API settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -447,6 +484,21 @@ impl Config {
             || self.cluster_name.len() > shared::validate::CLUSTER_ID_MAX_LEN
         {
             return bad("cluster_name must be 1 to 255 bytes");
+        }
+        let a = &self.auth;
+        if a.min_ttl_secs == 0 || a.min_ttl_secs > a.max_ttl_secs {
+            return bad("auth.min_ttl_secs must be positive and at most auth.max_ttl_secs");
+        }
+        if !(a.min_ttl_secs..=a.max_ttl_secs).contains(&a.default_ttl_secs) {
+            return bad("auth.default_ttl_secs must be within auth.min_ttl_secs..=max_ttl_secs");
+        }
+        if a.key_rotation_period_secs == 0 || a.verified_cache_entries == 0 {
+            return bad(
+                "auth.key_rotation_period_secs and verified_cache_entries must be positive",
+            );
+        }
+        if a.audit_log_entries == 0 {
+            return bad("auth.audit_log_entries must be positive");
         }
         if self.http.max_body_bytes == 0 || self.http.leader_wait_ms == 0 {
             return bad("http.max_body_bytes and http.leader_wait_ms must be positive");

@@ -14,6 +14,7 @@
 //!   an `Exhausted` write may or may not have applied.
 
 mod cache;
+mod credentials;
 
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
@@ -27,7 +28,9 @@ use shared::api::{
 };
 
 pub use self::cache::{KeyTypes, RouteCache, RouteTarget, route_entries};
-use crate::client::{ClientError, Method};
+use self::credentials::Credentials;
+use crate::client::{Authorization, ClientError, Method, with_auth};
+use shared::api::auth::{IssueCredentialRequest, IssueCredentialResponse};
 
 /// Timeout of one item request (a write waits for every replica to make it durable).
 pub const DATA_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -174,6 +177,7 @@ pub struct DataClient {
     retry: RetryPolicy,
     cache: RwLock<RouteCache>,
     hints: Mutex<Hints>,
+    credentials: Option<Credentials>,
 }
 
 /// What a client remembers besides routes.
@@ -205,7 +209,16 @@ impl DataClient {
             retry: RetryPolicy::default(),
             cache: RwLock::new(RouteCache::default()),
             hints: Mutex::new(Hints::default()),
+            credentials: None,
         }
+    }
+
+    /// The same client authenticating with `authorization`: with a principal's secret
+    /// it obtains a credential per table (and a new one before expiry, or when one is
+    /// refused); with a credential it uses that one for its table.
+    pub fn with_authorization(mut self, authorization: Authorization) -> Self {
+        self.credentials = Some(Credentials::new(authorization));
+        self
     }
 
     /// The same client with another retry policy.
@@ -391,12 +404,25 @@ impl DataClient {
     ) -> Result<Reply, DataClientError> {
         let mut refresh = self.read_cache().key_types(request.table).is_none();
         let mut last = None;
+        let mut renewed = false;
         for attempt in 1..=self.retry.max_attempts {
             if attempt > 1 {
                 std::thread::sleep(self.retry.backoff(attempt - 1));
             }
             match self.attempt(request, check, refresh) {
                 Ok(reply) => return Ok(reply),
+                // A refused credential (revoked, its key rotated out): one new one.
+                Err(e)
+                    if e.status() == Some(401)
+                        && !renewed
+                        && self
+                            .credentials
+                            .as_ref()
+                            .is_some_and(|c| c.forget(request.table)) =>
+                {
+                    renewed = true;
+                    last = Some(e);
+                }
                 Err(e) if e.is_retryable() => {
                     last = Some(e);
                     refresh = true;
@@ -423,11 +449,13 @@ impl DataClient {
         }
         let target = self.target(request, check)?;
         let url = item_url(&target, request);
+        let auth = self.item_authorization(request.table)?;
         let reply = self.send(
             request.method,
             &url,
             &target.endpoint,
             request.body.as_deref(),
+            auth.as_deref(),
         );
         let reply = reply.inspect_err(|_| self.forget_hint(&target.endpoint))?;
         if (200..300).contains(&reply.status) {
@@ -542,12 +570,55 @@ impl DataClient {
         }
     }
 
+    /// The `Authorization` header of an item request on `table`: the credential held
+    /// for it, or (with a principal's secret) a new one.
+    fn item_authorization(&self, table: &str) -> Result<Option<String>, DataClientError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        if let Some(header) = credentials.item_header(table) {
+            return Ok(Some(header));
+        }
+        let Some(principal) = credentials.principal() else {
+            return Ok(None);
+        };
+        let request = IssueCredentialRequest {
+            principal_arn: principal.principal_arn.clone(),
+            ttl_seconds: None,
+            actions: None,
+        };
+        let body = serde_json::to_string(&request).map_err(|e| decode_error(e.to_string()))?;
+        let path = format!("/tables/{}/credentials", encode_component(table));
+        let mut last = None;
+        for endpoint in self.refresh_candidates() {
+            let url = format!("{endpoint}{path}");
+            let header = credentials.control_header();
+            let reply = self.send(Method::Post, &url, &endpoint, Some(&body), Some(&header));
+            let error = match reply {
+                Ok(reply) if (200..300).contains(&reply.status) => {
+                    let issued: IssueCredentialResponse = decode(&reply)?;
+                    credentials.hold(table, &issued.token, issued.expires_at_unix);
+                    return Ok(Some(format!("Bearer {}", issued.token)));
+                }
+                Ok(reply) => api_error(&reply),
+                Err(e) => e,
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            last = Some(error);
+        }
+        Err(last.unwrap_or_else(|| DataClientError::Invalid("no endpoint to reach".into())))
+    }
+
     fn get_json<T: DeserializeOwned>(
         &self,
         endpoint: &str,
         path: &str,
     ) -> Result<T, DataClientError> {
-        let reply = self.send(Method::Get, &format!("{endpoint}{path}"), endpoint, None)?;
+        let auth = self.credentials.as_ref().map(|c| c.control_header());
+        let url = format!("{endpoint}{path}");
+        let reply = self.send(Method::Get, &url, endpoint, None, auth.as_deref())?;
         if (200..300).contains(&reply.status) {
             decode(&reply)
         } else {
@@ -561,18 +632,16 @@ impl DataClient {
         url: &str,
         endpoint: &str,
         body: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<Reply, DataClientError> {
+        let auth = authorization;
         let result = match method {
-            Method::Get => self.agent.get(url).call(),
-            Method::Delete => self.agent.delete(url).call(),
-            Method::Put => self
-                .agent
-                .put(url)
+            Method::Get => with_auth(self.agent.get(url), auth).call(),
+            Method::Delete => with_auth(self.agent.delete(url), auth).call(),
+            Method::Put => with_auth(self.agent.put(url), auth)
                 .content_type("application/json")
                 .send(body.unwrap_or("")),
-            Method::Post => self
-                .agent
-                .post(url)
+            Method::Post => with_auth(self.agent.post(url), auth)
                 .content_type("application/json")
                 .send(body.unwrap_or("")),
         };

@@ -43,6 +43,18 @@ impl PortPlan {
     }
 }
 
+/// Where `agent dev` keeps its cluster unless told otherwise (and where `agentctl`
+/// looks for the admin credentials by default).
+pub const DEFAULT_DEV_DIR: &str = "./.agent-dev";
+
+/// The bootstrap admin's credentials file of a local cluster (written by agent 1, the
+/// bootstrap agent, in its data dir).
+pub fn admin_credentials_path(dir: &Path) -> PathBuf {
+    node_dir(dir, 1)
+        .join("data")
+        .join(crate::auth::admin::ADMIN_CREDENTIALS_FILE)
+}
+
 /// Directory of agent `i` inside a cluster directory.
 pub fn node_dir(dir: &Path, i: u16) -> PathBuf {
     dir.join(format!("node-{i}"))
@@ -120,6 +132,7 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
         controllers: Default::default(),
         http: Default::default(),
         data: Default::default(),
+        auth: Default::default(),
     };
     config.validate()?;
     std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
@@ -267,6 +280,24 @@ pub fn wait_for_voters(client: &ApiClient, voters: usize, timeout: Duration) -> 
     }
 }
 
+/// A client of agent 1 authenticated as the bootstrap admin, once agent 1 has written
+/// the admin's credentials file.
+pub fn admin_client(dir: &Path, ports: PortPlan, timeout: Duration) -> anyhow::Result<ApiClient> {
+    let path = admin_credentials_path(dir);
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        if Instant::now() >= deadline {
+            anyhow::bail!(
+                "no admin credentials in {} within {timeout:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let credentials = crate::auth::admin::PrincipalCredentials::load(&path)?;
+    Ok(ApiClient::new(&format!("http://{}", ports.http(1))).with_principal(&credentials))
+}
+
 /// Runs `agent dev`: writes the files, starts the agents, waits for the voters, and stops
 /// everything on Ctrl-C.
 pub fn run_dev(nodes: u16, dir: &Path, ports: PortPlan) -> anyhow::Result<()> {
@@ -280,10 +311,11 @@ pub fn run_dev(nodes: u16, dir: &Path, ports: PortPlan) -> anyhow::Result<()> {
     for (i, config) in (1..).zip(&configs) {
         children.push(i, spawn_agent(&binary, config)?);
     }
-    let client = ApiClient::new(&format!("http://{}", ports.http(1)));
     let voters = shared::placement::voter_target(usize::from(nodes), &Default::default());
     println!("starting {nodes} agents in {} ...", dir.display());
-    if let Err(e) = wait_for_voters(&client, voters, Duration::from_secs(60)) {
+    let ready = admin_client(dir, ports, Duration::from_secs(60))
+        .and_then(|client| wait_for_voters(&client, voters, Duration::from_secs(60)));
+    if let Err(e) = ready {
         children.stop_all(Duration::from_secs(2));
         return Err(e.context(format!(
             "see the agent logs in {}/node-*/{LOG_FILE}",
@@ -308,6 +340,10 @@ fn print_welcome(nodes: u16, dir: &Path, ports: PortPlan) {
         ports.http(nodes)
     );
     println!("  data, configs and logs: {}/node-*/", dir.display());
+    println!(
+        "  admin credentials (mode 0600; agentctl uses them by default): {}",
+        admin_credentials_path(dir).display()
+    );
     println!();
     println!("try, in another terminal:");
     println!("  cargo run --bin agentctl -- cluster status");

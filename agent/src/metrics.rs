@@ -83,6 +83,13 @@ pub struct NodeSample {
     pub staleness_ms: Option<u64>,
 }
 
+/// Outcome of a credential check: `verified` (signature checked), `cached`, `refused`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenCheckLabels {
+    /// The outcome.
+    pub outcome: &'static str,
+}
+
 /// Outcome of a metadata proposal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProposalLabels {
@@ -114,6 +121,10 @@ pub struct AgentMetrics {
     pub leader_changes: Counter,
     /// HTTP requests served by this agent.
     pub http_requests: Counter,
+    /// Credentials this agent signed as leader.
+    pub credentials_issued: Counter,
+    /// Credential checks on the data path, by outcome.
+    pub token_checks: Family<TokenCheckLabels, Counter>,
     /// Gossip traffic.
     pub gossip: GossipTraffic,
     node_staleness_seconds: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -189,6 +200,8 @@ impl AgentMetrics {
             recovery_seconds: Histogram::new(recovery),
             leader_changes: Counter::default(),
             http_requests: Counter::default(),
+            credentials_issued: Counter::default(),
+            token_checks: Family::default(),
             gossip: GossipTraffic::default(),
             node_staleness_seconds: Family::default(),
             nodes_by_status: Family::default(),
@@ -249,6 +262,16 @@ impl AgentMetrics {
             "http_requests",
             "HTTP requests served by this agent",
             self.http_requests.clone(),
+        );
+        r.register(
+            "credentials_issued",
+            "Credentials signed by this agent as leader",
+            self.credentials_issued.clone(),
+        );
+        r.register(
+            "token_checks",
+            "Credential checks on the data path by outcome (verified, cached, refused)",
+            self.token_checks.clone(),
         );
         let g = &self.gossip;
         r.register(

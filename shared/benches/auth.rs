@@ -9,7 +9,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::{SigningKey, VerifyingKey};
-use shared::auth::{Action, Claims, Effect, Policy, check_request, sign, token_id_hash, verify};
+use shared::auth::{
+    Action, Claims, Effect, Policy, allowed, check_request, sign, token_id_hash, verify,
+};
 
 const NOW: u64 = 1_700_000_000;
 const SKEW: u64 = 30;
@@ -134,13 +136,23 @@ fn cached(c: &mut Criterion) {
                 let Some(claims) = cache.get(&token_id_hash(black_box(token))) else {
                     continue;
                 };
-                let current = by_table
-                    .get(table.as_str())
-                    .and_then(|by_principal| by_principal.get(&claims.sub))
-                    .into_iter()
-                    .flatten();
-                let decision =
-                    check_request(claims, table, Action::Read, &is_revoked, current, NOW, SKEW);
+                let current = |principal: &str, table: &str, action| {
+                    let policies = by_table
+                        .get(table)
+                        .and_then(|by_principal| by_principal.get(principal))
+                        .into_iter()
+                        .flatten();
+                    allowed(policies, principal, table, action)
+                };
+                let decision = check_request(
+                    claims,
+                    table,
+                    Action::Read,
+                    &is_revoked,
+                    &current,
+                    NOW,
+                    SKEW,
+                );
                 ok += usize::from(decision.is_ok());
             }
             assert_eq!(ok, requests.len());

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod auth;
+
 use crate::command::{MetaError, TableSpec};
 use crate::model::{
     Attribute, Capacity, CapacityMode, NodeId, NodeStatus, PartitionId, PartitionStatus,

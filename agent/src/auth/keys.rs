@@ -70,6 +70,20 @@ impl NodeSigningKey {
         Ok(NodeSigningKey { key, kid })
     }
 
+    /// Replaces the key of `data_dir` with a new one (rotation). The old private half is
+    /// gone once this returns: tokens it signed are verified with its published public
+    /// half only.
+    pub fn replace(data_dir: &Path, node_id: NodeId) -> Result<Self, KeyFileError> {
+        let path = data_dir.join(SIGNING_KEY_FILE);
+        let key = SigningKey::generate(&mut rand::make_rng::<StdRng>());
+        write_private(&path, &hex(&key.to_bytes())).map_err(|source| KeyFileError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let kid = key_id(node_id, &key.verifying_key().to_bytes());
+        Ok(NodeSigningKey { key, kid })
+    }
+
     /// The key id published with the public key.
     pub fn kid(&self) -> &str {
         &self.kid
@@ -83,6 +97,34 @@ impl NodeSigningKey {
     /// The private half, for signing tokens on this host.
     pub fn signing_key(&self) -> &SigningKey {
         &self.key
+    }
+}
+
+/// This agent's current signing key, replaced on rotation while requests use it.
+pub struct SigningKeySlot {
+    current: std::sync::RwLock<std::sync::Arc<NodeSigningKey>>,
+}
+
+impl SigningKeySlot {
+    /// A slot holding `key`.
+    pub fn new(key: NodeSigningKey) -> Self {
+        SigningKeySlot {
+            current: std::sync::RwLock::new(std::sync::Arc::new(key)),
+        }
+    }
+
+    /// The current key.
+    pub fn current(&self) -> std::sync::Arc<NodeSigningKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes `key` the current key and returns the one it replaces.
+    pub fn swap(&self, key: NodeSigningKey) -> std::sync::Arc<NodeSigningKey> {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *current, std::sync::Arc::new(key))
     }
 }
 
@@ -143,6 +185,25 @@ mod tests {
         assert_eq!(first.kid(), again.kid());
         assert!(first.kid().starts_with("node3-"));
         assert!(!format!("{first:?}").contains(&hex(&first.signing_key().to_bytes())));
+    }
+
+    #[test]
+    fn a_replaced_key_is_new_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = NodeSigningKey::load_or_create(dir.path(), 2).unwrap();
+        let slot = SigningKeySlot::new(first);
+        let second = NodeSigningKey::replace(dir.path(), 2).unwrap();
+        let (kid, public) = (second.kid().to_string(), second.public_key());
+        let old = slot.swap(second);
+        assert_ne!(old.kid(), kid);
+        assert_eq!(slot.current().kid(), kid);
+        let mode = std::fs::metadata(dir.path().join(SIGNING_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let reloaded = NodeSigningKey::load_or_create(dir.path(), 2).unwrap();
+        assert_eq!(reloaded.public_key(), public);
     }
 
     #[test]

@@ -31,7 +31,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         nodes: u16,
         /// Directory for certificates, configurations, data and logs.
-        #[arg(long, default_value = "./.agent-dev")]
+        #[arg(long, default_value = agent::dev::DEFAULT_DEV_DIR)]
         dir: PathBuf,
         /// HTTP port of agent 1; the others use the next ports, peers listen 100 above.
         #[arg(long, default_value_t = 7070)]

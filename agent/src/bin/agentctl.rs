@@ -1,12 +1,18 @@
 //! `agentctl`: the operator's command line for the agent HTTP API.
 
+#[path = "agentctl/access.rs"]
+mod access;
 #[path = "agentctl/item.rs"]
 mod item;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use agent::client::{ApiClient, ClientError};
+use std::path::{Path, PathBuf};
+
+use agent::auth::admin::PrincipalCredentials;
+use agent::client::{ApiClient, Authorization, ClientError};
+use agent::dev::{DEFAULT_DEV_DIR, admin_credentials_path};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::Table as TextTable;
 use serde::Serialize;
@@ -27,6 +33,14 @@ struct Cli {
         default_value = "http://127.0.0.1:7070"
     )]
     endpoint: String,
+    /// A principal's credentials file (JSON {"principal_arn", "secret"}); default: the
+    /// admin credentials of a local `agent dev` cluster, if there is one.
+    #[arg(long, global = true, env = "AGENTCTL_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// A credential (token) for item commands, instead of obtaining one with the
+    /// principal's credentials.
+    #[arg(long, global = true, env = "AGENTCTL_TOKEN")]
+    token: Option<String>,
     /// Print JSON instead of human tables.
     #[arg(long, global = true)]
     json: bool,
@@ -50,6 +64,24 @@ enum Cmd {
     /// Items: put, get, delete, query (sent straight to the key's primary).
     #[command(subcommand)]
     Item(item::ItemCmd),
+    /// Principals: create (prints the secret once), list, delete.
+    #[command(subcommand)]
+    Principal(access::PrincipalCmd),
+    /// Access policies of a table: put, list, delete.
+    #[command(subcommand)]
+    Policy(access::PolicyCmd),
+    /// Credentials (signed tokens): issue, revoke.
+    #[command(subcommand)]
+    Credential(access::CredentialCmd),
+    /// Signing keys: list, rotate.
+    #[command(subcommand)]
+    Keys(access::KeysCmd),
+    /// Control-plane mutations recorded by the agent at --endpoint.
+    Audit {
+        /// Only entries from this time on (Unix milliseconds or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -173,8 +205,22 @@ enum TableCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let client = ApiClient::new(&cli.endpoint);
-    match run(&client, cli.json, cli.command) {
+    let credentials = match load_credentials(cli.credentials.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut client = ApiClient::new(&cli.endpoint);
+    if let Some(c) = &credentials {
+        client = client.with_principal(c);
+    }
+    let auth = Auth {
+        credentials,
+        token: cli.token,
+    };
+    match run(&client, cli.json, cli.command, &auth) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -183,15 +229,50 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(client: &ApiClient, json: bool, command: Cmd) -> anyhow::Result<()> {
+/// How agentctl authenticates.
+struct Auth {
+    /// A principal's credentials.
+    credentials: Option<PrincipalCredentials>,
+    /// A credential for item commands.
+    token: Option<String>,
+}
+
+/// The credentials file given, or else the local dev cluster's admin file if present.
+fn load_credentials(path: Option<&Path>) -> anyhow::Result<Option<PrincipalCredentials>> {
+    if let Some(path) = path {
+        return Ok(Some(PrincipalCredentials::load(path)?));
+    }
+    let dev = admin_credentials_path(Path::new(DEFAULT_DEV_DIR));
+    if dev.exists() {
+        return Ok(Some(PrincipalCredentials::load(&dev)?));
+    }
+    Ok(None)
+}
+
+fn run(client: &ApiClient, json: bool, command: Cmd, auth: &Auth) -> anyhow::Result<()> {
     match command {
+        Cmd::Principal(cmd) => access::run_principal(client, json, cmd),
+        Cmd::Policy(cmd) => access::run_policy(client, json, cmd),
+        Cmd::Credential(cmd) => {
+            let me = auth.credentials.as_ref().map(|c| c.principal_arn.as_str());
+            access::run_credential(client, json, cmd, me)
+        }
+        Cmd::Keys(cmd) => access::run_keys(client, json, cmd),
+        Cmd::Audit { since } => access::run_audit(client, json, since.as_deref()),
         Cmd::Table(cmd) => run_table(client, json, cmd),
         Cmd::Nodes => {
             let nodes = client.nodes(&cluster_id(client)?)?;
             print(json, &nodes, || nodes_text(&nodes))
         }
         Cmd::Node(cmd) => run_node(client, json, cmd),
-        Cmd::Item(cmd) => item::run(client.endpoint(), json, cmd),
+        Cmd::Item(cmd) => {
+            let authorization = match (&auth.token, &auth.credentials) {
+                (Some(token), _) => Some(Authorization::Token(token.clone())),
+                (None, Some(c)) => Some(Authorization::Principal(c.clone())),
+                (None, None) => None,
+            };
+            item::run(client.endpoint(), json, cmd, authorization)
+        }
         Cmd::Cluster(ClusterCmd::Status) => {
             let c = client.cluster()?;
             print(json, &c, || {

@@ -1,63 +1,112 @@
-//! Signing Key Publisher (leader only): the leader's voter signs credentials, so the
-//! leader makes sure its own public key is published in the metadata, where every agent
-//! finds it to verify tokens locally (and serves it at `/.well-known/jwks.json`).
+//! Signing Key Keeper (leader only): the leader's voter signs credentials, so the leader
+//! makes sure its own public key is published (every agent verifies tokens with the
+//! published keys and serves them at `/.well-known/jwks.json`), replaces it when it is
+//! older than the rotation period, retires the keys of former leaders with a grace
+//! period covering the tokens they signed, drops keys past their grace period, and
+//! forgets revocations of expired tokens.
 
 use std::sync::Arc;
 
 use shared::command::MetaCommand;
 
-use crate::auth::keys::NodeSigningKey;
-use crate::meta::state_machine::StateHandle;
+use crate::auth::issuer::CredentialIssuer;
 use crate::node::Clock;
-use crate::node::meta_client::MetaClient;
 
-/// The key publisher of one (leader) node.
-pub struct SigningKeyPublisher {
-    meta: Arc<MetaClient>,
-    state: StateHandle,
-    key: Arc<NodeSigningKey>,
+/// The key keeper of one (leader) node.
+pub struct SigningKeyKeeper {
+    issuer: Arc<CredentialIssuer>,
     clock: Clock,
 }
 
-impl SigningKeyPublisher {
-    /// Creates the publisher of `key`.
-    pub fn new(
-        meta: Arc<MetaClient>,
-        state: StateHandle,
-        key: Arc<NodeSigningKey>,
-        clock: Clock,
-    ) -> Self {
-        SigningKeyPublisher {
-            meta,
-            state,
-            key,
-            clock,
+impl SigningKeyKeeper {
+    /// A keeper of the issuer's key.
+    pub fn new(issuer: Arc<CredentialIssuer>, clock: Clock) -> Self {
+        SigningKeyKeeper { issuer, clock }
+    }
+
+    /// One round: publish or rotate this leader's key, retire the others, drop the
+    /// untrusted ones, collect expired revocations. Failures are retried next round.
+    pub async fn step(&self) {
+        let keys = self.issuer.lock_keys().await;
+        let meta = self.issuer.meta();
+        let me = meta.node_id();
+        let key = self.issuer.slot().current();
+        let now = (self.clock)();
+        let (registered, record) = meta
+            .state()
+            .read(|s| (s.node(me).is_some(), s.signing_key(key.kid()).cloned()));
+        if !registered {
+            return;
+        }
+        let result = match record {
+            None => {
+                let cmd = MetaCommand::PublishSigningKey {
+                    kid: key.kid().to_string(),
+                    public_key: key.public_key(),
+                    node_id: me,
+                    now_ms: now,
+                };
+                let published = self.issuer.commit(cmd).await;
+                if published.is_ok() {
+                    tracing::info!(kid = key.kid(), "published this leader's signing key");
+                }
+                published
+            }
+            // Retired while another agent led (or older than the period): a new key.
+            Some(r)
+                if !r.is_active() || now >= r.created_at_ms + self.issuer.rotation_period_ms() =>
+            {
+                self.issuer.rotate_holding(&keys).await.map(|_| ())
+            }
+            Some(_) => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "signing key not published or rotated yet");
+            return;
+        }
+        self.retire_others(now).await;
+        self.collect_garbage(now).await;
+    }
+
+    /// Retires every active key but this leader's current one: former leaders' keys
+    /// sign nothing any more, and stay trusted for the grace period.
+    async fn retire_others(&self, now: u64) {
+        let current = self.issuer.slot().current();
+        let others: Vec<String> = self.issuer.meta().state().read(|s| {
+            s.signing_keys()
+                .filter(|k| k.is_active() && k.kid != current.kid())
+                .map(|k| k.kid.clone())
+                .collect()
+        });
+        for kid in others {
+            match self.issuer.retire(&kid, now).await {
+                Ok(_) => tracing::info!(%kid, "retired a former leader's signing key"),
+                Err(e) => tracing::debug!(%kid, error = %e, "key not retired yet"),
+            }
         }
     }
 
-    /// Publishes this leader's public key unless it is already its active key.
-    pub async fn step(&self) {
-        let me = self.meta.node_id();
-        let published = self.state.read(|s| {
-            s.node(me).is_none()
-                || s.active_signing_key(me)
-                    .is_some_and(|k| k.kid == self.key.kid())
+    async fn collect_garbage(&self, now: u64) {
+        let (untrusted, expired) = self.issuer.meta().state().read(|s| {
+            (
+                s.signing_keys().any(|k| !k.is_trusted_at(now)),
+                s.has_expired_revocations(now),
+            )
         });
-        if published {
-            return;
-        }
-        let cmd = MetaCommand::PublishSigningKey {
-            kid: self.key.kid().to_string(),
-            public_key: self.key.public_key(),
-            node_id: me,
-            now_ms: (self.clock)(),
-        };
-        match self.meta.propose(cmd).await {
-            Ok(Ok(_)) => {
-                tracing::info!(kid = self.key.kid(), "published this leader's signing key")
+        if untrusted {
+            let dropped = self
+                .issuer
+                .commit(MetaCommand::DropExpiredKeys { now_ms: now })
+                .await;
+            if dropped.is_ok() {
+                tracing::info!("dropped signing keys past their grace period");
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "signing key not published"),
-            Err(e) => tracing::debug!(error = %e, "signing key not published yet"),
+        }
+        if expired {
+            let _ = self
+                .issuer
+                .commit(MetaCommand::GcRevocations { now_ms: now })
+                .await;
         }
     }
 }

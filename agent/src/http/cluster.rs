@@ -1,7 +1,7 @@
 //! Cluster inspection and node management endpoints.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use shared::api::{
     ClusterResponse, DrainNodeResponse, NodeDescription, NodeMetrics, NodesResponse, format_millis,
@@ -10,7 +10,9 @@ use shared::command::MetaCommand;
 use shared::model::{Node, NodeId};
 use shared::state::MetaState;
 
+use crate::auth::authn::Caller;
 use crate::http::AppState;
+use crate::http::access::require_cluster_admin;
 use crate::http::error::ApiError;
 
 /// `GET /cluster`: leader, voters, learners, term and commit index.
@@ -131,8 +133,10 @@ fn describe_node(
 /// partitions are moved off by the recovery coordinator. 202.
 pub async fn drain(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((cluster_id, node_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<DrainNodeResponse>), ApiError> {
+    require_cluster_admin(&caller)?;
     request_drain(app, cluster_id, node_id, false).await
 }
 
@@ -140,8 +144,10 @@ pub async fn drain(
 /// holds nothing (it also leaves the Raft membership). 202.
 pub async fn remove(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((cluster_id, node_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<DrainNodeResponse>), ApiError> {
+    require_cluster_admin(&caller)?;
     request_drain(app, cluster_id, node_id, true).await
 }
 

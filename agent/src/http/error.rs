@@ -2,10 +2,12 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use shared::api::auth::{ACCESS_DENIED_CODE, UNAUTHENTICATED_CODE};
 use shared::api::{ErrorBody, ITEM_NOT_FOUND_CODE, PARTITION_EPOCH_HEADER, WRONG_PARTITION_CODE};
 use shared::command::{ErrorClass, MetaError};
 use shared::data::ItemError;
 
+use crate::meta::rpc::LeaderCallError;
 use crate::node::meta_client::MetaClientError;
 
 /// Seconds a client should wait before retrying after a 503.
@@ -74,6 +76,16 @@ impl ApiError {
     /// 413 for an item value over the limit (or a body too large to be one).
     pub fn value_too_large(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "ValueTooLarge", message)
+    }
+
+    /// 401: no credential or secret, or one that does not authenticate.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, UNAUTHENTICATED_CODE, message)
+    }
+
+    /// 403: authenticated, but not allowed to do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, ACCESS_DENIED_CODE, message)
     }
 
     /// 500: the server broke a promise of its own (never the client's fault).
@@ -154,6 +166,28 @@ impl From<MetaClientError> for ApiError {
     }
 }
 
+impl From<LeaderCallError> for ApiError {
+    fn from(e: LeaderCallError) -> Self {
+        match e {
+            LeaderCallError::Invalid(m) => ApiError::bad_request("InvalidRequest", m),
+            LeaderCallError::NotFound { code, message } => {
+                let code = match code.as_str() {
+                    "TableNotFound" => "TableNotFound",
+                    "PrincipalNotFound" => "PrincipalNotFound",
+                    _ => "NotFound",
+                };
+                ApiError::not_found(code, message)
+            }
+            LeaderCallError::Forbidden(m) => ApiError::forbidden(m),
+            LeaderCallError::Forward(f) => ApiError::unavailable(f.to_string()),
+            LeaderCallError::Unavailable(m) => ApiError::unavailable(m),
+        }
+    }
+}
+
+/// The challenge of a 401: principals use Basic, item requests a Bearer credential.
+const WWW_AUTHENTICATE: &str = "Basic realm=\"agent\", Bearer realm=\"agent\"";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = axum::Json(ErrorBody::new(self.code, self.message));
@@ -162,6 +196,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
         }
         if let Some(epoch) = self.partition_epoch {
             response

@@ -18,8 +18,10 @@ use shared::validate::validate_table_name;
 
 use crate::data::plane::{ItemCall, ItemCallKind};
 use crate::data_client::KeyTypes;
+use crate::http::access::check_credential;
 use crate::http::error::ApiError;
 use crate::http::{AppState, QueryParams};
+use shared::auth::Action;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -51,15 +53,22 @@ pub struct ItemPath {
     partition_key: String,
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ItemPath {
+/// Extracting the path also checks the request's credential (before the body is read):
+/// reads need `read`, puts and deletes `write` on the table.
+impl FromRequestParts<AppState> for ItemPath {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
-        let Path((table, partition_key)) =
-            Path::<(String, String)>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> ApiResult<Self> {
+        let Path((table, partition_key)) = Path::<(String, String)>::from_request_parts(parts, app)
+            .await
+            .map_err(|e| ApiError::rejected(e.status(), e.body_text()))?;
         validate_table_name(&table)?;
+        let action = if parts.method == axum::http::Method::GET {
+            Action::Read
+        } else {
+            Action::Write
+        };
+        check_credential(app, &parts.headers, &table, action).await?;
         Ok(ItemPath {
             table,
             partition_key,

@@ -1,5 +1,6 @@
 //! The HTTP API (axum): table lifecycle, items, cluster inspection, health.
 
+pub mod access;
 mod cluster;
 pub mod error;
 mod items;
@@ -17,6 +18,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::de::DeserializeOwned;
 
+use crate::auth::audit::AuditLog;
+use crate::auth::issuer::CredentialIssuer;
+use crate::auth::verifier::TokenVerifier;
 use crate::data::store::PartitionStore;
 use crate::http::error::ApiError;
 use crate::meta::state_machine::StateHandle;
@@ -47,16 +51,47 @@ pub struct AppState {
     /// Largest item value in bytes (`data.max_value_bytes`): item bodies may be this large
     /// even when `http.max_body_bytes` is smaller, so that the data plane answers 413.
     pub max_value_bytes: usize,
+    /// Local verification of item requests' credentials.
+    pub verifier: Arc<TokenVerifier>,
+    /// Credential issue and key rotation (through the leader).
+    pub issuer: Arc<CredentialIssuer>,
+    /// This agent's audit log of control-plane mutations.
+    pub audit: Arc<AuditLog>,
 }
 
-/// Builds the router.
+/// Builds the router: open routes (health, metrics, public keys), item routes (each
+/// request carries a credential, checked locally) and control-plane routes (each
+/// request authenticates a principal; mutations are audited).
 pub fn router(app: AppState, max_body_bytes: usize) -> Router {
     // A route's own body limit overrides the router-wide one.
     let item_body_limit = DefaultBodyLimit::max(max_body_bytes.max(app.max_value_bytes));
-    Router::new()
+    let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/jwks.json", get(jwks));
+    let items = Router::new().route(
+        "/tables/{name}/items/{partition_key}",
+        get(items::get)
+            .put(items::put)
+            .delete(items::delete)
+            .layer(item_body_limit),
+    );
+    open.merge(items)
+        .merge(control_routes(app.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            count_requests,
+        ))
+        .with_state(app)
+}
+
+/// The control-plane routes, behind principal authentication and the audit log.
+fn control_routes(app: AppState) -> Router<AppState> {
+    use axum::routing::{delete, post, put};
+    Router::new()
         .route("/tables", get(tables::list).post(tables::create))
         .route(
             "/tables/{name}",
@@ -71,13 +106,24 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
             get(tables::get_schema).put(tables::put_schema),
         )
         .route("/tables/{name}/partitions", get(tables::partitions))
+        .route("/tables/{name}/access-policies", get(access::list_policies))
         .route(
-            "/tables/{name}/items/{partition_key}",
-            get(items::get)
-                .put(items::put)
-                .delete(items::delete)
-                .layer(item_body_limit),
+            "/tables/{name}/access-policies/{*principal_arn}",
+            put(access::put_policy).delete(access::delete_policy),
         )
+        .route("/tables/{name}/credentials", post(access::issue_credential))
+        .route("/credentials/revoke", post(access::revoke_credential))
+        .route(
+            "/principals",
+            get(access::list_principals).post(access::create_principal),
+        )
+        .route(
+            "/principals/{*principal_arn}",
+            delete(access::delete_principal),
+        )
+        .route("/keys", get(access::list_keys))
+        .route("/keys/rotate", post(access::rotate_key))
+        .route("/audit", get(access::audit))
         .route("/cluster", get(cluster::cluster))
         .route("/clusters/{cluster_id}/nodes", get(cluster::nodes))
         .route(
@@ -88,14 +134,10 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
             "/clusters/{cluster_id}/nodes/{node_id}/drain",
             axum::routing::post(cluster::drain),
         )
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            count_requests,
+        .route_layer(axum::middleware::from_fn_with_state(
+            app,
+            access::authenticate_principal,
         ))
-        .with_state(app)
 }
 
 async fn healthz(

@@ -1,7 +1,7 @@
 //! Table lifecycle endpoints.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use shared::api::{
@@ -16,6 +16,8 @@ use shared::recovery::under_replicated;
 use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
+use crate::auth::authn::Caller;
+use crate::http::access::{require_cluster_admin, require_table_admin};
 use crate::http::error::ApiError;
 use crate::http::{AppState, JsonBody, QueryParams};
 
@@ -47,8 +49,10 @@ fn checked_name(name: &str) -> ApiResult<()> {
 /// `POST /tables`: records the table as CREATING and returns at once.
 pub async fn create(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(request): JsonBody<CreateTableRequest>,
 ) -> ApiResult<(StatusCode, Json<CreateTableResponse>)> {
+    require_cluster_admin(&caller)?;
     let spec = request.into_spec()?;
     let name = spec.table_name.clone();
     let cmd = MetaCommand::CreateTable {
@@ -96,9 +100,11 @@ pub async fn describe(
 /// `DELETE /tables/{name}`: 202, the table goes DELETING and is removed once released.
 pub async fn delete(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<(StatusCode, Json<TableDescription>)> {
     checked_name(&name)?;
+    require_table_admin(&app, &caller, &name)?;
     let cmd = MetaCommand::DeleteTable {
         table_name: name.clone(),
         now_ms: (app.clock)(),
@@ -114,10 +120,12 @@ pub async fn delete(
 /// `PUT /tables/{name}/capacity`: records the new capacity; the table is SCALING until done.
 pub async fn update_capacity(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     JsonBody(request): JsonBody<UpdateCapacityRequest>,
 ) -> ApiResult<(StatusCode, Json<UpdateCapacityResponse>)> {
     checked_name(&name)?;
+    require_table_admin(&app, &caller, &name)?;
     let capacity = request.to_capacity()?;
     let cmd = MetaCommand::UpdateCapacity {
         table_name: name.clone(),
@@ -177,10 +185,12 @@ pub async fn get_schema(
 /// `PUT /tables/{name}/schema`: a new immutable version when compatible.
 pub async fn put_schema(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     JsonBody(request): JsonBody<PutSchemaRequest>,
 ) -> ApiResult<(StatusCode, Json<SchemaResponse>)> {
     checked_name(&name)?;
+    require_table_admin(&app, &caller, &name)?;
     let now_ms = (app.clock)();
     let cmd = MetaCommand::AddSchemaVersion {
         table_name: name.clone(),

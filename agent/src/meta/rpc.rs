@@ -36,6 +36,49 @@ pub enum PeerRequest {
     NodeRecord(NodeId),
     /// Data plane: forwarded item operations, replication, leases, catch-up.
     Data(DataPeerRequest),
+    /// Asks the leader to sign a credential (the caller was authenticated and allowed
+    /// to ask for that principal by the agent that forwards this).
+    IssueCredential(IssueRequest),
+    /// Asks the leader to replace its signing key now.
+    RotateKey,
+}
+
+/// A credential request forwarded to the leader.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct IssueRequest {
+    /// Table name.
+    pub table: String,
+    /// Principal ARN.
+    pub principal_arn: String,
+    /// Lifetime asked for (the leader applies its default and bounds).
+    pub ttl_secs: Option<u64>,
+    /// Actions asked for (`None`: all).
+    pub actions: Option<std::collections::BTreeSet<shared::auth::Action>>,
+}
+
+/// Why the leader did not sign a credential or rotate its key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LeaderCallError {
+    /// The peer is not the leader.
+    #[error("{0}")]
+    Forward(ForwardError),
+    /// The request is invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The table or principal does not exist (404, with its error code).
+    #[error("{message}")]
+    NotFound {
+        /// Error code (`TableNotFound`, `PrincipalNotFound`).
+        code: String,
+        /// Message.
+        message: String,
+    },
+    /// The policies grant none of the actions asked for (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The leader cannot sign right now (its key is not published yet...) (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// How the leader's metadata records one agent.
@@ -124,6 +167,10 @@ pub enum PeerResponse {
     NodeRecord(Result<NodeRecord, ForwardError>),
     /// Answer to `Data`.
     Data(DataPeerReply),
+    /// Answer to `IssueCredential`.
+    IssueCredential(Result<shared::api::auth::IssueCredentialResponse, LeaderCallError>),
+    /// Answer to `RotateKey`.
+    RotateKey(Result<shared::api::auth::RotateKeyResponse, LeaderCallError>),
     /// The request could not be decoded.
     BadRequest(String),
 }
@@ -166,6 +213,8 @@ pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerRe
         | PeerRequest::ReadIndex
         | PeerRequest::Join(_)
         | PeerRequest::NodeRecord(_)
-        | PeerRequest::Data(_) => None,
+        | PeerRequest::Data(_)
+        | PeerRequest::IssueCredential(_)
+        | PeerRequest::RotateKey => None,
     }
 }

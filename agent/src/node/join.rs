@@ -43,6 +43,14 @@ pub async fn register(reg: Registration, mut incarnation: u64) {
         while !matches!(reg.meta.propose(cmd.clone()).await, Ok(Ok(_))) {
             tokio::time::sleep(retry).await;
         }
+        crate::auth::admin::ensure_bootstrap_admin(
+            &reg.meta,
+            &reg.config.data_dir,
+            &reg.config.cluster_name,
+            &reg.clock,
+            retry,
+        )
+        .await;
     }
     loop {
         join_until_registered(&reg, incarnation, retry).await;

@@ -235,6 +235,21 @@ impl MetaClient {
         }
     }
 
+    /// Sends `req` to the peer at `addr` and returns its reply; for requests that are
+    /// safe to repeat (the error does not say whether the peer acted on it).
+    pub async fn call_idempotent(
+        &self,
+        addr: &str,
+        req: &PeerRequest,
+    ) -> Result<PeerResponse, String> {
+        self.call(addr, req).await.map_err(|e| e.reason())
+    }
+
+    /// How long a caller waits for a leader before giving up (`http.leader_wait_ms`).
+    pub fn leader_wait(&self) -> Duration {
+        self.leader_wait
+    }
+
     async fn call(&self, addr: &str, req: &PeerRequest) -> Result<PeerResponse, CallError> {
         let bytes = postcard::to_stdvec(req).map_err(|e| CallError::NotDelivered(e.to_string()))?;
         match self.peers.call(addr, bytes).await {
@@ -346,6 +361,8 @@ fn variant_name(resp: &PeerResponse) -> &'static str {
         PeerResponse::Join(_) => "Join",
         PeerResponse::NodeRecord(_) => "NodeRecord",
         PeerResponse::Data(_) => "Data",
+        PeerResponse::IssueCredential(_) => "IssueCredential",
+        PeerResponse::RotateKey(_) => "RotateKey",
         PeerResponse::BadRequest(_) => "BadRequest",
     }
 }

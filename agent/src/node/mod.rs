@@ -17,11 +17,14 @@ use anyhow::Context;
 use openraft::{BasicNode, SnapshotPolicy};
 use shared::lifecycle::AssignerConfig;
 
-use crate::auth::keys::NodeSigningKey;
+use crate::auth::audit::AuditLog;
+use crate::auth::issuer::CredentialIssuer;
+use crate::auth::keys::{NodeSigningKey, SigningKeySlot};
+use crate::auth::verifier::TokenVerifier;
 use crate::config::Config;
 use crate::control::assigner::PartitionAssigner;
 use crate::control::failure::FailureDetector;
-use crate::control::keys::SigningKeyPublisher;
+use crate::control::keys::SigningKeyKeeper;
 use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
 use crate::control::voters::VoterManager;
@@ -140,11 +143,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         freshness.clone(),
         config.data.clone(),
     );
+    let signing_key = NodeSigningKey::load_or_create(&config.data_dir, config.node_id)
+        .context("loading the signing key")?;
+    let issuer = Arc::new(CredentialIssuer::new(
+        meta.clone(),
+        Arc::new(SigningKeySlot::new(signing_key)),
+        config.auth.clone(),
+        clock.clone(),
+        config.data_dir.clone(),
+    ));
     let handler = PeerHandler::new(
         raft.clone(),
         state.clone(),
         data.clone(),
         freshness,
+        issuer.clone(),
         clock.clone(),
         leader_wait,
     );
@@ -186,24 +199,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let caught_up = Arc::new(AtomicBool::new(false));
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
     tokio::spawn(data.clone().arm_fences(caught_up.clone()));
-    let signing_key = Arc::new(
-        NodeSigningKey::load_or_create(&config.data_dir, config.node_id)
-            .context("loading the signing key")?,
-    );
     spawn_controllers(&config, &meta, &state, &clock, contacts, &membership, &data);
-    let publisher = Arc::new(SigningKeyPublisher::new(
-        meta.clone(),
-        state.clone(),
-        signing_key,
-        clock.clone(),
-    ));
+    let keeper = Arc::new(SigningKeyKeeper::new(issuer.clone(), clock.clone()));
     tokio::spawn(run_on_leader(
         meta.clone(),
         state.clone(),
         config.tick_interval(),
         move || {
-            let publisher = publisher.clone();
-            async move { publisher.step().await }
+            let keeper = keeper.clone();
+            async move { keeper.step().await }
         },
     ));
     let reconciler = Reconciler::new(
@@ -225,6 +229,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         replication_factor: config.placement.replication_factor,
         data,
         max_value_bytes: config.data.max_value_bytes,
+        verifier: Arc::new(TokenVerifier::new(
+            state.clone(),
+            config.auth.verified_cache_entries,
+            config.auth.clock_skew_secs,
+        )),
+        issuer,
+        audit: Arc::new(AuditLog::new(config.node_id, config.auth.audit_log_entries)),
     };
     let http = tokio::net::TcpListener::bind(config.listen.http)
         .await

@@ -8,6 +8,7 @@ use openraft::BasicNode;
 use openraft::raft::AppendEntriesResponse;
 use shared::command::MetaCommand;
 
+use crate::auth::issuer::CredentialIssuer;
 use crate::data::plane::DataPlane;
 use crate::meta::rpc::{
     Committed, ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
@@ -26,6 +27,7 @@ pub struct PeerHandler {
     state: StateHandle,
     data: Arc<DataPlane>,
     freshness: Arc<MetaFreshness>,
+    issuer: Arc<CredentialIssuer>,
     now_ms: Clock,
     write_timeout: Duration,
 }
@@ -38,6 +40,7 @@ impl PeerHandler {
         state: StateHandle,
         data: Arc<DataPlane>,
         freshness: Arc<MetaFreshness>,
+        issuer: Arc<CredentialIssuer>,
         now_ms: Clock,
         write_timeout: Duration,
     ) -> Self {
@@ -46,6 +49,7 @@ impl PeerHandler {
             state,
             data,
             freshness,
+            issuer,
             now_ms,
             write_timeout,
         }
@@ -64,6 +68,10 @@ impl PeerHandler {
                 PeerResponse::NodeRecord(self.node_record(node_id).await)
             }
             PeerRequest::Data(request) => PeerResponse::Data(self.data.handle_peer(request).await),
+            PeerRequest::IssueCredential(request) => {
+                PeerResponse::IssueCredential(self.issuer.issue_local(request).await)
+            }
+            PeerRequest::RotateKey => PeerResponse::RotateKey(self.issuer.rotate_local().await),
             raft_rpc => {
                 let response = handle_raft_request(&self.raft, raft_rpc)
                     .await

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::client::{ApiClient, Method};
+use agent::client::{ApiClient, Authorization, Method};
 use agent::data_client::{DataClient, RetryPolicy};
 use serde_json::{Value, json};
 use shared::api::PartitionDescription;
@@ -27,9 +27,7 @@ const OVERWRITE_EVERY: usize = 10;
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
 fn endpoints(cluster: &TestCluster) -> Vec<String> {
-    (1..=cluster.size())
-        .map(|i| cluster.client(i).endpoint().to_string())
-        .collect()
+    cluster.endpoints()
 }
 
 fn wait_ready(cluster: &TestCluster, table: &str, write_units: u64) -> Vec<PartitionDescription> {
@@ -68,8 +66,8 @@ fn put_until_acked(client: &DataClient, table: &str, key: &str, value: &Value) -
     }
 }
 
-fn patient(endpoints: Vec<String>) -> DataClient {
-    DataClient::new(endpoints).with_retry(RetryPolicy {
+fn patient(cluster: &TestCluster, endpoints: Vec<String>) -> DataClient {
+    cluster.data_client(endpoints).with_retry(RetryPolicy {
         max_attempts: 8,
         backoff_base: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
@@ -98,7 +96,7 @@ fn no_acknowledged_write_is_lost_when_the_busiest_primary_is_killed() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let (acked, done, stall) = (acked.clone(), done.clone(), stall.clone());
-            let client = patient(all.clone());
+            let client = patient(&cluster, all.clone());
             std::thread::spawn(move || {
                 for i in 0..KEYS_PER_WRITER {
                     let key = format!("w{w}-k{i}");
@@ -130,9 +128,9 @@ fn no_acknowledged_write_is_lost_when_the_busiest_primary_is_killed() {
     // forwarding by each agent in turn).
     let live: Vec<String> = (1..=cluster.size())
         .filter(|&i| u64::from(i) != victim)
-        .map(|i| cluster.client(i).endpoint().to_string())
+        .map(|i| cluster.anonymous(i).endpoint().to_string())
         .collect();
-    let reader = patient(live.clone());
+    let reader = patient(&cluster, live.clone());
     let acked = acked.lock().unwrap();
     assert_eq!(acked.len(), WRITERS * KEYS_PER_WRITER);
     let mut lost = Vec::new();
@@ -142,8 +140,10 @@ fn no_acknowledged_write_is_lost_when_the_busiest_primary_is_killed() {
             lost.push((key.clone(), got));
         }
     }
+    let token = cluster.token(table);
     for (n, (key, value)) in acked.iter().step_by(97).enumerate() {
-        let via = ApiClient::new(&live[n % live.len()]);
+        let via = ApiClient::new(&live[n % live.len()])
+            .with_authorization(&Authorization::Token(token.clone()));
         let (status, text) = via
             .raw(Method::Get, &format!("/tables/{table}/items/{key}"), None)
             .expect("forwarded read");
@@ -180,7 +180,7 @@ fn a_deposed_primary_serves_neither_reads_nor_writes() {
     let cluster = TestCluster::start(5, DEPOSED_HTTP_BASE, |_| {});
     let table = "accounts";
     let parts = wait_ready(&cluster, table, 4000);
-    let client = patient(endpoints(&cluster));
+    let client = patient(&cluster, endpoints(&cluster));
     let key = "alice";
     put_until_acked(&client, table, key, &json!({"balance": 1}));
     let before = partition_of(&parts, key).clone();
@@ -202,7 +202,7 @@ fn a_deposed_primary_serves_neither_reads_nor_writes() {
 
     // For a while after it wakes up, its metadata may still name it the primary at the
     // old epoch: it must neither answer a read with the old value nor take a write.
-    let deposed = cluster.client(old_primary);
+    let deposed = cluster.item_client(old_primary, table);
     let path = format!("/tables/{table}/items/{key}");
     let until = Instant::now() + Duration::from_secs(4);
     let mut answered = 0;
@@ -252,13 +252,21 @@ fn rejected_item_requests_change_nothing() {
     wait_for("doomed ACTIVE", || {
         (c1.get_table("doomed").ok()?.status == TableStatus::Active).then_some(())
     });
-    let client = patient(endpoints(&cluster));
+    let client = patient(&cluster, endpoints(&cluster));
     for k in ["a", "b"] {
         put_until_acked(&client, table, k, &json!({"k": k}));
     }
     put_until_acked(&client, "doomed", "z", &json!(1));
+    // Item requests carry a credential for `table` (and `doomed`, for its own paths).
+    let items = cluster.item_client(1, table);
+    let doomed = cluster.item_client(1, "doomed");
     let raw = |method: Method, path: &str, body: Option<&str>| {
-        c1.raw(method, path, body).expect("request")
+        let via = if path.starts_with("/tables/doomed/") {
+            &doomed
+        } else {
+            &items
+        };
+        via.raw(method, path, body).expect("request")
     };
     let expect = |method: Method, path: &str, body: Option<&str>, status: u16| {
         let (got, text) = raw(method, path, body);
@@ -276,8 +284,9 @@ fn rejected_item_requests_change_nothing() {
         assert_eq!(status, 404, "item c must not exist");
     };
 
-    expect(Method::Put, "/tables/nope/items/a", Some("1"), 404);
-    expect(Method::Get, "/tables/nope/items/a", None, 404);
+    // A credential is for one table: another (even one that does not exist) is 403.
+    expect(Method::Put, "/tables/nope/items/a", Some("1"), 403);
+    expect(Method::Get, "/tables/nope/items/a", None, 403);
     let big = format!("\"{}\"", "x".repeat(2000));
     expect(
         Method::Put,
@@ -308,10 +317,11 @@ fn rejected_item_requests_change_nothing() {
 
     // Node 3 freezes: every partition has a replica there (3 agents, 3 replicas).
     cluster.pause(3);
-    // A write to a DELETING table: 409 (node 3 cannot release, so it stays DELETING).
+    // A DELETING table (node 3 cannot release, so it stays DELETING) grants nothing:
+    // its credentials are refused (403) before the data plane would answer 409.
     read("delete", || c1.delete_table("doomed"));
-    expect(Method::Put, "/tables/doomed/items/y", Some("1"), 409);
-    expect(Method::Get, "/tables/doomed/items/z", None, 409);
+    expect(Method::Put, "/tables/doomed/items/y", Some("1"), 403);
+    expect(Method::Get, "/tables/doomed/items/z", None, 403);
     // Once the read leases have lapsed, writes are refused before anything is written.
     std::thread::sleep(Duration::from_millis(3000));
     expect(

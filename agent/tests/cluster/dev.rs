@@ -5,7 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
+use std::os::unix::fs::PermissionsExt;
+
+use agent::auth::admin::PrincipalCredentials;
 use agent::client::ApiClient;
+use agent::dev::admin_credentials_path;
 
 use crate::harness::{exclusive, wait_for};
 
@@ -34,7 +38,7 @@ fn agent_dev_starts_a_cluster_and_ctrl_c_stops_it() {
             &HTTP_PORT.to_string(),
             "--dir",
         ])
-        .arg(dir.path())
+        .arg(dir.path().join(".agent-dev"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -51,7 +55,20 @@ fn agent_dev_starts_a_cluster_and_ctrl_c_stops_it() {
     let ready = rx.iter().find(|l| l.starts_with("local cluster ready"));
     assert!(ready.is_some(), "agent dev never said the cluster is ready");
 
-    let client = ApiClient::new(&format!("http://127.0.0.1:{HTTP_PORT}"));
+    let endpoint = format!("http://127.0.0.1:{HTTP_PORT}");
+    let anonymous = ApiClient::new(&endpoint);
+    assert_eq!(
+        anonymous.cluster().unwrap_err().status(),
+        Some(401),
+        "the API needs a principal"
+    );
+    let credentials = admin_credentials_path(&dir.path().join(".agent-dev"));
+    let mode = std::fs::metadata(&credentials)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the admin secret is private");
+    let client = anonymous.with_principal(&PrincipalCredentials::load(&credentials).unwrap());
     let status = client.cluster().unwrap();
     assert_eq!(
         status.voters.len(),
@@ -59,6 +76,18 @@ fn agent_dev_starts_a_cluster_and_ctrl_c_stops_it() {
         "all voters are in when dev says ready"
     );
     assert!(status.leader_id.is_some());
+    // agentctl, run where `agent dev` was, finds the admin credentials by itself.
+    let agentctl = Command::new(env!("CARGO_BIN_EXE_agentctl"))
+        .args(["--endpoint", &endpoint, "cluster", "status"])
+        .env_remove("AGENTCTL_CREDENTIALS")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        agentctl.status.success(),
+        "agentctl without flags: {}",
+        String::from_utf8_lossy(&agentctl.stderr)
+    );
 
     // SAFETY: signalling a child we own.
     unsafe { libc::kill(dev.0.id() as libc::pid_t, libc::SIGINT) };

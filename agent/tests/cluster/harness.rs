@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use agent::client::{ApiClient, ClientError};
+use agent::auth::admin::PrincipalCredentials;
+use agent::client::{ApiClient, Authorization, ClientError};
 use agent::config::Config;
+use agent::data_client::DataClient;
 use agent::dev::{Children, PortPlan, spawn_agent, write_cluster_files};
+use shared::api::auth::IssueCredentialRequest;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::CapacityMode;
 
@@ -129,9 +132,66 @@ impl TestCluster {
         self.children.stop_all(Duration::from_secs(5));
     }
 
-    /// A client of agent `i`.
-    pub fn client(&self, i: u16) -> ApiClient {
+    /// A client of agent `i` without credentials.
+    pub fn anonymous(&self, i: u16) -> ApiClient {
         ApiClient::new(&format!("http://{}", self.ports.http(i)))
+    }
+
+    /// The bootstrap admin's credentials (agent 1 writes them when it creates the
+    /// cluster; waits for the file).
+    pub fn admin(&self) -> PrincipalCredentials {
+        let path = agent::dev::admin_credentials_path(self.dir());
+        wait_for("the admin credentials file", || {
+            PrincipalCredentials::load(&path).ok()
+        })
+    }
+
+    /// A client of agent `i` authenticated as the bootstrap admin.
+    pub fn client(&self, i: u16) -> ApiClient {
+        self.anonymous(i).with_principal(&self.admin())
+    }
+
+    /// A credential of the bootstrap admin for `table` (every action).
+    pub fn token(&self, table: &str) -> String {
+        let admin = self.admin();
+        let request = IssueCredentialRequest {
+            principal_arn: admin.principal_arn.clone(),
+            ttl_seconds: None,
+            actions: None,
+        };
+        // Through any agent that answers (some may have been killed).
+        let mut next = 0;
+        wait_for("a credential", || {
+            next = next % self.size() + 1;
+            match self.client(next).issue_credential(table, &request) {
+                Ok(issued) => Some(issued.token),
+                Err(ClientError::Api {
+                    status, message, ..
+                }) if status != 503 => {
+                    panic!("credential for {table}: {status} {message}")
+                }
+                Err(_) => None,
+            }
+        })
+    }
+
+    /// A client of agent `i` sending a credential for `table` (item requests).
+    pub fn item_client(&self, i: u16, table: &str) -> ApiClient {
+        let token = Authorization::Token(self.token(table));
+        self.anonymous(i).with_authorization(&token)
+    }
+
+    /// A routing data client through `endpoints`, authenticated as the bootstrap admin
+    /// (it obtains its credentials itself).
+    pub fn data_client(&self, endpoints: Vec<String>) -> DataClient {
+        DataClient::new(endpoints).with_authorization(Authorization::Principal(self.admin()))
+    }
+
+    /// The HTTP endpoints of every agent.
+    pub fn endpoints(&self) -> Vec<String> {
+        (1..=self.size())
+            .map(|i| format!("http://{}", self.ports.http(i)))
+            .collect()
     }
 
     /// The directory holding every agent's configuration, data and log.

@@ -1,6 +1,7 @@
 //! Multi-process tests: real `agent` binaries on loopback, each test with its own port
 //! range and data directory; every child is killed when a test ends, even on failure.
 
+mod auth;
 mod bad_input;
 mod data;
 mod dev;

@@ -137,14 +137,15 @@ pub enum Denied {
 ///
 /// Checks, in order: not expired at `now_secs` (with `skew_secs`, as
 /// [`Claims::check_lifetime`]), the table matches, the credential grants the action,
-/// its `jti` is not `revoked`, and the current policies still allow it.
-/// `current_policies` may hold policies of other tables and principals.
-pub fn check_request<'a>(
+/// its `jti` is not `revoked`, and the current policies still allow it:
+/// `allowed_now(principal, table, action)` answers from the current metadata (for plain
+/// policies, [`allowed`]; the state machine adds what a cluster admin may do).
+pub fn check_request(
     claims: &Claims,
     table: &str,
     action: Action,
     revoked: &dyn Fn(&str) -> bool,
-    current_policies: impl IntoIterator<Item = &'a Policy>,
+    allowed_now: &dyn Fn(&str, &str, Action) -> bool,
     now_secs: u64,
     skew_secs: u64,
 ) -> Result<(), Denied> {
@@ -166,7 +167,7 @@ pub fn check_request<'a>(
     if revoked(&claims.jti) {
         return Err(Denied::Revoked(claims.jti.clone()));
     }
-    if !allowed(current_policies, &claims.sub, table, action) {
+    if !allowed_now(&claims.sub, table, action) {
         return Err(Denied::NotAllowed {
             principal: claims.sub.clone(),
             table: table.to_string(),

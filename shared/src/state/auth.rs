@@ -120,9 +120,54 @@ impl MetaState {
         self.revocations.contains_key(jti)
     }
 
+    /// Whether some revocation is for a token expired at `now_ms` (`GcRevocations`
+    /// would drop it).
+    pub fn has_expired_revocations(&self, now_ms: UnixMillis) -> bool {
+        self.revocations.values().any(|exp| *exp <= now_ms)
+    }
+
     /// Number of remembered revocations (at most [`MAX_REVOCATIONS`]).
     pub fn revocation_count(&self) -> usize {
         self.revocations.len()
+    }
+
+    /// Whether `principal` may perform `action` on the table named `table` under the
+    /// current metadata (see [`MetaState::grantable_actions`]).
+    pub fn access_allowed(&self, principal: &str, table: &str, action: Action) -> bool {
+        !self
+            .grantable_actions(principal, table, &BTreeSet::from([action]))
+            .is_empty()
+    }
+
+    /// The actions of `asked` that `principal` may perform on the table named `table`
+    /// now. A cluster admin may do anything no deny policy of its own forbids (it can
+    /// grant itself anything anyway, so requiring an allow would only add a step);
+    /// anyone else needs an allow and no deny. An unknown (or deleted) principal, an
+    /// unknown table or a DELETING one gets nothing.
+    pub fn grantable_actions(
+        &self,
+        principal: &str,
+        table: &str,
+        asked: &BTreeSet<Action>,
+    ) -> BTreeSet<Action> {
+        let (Some(who), Some(table_id)) = (
+            self.principals.get(principal),
+            self.table_ids_by_name.get(table).copied(),
+        ) else {
+            return BTreeSet::new();
+        };
+        if !self.table_usable(table_id) {
+            return BTreeSet::new();
+        }
+        let policies = self.policies_of_table(table_id);
+        if !who.admin {
+            return auth::grantable(policies, principal, table, asked);
+        }
+        let denied: BTreeSet<Action> = policies
+            .filter(|p| p.applies_to(principal, table) && p.effect == Effect::Deny)
+            .flat_map(|p| p.actions.iter().copied())
+            .collect();
+        asked.difference(&denied).copied().collect()
     }
 
     fn table_usable(&self, table_id: TableId) -> bool {

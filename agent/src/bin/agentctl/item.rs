@@ -1,5 +1,6 @@
 //! `agentctl item put|get|delete|query`: the item API through the routing client.
 
+use agent::client::Authorization;
 use agent::data_client::DataClient;
 use clap::Subcommand;
 use shared::api::QueryResponse;
@@ -66,8 +67,16 @@ fn item_name(table: &str, pk: &str, sk: Option<&str>) -> String {
     }
 }
 
-pub fn run(endpoint: &str, json: bool, cmd: ItemCmd) -> anyhow::Result<()> {
-    let client = DataClient::new(vec![endpoint.to_string()]);
+pub fn run(
+    endpoint: &str,
+    json: bool,
+    cmd: ItemCmd,
+    authorization: Option<Authorization>,
+) -> anyhow::Result<()> {
+    let mut client = DataClient::new(vec![endpoint.to_string()]);
+    if let Some(authorization) = authorization {
+        client = client.with_authorization(authorization);
+    }
     match cmd {
         ItemCmd::Put {
             table,

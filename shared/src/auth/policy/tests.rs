@@ -128,7 +128,7 @@ fn request_within_the_grant_passes() {
     let p = [policy(ALICE, "orders", &[Action::Read], Effect::Allow)];
     let c = claims(&[Action::Read]);
     assert_eq!(
-        check_request(&c, "orders", Action::Read, &never, &p, NOW, SKEW),
+        check_request(&c, "orders", Action::Read, &never, &by(&p), NOW, SKEW),
         Ok(())
     );
 }
@@ -138,7 +138,7 @@ fn every_refusal_of_check_request() {
     let allow_all = [policy(ALICE, "orders", &Action::ALL, Effect::Allow)];
     let c = claims(&[Action::Read]);
     let check = |table: &str, action, revoked: &dyn Fn(&str) -> bool, p: &[Policy], now| {
-        check_request(&c, table, action, revoked, p, now, SKEW)
+        check_request(&c, table, action, revoked, &by(p), now, SKEW)
     };
     assert_eq!(
         check("orders", Action::Read, &never, &allow_all, c.exp + SKEW),
@@ -178,4 +178,9 @@ fn every_refusal_of_check_request() {
     );
     // The principal (and so its policies) deleted after issue.
     assert_eq!(check("orders", Action::Read, &never, &[], NOW), not_allowed);
+}
+
+/// The current-policy check of `check_request` over plain policies.
+fn by(policies: &[Policy]) -> impl Fn(&str, &str, Action) -> bool + '_ {
+    move |principal, table, action| allowed(policies, principal, table, action)
 }

@@ -452,3 +452,58 @@ fn rfc_public_key_as_jwk_matches_the_rfc() {
     let set = jwks(&[("rfc".into(), VerifyingKey::from_bytes(&x).unwrap())]);
     assert_eq!(set["keys"][0]["x"], RFC_X);
 }
+
+mod fuzz {
+    //! The parser against arbitrary input: it never panics and never accepts anything
+    //! but an unmodified token made by `sign`.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_are_never_accepted(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let text = String::from_utf8_lossy(&bytes);
+            prop_assert!(check(&text).is_err());
+        }
+
+        #[test]
+        fn arbitrary_three_segment_texts_are_never_accepted(
+            header in "[A-Za-z0-9_-]{0,80}",
+            claims in "[A-Za-z0-9_-]{0,200}",
+            signature in "[A-Za-z0-9_-]{0,90}",
+        ) {
+            let token = format!("{header}.{claims}.{signature}");
+            prop_assert!(check(&token).is_err());
+        }
+
+    }
+
+    proptest! {
+        // Each case signs and verifies, slow in debug builds: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn any_change_to_a_valid_token_is_refused(
+            position in any::<prop::sample::Index>(),
+            replacement in any::<u8>(),
+            cut in any::<bool>(),
+        ) {
+            let token = sign(&claims(), "k1", &key(1));
+            prop_assert!(check(&token).is_ok());
+            let mut bytes = token.clone().into_bytes();
+            let at = position.index(bytes.len());
+            if cut {
+                bytes.remove(at);
+            } else {
+                bytes[at] = replacement;
+            }
+            let changed = String::from_utf8_lossy(&bytes).into_owned();
+            prop_assume!(changed != token);
+            prop_assert!(check(&changed).is_err(), "accepted {}", changed);
+        }
+    }
+}

@@ -553,3 +553,31 @@ fn invariant_checker_catches_auth_corruption() {
         assert!(bad.check_invariants().is_err(), "corruption {i} not caught");
     }
 }
+
+#[test]
+fn effective_access_admin_implicit_deny_wins_and_goes_with_the_principal() {
+    let (mut s, _) = with_principals();
+    let all: BTreeSet<Action> = Action::ALL.into_iter().collect();
+    // No policy: a plain principal gets nothing, a cluster admin everything.
+    assert!(s.grantable_actions(ALICE, "orders", &all).is_empty());
+    assert_eq!(s.grantable_actions(ADMIN, "orders", &all), all);
+    assert!(s.access_allowed(ADMIN, "orders", Action::Write));
+    // An allow grants exactly its actions; a deny on the admin takes one away.
+    version(&mut s, put("orders", ALICE, &[Action::Read], Effect::Allow));
+    version(&mut s, put("orders", ADMIN, &[Action::Write], Effect::Deny));
+    assert_eq!(
+        s.grantable_actions(ALICE, "orders", &all),
+        BTreeSet::from([Action::Read])
+    );
+    assert!(!s.access_allowed(ALICE, "orders", Action::Write));
+    assert!(!s.access_allowed(ADMIN, "orders", Action::Write));
+    assert!(s.access_allowed(ADMIN, "orders", Action::Admin));
+    // Unknown tables and principals get nothing; a deleted principal loses access.
+    assert!(!s.access_allowed(ADMIN, "users", Action::Read));
+    assert!(!s.access_allowed("arn:c1:principal/ghost", "orders", Action::Read));
+    ok(&mut s, delete_principal(ALICE));
+    assert!(!s.access_allowed(ALICE, "orders", Action::Read));
+    // A DELETING table grants nothing, not even to the admin.
+    ok(&mut s, delete("orders"));
+    assert!(!s.access_allowed(ADMIN, "orders", Action::Admin));
+}
