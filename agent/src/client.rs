@@ -10,6 +10,9 @@ use shared::api::auth::{
     PutPolicyRequest, PutPolicyResponse, RevokeCredentialRequest, RevokeCredentialResponse,
     RotateKeyResponse,
 };
+use shared::api::operations::{
+    ListOperationsResponse, MovePartitionRequest, OperationDescription, SplitPartitionRequest,
+};
 use shared::api::{
     CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, DrainNodeResponse,
     ErrorBody, ListTablesResponse, NodesResponse, PartitionsResponse, SchemaRequest,
@@ -380,6 +383,42 @@ impl ApiClient {
             .map(|s| format!("?since={}", encode_component(s)))
             .unwrap_or_default();
         self.call(Method::Get, &format!("/audit{query}"), None::<&()>)
+    }
+
+    /// `POST /partitions/{id}/split`.
+    pub fn split_partition(
+        &self,
+        partition_id: u64,
+        split_point: Option<u64>,
+    ) -> Result<OperationDescription, ClientError> {
+        let request = SplitPartitionRequest { split_point };
+        let path = format!("/partitions/{partition_id}/split");
+        self.call(Method::Post, &path, Some(&request))
+    }
+
+    /// `POST /partitions/{id}/move`.
+    pub fn move_partition(
+        &self,
+        partition_id: u64,
+        request: &MovePartitionRequest,
+    ) -> Result<OperationDescription, ClientError> {
+        let path = format!("/partitions/{partition_id}/move");
+        self.call(Method::Post, &path, Some(request))
+    }
+
+    /// `GET /operations[?running=true]`.
+    pub fn operations(&self, running_only: bool) -> Result<ListOperationsResponse, ClientError> {
+        let path = if running_only {
+            "/operations?running=true"
+        } else {
+            "/operations"
+        };
+        self.call(Method::Get, path, None::<&()>)
+    }
+
+    /// `GET /operations/{id}`.
+    pub fn operation(&self, id: u64) -> Result<OperationDescription, ClientError> {
+        self.call(Method::Get, &format!("/operations/{id}"), None::<&()>)
     }
 
     /// Whether `GET /healthz` answers 200.

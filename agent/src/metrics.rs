@@ -83,6 +83,30 @@ pub struct NodeSample {
     pub staleness_ms: Option<u64>,
 }
 
+/// Kind of a multi-step operation: `split` or `move`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    /// The kind.
+    pub kind: &'static str,
+}
+
+/// Kind and outcome (`completed`, `rolled_back`, `failed`) of a finished operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationOutcomeLabels {
+    /// The kind.
+    pub kind: &'static str,
+    /// The outcome.
+    pub outcome: &'static str,
+}
+
+fn pause_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(
+        COMMIT_BUCKET_START_SECONDS,
+        2.0,
+        COMMIT_BUCKET_COUNT,
+    ))
+}
+
 /// Outcome of a credential check: `verified` (signature checked), `cached`, `refused`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenCheckLabels {
@@ -121,6 +145,10 @@ pub struct AgentMetrics {
     pub leader_changes: Counter,
     /// HTTP requests served by this agent.
     pub http_requests: Counter,
+    /// Write pause of each split or move this agent drove, by kind (`split`, `move`).
+    pub write_pause_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    /// Operations this agent drove to an end, by kind and outcome.
+    pub operations_finished: Family<OperationOutcomeLabels, Counter>,
     /// Credentials this agent signed as leader.
     pub credentials_issued: Counter,
     /// Credential checks on the data path, by outcome.
@@ -200,6 +228,8 @@ impl AgentMetrics {
             recovery_seconds: Histogram::new(recovery),
             leader_changes: Counter::default(),
             http_requests: Counter::default(),
+            write_pause_seconds: Family::new_with_constructor(pause_histogram),
+            operations_finished: Family::default(),
             credentials_issued: Counter::default(),
             token_checks: Family::default(),
             gossip: GossipTraffic::default(),
@@ -262,6 +292,16 @@ impl AgentMetrics {
             "http_requests",
             "HTTP requests served by this agent",
             self.http_requests.clone(),
+        );
+        r.register(
+            "operation_write_pause_seconds",
+            "Writes paused by each split (fence to children writable) or move (tail to swap)",
+            self.write_pause_seconds.clone(),
+        );
+        r.register(
+            "operations_finished",
+            "Splits and moves driven by this agent, by kind and outcome",
+            self.operations_finished.clone(),
         );
         r.register(
             "credentials_issued",

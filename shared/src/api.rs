@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 pub mod auth;
+pub mod operations;
 
 use crate::command::{MetaError, TableSpec};
 use crate::model::{

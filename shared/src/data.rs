@@ -8,7 +8,7 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttributeType, NodeId, PartitionId, TableId, TableStatus};
+use crate::model::{AttributeType, KeyRange, NodeId, PartitionId, TableId, TableStatus};
 
 /// Longest encoded partition key, in bytes (as DynamoDB).
 pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
@@ -318,6 +318,27 @@ pub enum ReplicaRequest {
         position: LogPosition,
         /// Every (item key, value).
         items: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// The primary split `parent` (committed at metadata log index `meta_index`): once
+    /// the local metadata has applied that index, derive the children from the local
+    /// copy, which must be at `position` (else the children are filled by catch-up).
+    Split {
+        /// The split partition.
+        parent: PartitionId,
+        /// Children and their key ranges.
+        children: Vec<(PartitionId, KeyRange)>,
+        /// The parent's final log position.
+        position: LogPosition,
+        /// Metadata log index of the `SplitPartition` command.
+        meta_index: u64,
+    },
+    /// The primary hands the partition over (a move): it serves no more reads, and the
+    /// replica forgets its lease grant to it so the next primary gets one at once.
+    ReleaseLease {
+        /// Partition.
+        partition_id: PartitionId,
+        /// The primary giving up its lease.
+        primary: NodeId,
     },
     /// Lease renewal: may the sender serve reads of these partitions at these epochs?
     Lease {

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::command::MetaCommand;
-use crate::model::{NodeId, PartitionId, TableStatus, UnixMillis};
+use crate::model::{KeyRange, NodeId, OperationKind, PartitionId, TableStatus, UnixMillis};
 use crate::placement::{PlacementConfig, plan_new_table};
 use crate::state::MetaState;
 
@@ -97,6 +97,19 @@ pub struct ReconcilePlan {
     pub release: Vec<PartitionId>,
     /// Local partitions the metadata no longer assigns here: drop without reporting.
     pub drop_orphans: Vec<PartitionId>,
+    /// Split parents stored here whose children are assigned here but not stored yet:
+    /// derive the children from the parent's data (no copy over the network).
+    pub derive: Vec<SplitDerivation>,
+}
+
+/// Children to derive locally from a split parent: each child gets the parent's items
+/// whose partition-key hash is in its range, and the parent's log position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitDerivation {
+    /// The parent (stored locally, gone from the metadata).
+    pub parent: PartitionId,
+    /// Children with their key ranges.
+    pub children: Vec<(PartitionId, KeyRange)>,
 }
 
 impl ReconcilePlan {
@@ -106,6 +119,7 @@ impl ReconcilePlan {
             && self.report_ready.is_empty()
             && self.release.is_empty()
             && self.drop_orphans.is_empty()
+            && self.derive.is_empty()
     }
 }
 
@@ -144,15 +158,54 @@ pub fn reconcile_plan(
             plan.report_ready.push(pid);
         }
     }
+    plan.derive = split_derivations(state, local, &plan.allocate);
+    let derived: BTreeSet<PartitionId> = plan
+        .derive
+        .iter()
+        .flat_map(|d| d.children.iter().map(|(c, _)| *c))
+        .collect();
+    plan.allocate.retain(|c| !derived.contains(c));
     if include_orphans {
         let released: BTreeSet<_> = plan.release.iter().copied().collect();
+        // A parent is kept until its children are derived from it, and a copy being
+        // moved here is kept while its move runs.
+        let mut kept: BTreeSet<_> = plan.derive.iter().map(|d| d.parent).collect();
+        kept.extend(state.running_operations().filter_map(|op| match op.kind {
+            OperationKind::Move { to, .. } if to == node_id => Some(op.partition_id),
+            _ => None,
+        }));
         plan.drop_orphans = local
             .iter()
-            .filter(|pid| !assigned.contains(pid) && !released.contains(pid))
+            .filter(|pid| !assigned.contains(pid) && !released.contains(pid) && !kept.contains(pid))
             .copied()
             .collect();
     }
     plan
+}
+
+/// The splits whose parent is stored here and some of whose children are to be
+/// allocated here: those children come from the parent's data, not empty.
+fn split_derivations(
+    state: &MetaState,
+    local: &BTreeSet<PartitionId>,
+    to_allocate: &[PartitionId],
+) -> Vec<SplitDerivation> {
+    state
+        .operations()
+        .filter(|op| local.contains(&op.partition_id))
+        .filter_map(|op| {
+            let split = op.split.as_ref()?;
+            let children: Vec<(PartitionId, KeyRange)> = [split.left, split.right]
+                .into_iter()
+                .filter(|c| to_allocate.contains(c))
+                .filter_map(|c| Some((c, state.partition(c)?.range)))
+                .collect();
+            (!children.is_empty()).then_some(SplitDerivation {
+                parent: op.partition_id,
+                children,
+            })
+        })
+        .collect()
 }
 
 /// Honest estimate of a capacity change: recording it takes a couple of commit rounds;
@@ -310,6 +363,66 @@ mod tests {
         .unwrap();
         let plan = reconcile_plan(&s, 1, &local, true);
         assert_eq!((plan.release, plan.drop_orphans), (vec![pid], vec![999]));
+    }
+
+    #[test]
+    fn split_children_are_derived_from_the_local_parent_which_is_kept_until_then() {
+        let mut s = state_with_nodes(3);
+        let id = create(&mut s, "ttt", 1000);
+        drive(&mut s, NOW, &BTreeSet::new());
+        let parent = s.partitions_of(id)[0].clone();
+        let op = match s
+            .apply(&MetaCommand::StartOperation {
+                partition_id: parent.partition_id,
+                kind: crate::model::OperationKind::Split { split_point: None },
+                requested_by: "test".into(),
+                now_ms: NOW,
+            })
+            .unwrap()
+        {
+            crate::command::MetaOutcome::OperationStarted { operation_id } => operation_id,
+            other => panic!("unexpected {other:?}"),
+        };
+        for step in [
+            crate::model::OperationStep::Preparing,
+            crate::model::OperationStep::Fencing,
+        ] {
+            let _ = s.apply(&MetaCommand::AdvanceOperation {
+                operation_id: op,
+                step,
+                progress: None,
+                now_ms: NOW,
+            });
+        }
+        let split_point = 1u64 << 63;
+        s.apply(&MetaCommand::SplitPartition {
+            operation_id: Some(op),
+            parent: parent.partition_id,
+            split_point,
+            expected_epoch: parent.epoch,
+            now_ms: NOW,
+        })
+        .unwrap();
+        let result = s.operation(op).unwrap().split.unwrap();
+        let node = parent.primary_node_id;
+        let local = BTreeSet::from([parent.partition_id]);
+        let plan = reconcile_plan(&s, node, &local, true);
+        assert!(plan.allocate.is_empty(), "children are not allocated empty");
+        assert!(plan.drop_orphans.is_empty(), "the parent is kept: {plan:?}");
+        assert_eq!(plan.derive.len(), 1);
+        let d = &plan.derive[0];
+        assert_eq!(d.parent, parent.partition_id);
+        let children: Vec<_> = d.children.iter().map(|(c, _)| *c).collect();
+        assert_eq!(children, vec![result.left, result.right]);
+        assert_eq!(d.children[1].1.low, split_point);
+        // Once derived, the parent is an orphan like any other.
+        let local = BTreeSet::from([parent.partition_id, result.left, result.right]);
+        let plan = reconcile_plan(&s, node, &local, true);
+        assert!(plan.derive.is_empty());
+        assert_eq!(plan.drop_orphans, vec![parent.partition_id]);
+        // Without the parent (a node that lost it), children are allocated empty.
+        let plan = reconcile_plan(&s, node, &BTreeSet::new(), true);
+        assert_eq!(plan.allocate, vec![result.left, result.right]);
     }
 
     #[test]

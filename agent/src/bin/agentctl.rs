@@ -4,6 +4,8 @@
 mod access;
 #[path = "agentctl/item.rs"]
 mod item;
+#[path = "agentctl/operations.rs"]
+mod operations;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -76,6 +78,15 @@ enum Cmd {
     /// Signing keys: list, rotate.
     #[command(subcommand)]
     Keys(access::KeysCmd),
+    /// Partitions: split in place, move a copy to another node.
+    #[command(subcommand)]
+    Partition(operations::PartitionCmd),
+    /// Running and recent splits and moves with their step, progress and timings.
+    Operations {
+        /// Only running ones.
+        #[arg(long)]
+        running: bool,
+    },
     /// Control-plane mutations recorded by the agent at --endpoint.
     Audit {
         /// Only entries from this time on (Unix milliseconds or RFC 3339).
@@ -258,6 +269,8 @@ fn run(client: &ApiClient, json: bool, command: Cmd, auth: &Auth) -> anyhow::Res
             access::run_credential(client, json, cmd, me)
         }
         Cmd::Keys(cmd) => access::run_keys(client, json, cmd),
+        Cmd::Partition(cmd) => operations::run_partition(client, json, cmd),
+        Cmd::Operations { running } => operations::run_operations(client, json, running),
         Cmd::Audit { since } => access::run_audit(client, json, since.as_deref()),
         Cmd::Table(cmd) => run_table(client, json, cmd),
         Cmd::Nodes => {

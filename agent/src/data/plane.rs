@@ -6,6 +6,7 @@
 mod activity;
 mod fence;
 mod lease;
+mod operations;
 mod primary;
 mod replica;
 
@@ -116,21 +117,47 @@ pub struct DataPlane {
     leases: lease::Leases,
     fences: fence::Fences,
     activity: PartitionActivity,
+    /// Operations with a driver running on this agent.
+    driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
+    /// Clock seam (operation timestamps).
+    clock: crate::node::Clock,
     /// This data plane itself, for tasks that must outlive a cancelled caller.
     this: Weak<DataPlane>,
 }
 
+/// What a data plane is built from.
+pub struct DataPlaneParts {
+    /// This agent.
+    pub me: NodeId,
+    /// The local metadata replica.
+    pub state: StateHandle,
+    /// Local partition storage.
+    pub store: Arc<PartitionStore>,
+    /// Peer transport.
+    pub peers: Arc<dyn RpcClient>,
+    /// Proposals and read barriers.
+    pub meta: Arc<MetaClient>,
+    /// When the metadata was last confirmed current (leases depend on it).
+    pub freshness: Arc<MetaFreshness>,
+    /// `[data]` settings.
+    pub config: DataConfig,
+    /// Clock seam (operation timestamps).
+    pub clock: crate::node::Clock,
+}
+
 impl DataPlane {
-    /// Creates the data plane of agent `me`.
-    pub fn new(
-        me: NodeId,
-        state: StateHandle,
-        store: Arc<PartitionStore>,
-        peers: Arc<dyn RpcClient>,
-        meta: Arc<MetaClient>,
-        freshness: Arc<MetaFreshness>,
-        config: DataConfig,
-    ) -> Arc<Self> {
+    /// Creates the data plane of an agent.
+    pub fn new(parts: DataPlaneParts) -> Arc<Self> {
+        let DataPlaneParts {
+            me,
+            state,
+            store,
+            peers,
+            meta,
+            freshness,
+            config,
+            clock,
+        } = parts;
         Arc::new_cyclic(|this| DataPlane {
             this: this.clone(),
             fences: fence::Fences::default(),
@@ -147,6 +174,8 @@ impl DataPlane {
             replica_locks: Mutex::default(),
             leases: lease::Leases::default(),
             activity: PartitionActivity::default(),
+            driving: Mutex::default(),
+            clock,
         })
     }
 

@@ -124,6 +124,12 @@ impl Reconciler {
     }
 
     fn apply_locally(&self, plan: &ReconcilePlan) -> anyhow::Result<()> {
+        for d in &plan.derive {
+            // Usually done already by the split itself; this covers a lost message.
+            let position = self.store.split_local(d.parent, &d.children)?;
+            tracing::info!(parent = d.parent, children = ?d.children, lsn = position.lsn,
+                "derived split children from the local parent");
+        }
         if !plan.allocate.is_empty() {
             self.store.allocate(&plan.allocate)?;
             tracing::info!(partitions = ?plan.allocate, "allocated partition storage");

@@ -21,8 +21,9 @@ use redb::{
     TableError, TableHandle, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
-use shared::data::{LogPosition, WriteOp, WriteRecord, item_key};
-use shared::model::PartitionId;
+use shared::data::{LogPosition, WriteOp, WriteRecord, item_key, split_item_key};
+use shared::keyspace::hash_partition_key;
+use shared::model::{KeyRange, PartitionId};
 
 /// File name of the partition database inside the data dir.
 pub const PARTITIONS_FILE: &str = "partitions.redb";
@@ -69,6 +70,13 @@ pub enum StoreError {
     /// Stored data could not be decoded or breaks an invariant. Nothing changed.
     #[error("partition storage corrupt: {0}")]
     Corrupt(String),
+}
+
+/// The partition-key hash of a stored item key.
+fn item_hash(pid: PartitionId, key: &[u8]) -> Result<u64, StoreError> {
+    let (pk, _) = split_item_key(key)
+        .ok_or_else(|| StoreError::Corrupt(format!("partition {pid}: bad item key")))?;
+    Ok(hash_partition_key(pk))
 }
 
 fn redb_err(e: impl std::fmt::Display) -> StoreError {
@@ -431,6 +439,87 @@ impl PartitionStore {
         })?;
         lock(&self.local).insert(pid);
         Ok(())
+    }
+
+    /// Derives split children from a local parent, in one durable transaction: each child
+    /// gets the parent's items whose partition-key hash is in its range and the parent's
+    /// log position (its log starts empty after it). Idempotent: children already stored
+    /// are left as they are. The parent is kept (the reconciler drops it later).
+    pub fn split_local(
+        &self,
+        parent: PartitionId,
+        children: &[(PartitionId, KeyRange)],
+    ) -> Result<LogPosition, StoreError> {
+        let _layout = lock(&self.layout);
+        let local = self.list();
+        if !local.contains(&parent) {
+            return Err(StoreError::NotAllocated(parent));
+        }
+        let todo: Vec<(PartitionId, KeyRange)> = children
+            .iter()
+            .filter(|(c, _)| !local.contains(c))
+            .copied()
+            .collect();
+        let position = self.position(parent)?;
+        if todo.is_empty() {
+            return Ok(position);
+        }
+        self.write(|txn| {
+            let mut metas: Vec<PartitionMeta> =
+                todo.iter().map(|_| PartitionMeta::at(position)).collect();
+            let mut tables = Vec::with_capacity(todo.len());
+            for (child, _) in &todo {
+                txn.open_table(LogTable::new(&log_name(*child)))
+                    .map_err(redb_err)?;
+                tables.push(
+                    txn.open_table(ItemTable::new(&table_name(*child)))
+                        .map_err(redb_err)?,
+                );
+            }
+            {
+                let items = txn
+                    .open_table(ItemTable::new(&table_name(parent)))
+                    .map_err(redb_err)?;
+                for entry in items.iter().map_err(redb_err)? {
+                    let (key, value) = entry.map_err(redb_err)?;
+                    let (key, value) = (key.value(), value.value());
+                    let hash = item_hash(parent, key)?;
+                    let Some(i) = todo.iter().position(|(_, range)| range.contains(hash)) else {
+                        continue;
+                    };
+                    put_item(todo[i].0, &mut tables[i], &mut metas[i], key, value)?;
+                }
+            }
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+            for ((child, _), meta) in todo.iter().zip(&metas) {
+                store_meta(&mut positions, *child, meta)?;
+            }
+            Ok(())
+        })?;
+        lock(&self.local).extend(todo.iter().map(|(c, _)| *c));
+        Ok(position)
+    }
+
+    /// The distinct partition-key hashes of a partition's items (what the split point is
+    /// chosen from), with the position they reflect (one read transaction).
+    pub fn key_hashes(&self, pid: PartitionId) -> Result<(Vec<u64>, LogPosition), StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
+        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        let mut hashes = Vec::new();
+        let mut last_key: Option<Vec<u8>> = None;
+        for entry in items.iter().map_err(redb_err)? {
+            let (key, _) = entry.map_err(redb_err)?;
+            let key = key.value();
+            let (pk, _) = split_item_key(key)
+                .ok_or_else(|| StoreError::Corrupt(format!("partition {pid}: bad item key")))?;
+            // Items of one partition key are contiguous: one hash per key.
+            if last_key.as_deref() != Some(pk) {
+                hashes.push(hash_partition_key(pk));
+                last_key = Some(pk.to_vec());
+            }
+        }
+        Ok((hashes, meta.position))
     }
 
     /// Drops the oldest log records so that at most `keep` remain; items are unaffected.

@@ -4,6 +4,7 @@ pub mod access;
 mod cluster;
 pub mod error;
 mod items;
+mod operations;
 mod tables;
 
 use std::sync::Arc;
@@ -124,6 +125,10 @@ fn control_routes(app: AppState) -> Router<AppState> {
         .route("/keys", get(access::list_keys))
         .route("/keys/rotate", post(access::rotate_key))
         .route("/audit", get(access::audit))
+        .route("/partitions/{id}/split", post(operations::split))
+        .route("/partitions/{id}/move", post(operations::relocate))
+        .route("/operations", get(operations::list))
+        .route("/operations/{id}", get(operations::get))
         .route("/cluster", get(cluster::cluster))
         .route("/clusters/{cluster_id}/nodes", get(cluster::nodes))
         .route(

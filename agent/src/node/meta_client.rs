@@ -13,7 +13,7 @@ use crate::meta::rpc::{Committed, ForwardError, PeerRequest, PeerResponse};
 use crate::meta::state_machine::StateHandle;
 use crate::meta::types::Raft;
 use crate::metrics::AgentMetrics;
-use crate::transport::{RpcClient, TransportError};
+use crate::transport::{BoxFuture, RpcClient, TransportError};
 
 /// Pause before asking again when no leader is known.
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
@@ -27,6 +27,36 @@ pub enum MetaClientError {
     /// The leader was reached but the outcome is unknown (the command may have applied).
     #[error("outcome unknown: {0}")]
     Unknown(String),
+}
+
+/// The seam between the leader-only controllers and the metadata log: who proposes,
+/// proposing one command, and the proposer's metrics. The local replica is read through
+/// a [`StateHandle`]. [`MetaClient`] implements it over openraft; `netsim` implements it
+/// with a simulated linearizable log, so the same controllers run in both.
+pub trait MetaLog: Send + Sync + 'static {
+    /// The proposing node's id.
+    fn node_id(&self) -> NodeId;
+
+    /// Commits `cmd` and returns the state machine's result once the proposer's local
+    /// replica applied it; an error says whether the command may have applied.
+    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>>;
+
+    /// The proposing agent's metrics.
+    fn metrics(&self) -> &AgentMetrics;
+}
+
+impl MetaLog for MetaClient {
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
+        Box::pin(MetaClient::propose(self, cmd))
+    }
+
+    fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
+    }
 }
 
 /// Proposes commands to the metadata store and runs linearizable read barriers.
@@ -98,6 +128,15 @@ impl MetaClient {
     /// Commits `cmd` through the leader and returns the state machine's result, once this
     /// node's replica has applied it too (so what the caller reads next reflects it).
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
+        self.propose_indexed(cmd).await.map(|(_, result)| result)
+    }
+
+    /// Like [`MetaClient::propose`], also returning the command's log index (another
+    /// agent that has applied it reflects the command).
+    pub async fn propose_indexed(
+        &self,
+        cmd: MetaCommand,
+    ) -> Result<(u64, MetaResult), MetaClientError> {
         let start = std::time::Instant::now();
         let result = match self.propose_via_leader(cmd).await {
             Ok(committed) => {
@@ -106,13 +145,13 @@ impl MetaClient {
                 if let Err(e) = self.wait_applied(committed.index).await {
                     tracing::warn!(error = %e, "committed, but the local replica lags");
                 }
-                Ok(committed.result)
+                Ok((committed.index, committed.result))
             }
             Err(e) => Err(e),
         };
         let outcome = match &result {
-            Ok(Ok(_)) => "applied",
-            Ok(Err(_)) => "rejected",
+            Ok((_, Ok(_))) => "applied",
+            Ok((_, Err(_))) => "rejected",
             Err(_) => "unavailable",
         };
         let committed = result.is_ok().then(|| start.elapsed().as_secs_f64());

@@ -28,7 +28,7 @@ use crate::control::keys::SigningKeyKeeper;
 use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
 use crate::control::voters::VoterManager;
-use crate::data::plane::DataPlane;
+use crate::data::plane::{DataPlane, DataPlaneParts};
 use crate::data::reconciler::Reconciler;
 use crate::data::store::PartitionStore;
 use crate::host::HostSampler;
@@ -134,15 +134,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     ));
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
     let freshness = Arc::new(MetaFreshness::new(raft.clone(), contacts.clone()));
-    let data = DataPlane::new(
-        config.node_id,
-        state.clone(),
-        store.clone(),
-        peers.clone(),
-        meta.clone(),
-        freshness.clone(),
-        config.data.clone(),
-    );
+    let data = DataPlane::new(DataPlaneParts {
+        me: config.node_id,
+        state: state.clone(),
+        store: store.clone(),
+        peers: peers.clone(),
+        meta: meta.clone(),
+        freshness: freshness.clone(),
+        config: config.data.clone(),
+        clock: clock.clone(),
+    });
     let signing_key = NodeSigningKey::load_or_create(&config.data_dir, config.node_id)
         .context("loading the signing key")?;
     let issuer = Arc::new(CredentialIssuer::new(
@@ -163,6 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     );
     transport.serve(Arc::new(handler));
     tokio::spawn(data.clone().run_leases());
+    tokio::spawn(data.clone().run_operations(config.tick_interval()));
     tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
     if config.bootstrap {
         bootstrap_if_new(&raft, &config).await?;

@@ -7,4 +7,5 @@ mod data;
 mod dev;
 mod failover;
 mod harness;
+mod operations;
 mod recovery;

@@ -30,6 +30,9 @@ pub(super) struct Leases {
     held: Mutex<HashMap<PartitionId, (u64, Instant)>>,
     /// As a replica: to which primary, until when.
     granted: Mutex<HashMap<PartitionId, (NodeId, Instant)>>,
+    /// As a primary handing its partition over (a move): the epoch at which it no
+    /// longer takes or renews a lease.
+    surrendered: Mutex<HashMap<PartitionId, u64>>,
 }
 
 impl Leases {
@@ -47,6 +50,37 @@ impl Leases {
         }
     }
 
+    /// As a primary about to hand `pid` over: stops serving reads at `epoch` now, and
+    /// renews no lease at that epoch any more.
+    pub(super) fn surrender(&self, pid: PartitionId, epoch: u64) {
+        lock(&self.surrendered).insert(pid, epoch);
+        lock(&self.held).remove(&pid);
+    }
+
+    /// Whether this primary surrendered `pid` at `epoch` (it asks for no grant then).
+    pub(super) fn is_surrendered(&self, pid: PartitionId, epoch: u64) -> bool {
+        lock(&self.surrendered).get(&pid) == Some(&epoch)
+    }
+
+    /// Takes back a surrender (the hand-over did not happen).
+    pub(super) fn resume(&self, pid: PartitionId) {
+        lock(&self.surrendered).remove(&pid);
+    }
+
+    /// As a replica: forgets the grant to `primary` (it surrendered its lease), so
+    /// another primary may get one at once.
+    pub(super) fn release_grant(&self, pid: PartitionId, primary: NodeId) {
+        let mut granted = lock(&self.granted);
+        if granted.get(&pid).is_some_and(|(p, _)| *p == primary) {
+            granted.remove(&pid);
+        }
+    }
+
+    /// Drops the surrender marks of partitions no longer led here.
+    pub(super) fn forget_surrenders(&self, led: &std::collections::HashSet<PartitionId>) {
+        lock(&self.surrendered).retain(|pid, _| led.contains(pid));
+    }
+
     /// Whether a grant to a primary other than `me` is still running here.
     fn blocked(&self, pid: PartitionId, me: NodeId, now: Instant) -> bool {
         lock(&self.granted)
@@ -57,7 +91,9 @@ impl Leases {
     /// Extends the lease of primary `me` on `pid` at `epoch` to `until` (never shortens
     /// it), unless this agent granted another primary a lease that is still running.
     pub(super) fn renew(&self, me: NodeId, pid: PartitionId, epoch: u64, until: Instant) {
-        if self.blocked(pid, me, Instant::now()) {
+        if self.blocked(pid, me, Instant::now())
+            || lock(&self.surrendered).get(&pid) == Some(&epoch)
+        {
             return;
         }
         let mut held = lock(&self.held);
@@ -95,6 +131,7 @@ impl DataPlane {
     fn forget_gone(&self, led: &[(PartitionId, u64, Vec<NodeId>)]) {
         let led: std::collections::HashSet<PartitionId> = led.iter().map(|(p, _, _)| *p).collect();
         self.activity.retain(|pid| led.contains(&pid));
+        self.leases.forget_surrenders(&led);
         let exists = |pid: &PartitionId| self.state.read(|s| s.partition(*pid).is_some());
         // A lock in use is held through its Arc elsewhere: dropping the map's entry is safe.
         lock(&self.writers).retain(|pid, _| exists(pid));
@@ -117,6 +154,11 @@ impl DataPlane {
                 .collect()
         });
         self.forget_gone(&led);
+        // A partition being handed over asks its replicas for nothing more.
+        let led: Vec<_> = led
+            .into_iter()
+            .filter(|(pid, epoch, _)| !self.leases.is_surrendered(*pid, *epoch))
+            .collect();
         // Cut off from the metadata majority, this agent may have been replaced already.
         if led.is_empty() || !self.meta_fresh() {
             return;
@@ -213,6 +255,36 @@ mod tests {
         leases.renew(ME, 1, 4, now + Duration::from_secs(1));
         assert!(!leases.holds(1, 3, now));
         assert!(leases.holds(1, 4, now));
+    }
+
+    #[test]
+    fn a_surrendered_lease_stops_at_once_and_a_released_grant_frees_the_replica() {
+        let leases = Leases::default();
+        let now = Instant::now();
+        let lease = Duration::from_secs(2);
+        leases.renew(ME, 1, 3, now + lease);
+        leases.surrender(1, 3);
+        assert!(!leases.holds(1, 3, now), "no reads after the surrender");
+        leases.renew(ME, 1, 3, now + lease);
+        assert!(
+            !leases.holds(1, 3, now),
+            "no renewal at the surrendered epoch"
+        );
+        leases.resume(1);
+        leases.renew(ME, 1, 3, now + lease);
+        assert!(leases.holds(1, 3, now), "taken back");
+        let replica = Leases::default();
+        assert!(replica.grant(1, 2, lease));
+        replica.release_grant(1, 5);
+        assert!(
+            !replica.grant(1, 3, lease),
+            "only the named primary's grant goes"
+        );
+        replica.release_grant(1, 2);
+        assert!(
+            replica.grant(1, 3, lease),
+            "the new primary gets one at once"
+        );
     }
 
     #[test]

@@ -48,9 +48,9 @@ impl std::fmt::Display for ReplicateFailure {
 }
 
 /// What the primary knows about a partition it leads, checked against its metadata.
-struct Leadership {
-    epoch: u64,
-    replicas: Vec<NodeId>,
+pub(super) struct Leadership {
+    pub(super) epoch: u64,
+    pub(super) replicas: Vec<NodeId>,
 }
 
 impl DataPlane {
@@ -134,7 +134,7 @@ impl DataPlane {
 
     /// This node's leadership of the partition per its metadata, at `epoch` if given;
     /// with `serving`, the table must also take item requests (ACTIVE or SCALING).
-    fn leadership(
+    pub(super) fn leadership(
         &self,
         table_id: u64,
         pid: PartitionId,
@@ -179,6 +179,12 @@ impl DataPlane {
     async fn ensure_lease(&self, pid: PartitionId, lead: &Leadership) -> Result<(), ItemError> {
         if self.leases.holds(pid, lead.epoch, Instant::now()) {
             return Ok(());
+        }
+        if self.leases.is_surrendered(pid, lead.epoch) {
+            // Handing the partition over: asking for grants would hold up the next primary.
+            return Err(ItemError::Unavailable(format!(
+                "partition {pid} is moving to another primary; retry"
+            )));
         }
         let confirmed = if lead.replicas.is_empty() {
             let started = Instant::now();

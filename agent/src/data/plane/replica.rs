@@ -34,6 +34,22 @@ impl DataPlane {
                 self.install(partition_id, epoch, PartitionSnapshot { position, items })
                     .await,
             ),
+            ReplicaRequest::Split {
+                parent,
+                children,
+                position,
+                meta_index,
+            } => ReplicaReply::Appended(
+                self.derive_split(parent, children, position, meta_index)
+                    .await,
+            ),
+            ReplicaRequest::ReleaseLease {
+                partition_id,
+                primary,
+            } => {
+                self.leases.release_grant(partition_id, primary);
+                ReplicaReply::Lease(vec![true])
+            }
             ReplicaRequest::Lease { primary, entries } => ReplicaReply::Lease(
                 entries
                     .into_iter()
@@ -47,6 +63,47 @@ impl DataPlane {
         }
     }
 
+    /// Derives split children from the local parent once the metadata shows the split
+    /// (so the children's first writes find this agent a member). A parent that is not
+    /// at the primary's final `position` is left alone: the children's primary fills
+    /// them by catch-up instead.
+    async fn derive_split(
+        &self,
+        parent: PartitionId,
+        children: Vec<(PartitionId, shared::model::KeyRange)>,
+        position: LogPosition,
+        meta_index: u64,
+    ) -> Result<LogPosition, ReplicaError> {
+        self.meta
+            .wait_applied(meta_index)
+            .await
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        let guard = self.replica_lock(parent);
+        let _one_at_a_time = guard.lock().await;
+        let mine = self
+            .store
+            .position(parent)
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        if mine != position {
+            return Err(ReplicaError::NeedSync { position: mine });
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.split_local(parent, &children))
+            .await
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?
+            .map_err(|e| ReplicaError::Storage(e.to_string()))
+    }
+
+    /// Whether this agent is the target of a running move of `pid`: its primary copies
+    /// the partition here before the routing swap makes it a member.
+    fn staging(&self, pid: PartitionId) -> bool {
+        self.state.read(|s| {
+            s.running_operation_of(pid).is_some_and(|op| {
+                matches!(op.kind, shared::model::OperationKind::Move { to, .. } if to == self.me)
+            })
+        })
+    }
+
     /// Whether a primary at `epoch` may replicate `pid` here; remembers the newest epoch
     /// accepted so an older primary is refused even if the metadata has not caught up.
     fn accept_epoch(&self, pid: PartitionId, epoch: u64) -> Result<(), ReplicaError> {
@@ -58,7 +115,7 @@ impl DataPlane {
             Some((current, _)) if current > epoch => {
                 return Err(ReplicaError::StaleEpoch { current });
             }
-            Some((current, member)) if current == epoch && !member => {
+            Some((current, member)) if current == epoch && !member && !self.staging(pid) => {
                 return Err(ReplicaError::NotReplica);
             }
             // A newer epoch than the local metadata knows is fine: the primary learned

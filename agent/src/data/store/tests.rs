@@ -556,3 +556,52 @@ fn open_upgrades_partitions_of_an_older_version() {
     assert_eq!(store.append(4, &[del(1, 1, "a", None)]).unwrap(), pos(1, 1));
     assert_eq!(store.stats(4).unwrap(), stats(0, 0));
 }
+
+#[test]
+fn split_local_divides_items_by_key_hash_and_keeps_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.allocate(&[1]).unwrap();
+    let records: Vec<WriteRecord> = (0..200u64)
+        .map(|i| put(i + 1, 3, &format!("k{i}"), Some("s"), &format!("{i}")))
+        .collect();
+    store.append(1, &records).unwrap();
+    let (hashes, at) = store.key_hashes(1).unwrap();
+    assert_eq!((hashes.len(), at), (200, pos(200, 3)));
+    let mut sorted = hashes.clone();
+    sorted.sort_unstable();
+    let split = sorted[100];
+    let left = KeyRange {
+        low: 0,
+        high: split - 1,
+    };
+    let right = KeyRange {
+        low: split,
+        high: u64::MAX,
+    };
+    let position = store.split_local(1, &[(2, left), (3, right)]).unwrap();
+    assert_eq!(position, pos(200, 3));
+    let (l, r) = (store.stats(2).unwrap(), store.stats(3).unwrap());
+    assert_eq!(l.item_count + r.item_count, 200);
+    assert_eq!(l.item_count, 100);
+    assert_eq!(l.bytes + r.bytes, store.stats(1).unwrap().bytes);
+    for i in 0..200u64 {
+        let pk = format!("k{i}");
+        let child = if hash_partition_key(pk.as_bytes()) < split {
+            2
+        } else {
+            3
+        };
+        assert_eq!(get(&store, child, &pk, Some("s")), Some(i.to_string()));
+        assert_eq!(get(&store, 5 - child, &pk, Some("s")), None);
+    }
+    // Children continue the parent's log; a repeated derivation changes nothing.
+    assert_eq!(store.position(2).unwrap(), pos(200, 3));
+    store.append(2, &[put(201, 4, "new", None, "1")]).unwrap();
+    store.split_local(1, &[(2, left), (3, right)]).unwrap();
+    assert_eq!(store.position(2).unwrap(), pos(201, 4));
+    assert!(matches!(
+        store.split_local(9, &[(10, left)]),
+        Err(StoreError::NotAllocated(9))
+    ));
+}

@@ -1,0 +1,499 @@
+//! Driving splits and moves. The primary of a partition drives the operations recorded
+//! on it in the metadata, step by step, each step committed through Raft before the next
+//! begins, so that whichever agent leads the partition next (after a crash, a failover)
+//! resumes from the recorded step or rolls the operation back.
+//!
+//! - Split: choose the split point from the data (median of the hashed keys), then take
+//!   the partition's write lock (writes wait: the pause), bring every replica to the
+//!   primary's position, commit `SplitPartition`, derive the children from the local copy
+//!   here and on every replica (no data crosses the network), release the lock.
+//! - Move: copy a consistent snapshot to the target, stream the log that follows until
+//!   the target is within a few records, then take the write lock (the pause), send the
+//!   tail, hand the read lease over if the moving copy is the primary's, commit
+//!   `CommitMove` (epoch + 1), release the lock; the source's reconciler drops its copy.
+//!
+//! The write pause of each operation is measured and exported
+//! (`agent_operation_write_pause_seconds`).
+
+use std::time::Duration;
+
+use shared::command::{MetaCommand, MetaError, MetaOutcome};
+use shared::data::{DataPeerReply, DataPeerRequest, LogPosition, ReplicaReply, ReplicaRequest};
+use shared::model::{
+    KeyRange, NodeId, NodeStatus, Operation, OperationKind, OperationProgress, OperationStatus,
+    OperationStep, PartitionId,
+};
+use shared::split::{choose_split_point, validate_split_point};
+use shared::validate::MAX_STEP_ATTEMPTS;
+use tokio::time::Instant;
+
+use super::primary::ReplicateFailure;
+use super::{DataPlane, lock};
+use crate::metrics::{OperationLabels, OperationOutcomeLabels};
+
+/// Pause before a failed step is tried again.
+const STEP_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// A move switches once the target is at most this many records behind.
+pub const MOVE_SWITCH_LAG_RECORDS: u64 = 64;
+/// Catch-up rounds of a move before it switches anyway (under the write lock).
+const MOVE_CATCH_UP_ROUNDS: usize = 32;
+/// How long replicas may take to derive split children (they wait for the metadata).
+const SPLIT_REPLICA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a move's snapshot may take to install on the target.
+const MOVE_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a step did not complete: retried, up to `MAX_STEP_ATTEMPTS`, then rolled back.
+#[derive(Debug)]
+struct StepFailed(String);
+
+impl<E: std::fmt::Display> From<E> for StepFailed {
+    fn from(e: E) -> Self {
+        StepFailed(e.to_string())
+    }
+}
+
+/// How an operation ended, when it did.
+enum Ended {
+    /// The routing switched.
+    Completed,
+    /// Abandoned before the routing switched (routing unchanged), with why.
+    RolledBack(String),
+}
+
+impl DataPlane {
+    /// Starts a driver for every running operation on a partition this agent leads, on
+    /// every applied metadata entry and every `tick`, until the process stops.
+    pub async fn run_operations(self: std::sync::Arc<Self>, tick: Duration) {
+        let mut applied = self.state.subscribe();
+        loop {
+            self.start_drivers();
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(tick) => {}
+            }
+        }
+    }
+
+    fn start_drivers(&self) {
+        let mine: Vec<Operation> = self.state.read(|s| {
+            s.running_operations()
+                .filter(|op| {
+                    s.partition(op.partition_id)
+                        .is_some_and(|p| p.primary_node_id == self.me)
+                })
+                .cloned()
+                .collect()
+        });
+        for op in mine {
+            if !lock(&self.driving).insert(op.operation_id) {
+                continue;
+            }
+            let Some(this) = self.this.upgrade() else {
+                return;
+            };
+            tokio::spawn(async move {
+                let id = op.operation_id;
+                this.drive(op).await;
+                lock(&this.driving).remove(&id);
+            });
+        }
+    }
+
+    /// Drives one operation until it ends, this agent stops leading its partition, or a
+    /// step fails (then it is retried from the metadata's record, after a pause).
+    async fn drive(&self, op: Operation) {
+        let kind = kind_name(&op.kind);
+        let result = match op.kind {
+            OperationKind::Split { split_point } => self.drive_split(&op, split_point).await,
+            OperationKind::Move { from, to } => self.drive_move(&op, from, to).await,
+        };
+        match result {
+            Ok(Some(ended)) => self.finish(&op, kind, ended).await,
+            Ok(None) => {}
+            Err(StepFailed(why)) => {
+                tracing::info!(operation = op.operation_id, kind, step = ?op.step, %why,
+                    "operation step failed");
+                let attempt = op.attempts + 1;
+                if attempt > MAX_STEP_ATTEMPTS {
+                    self.finish(&op, kind, Ended::RolledBack(why)).await;
+                    return;
+                }
+                let retry = MetaCommand::RetryOperationStep {
+                    operation_id: op.operation_id,
+                    step: op.step,
+                    attempt,
+                    now_ms: self.now_ms(),
+                };
+                let _ = self.meta.propose(retry).await;
+                tokio::time::sleep(STEP_RETRY_PAUSE).await;
+            }
+        }
+    }
+
+    async fn finish(&self, op: &Operation, kind: &'static str, ended: Ended) {
+        let (status, outcome) = match ended {
+            Ended::Completed => (OperationStatus::Completed, "completed"),
+            Ended::RolledBack(why) => {
+                tracing::warn!(operation = op.operation_id, kind, %why, "operation rolled back");
+                (OperationStatus::RolledBack, "rolled_back")
+            }
+        };
+        let cmd = MetaCommand::FinishOperation {
+            operation_id: op.operation_id,
+            status,
+            now_ms: self.now_ms(),
+        };
+        if let Ok(Ok(MetaOutcome::Done)) = self.meta.propose(cmd).await {
+            self.meta
+                .metrics()
+                .operations_finished
+                .get_or_create(&OperationOutcomeLabels { kind, outcome })
+                .inc();
+        }
+    }
+
+    /// The split of `op.partition_id`; `Ok(None)` when this agent no longer leads it.
+    async fn drive_split(
+        &self,
+        op: &Operation,
+        requested: Option<u64>,
+    ) -> Result<Option<Ended>, StepFailed> {
+        let pid = op.partition_id;
+        if op.step == OperationStep::Switched {
+            return Ok(Some(Ended::Completed));
+        }
+        let Some((table_id, epoch, range)) = self.led(pid) else {
+            return Ok(None);
+        };
+        let split_point = match requested {
+            Some(point) => point,
+            None => {
+                let store = self.store.clone();
+                let (hashes, _) =
+                    tokio::task::spawn_blocking(move || store.key_hashes(pid)).await??;
+                match choose_split_point(&range, &hashes) {
+                    Some(point) => point,
+                    None => {
+                        let why = format!("the range of partition {pid} holds one hash");
+                        return Ok(Some(Ended::RolledBack(why)));
+                    }
+                }
+            }
+        };
+        if let Err(e) = validate_split_point(&range, split_point) {
+            return Ok(Some(Ended::RolledBack(e.to_string())));
+        }
+        if op.step == OperationStep::Preparing {
+            self.advance(op, OperationStep::Fencing, None).await?;
+        }
+
+        // The pause: from here until the children take writes.
+        let writer = self.writer(pid);
+        let fenced = writer.lock().await;
+        let paused = Instant::now();
+        let lead = self
+            .leadership(table_id, pid, Some(epoch), false)
+            .map_err(StepFailed::from)?;
+        let position = self.store.position(pid)?;
+        for &replica in &lead.replicas {
+            self.bring_to(replica, pid, epoch, position).await?;
+        }
+        let cmd = MetaCommand::SplitPartition {
+            operation_id: Some(op.operation_id),
+            parent: pid,
+            split_point,
+            expected_epoch: epoch,
+            now_ms: self.now_ms(),
+        };
+        let (index, result) = self.meta.propose_indexed(cmd).await?;
+        match result {
+            Ok(_) => {}
+            // The epoch moved under the fence (a repair): nothing was split.
+            Err(e @ (MetaError::StaleEpoch { .. } | MetaError::Invalid(_))) => {
+                return Ok(Some(Ended::RolledBack(e.to_string())));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let children: Vec<(PartitionId, KeyRange)> = self.state.read(|s| {
+            s.operation(op.operation_id)
+                .and_then(|o| o.split)
+                .map(|r| {
+                    [r.left, r.right]
+                        .into_iter()
+                        .filter_map(|c| Some((c, s.partition(c)?.range)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        let store = self.store.clone();
+        let derived = children.clone();
+        tokio::task::spawn_blocking(move || store.split_local(pid, &derived)).await??;
+        let asks = lead.replicas.iter().map(|&replica| {
+            let request = DataPeerRequest::Replica(ReplicaRequest::Split {
+                parent: pid,
+                children: children.clone(),
+                position,
+                meta_index: index,
+            });
+            async move {
+                let reply = self.rpc(replica, request, SPLIT_REPLICA_TIMEOUT).await;
+                (replica, reply)
+            }
+        });
+        for (replica, reply) in futures::future::join_all(asks).await {
+            if !matches!(
+                reply,
+                Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(_))))
+            ) {
+                // Its children are filled by catch-up at their first write instead.
+                tracing::info!(partition = pid, replica, ?reply, "replica did not derive");
+            }
+        }
+        drop(fenced);
+        self.observe_pause("split", paused.elapsed());
+        tracing::info!(partition = pid, ?children, pause = ?paused.elapsed(), "split");
+        Ok(Some(Ended::Completed))
+    }
+
+    /// The move of `op.partition_id`'s copy from `from` to `to`.
+    async fn drive_move(
+        &self,
+        op: &Operation,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<Option<Ended>, StepFailed> {
+        let pid = op.partition_id;
+        if op.step == OperationStep::DroppingSource {
+            return Ok(Some(Ended::Completed));
+        }
+        let Some((table_id, epoch, _)) = self.led(pid) else {
+            return Ok(None);
+        };
+        // A failure may have changed the partition under the operation: then it is void.
+        let void = self.state.read(|s| {
+            let p = s.partition(pid)?;
+            if !p.all_nodes().any(|n| n == from) {
+                return Some(format!("node {from} no longer holds partition {pid}"));
+            }
+            if p.all_nodes().any(|n| n == to) {
+                return Some(format!("node {to} already holds partition {pid}"));
+            }
+            match s.node(to).map(|n| n.status) {
+                Some(NodeStatus::Healthy) => None,
+                other => Some(format!("target node {to} is {other:?}")),
+            }
+        });
+        if let Some(why) = void {
+            return Ok(Some(Ended::RolledBack(why)));
+        }
+        let mut step = op.step;
+        if step == OperationStep::Copying {
+            let copied = self.copy_snapshot(pid, epoch, to).await?;
+            self.advance(op, OperationStep::CatchingUp, Some(copied))
+                .await?;
+            step = OperationStep::CatchingUp;
+        }
+        if step == OperationStep::CatchingUp {
+            let mut theirs = self.target_position(pid, epoch, to).await?;
+            for _ in 0..MOVE_CATCH_UP_ROUNDS {
+                let mine = self.store.position(pid)?;
+                if mine.lsn.saturating_sub(theirs.lsn) <= MOVE_SWITCH_LAG_RECORDS {
+                    break;
+                }
+                theirs = self
+                    .catch_up(to, pid, epoch, theirs)
+                    .await
+                    .map_err(|e| StepFailed(e.to_string()))?;
+            }
+            self.advance(op, OperationStep::Switching, None).await?;
+        }
+
+        // The pause: from here until the new routing is committed.
+        let writer = self.writer(pid);
+        let fenced = writer.lock().await;
+        let paused = Instant::now();
+        let lead = self
+            .leadership(table_id, pid, Some(epoch), false)
+            .map_err(StepFailed::from)?;
+        let theirs = self.target_position(pid, epoch, to).await?;
+        self.catch_up(to, pid, epoch, theirs)
+            .await
+            .map_err(|e| StepFailed(e.to_string()))?;
+        let handing_over = from == self.me;
+        if handing_over {
+            // No reads here from now on, and no replica keeps this primary's grant, so
+            // the new primary takes a lease at once instead of waiting one out.
+            self.leases.surrender(pid, epoch);
+            let releases = lead.replicas.iter().map(|&replica| {
+                let request = DataPeerRequest::Replica(ReplicaRequest::ReleaseLease {
+                    partition_id: pid,
+                    primary: self.me,
+                });
+                self.rpc(replica, request, self.replica_timeout())
+            });
+            futures::future::join_all(releases).await;
+        }
+        let cmd = MetaCommand::CommitMove {
+            operation_id: op.operation_id,
+            partition_id: pid,
+            from,
+            to,
+            expected_epoch: epoch,
+            now_ms: self.now_ms(),
+        };
+        let committed = self.meta.propose(cmd).await;
+        let ended = match committed {
+            Ok(Ok(_)) => Ok(Some(Ended::Completed)),
+            Ok(Err(e @ (MetaError::StaleEpoch { .. } | MetaError::Invalid(_)))) => {
+                Ok(Some(Ended::RolledBack(e.to_string())))
+            }
+            Ok(Err(e)) => Err(StepFailed(e.to_string())),
+            Err(e) => Err(StepFailed(e.to_string())),
+        };
+        if handing_over && !matches!(ended, Ok(Some(Ended::Completed))) {
+            self.leases.resume(pid);
+        }
+        drop(fenced);
+        if matches!(ended, Ok(Some(Ended::Completed))) {
+            self.observe_pause("move", paused.elapsed());
+            tracing::info!(partition = pid, from, to, pause = ?paused.elapsed(), "moved");
+        }
+        ended
+    }
+
+    /// Sends a consistent snapshot of `pid` to the move's target; the bytes copied.
+    async fn copy_snapshot(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> Result<OperationProgress, StepFailed> {
+        let store = self.store.clone();
+        let snapshot = tokio::task::spawn_blocking(move || store.snapshot(pid)).await??;
+        let bytes: u64 = snapshot
+            .items
+            .iter()
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum();
+        let started = Instant::now();
+        let request = ReplicaRequest::InstallSnapshot {
+            partition_id: pid,
+            epoch,
+            position: snapshot.position,
+            items: snapshot.items,
+        };
+        self.replica_call(to, request, MOVE_SNAPSHOT_TIMEOUT)
+            .await?;
+        tracing::info!(partition = pid, to, bytes, took = ?started.elapsed(),
+            "copied a partition snapshot to the move's target");
+        Ok(OperationProgress {
+            done_bytes: bytes,
+            total_bytes: Some(bytes),
+        })
+    }
+
+    /// Where the target's copy of `pid` ends (an empty append answers with it).
+    async fn target_position(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> Result<LogPosition, StepFailed> {
+        let mine = self.store.position(pid)?;
+        match self.replicate(to, pid, epoch, mine, Vec::new()).await {
+            Ok(pos) | Err(ReplicateFailure::NeedSync(pos)) => Ok(pos),
+            Err(e) => Err(StepFailed(e.to_string())),
+        }
+    }
+
+    /// Brings `replica` to exactly `position` (usually it is there already: every
+    /// acknowledged write reached it).
+    async fn bring_to(
+        &self,
+        replica: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        position: LogPosition,
+    ) -> Result<(), StepFailed> {
+        let theirs = match self
+            .replicate(replica, pid, epoch, position, Vec::new())
+            .await
+        {
+            Ok(pos) if pos == position => return Ok(()),
+            Ok(pos) | Err(ReplicateFailure::NeedSync(pos)) => pos,
+            Err(e) => return Err(StepFailed(format!("replica {replica}: {e}"))),
+        };
+        match self.catch_up(replica, pid, epoch, theirs).await {
+            Ok(pos) if pos == position => Ok(()),
+            Ok(pos) => Err(StepFailed(format!("replica {replica} ended at {pos:?}"))),
+            Err(e) => Err(StepFailed(format!("replica {replica}: {e}"))),
+        }
+    }
+
+    async fn replica_call(
+        &self,
+        node: NodeId,
+        request: ReplicaRequest,
+        timeout: Duration,
+    ) -> Result<LogPosition, StepFailed> {
+        match self
+            .rpc(node, DataPeerRequest::Replica(request), timeout)
+            .await
+        {
+            Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(pos)))) => Ok(pos),
+            Ok(other) => Err(StepFailed(format!("node {node} answered {other:?}"))),
+            Err(e) => Err(StepFailed(format!("node {node}: {e}"))),
+        }
+    }
+
+    /// Commits the operation's next step.
+    async fn advance(
+        &self,
+        op: &Operation,
+        step: OperationStep,
+        progress: Option<OperationProgress>,
+    ) -> Result<(), StepFailed> {
+        let cmd = MetaCommand::AdvanceOperation {
+            operation_id: op.operation_id,
+            step,
+            progress,
+            now_ms: self.now_ms(),
+        };
+        match self.meta.propose(cmd).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(StepFailed(e.to_string())),
+        }
+    }
+
+    /// (table, epoch, range) of `pid` if this agent is its primary.
+    fn led(&self, pid: PartitionId) -> Option<(u64, u64, KeyRange)> {
+        self.state.read(|s| {
+            s.partition(pid)
+                .filter(|p| p.primary_node_id == self.me)
+                .map(|p| (p.table_id, p.epoch, p.range))
+        })
+    }
+
+    fn observe_pause(&self, kind: &'static str, pause: Duration) {
+        self.meta
+            .metrics()
+            .write_pause_seconds
+            .get_or_create(&OperationLabels { kind })
+            .observe(pause.as_secs_f64());
+    }
+
+    fn replica_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.replica_timeout_ms)
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+}
+
+fn kind_name(kind: &OperationKind) -> &'static str {
+    match kind {
+        OperationKind::Split { .. } => "split",
+        OperationKind::Move { .. } => "move",
+    }
+}

@@ -1,0 +1,270 @@
+//! Live splits and moves under load: 4 writers and 2 readers run against one table
+//! while partitions are split and moved; no acknowledged write is lost, no read returns
+//! a value older than the last write acknowledged before it started, every operation
+//! ends completed (or rolled back), and the routing tiles the key space.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agent::client::ApiClient;
+use agent::data_client::{DataClient, RetryPolicy};
+use serde_json::json;
+use shared::api::PartitionDescription;
+use shared::api::operations::{MovePartitionRequest, OperationDescription};
+use shared::model::TableStatus;
+
+use crate::harness::{TestCluster, create_table, read, table_request, wait_for};
+
+const LIVE_HTTP_BASE: u16 = 22600;
+const TABLE: &str = "live";
+const WRITERS: usize = 4;
+const READERS: usize = 2;
+/// Keys each writer cycles over (each write of a key carries the next counter).
+const KEYS_PER_WRITER: u64 = 50;
+
+/// What the writers acknowledged: key → last acknowledged counter.
+type Acked = Arc<Mutex<HashMap<String, u64>>>;
+
+/// The load: writers overwriting their keys with growing counters, readers checking
+/// that no read goes back before a write acknowledged before it started.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Acked,
+    stale_reads: Arc<AtomicU64>,
+    reads: Arc<AtomicU64>,
+    slowest_write: Arc<Mutex<Duration>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn patient(cluster: &TestCluster) -> DataClient {
+    cluster
+        .data_client(cluster.endpoints())
+        .with_retry(RetryPolicy {
+            max_attempts: 20,
+            backoff_base: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+        })
+}
+
+impl Load {
+    fn start(cluster: &TestCluster) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Acked = Arc::default();
+        let stale_reads = Arc::new(AtomicU64::new(0));
+        let reads = Arc::new(AtomicU64::new(0));
+        let slowest_write = Arc::new(Mutex::new(Duration::ZERO));
+        let mut threads = Vec::new();
+        for w in 0..WRITERS {
+            let (stop, acked, slowest) = (stop.clone(), acked.clone(), slowest_write.clone());
+            let client = patient(cluster);
+            threads.push(std::thread::spawn(move || {
+                let mut counter = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    counter += 1;
+                    let key = format!("w{w}-k{}", counter % KEYS_PER_WRITER);
+                    let started = Instant::now();
+                    // The same value until acknowledged (a retried put is idempotent).
+                    loop {
+                        match client.put(TABLE, &key, None, &json!({ "n": counter })) {
+                            Ok(_) => break,
+                            Err(e) => {
+                                assert!(
+                                    started.elapsed() < Duration::from_secs(60),
+                                    "write of {key} not acknowledged in 60 s: {e}"
+                                );
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                    let took = started.elapsed();
+                    acked.lock().unwrap().insert(key, counter);
+                    let mut slowest = slowest.lock().unwrap();
+                    *slowest = (*slowest).max(took);
+                }
+            }));
+        }
+        for r in 0..READERS {
+            let (stop, acked, stale, reads) = (
+                stop.clone(),
+                acked.clone(),
+                stale_reads.clone(),
+                reads.clone(),
+            );
+            let client = patient(cluster);
+            threads.push(std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = format!("w{}-k{}", (i as usize + r) % WRITERS, i % KEYS_PER_WRITER);
+                    let floor = acked.lock().unwrap().get(&key).copied();
+                    let Some(floor) = floor else { continue };
+                    if let Ok(Some(value)) = client.get(TABLE, &key, None) {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                        let n = value["n"].as_u64().unwrap_or(0);
+                        if n < floor {
+                            eprintln!("stale read of {key}: {n} < acknowledged {floor}");
+                            stale.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            acked,
+            stale_reads,
+            reads,
+            slowest_write,
+            threads,
+        }
+    }
+
+    /// Stops the load; returns the acknowledged writes.
+    fn stop(self) -> (HashMap<String, u64>, u64, u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("load thread");
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        let slowest = *self.slowest_write.lock().unwrap();
+        (
+            acked,
+            self.stale_reads.load(Ordering::Relaxed),
+            self.reads.load(Ordering::Relaxed),
+            slowest,
+        )
+    }
+}
+
+fn partitions(client: &ApiClient) -> Vec<PartitionDescription> {
+    read("partitions", || client.partitions(TABLE)).partitions
+}
+
+/// The routing tiles the key space: sorted ranges, no gap, no overlap.
+fn assert_tiles(parts: &[PartitionDescription]) {
+    let mut ranges: Vec<(u64, u64)> = parts
+        .iter()
+        .map(|p| (p.key_range_low, p.key_range_high))
+        .collect();
+    ranges.sort_unstable();
+    assert_eq!(ranges.first().map(|r| r.0), Some(0), "{ranges:?}");
+    assert_eq!(ranges.last().map(|r| r.1), Some(u64::MAX), "{ranges:?}");
+    for pair in ranges.windows(2) {
+        assert_eq!(
+            pair[0].1.checked_add(1),
+            Some(pair[1].0),
+            "gap or overlap: {ranges:?}"
+        );
+    }
+}
+
+fn wait_finished(client: &ApiClient, op: &OperationDescription) -> OperationDescription {
+    wait_for("the operation to finish", || {
+        client
+            .operation(op.operation_id)
+            .ok()
+            .filter(OperationDescription::finished)
+    })
+}
+
+#[test]
+fn splits_and_moves_under_load_lose_nothing_and_serve_nothing_stale() {
+    let cluster = TestCluster::start(5, LIVE_HTTP_BASE, |_| {});
+    let admin = cluster.client(1);
+    wait_for("3 voters", || {
+        (admin.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    create_table(&admin, &table_request(TABLE, 2000));
+    wait_for("table ACTIVE", || {
+        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+    let before = partitions(&admin);
+    let load = Load::start(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // (a) Split the first partition at the median of its keys.
+    let split = read("split", || {
+        admin.split_partition(before[0].partition_id, None)
+    });
+    let split = wait_finished(&admin, &split);
+    assert_eq!(split.status, "COMPLETED", "{split:?}");
+    let after_split = partitions(&admin);
+    assert_eq!(after_split.len(), before.len() + 1);
+    assert_tiles(&after_split);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // (b) Move the primary of a partition to a node that holds no copy of it.
+    let target = &after_split[after_split.len() - 1];
+    let holders: Vec<u64> = std::iter::once(target.primary_node_id)
+        .chain(target.replica_node_ids.iter().copied())
+        .collect();
+    let to = (1..=5u64)
+        .find(|n| !holders.contains(n))
+        .expect("a free node");
+    let request = MovePartitionRequest {
+        target_node: to,
+        source_node: None,
+    };
+    let moved = read("move", || {
+        admin.move_partition(target.partition_id, &request)
+    });
+    let moved = wait_finished(&admin, &moved);
+    assert_eq!(moved.status, "COMPLETED", "{moved:?}");
+    let after_move = partitions(&admin);
+    let now = after_move
+        .iter()
+        .find(|p| p.partition_id == target.partition_id)
+        .expect("the moved partition");
+    assert_eq!(
+        now.primary_node_id, to,
+        "the primary role followed the copy"
+    );
+    assert!(now.epoch > target.epoch);
+    assert_tiles(&after_move);
+    std::thread::sleep(Duration::from_secs(1));
+
+    let (acked, stale, reads, slowest) = load.stop();
+    let checker = patient(&cluster);
+    let mut lost = Vec::new();
+    for (key, n) in &acked {
+        let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
+        if got.as_ref().and_then(|v| v["n"].as_u64()) != Some(*n) {
+            lost.push((key.clone(), got));
+        }
+    }
+    let pause = |kind: &str| pause_seconds(&cluster, kind) * 1000.0;
+    println!(
+        "live operations: {} keys acknowledged, {} lost, {reads} reads, {stale} stale; \
+         split took {} ms with a write pause of {:.1} ms, move took {} ms with a write \
+         pause of {:.1} ms; slowest acknowledged write (client side, retries included) \
+         {slowest:?}",
+        acked.len(),
+        lost.len(),
+        split.elapsed_ms,
+        pause("split"),
+        moved.elapsed_ms,
+        pause("move"),
+    );
+    assert!(lost.is_empty(), "lost acknowledged writes: {lost:?}");
+    assert_eq!(stale, 0, "stale reads");
+    let ops = admin.operations(false).unwrap().operations;
+    assert!(ops.iter().all(OperationDescription::finished), "{ops:?}");
+}
+
+/// The write pauses of operations of `kind`, summed over every agent's metrics (each
+/// operation is measured once, by the agent that drove it).
+fn pause_seconds(cluster: &TestCluster, kind: &str) -> f64 {
+    let series = format!("agent_operation_write_pause_seconds_sum{{kind=\"{kind}\"}} ");
+    (1..=cluster.size())
+        .filter_map(|i| {
+            let (_, text) = cluster
+                .anonymous(i)
+                .raw(agent::client::Method::Get, "/metrics", None)
+                .ok()?;
+            let line = text.lines().find(|l| l.starts_with(&series))?;
+            line[series.len()..].trim().parse::<f64>().ok()
+        })
+        .sum()
+}
