@@ -13,26 +13,27 @@ use shared::model::NodeId;
 use crate::membership::Membership;
 use crate::meta::state_machine::StateHandle;
 use crate::node::Clock;
-use crate::node::liveness::PeerContacts;
-use crate::node::meta_client::MetaClient;
+use crate::node::liveness::{ContactAges, PeerContacts};
+use crate::node::meta_client::{MetaClient, MetaLog};
 
-/// The failure detector of one (leader) node.
-pub struct FailureDetector {
-    meta: Arc<MetaClient>,
+/// The failure detector of one (leader) node, over a metadata log `M` (openraft in the
+/// agent, simulated in `netsim`) and a record `C` of the peers that answered it.
+pub struct FailureDetector<M = MetaClient, C = PeerContacts> {
+    meta: Arc<M>,
     state: StateHandle,
     membership: Membership,
-    contacts: Arc<PeerContacts>,
+    contacts: Arc<C>,
     config: FailureConfig,
     clock: Clock,
 }
 
-impl FailureDetector {
+impl<M: MetaLog, C: ContactAges> FailureDetector<M, C> {
     /// Creates the detector.
     pub fn new(
-        meta: Arc<MetaClient>,
+        meta: Arc<M>,
         state: StateHandle,
         membership: Membership,
-        contacts: Arc<PeerContacts>,
+        contacts: Arc<C>,
         config: FailureConfig,
         clock: Clock,
     ) -> Self {

@@ -5,10 +5,15 @@
 mod driver;
 mod identity;
 pub mod report;
+mod swim;
 mod view;
 
-pub use driver::{DriverParts, GossipDriver, LocalMember, StatusSource, foca_config};
+pub use driver::{
+    DISCOVERY_INTERVAL, DriverParts, GossipDriver, LocalMember, STATE_REFRESH, StatusSource,
+    foca_config,
+};
 pub use identity::GossipId;
+pub use swim::{CoreParts, GossipCore, GossipEffects};
 pub use view::{Membership, PeerRecord};
 
 #[cfg(test)]

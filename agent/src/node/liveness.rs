@@ -12,6 +12,20 @@ use tokio::time::Instant;
 
 use crate::transport::{BoxFuture, RpcClient, TransportError};
 
+/// How long ago each peer address last proved it is reachable by answering this node:
+/// the failure detector counts it as a proof of life. [`PeerContacts`] records real peer
+/// RPCs; `netsim` derives it from its simulated Raft heartbeats.
+pub trait ContactAges: Send + Sync + 'static {
+    /// Age of the last answer, by peer address (absent: never answered).
+    fn ages(&self) -> HashMap<String, Duration>;
+}
+
+impl ContactAges for PeerContacts {
+    fn ages(&self) -> HashMap<String, Duration> {
+        PeerContacts::ages(self)
+    }
+}
+
 /// When each peer address last answered an RPC.
 #[derive(Default)]
 pub struct PeerContacts {

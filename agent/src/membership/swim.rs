@@ -1,0 +1,258 @@
+//! The gossip core: the `Foca` instance, the status reports, discovery and the view, with
+//! no task, channel or socket. Every input is a method call; what foca asks for (sends
+//! and timers) is handed back by [`GossipCore::drain`]. The agent's [`GossipDriver`]
+//! runs it under tokio over QUIC datagrams; `netsim` runs the same core in a
+//! discrete-event loop over a simulated network.
+//!
+//! [`GossipDriver`]: super::GossipDriver
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shared::failure::GossipState;
+use shared::model::{NodeId, NodeStatus};
+
+use super::GossipId;
+use super::driver::{LocalMember, StatusSource, foca_config};
+use super::report::{StatusBroadcasts, StatusReport};
+use super::view::Membership;
+use crate::config::GossipConfig;
+use crate::meta::state_machine::StateHandle;
+use crate::node::Clock;
+
+/// Bytes before foca's packet in every datagram: the sender's node id, so any datagram
+/// counts as a direct proof of life even when foca discards it (e.g. from a member it
+/// believes down).
+const ENVELOPE_BYTES: usize = 8;
+
+/// Unknown registered agents announced to per discovery round.
+const ANNOUNCES_PER_ROUND: usize = 3;
+
+type Swim = Foca<GossipId, PostcardCodec, StdRng, StatusBroadcasts>;
+
+/// Everything the core needs (the driver's parts less the transport).
+pub struct CoreParts {
+    /// This agent.
+    pub local: LocalMember,
+    /// Gossip settings.
+    pub config: GossipConfig,
+    /// The view the core maintains.
+    pub membership: Membership,
+    /// Local metadata replica (which agents are registered, and where).
+    pub state: StateHandle,
+    /// Applied index and load for the status reports.
+    pub status: StatusSource,
+    /// Clock seam.
+    pub clock: Clock,
+    /// RNG seed (`None`: from the OS); the simulator passes one for reproducibility.
+    pub seed: Option<u64>,
+}
+
+/// What foca asked for during the calls since the last [`GossipCore::drain`].
+#[derive(Default)]
+pub struct GossipEffects {
+    /// Datagrams to send: destination and bytes (envelope included).
+    pub datagrams: Vec<(GossipId, Vec<u8>)>,
+    /// Timers to hand back to [`GossipCore::handle_timer`] once their delay has passed.
+    pub timers: Vec<(Duration, Timer<GossipId>)>,
+}
+
+/// One agent's gossip state machine.
+pub struct GossipCore {
+    foca: Swim,
+    runtime: AccumulatingRuntime<GossipId>,
+    membership: Membership,
+    local: LocalMember,
+    state: StateHandle,
+    status: StatusSource,
+    clock: Clock,
+    version: u64,
+    rng: StdRng,
+}
+
+impl GossipCore {
+    /// Builds the core; nothing is sent until the first call.
+    pub fn new(parts: CoreParts) -> Self {
+        let mut rng = match parts.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => rand::make_rng::<StdRng>(),
+        };
+        let foca_rng = StdRng::from_rng(&mut rng);
+        let handler = StatusBroadcasts::new(parts.membership.clone(), parts.clock.clone());
+        let foca = Foca::with_custom_broadcast(
+            parts.local.id.clone(),
+            foca_config(&parts.config),
+            foca_rng,
+            PostcardCodec,
+            handler,
+        );
+        GossipCore {
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            membership: parts.membership,
+            local: parts.local,
+            state: parts.state,
+            status: parts.status,
+            clock: parts.clock,
+            version: 0,
+            rng,
+        }
+    }
+
+    /// This agent's current gossip identity (renewed after a false "down").
+    pub fn identity(&self) -> &GossipId {
+        &self.local.id
+    }
+
+    /// One datagram: the envelope proves its sender alive; foca handles the rest.
+    pub fn handle_datagram(&mut self, datagram: &[u8]) {
+        self.membership.count_received(datagram.len());
+        let Some((sender, packet)) = datagram.split_first_chunk::<ENVELOPE_BYTES>() else {
+            return;
+        };
+        let now = (self.clock)();
+        self.membership
+            .proof_of_life(NodeId::from_le_bytes(*sender), now);
+        if let Err(e) = self.foca.handle_data(packet, &mut self.runtime) {
+            tracing::debug!(error = %e, "gossip datagram refused");
+        }
+    }
+
+    /// A timer foca scheduled has expired.
+    pub fn handle_timer(&mut self, timer: Timer<GossipId>) {
+        if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
+            tracing::debug!(error = %e, "gossip timer");
+        }
+    }
+
+    /// Gossips a fresh status report (this agent's heartbeat).
+    pub fn publish_status(&mut self) {
+        self.version += 1;
+        let (applied_index, load) = (self.status)();
+        let report = StatusReport {
+            node_id: self.local.id.node_id,
+            incarnation: self.local.id.incarnation,
+            version: self.version,
+            zone: self.local.zone.clone(),
+            endpoint: self.local.endpoint.clone(),
+            applied_index,
+            load,
+        };
+        match postcard::to_stdvec(&report) {
+            Ok(bytes) => {
+                if let Err(e) = self.foca.add_broadcast(&bytes) {
+                    tracing::warn!(error = %e, "status report not gossiped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "status report not encoded"),
+        }
+    }
+
+    /// Watches every registered agent, and announces this one to those gossip has not met
+    /// (a new agent learns the members from the metadata after it joins).
+    pub fn discover(&mut self) {
+        let now = (self.clock)();
+        let me = self.local.id.node_id;
+        let registered: Vec<GossipId> = self.state.read(|s| {
+            s.nodes()
+                .filter(|n| n.node_id != me)
+                .filter(|n| !matches!(n.status, NodeStatus::Decommissioned | NodeStatus::Failed))
+                .map(|n| GossipId::new(n.node_id, n.peer_addr.clone(), n.incarnation))
+                .collect()
+        });
+        // Members foca holds as down are announced to as well: after this agent was cut
+        // off (everyone down, foca idle) or a member came back, this rejoins within a
+        // discovery round instead of foca's minute-long announce-to-down period.
+        let known: BTreeSet<NodeId> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() != foca::State::Down)
+            .map(|m| m.id().node_id)
+            .collect();
+        let mut unknown = Vec::new();
+        for id in registered {
+            self.membership.watch(id.node_id, now);
+            if !known.contains(&id.node_id) {
+                unknown.push(id);
+            }
+        }
+        for _ in 0..ANNOUNCES_PER_ROUND.min(unknown.len()) {
+            let pick = rand::RngExt::random_range(&mut self.rng, 0..unknown.len());
+            let dst = unknown.swap_remove(pick);
+            if let Err(e) = self.foca.announce(dst, &mut self.runtime) {
+                tracing::debug!(error = %e, "gossip announce");
+            }
+        }
+    }
+
+    /// Copies foca's member states into the view.
+    pub fn refresh_states(&mut self) {
+        let now = (self.clock)();
+        for member in self.foca.iter_membership_state() {
+            let state = match member.state() {
+                foca::State::Alive => GossipState::Alive,
+                foca::State::Suspect => GossipState::Suspect,
+                foca::State::Down => GossipState::Down,
+            };
+            self.membership
+                .set_gossip_state(member.id().node_id, state, now);
+        }
+    }
+
+    /// Takes what foca asked for during the calls since the last drain (each datagram
+    /// framed with this agent's envelope and counted as sent), and records its
+    /// notifications in the view.
+    pub fn drain(&mut self) -> GossipEffects {
+        let mut effects = GossipEffects::default();
+        let me = self.local.id.node_id.to_le_bytes();
+        while let Some((dst, data)) = self.runtime.to_send() {
+            let mut datagram = Vec::with_capacity(ENVELOPE_BYTES + data.len());
+            datagram.extend_from_slice(&me);
+            datagram.extend_from_slice(&data);
+            self.membership.count_sent(datagram.len());
+            effects.datagrams.push((dst, datagram));
+        }
+        while let Some(scheduled) = self.runtime.to_schedule() {
+            effects.timers.push(scheduled);
+        }
+        let mut states_changed = false;
+        while let Some(notification) = self.runtime.to_notify() {
+            states_changed = true;
+            self.on_notification(notification);
+        }
+        if states_changed {
+            self.refresh_states();
+        }
+        effects
+    }
+
+    fn on_notification(&mut self, notification: OwnedNotification<GossipId>) {
+        let now = (self.clock)();
+        match notification {
+            // A member that is up, or renamed (restarted or renewed), is alive: a renamed
+            // member is never a failed one.
+            OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
+                self.membership.proof_of_life(id.node_id, now);
+            }
+            OwnedNotification::MemberDown(id) => {
+                tracing::info!(node_id = id.node_id, "gossip declared a member down");
+            }
+            OwnedNotification::Rejoin(id) => {
+                tracing::warn!(
+                    generation = id.generation,
+                    "gossip declared this agent down; rejoined"
+                );
+                self.local.id = id;
+                self.membership.declared_down().notify_one();
+            }
+            OwnedNotification::Defunct => {
+                tracing::warn!("gossip declared this agent down");
+                self.membership.declared_down().notify_one();
+            }
+            OwnedNotification::Active | OwnedNotification::Idle => {}
+        }
+    }
+}

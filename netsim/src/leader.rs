@@ -1,0 +1,144 @@
+//! The leader's controllers: the agent's own `FailureDetector` and
+//! `RecoveryCoordinator`, over the simulator's seams, run as futures polled by the event
+//! loop. Like the agent's `run_on_leader`, each controller runs one step at a time; a
+//! wake-up during a step runs another step right after it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use agent::control::failure::FailureDetector;
+use agent::control::recovery::RecoveryCoordinator;
+use agent::membership::Membership;
+use agent::meta::state_machine::StateHandle;
+use shared::failure::FailureConfig;
+use shared::recovery::RecoveryConfig;
+
+use crate::event::Controller;
+use crate::seam::{SimContacts, SimMeta, SimPositions};
+use crate::time::VirtualClock;
+
+type Step = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Steps started in one go when wake-ups keep arriving (bounded so a controller that
+/// finishes at once cannot spin the loop).
+const RERUNS_PER_POLL_MAX: usize = 4;
+
+#[derive(Default)]
+struct Task {
+    step: Option<Step>,
+    rerun: bool,
+}
+
+/// The controllers of the agent that leads.
+pub struct LeaderControllers {
+    /// Term this agent leads in.
+    pub term: u64,
+    /// Peers that answered this leader's heartbeats.
+    pub contacts: Arc<SimContacts>,
+    detector: Arc<FailureDetector<SimMeta, SimContacts>>,
+    recovery: Arc<RecoveryCoordinator<SimMeta, SimPositions>>,
+    tasks: BTreeMap<Controller, Task>,
+}
+
+/// What the controllers are built from.
+pub struct LeaderParts<'a> {
+    /// Term.
+    pub term: u64,
+    /// The leader's log seam.
+    pub meta: Arc<SimMeta>,
+    /// The leader's replica.
+    pub replica: &'a StateHandle,
+    /// The leader's gossip view.
+    pub membership: &'a Membership,
+    /// Virtual clock.
+    pub clock: &'a VirtualClock,
+    /// Failure rule.
+    pub failure: FailureConfig,
+    /// Recovery target.
+    pub recovery: RecoveryConfig,
+}
+
+impl LeaderControllers {
+    /// The controllers of a new leader.
+    pub fn new(parts: LeaderParts<'_>) -> Self {
+        let contacts = Arc::new(SimContacts::new(parts.clock.clone()));
+        let clock = parts.clock.unix_clock();
+        let detector = Arc::new(FailureDetector::new(
+            parts.meta.clone(),
+            parts.replica.clone(),
+            parts.membership.clone(),
+            contacts.clone(),
+            parts.failure,
+            clock.clone(),
+        ));
+        let recovery = Arc::new(RecoveryCoordinator::new(
+            parts.meta,
+            parts.replica.clone(),
+            parts.membership.clone(),
+            Arc::new(SimPositions),
+            parts.recovery,
+            clock,
+        ));
+        LeaderControllers {
+            term: parts.term,
+            contacts,
+            detector,
+            recovery,
+            tasks: BTreeMap::new(),
+        }
+    }
+
+    /// Wakes `controller`: starts a step, or asks for another after the running one.
+    pub fn wake(&mut self, controller: Controller) {
+        let running = self
+            .tasks
+            .get(&controller)
+            .is_some_and(|t| t.step.is_some());
+        if running {
+            self.tasks.entry(controller).or_default().rerun = true;
+        } else {
+            let step = self.start(controller);
+            self.tasks.entry(controller).or_default().step = Some(step);
+        }
+        self.poll();
+    }
+
+    fn start(&self, controller: Controller) -> Step {
+        match controller {
+            Controller::Failure => {
+                let detector = self.detector.clone();
+                Box::pin(async move { detector.step().await })
+            }
+            Controller::Recovery => {
+                let recovery = self.recovery.clone();
+                Box::pin(async move { recovery.step().await })
+            }
+        }
+    }
+
+    /// Polls every running step once (after a proposal outcome arrived, or a start).
+    pub fn poll(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let controllers: Vec<Controller> = self.tasks.keys().copied().collect();
+        for controller in controllers {
+            for _ in 0..RERUNS_PER_POLL_MAX {
+                let task = self.tasks.get_mut(&controller).expect("listed");
+                let Some(step) = task.step.as_mut() else {
+                    break;
+                };
+                if step.as_mut().poll(&mut cx) == Poll::Pending {
+                    break;
+                }
+                task.step = None;
+                if !std::mem::take(&mut task.rerun) {
+                    break;
+                }
+                let next = self.start(controller);
+                self.tasks.get_mut(&controller).expect("listed").step = Some(next);
+            }
+        }
+    }
+}

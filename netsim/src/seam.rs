@@ -1,0 +1,212 @@
+//! The simulator's side of the agent's seams: the controllers' metadata log
+//! ([`MetaLog`]), the leader's record of peers that answered ([`ContactAges`]) and the
+//! replicas' log positions ([`ReplicaPositions`]). The real `FailureDetector` and
+//! `RecoveryCoordinator` run against these.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use agent::control::recovery::ReplicaPositions;
+use agent::metrics::AgentMetrics;
+use agent::node::liveness::ContactAges;
+use agent::node::meta_client::{MetaClientError, MetaLog};
+use agent::transport::BoxFuture;
+use shared::command::{MetaCommand, MetaResult};
+use shared::data::LogPosition;
+use shared::model::{NodeId, PartitionId};
+
+use crate::time::{Micros, VirtualClock};
+
+/// Identifies one proposal.
+pub type ProposalId = u64;
+
+/// What an agent proposed and is waiting for.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    /// Its id.
+    pub id: ProposalId,
+    /// The proposing agent.
+    pub from: NodeId,
+    /// The command.
+    pub command: MetaCommand,
+}
+
+/// Outcome of one proposal, as `MetaClient::propose` returns it.
+pub type ProposalOutcome = Result<MetaResult, MetaClientError>;
+
+/// Proposals on their way to the simulated log, and outcomes on their way back. The
+/// event loop drains the former and fills the latter; futures poll the latter.
+#[derive(Default)]
+pub struct ProposalBox {
+    next_id: ProposalId,
+    outgoing: Vec<Proposal>,
+    outcomes: BTreeMap<ProposalId, ProposalOutcome>,
+}
+
+impl ProposalBox {
+    /// A new proposal id (for proposals made outside a future).
+    pub fn next_id(&mut self) -> ProposalId {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Queues a proposal of `command` by `from`; returns its id.
+    pub fn submit(&mut self, from: NodeId, command: MetaCommand) -> ProposalId {
+        let id = self.next_id();
+        self.outgoing.push(Proposal { id, from, command });
+        id
+    }
+
+    /// Takes every queued proposal, in submission order.
+    pub fn take_outgoing(&mut self) -> Vec<Proposal> {
+        std::mem::take(&mut self.outgoing)
+    }
+
+    /// Records the outcome of proposal `id`.
+    pub fn resolve(&mut self, id: ProposalId, outcome: ProposalOutcome) {
+        self.outcomes.insert(id, outcome);
+    }
+
+    /// Forgets the outcome of a proposal nobody waits for any more.
+    pub fn forget(&mut self, id: ProposalId) {
+        self.outcomes.remove(&id);
+    }
+
+    fn take_outcome(&mut self, id: ProposalId) -> Option<ProposalOutcome> {
+        self.outcomes.remove(&id)
+    }
+}
+
+/// Shared handle on the [`ProposalBox`].
+#[derive(Clone, Default)]
+pub struct Proposals(Arc<Mutex<ProposalBox>>);
+
+impl Proposals {
+    /// The box; nothing holds it across a call that can panic half-way, so a poisoned
+    /// lock is still consistent.
+    pub fn lock(&self) -> MutexGuard<'_, ProposalBox> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One agent's [`MetaLog`]: proposals go to the simulated log through the box.
+pub struct SimMeta {
+    node_id: NodeId,
+    proposals: Proposals,
+    metrics: AgentMetrics,
+}
+
+impl SimMeta {
+    /// The log as agent `node_id` sees it.
+    pub fn new(node_id: NodeId, proposals: Proposals) -> Self {
+        SimMeta {
+            node_id,
+            proposals,
+            metrics: AgentMetrics::new(),
+        }
+    }
+}
+
+impl MetaLog for SimMeta {
+    fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, ProposalOutcome> {
+        Box::pin(Pending {
+            proposals: self.proposals.clone(),
+            state: PendingState::Unsent(self.node_id, Some(cmd)),
+        })
+    }
+
+    fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
+    }
+}
+
+enum PendingState {
+    Unsent(NodeId, Option<MetaCommand>),
+    Sent(ProposalId),
+}
+
+/// A proposal's future: submitted on first poll, ready once the loop resolved it.
+struct Pending {
+    proposals: Proposals,
+    state: PendingState,
+}
+
+impl Future for Pending {
+    type Output = ProposalOutcome;
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<ProposalOutcome> {
+        let this = &mut *self;
+        let mut proposals = this.proposals.lock();
+        match &mut this.state {
+            PendingState::Unsent(from, cmd) => {
+                let cmd = cmd
+                    .take()
+                    .expect("a future is not polled after it submitted");
+                let id = proposals.submit(*from, cmd);
+                this.state = PendingState::Sent(id);
+                Poll::Pending
+            }
+            // The loop polls every waiting controller after each resolution, so no
+            // waker needs to be kept.
+            PendingState::Sent(id) => match proposals.take_outcome(*id) {
+                Some(outcome) => Poll::Ready(outcome),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// The leader's record of which peers answered its (simulated) Raft heartbeats.
+pub struct SimContacts {
+    clock: VirtualClock,
+    last: Mutex<HashMap<String, Micros>>,
+}
+
+impl SimContacts {
+    /// An empty record on `clock`.
+    pub fn new(clock: VirtualClock) -> Self {
+        SimContacts {
+            clock,
+            last: Mutex::default(),
+        }
+    }
+
+    /// The peer at `addr` answered now.
+    pub fn record(&self, addr: &str) {
+        let now = self.clock.now();
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.insert(addr.to_string(), now);
+    }
+}
+
+impl ContactAges for SimContacts {
+    fn ages(&self) -> HashMap<String, Duration> {
+        let now = self.clock.now();
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        last.iter()
+            .map(|(a, t)| (a.clone(), Duration::from_micros(now.saturating_sub(*t))))
+            .collect()
+    }
+}
+
+/// Replica positions: the simulator has no data plane, so no copy is known to be ahead
+/// of another and promotion falls to the planner's tie-breaks (ready, HEALTHY, fewest
+/// primaries, lowest id).
+pub struct SimPositions;
+
+impl ReplicaPositions for SimPositions {
+    fn collect_positions(
+        &self,
+        _wanted: BTreeMap<NodeId, Vec<PartitionId>>,
+    ) -> BoxFuture<'_, HashMap<(PartitionId, NodeId), LogPosition>> {
+        Box::pin(std::future::ready(HashMap::new()))
+    }
+}

@@ -1,0 +1,102 @@
+//! Scheduling of the leader's controllers, as the agent's `run_on_leader` does it: each
+//! runs on its own tick and whenever the leader's replica applies something, only while
+//! its agent leads.
+
+use shared::failure::FailureConfig;
+use shared::model::NodeId;
+use shared::recovery::RecoveryConfig;
+
+use super::Simulation;
+use crate::config::{CONTROLLER_TICK_US, FAILURE_CHECK_US};
+use crate::event::{Controller, Event};
+use crate::leader::{LeaderControllers, LeaderParts};
+use crate::time::Micros;
+
+/// Every controller the leader runs.
+const CONTROLLERS: [Controller; 2] = [Controller::Failure, Controller::Recovery];
+
+impl Simulation {
+    /// Gives the new leader `node` of `term` its controllers, first run at `at`.
+    pub(super) fn start_controllers(&mut self, node: NodeId, term: u64, at: Micros) {
+        let agent = self.agents.get_mut(&node).expect("known");
+        agent.leader = Some(LeaderControllers::new(LeaderParts {
+            term,
+            meta: agent.meta.clone(),
+            replica: &agent.replica,
+            membership: &agent.membership,
+            clock: &self.clock,
+            failure: FailureConfig {
+                confirm_window_ms: self.cfg.failure_confirm_window_ms,
+            },
+            recovery: RecoveryConfig {
+                replication_factor: self.cfg.replication_factor,
+            },
+        }));
+        let generation = agent.generation;
+        for controller in CONTROLLERS {
+            self.queue.push(
+                at,
+                Event::Control {
+                    node,
+                    generation,
+                    controller,
+                },
+            );
+        }
+    }
+
+    /// Whether `node` leads and its controllers belong to the current term.
+    fn leads(&self, node: NodeId) -> bool {
+        self.log.leader == Some(node)
+            && self.agents[&node]
+                .leader
+                .as_ref()
+                .is_some_and(|c| c.term == self.log.term)
+    }
+
+    fn period(controller: Controller) -> Micros {
+        match controller {
+            Controller::Failure => FAILURE_CHECK_US,
+            Controller::Recovery => CONTROLLER_TICK_US,
+        }
+    }
+
+    pub(super) fn on_control(&mut self, node: NodeId, controller: Controller) {
+        if !self.leads(node) {
+            // Deposed: the controllers stop (their proposals fail as not leader).
+            self.agents.get_mut(&node).expect("known").leader = None;
+            return;
+        }
+        let agent = self.agents.get_mut(&node).expect("known");
+        let generation = agent.generation;
+        agent.leader.as_mut().expect("leads").wake(controller);
+        let at = self.now() + Self::period(controller);
+        self.queue.push(
+            at,
+            Event::Control {
+                node,
+                generation,
+                controller,
+            },
+        );
+    }
+
+    /// The leader's replica applied entries: every controller wakes.
+    pub(super) fn wake_controllers(&mut self, node: NodeId) {
+        if !self.leads(node) {
+            return;
+        }
+        let controllers = self.agents.get_mut(&node).expect("known").leader.as_mut();
+        let controllers = controllers.expect("leads");
+        for controller in CONTROLLERS {
+            controllers.wake(controller);
+        }
+    }
+
+    /// A proposal of `node`'s controllers has its outcome: let them go on.
+    pub(super) fn poll_controllers(&mut self, node: NodeId) {
+        if let Some(controllers) = self.agents.get_mut(&node).and_then(|a| a.leader.as_mut()) {
+            controllers.poll();
+        }
+    }
+}

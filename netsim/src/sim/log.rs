@@ -1,0 +1,426 @@
+//! The metadata log's traffic: proposals travel to the leader, commit once a quorum of
+//! voters holds them (a commit delay drawn from the network's latencies plus fsyncs),
+//! and reach every replica after a propagation delay; heartbeats catch lagging replicas
+//! up and tell the leader who answers; elections pick a new leader among live voters.
+
+use shared::command::{MetaCommand, MetaResult};
+use shared::model::{NodeId, NodeStatus};
+use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
+
+use agent::node::meta_client::MetaClientError;
+
+use super::Simulation;
+use crate::cluster::peer_addr;
+use crate::config::{
+    APPLY_US, ELECTION_TIMEOUT_MAX_US, ELECTION_TIMEOUT_MIN_US, FSYNC_US, LEADER_WAIT_US,
+    NO_LEADER_BACKOFF_US, RAFT_HEARTBEAT_US,
+};
+use crate::event::Event;
+use crate::seam::{ProposalId, ProposalOutcome};
+use crate::time::Micros;
+
+/// A proposal between its submission and its outcome.
+pub struct InFlight {
+    /// Proposing agent.
+    pub from: NodeId,
+    /// Its process.
+    pub generation: u32,
+    /// The command.
+    pub command: MetaCommand,
+    /// A controller's future waits for the outcome (otherwise nobody does).
+    pub awaited: bool,
+}
+
+impl Simulation {
+    /// Proposes `command` from agent `from` with nobody awaiting the outcome (the
+    /// reconciler's reports, a restarted agent's registration).
+    pub(crate) fn propose(&mut self, from: NodeId, command: MetaCommand) {
+        let id = self.proposals.lock().next_id();
+        self.send_proposal(id, from, command, false);
+    }
+
+    /// Sends out what the controllers' futures submitted.
+    pub(super) fn dispatch_proposals(&mut self) {
+        let outgoing = self.proposals.lock().take_outgoing();
+        for p in outgoing {
+            self.send_proposal(p.id, p.from, p.command, true);
+        }
+    }
+
+    fn send_proposal(&mut self, id: ProposalId, from: NodeId, command: MetaCommand, awaited: bool) {
+        let generation = self.agents[&from].generation;
+        self.inflight.insert(
+            id,
+            InFlight {
+                from,
+                generation,
+                command,
+                awaited,
+            },
+        );
+        let now = self.now();
+        self.queue.push(now, Event::ProposalSend(id));
+        // `MetaClient` waits for the leader, then for its own replica.
+        self.queue
+            .push(now + 2 * LEADER_WAIT_US, Event::ProposalDeadline(id));
+    }
+
+    /// The proposal's sender, if its process still runs.
+    fn proposer(&self, id: ProposalId) -> Option<NodeId> {
+        let p = self.inflight.get(&id)?;
+        let agent = &self.agents[&p.from];
+        (agent.is_alive() && agent.generation == p.generation).then_some(p.from)
+    }
+
+    pub(super) fn on_proposal_send(&mut self, id: ProposalId) {
+        let Some(from) = self.proposer(id) else {
+            self.inflight.remove(&id);
+            return;
+        };
+        let now = self.now();
+        let leader = self
+            .log
+            .leader
+            .filter(|l| self.agents[l].is_alive() && self.net.mutual(from, *l));
+        match leader {
+            Some(leader) => {
+                let delay = self.net.latency(&mut self.rng, from, leader);
+                let term = self.log.term;
+                self.queue
+                    .push(now + delay, Event::ProposalArrive { id, term });
+            }
+            None => self
+                .queue
+                .push(now + NO_LEADER_BACKOFF_US, Event::ProposalSend(id)),
+        }
+    }
+
+    pub(super) fn on_proposal_arrive(&mut self, id: ProposalId, term: u64) {
+        if !self.inflight.contains_key(&id) {
+            return;
+        }
+        let now = self.now();
+        let leading = self.log.term == term && self.leader_running();
+        if !leading {
+            // Not the leader any more: `MetaClient` asks again.
+            self.queue
+                .push(now + NO_LEADER_BACKOFF_US, Event::ProposalSend(id));
+            return;
+        }
+        // Without a reachable quorum the write hangs until the proposer's deadline.
+        if let Some(delay) = self.commit_delay() {
+            self.queue
+                .push(now + delay, Event::ProposalCommit { id, term });
+        }
+    }
+
+    /// Whether the leader's process is running.
+    fn leader_running(&self) -> bool {
+        self.log.leader.is_some_and(|l| self.agents[&l].is_up())
+    }
+
+    /// Time for the leader to make an entry durable on a quorum: its own fsync, and the
+    /// round trips to the fastest voters that complete the quorum, each with an fsync.
+    fn commit_delay(&mut self) -> Option<Micros> {
+        let leader = self.log.leader?;
+        let others: Vec<NodeId> = self
+            .log
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != leader && self.agents[v].is_up() && self.net.mutual(leader, *v))
+            .collect();
+        let mut rtts: Vec<Micros> = others
+            .into_iter()
+            .map(|v| {
+                self.net.latency(&mut self.rng, leader, v)
+                    + FSYNC_US
+                    + self.net.latency(&mut self.rng, v, leader)
+            })
+            .collect();
+        rtts.sort_unstable();
+        let needed = self.log.quorum().saturating_sub(1);
+        match needed {
+            0 => Some(FSYNC_US),
+            n => rtts.get(n - 1).map(|rtt| (*rtt).max(FSYNC_US)),
+        }
+    }
+
+    pub(super) fn on_proposal_commit(&mut self, id: ProposalId, term: u64) {
+        if self.log.term != term || !self.leader_running() || !self.inflight.contains_key(&id) {
+            return;
+        }
+        let command = self.inflight[&id].command.clone();
+        let (index, result) = self.log.commit(command.clone());
+        self.after_commit(index, &command, &result);
+        match self.proposer(id) {
+            Some(from) => {
+                self.agents
+                    .get_mut(&from)
+                    .expect("known")
+                    .awaiting
+                    .push((index, id));
+                self.pending_outcomes.insert(id, result);
+            }
+            None => {
+                self.inflight.remove(&id);
+            }
+        }
+        self.replicate(index);
+    }
+
+    /// Checks and measures one commit.
+    fn after_commit(&mut self, index: u64, command: &MetaCommand, result: &MetaResult) {
+        let now = self.now();
+        let agents = &self.agents;
+        let live = |n: NodeId| {
+            agents
+                .get(&n)
+                .filter(|a| a.is_alive())
+                .map(|a| a.incarnation)
+        };
+        self.invariants
+            .after_commit(now, command, result, self.log.state(), &self.truth, &live);
+        let false_positive = match command {
+            MetaCommand::NodeFailed {
+                node_id,
+                incarnation,
+                ..
+            } => result.is_ok() && live(*node_id) == Some(*incarnation),
+            _ => false,
+        };
+        let alive = self.alive_agents();
+        self.observer
+            .committed(now, index, command, self.log.state(), alive, false_positive);
+    }
+
+    /// Sends the log up to `upto` to every replica the leader reaches.
+    fn replicate(&mut self, upto: u64) {
+        let Some(leader) = self.log.leader else {
+            return;
+        };
+        let targets: Vec<NodeId> = self
+            .agents
+            .values()
+            .filter(|a| a.is_alive() && a.apply_target < upto)
+            .filter(|a| self.net.connected(leader, a.id))
+            .map(|a| a.id)
+            .collect();
+        for node in targets {
+            let delay = self.net.latency(&mut self.rng, leader, node) + APPLY_US;
+            self.schedule_apply(node, upto, self.now() + delay);
+        }
+    }
+
+    /// Entries up to `upto` reach `node`'s replica at `at`.
+    pub(super) fn schedule_apply(&mut self, node: NodeId, upto: u64, at: Micros) {
+        let agent = self.agents.get_mut(&node).expect("known");
+        if upto > agent.apply_target {
+            agent.apply_target = upto;
+            let generation = agent.generation;
+            self.queue.push(
+                at,
+                Event::Apply {
+                    node,
+                    generation,
+                    upto,
+                },
+            );
+        }
+    }
+
+    pub(super) fn on_apply(&mut self, node: NodeId, upto: u64) {
+        let from = self.agents[&node].applied();
+        if upto <= from {
+            return;
+        }
+        let agent = &self.agents[&node];
+        for index in from + 1..=upto {
+            // The log's result is the one reported; apply is deterministic, so the
+            // replica's is the same.
+            let _ = agent.replica.apply_detached(index, self.log.entry(index));
+        }
+        let now = self.now();
+        self.observer.applied(node, from, upto, now);
+        self.deliver_outcomes(node);
+        self.wake_controllers(node);
+        self.reconcile(node);
+    }
+
+    /// Hands their outcome to the proposals whose entry `node`'s replica now holds.
+    fn deliver_outcomes(&mut self, node: NodeId) {
+        let agent = self.agents.get_mut(&node).expect("known");
+        let applied = agent.applied();
+        let (done, waiting): (Vec<_>, Vec<_>) = agent
+            .awaiting
+            .drain(..)
+            .partition(|(index, _)| *index <= applied);
+        agent.awaiting = waiting;
+        for (_, id) in done {
+            if let Some(result) = self.pending_outcomes.remove(&id) {
+                self.resolve(id, Ok(result));
+            }
+        }
+    }
+
+    /// Ends proposal `id` with `outcome`, handing it to the controller awaiting it.
+    fn resolve(&mut self, id: ProposalId, outcome: ProposalOutcome) {
+        let Some(p) = self.inflight.remove(&id) else {
+            return;
+        };
+        if p.awaited {
+            self.proposals.lock().resolve(id, outcome);
+            self.poll_controllers(p.from);
+        }
+    }
+
+    pub(super) fn on_proposal_deadline(&mut self, id: ProposalId) {
+        self.pending_outcomes.remove(&id);
+        let why = "no outcome within the leader wait".to_string();
+        self.resolve(id, Err(MetaClientError::Unknown(why)));
+    }
+
+    /// Makes `node` the leader of a new term at `at`.
+    pub(super) fn become_leader(&mut self, node: NodeId, at: Micros) {
+        self.log.term += 1;
+        self.log.leader = Some(node);
+        self.log.electing = false;
+        let term = self.log.term;
+        let commit = self.log.commit_index();
+        // A new leader holds every committed entry; its replica applies them at once.
+        self.schedule_apply(node, commit, at + APPLY_US);
+        self.queue.push(at, Event::Heartbeat { term });
+        self.start_controllers(node, term, at);
+    }
+
+    pub(super) fn on_heartbeat(&mut self, term: u64) {
+        if term != self.log.term {
+            return;
+        }
+        let Some(leader) = self.log.leader else {
+            return;
+        };
+        if !self.leader_running() || !self.leader_has_quorum(leader) {
+            // Followers hear nothing for an election timeout and elect another.
+            self.log.leader = None;
+            self.schedule_election();
+            return;
+        }
+        let now = self.now();
+        let commit = self.log.commit_index();
+        let reached: Vec<NodeId> = self
+            .agents
+            .values()
+            .filter(|a| a.is_up() && a.id != leader && self.net.mutual(leader, a.id))
+            .map(|a| a.id)
+            .collect();
+        if let Some(controllers) = self.agents[&leader].leader.as_ref() {
+            for node in &reached {
+                controllers.contacts.record(&peer_addr(*node));
+            }
+        }
+        for node in reached {
+            if self.agents[&node].apply_target < commit {
+                let delay = self.net.latency(&mut self.rng, leader, node) + APPLY_US;
+                self.schedule_apply(node, commit, now + delay);
+            }
+        }
+        self.maintain_voters(leader);
+        self.queue
+            .push(now + RAFT_HEARTBEAT_US, Event::Heartbeat { term });
+    }
+
+    /// Whether a quorum of voters (the leader included) exchanges with the leader.
+    fn leader_has_quorum(&self, leader: NodeId) -> bool {
+        let answering = self
+            .log
+            .voters
+            .iter()
+            .filter(|v| **v == leader || self.agents[*v].is_up() && self.net.mutual(leader, **v))
+            .count();
+        answering >= self.log.quorum()
+    }
+
+    fn schedule_election(&mut self) {
+        if self.log.electing {
+            return;
+        }
+        self.log.electing = true;
+        let timeout = self
+            .rng
+            .between(ELECTION_TIMEOUT_MIN_US, ELECTION_TIMEOUT_MAX_US);
+        self.queue.push(self.now() + timeout, Event::Election);
+    }
+
+    pub(super) fn on_election(&mut self) {
+        self.log.electing = false;
+        if self.log.leader.is_some() {
+            return;
+        }
+        let candidates: Vec<NodeId> = self
+            .log
+            .voters
+            .iter()
+            .copied()
+            .filter(|c| self.agents[c].is_up() && self.leader_has_quorum(*c))
+            .collect();
+        if candidates.is_empty() {
+            self.schedule_election();
+            return;
+        }
+        let winner = candidates[self.rng.index(candidates.len())];
+        // One round of vote requests and answers.
+        let peer = self.log.voters.iter().copied().find(|v| *v != winner);
+        let rtt = peer.map_or(0, |p| {
+            self.net.latency(&mut self.rng, winner, p) + self.net.latency(&mut self.rng, p, winner)
+        });
+        self.become_leader(winner, self.now() + rtt + FSYNC_US);
+    }
+
+    /// The voter manager's decision, with the shared planner: replace voters committed
+    /// FAILED or gone with HEALTHY learners the leader's gossip sees alive.
+    fn maintain_voters(&mut self, leader: NodeId) {
+        let agent = &self.agents[&leader];
+        let not_alive = agent.not_alive_in_view();
+        let change = agent.replica.read(|s| {
+            let candidate = |id: NodeId| VoterCandidate {
+                node_id: id,
+                zone: s.node(id).map(|n| n.zone.clone()).unwrap_or_default(),
+            };
+            let gone = |id: &NodeId| {
+                s.node(*id).is_none_or(|n| {
+                    matches!(n.status, NodeStatus::Failed | NodeStatus::Decommissioned)
+                })
+            };
+            let healthy: Vec<VoterCandidate> = self
+                .log
+                .voters
+                .iter()
+                .filter(|v| !gone(v))
+                .map(|v| candidate(*v))
+                .collect();
+            let dead: Vec<NodeId> = self
+                .log
+                .voters
+                .iter()
+                .copied()
+                .filter(|v| gone(v))
+                .collect();
+            let learners: Vec<VoterCandidate> = s
+                .live_nodes()
+                .filter(|n| !self.log.voters.contains(&n.node_id))
+                .filter(|n| n.node_id != leader && !not_alive.contains(&n.node_id))
+                .filter(|n| self.agents.get(&n.node_id).is_some_and(|a| a.is_alive()))
+                .map(|n| candidate(n.node_id))
+                .collect();
+            let live = s.live_nodes().count().max(healthy.len());
+            let target = voter_target(live, &VoterConfig::default());
+            plan_voter_change(&healthy, &dead, &learners, target)
+        });
+        if let Some(voters) = change {
+            self.trace
+                .record(self.now(), format_args!("voters {voters:?}"), &[]);
+            self.log.voters = voters;
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The reconciler of every agent, without a data plane: it asks the shared
+//! `reconcile_plan` which assigned copies are not reported ready, "fills" them from
+//! their primaries (a drawn copy time; the primary must be running and reachable), and
+//! reports them with `PartitionsReadyAt` (or `PartitionsReady` for a new table's), one
+//! pass at a time, like the agent's reconciler.
+
+use std::collections::BTreeSet;
+
+use shared::command::MetaCommand;
+use shared::lifecycle::reconcile_plan;
+use shared::model::{NodeId, NodeStatus, PartitionId, TableStatus};
+
+use super::Simulation;
+use crate::cluster::register;
+use crate::config::{FILL_MAX_US, FILL_MIN_US};
+use crate::event::Event;
+
+impl Simulation {
+    /// The agent's join loop: while its replica does not show its current incarnation
+    /// registered, it (re-)registers; an incarnation committed FAILED while the process
+    /// runs is given up for the next one, as `agent::node::join` does.
+    pub(super) fn keep_registered(&mut self, node: NodeId) {
+        let agent = self.agents.get_mut(&node).expect("known");
+        let record = agent
+            .replica
+            .read(|s| s.node(node).map(|n| (n.status, n.incarnation)));
+        if let Some((NodeStatus::Failed, incarnation)) = record
+            && incarnation == agent.incarnation
+        {
+            agent.incarnation += 1;
+        }
+        let incarnation = agent.incarnation;
+        if record.is_none_or(|(_, registered)| registered < incarnation) {
+            let cmd = register(&self.cfg, node, incarnation, self.clock.unix_ms());
+            self.propose(node, cmd);
+        }
+    }
+
+    /// Starts a reconcile pass on `node` unless one runs.
+    pub(super) fn reconcile(&mut self, node: NodeId) {
+        let agent = &self.agents[&node];
+        if agent.reconciling {
+            return;
+        }
+        let (fills, fresh) = agent.replica.read(|s| {
+            let plan = reconcile_plan(s, node, &BTreeSet::new(), false);
+            let mut fills = Vec::new();
+            let mut fresh = Vec::new();
+            for pid in plan.report_ready {
+                let Some(p) = s.partition(pid) else { continue };
+                let creating = s
+                    .table(p.table_id)
+                    .is_some_and(|t| t.status == TableStatus::Creating);
+                if creating {
+                    fresh.push(pid);
+                } else {
+                    fills.push((pid, p.epoch));
+                }
+            }
+            (fills, fresh)
+        });
+        if !fresh.is_empty() {
+            let cmd = MetaCommand::PartitionsReady {
+                node_id: node,
+                partition_ids: fresh,
+            };
+            self.propose(node, cmd);
+        }
+        if fills.is_empty() {
+            return;
+        }
+        // Copies fill concurrently; the pass reports once all are done.
+        let longest = (0..fills.len())
+            .map(|_| self.rng.between(FILL_MIN_US, FILL_MAX_US))
+            .max()
+            .unwrap_or(0);
+        let agent = self.agents.get_mut(&node).expect("known");
+        agent.reconciling = true;
+        let generation = agent.generation;
+        let at = self.now() + longest;
+        self.queue.push(
+            at,
+            Event::FillDone {
+                node,
+                generation,
+                partitions: fills,
+            },
+        );
+    }
+
+    pub(super) fn on_fill_done(&mut self, node: NodeId, partitions: Vec<(PartitionId, u64)>) {
+        self.agents.get_mut(&node).expect("known").reconciling = false;
+        // A copy whose primary is down or cut off did not fill: the next pass retries.
+        let filled: Vec<(PartitionId, u64)> = self.agents[&node].replica.read(|s| {
+            partitions
+                .into_iter()
+                .filter(|(pid, _)| {
+                    s.partition(*pid).is_some_and(|p| {
+                        let primary = p.primary_node_id;
+                        primary == node
+                            || self.agents.get(&primary).is_some_and(|a| a.is_up())
+                                && self.net.mutual(node, primary)
+                    })
+                })
+                .collect()
+        });
+        if !filled.is_empty() {
+            let cmd = MetaCommand::PartitionsReadyAt {
+                node_id: node,
+                partitions: filled,
+            };
+            self.propose(node, cmd);
+        }
+    }
+}

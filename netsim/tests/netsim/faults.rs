@@ -1,0 +1,93 @@
+//! Fault mixes through the library: pauses, one-way partitions, a lossy and duplicating
+//! network, crash and restart; the invariants must hold throughout and the cluster must
+//! heal completely once the faults stop.
+
+use std::collections::BTreeSet;
+
+use netsim::faults::Fault;
+use netsim::network::NetConfig;
+use netsim::time::{millis, secs};
+use netsim::trace::Trace;
+use netsim::{SimConfig, Simulation};
+
+const NODES: usize = 20;
+const PARTITIONS: usize = 100;
+
+fn simulation(seed: u64, net: NetConfig) -> Simulation {
+    let mut cfg = SimConfig::new(seed, NODES, PARTITIONS);
+    cfg.net = net;
+    let mut sim = Simulation::new(cfg, Trace::default()).expect("cluster");
+    sim.start();
+    sim
+}
+
+fn assert_kept_promises(sim: &Simulation, seed: u64) {
+    let v = sim.invariants();
+    assert_eq!(
+        v.count(),
+        0,
+        "seed {seed}: {:#?}\nlast events:\n{}",
+        v.violations(),
+        sim.trace().tail().collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn failed(sim: &Simulation, node: u64) -> bool {
+    sim.observer().failures.iter().any(|f| f.node == node)
+}
+
+#[test]
+fn a_short_pause_is_no_failure_a_long_one_is_and_it_comes_back() {
+    let seed = 7;
+    let mut sim = simulation(seed, NetConfig::default());
+    sim.schedule(
+        secs(10),
+        Fault::Pause {
+            node: 5,
+            for_us: millis(1_500),
+        },
+    );
+    sim.schedule(
+        secs(30),
+        Fault::Pause {
+            node: 6,
+            for_us: secs(20),
+        },
+    );
+    sim.run_until(secs(29));
+    assert!(!failed(&sim, 5), "a 1.5 s pause is shorter than the window");
+    sim.run_until(secs(90));
+    assert!(failed(&sim, 6), "a 20 s pause outlives the window");
+    sim.check_healed();
+    assert_kept_promises(&sim, seed);
+}
+
+#[test]
+fn one_way_partition_and_a_rough_network_heal_completely() {
+    let seed = 8;
+    let net = NetConfig {
+        loss: 0.05,
+        duplicate: 0.02,
+        reorder: 0.05,
+        ..NetConfig::default()
+    };
+    let mut sim = simulation(seed, net);
+    let others: BTreeSet<u64> = (1..=NODES as u64).filter(|n| *n != 3).collect();
+    sim.schedule(
+        secs(10),
+        Fault::Partition {
+            name: "mute-3".into(),
+            from: BTreeSet::from([3]),
+            to: others,
+            both_ways: false,
+        },
+    );
+    sim.schedule(secs(25), Fault::Heal("mute-3".into()));
+    sim.schedule(secs(30), Fault::Crash(9));
+    sim.schedule(secs(45), Fault::Restart(9));
+    sim.schedule(secs(50), Fault::HealAll);
+    sim.run_until(secs(110));
+    assert!(failed(&sim, 9), "the crash is detected");
+    sim.check_healed();
+    assert_kept_promises(&sim, seed);
+}

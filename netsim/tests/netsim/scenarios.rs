@@ -1,0 +1,42 @@
+//! Every registered scenario at CI size: it must keep every promise.
+
+use netsim::scenario::{self, Params, Report, Scenario};
+
+/// Agents in the CI runs.
+const NODES: usize = 30;
+/// Partitions in the CI runs.
+const PARTITIONS: usize = 300;
+/// Virtual seconds of loss in the CI run of `lossy`.
+const LOSSY_CI_S: u64 = 120;
+
+fn run(which: Scenario, params: &Params) -> Report {
+    let report = scenario::run(which, params).expect("the scenario runs");
+    assert!(report.passed(), "{}", report.failure_text());
+    report
+}
+
+#[test]
+fn bootstrap_converges() {
+    let report = run(Scenario::Bootstrap, &Params::new(NODES, PARTITIONS, 11));
+    let converged = report.figures["converge_ms"].as_f64().expect("measured");
+    assert!(converged < 10_000.0, "converged after {converged} ms");
+}
+
+#[test]
+fn crashes_of_one_five_and_a_zone_are_detected_and_repaired() {
+    for seed in [1, 2] {
+        let report = run(Scenario::Crash, &Params::new(NODES, PARTITIONS, seed));
+        assert_eq!(report.figures["false_positives"], 0);
+        let detect = report.figures["detect_max_ms"].as_f64().expect("measured");
+        // Suspicion (probe period, indirect probes, suspect-to-down) plus the 3 s window.
+        assert!(detect < 10_000.0, "seed {seed}: detection took {detect} ms");
+    }
+}
+
+#[test]
+fn ten_percent_loss_fails_no_one() {
+    let mut params = Params::new(NODES, PARTITIONS, 5);
+    params.duration_s = LOSSY_CI_S;
+    let report = run(Scenario::Lossy, &params);
+    assert_eq!(report.figures["false_positives"], 0);
+}
