@@ -82,6 +82,9 @@ pub struct Config {
     /// Access control: credential lifetimes, key rotation, verification cache, audit.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The Scaler: hot and large partition splits, capacity changes, scale-out moves.
+    #[serde(default)]
+    pub scaler: ScalerSection,
 }
 
 fn default_cluster_name() -> String {
@@ -316,6 +319,54 @@ impl Default for DataConfig {
     }
 }
 
+/// The Scaler (see `config.example.toml`; the rest of `shared::scaler::ScalerConfig`
+/// keeps its defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalerSection {
+    /// Whether the leader runs the Scaler at all.
+    pub enabled: bool,
+    /// How often the leader gathers partition loads and plans.
+    pub planning_interval_ms: u64,
+    /// A partition is hot when its load stayed above its threshold this long.
+    pub hot_window_ms: u64,
+    /// Hot threshold, in percent of the partition's share of its table's capacity.
+    pub hot_threshold_percent: u64,
+    /// A partition below this many ops/s is never hot.
+    pub hot_min_ops_per_sec: u64,
+    /// Per-partition ops/s limit of ON_DEMAND tables.
+    pub on_demand_partition_ops_limit: u64,
+    /// A partition larger than this is split.
+    pub max_partition_size_bytes: u64,
+    /// Most migrations running into or out of one node.
+    pub max_migrations_per_node: usize,
+    /// Most migrations running in the cluster.
+    pub max_migrations_per_cluster: usize,
+    /// Most splits running in the cluster.
+    pub max_splits_per_cluster: usize,
+    /// Allowed distance of a node's replica and primary counts from the even share.
+    pub imbalance_tolerance: usize,
+}
+
+impl Default for ScalerSection {
+    fn default() -> Self {
+        let d = shared::scaler::ScalerConfig::default();
+        ScalerSection {
+            enabled: true,
+            planning_interval_ms: d.planning_interval_ms,
+            hot_window_ms: d.hot_window_ms,
+            hot_threshold_percent: d.hot_threshold_percent,
+            hot_min_ops_per_sec: d.hot_min_ops_per_sec,
+            on_demand_partition_ops_limit: d.on_demand_partition_ops_limit,
+            max_partition_size_bytes: d.max_partition_size_bytes,
+            max_migrations_per_node: d.max_migrations_per_node,
+            max_migrations_per_cluster: d.max_migrations_per_cluster,
+            max_splits_per_cluster: d.max_in_place_ops_per_cluster,
+            imbalance_tolerance: d.rebalance.tolerance,
+        }
+    }
+}
+
 /// Access control (see `config.example.toml`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -485,6 +536,9 @@ impl Config {
         {
             return bad("cluster_name must be 1 to 255 bytes");
         }
+        if let Err(e) = self.scaler_config().check() {
+            return Err(ConfigError::Invalid(format!("[scaler]: {e}")));
+        }
         let a = &self.auth;
         if a.min_ttl_secs == 0 || a.min_ttl_secs > a.max_ttl_secs {
             return bad("auth.min_ttl_secs must be positive and at most auth.max_ttl_secs");
@@ -532,6 +586,26 @@ impl Config {
             on_demand_initial_partitions: p.on_demand_initial_partitions,
             max_partitions_per_table: p.max_partitions_per_table,
         }
+    }
+
+    /// The Scaler's planner settings.
+    pub fn scaler_config(&self) -> shared::scaler::ScalerConfig {
+        let c = &self.scaler;
+        let mut cfg = shared::scaler::ScalerConfig {
+            planning_interval_ms: c.planning_interval_ms,
+            hot_window_ms: c.hot_window_ms,
+            hot_threshold_percent: c.hot_threshold_percent,
+            hot_min_ops_per_sec: c.hot_min_ops_per_sec,
+            on_demand_partition_ops_limit: c.on_demand_partition_ops_limit,
+            max_partition_size_bytes: c.max_partition_size_bytes,
+            max_migrations_per_node: c.max_migrations_per_node,
+            max_migrations_per_cluster: c.max_migrations_per_cluster,
+            max_in_place_ops_per_cluster: c.max_splits_per_cluster,
+            placement: self.placement_config(),
+            ..Default::default()
+        };
+        cfg.rebalance.tolerance = c.imbalance_tolerance;
+        cfg
     }
 
     /// Voter settings for the pure planner.

@@ -133,6 +133,7 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
         http: Default::default(),
         data: Default::default(),
         auth: Default::default(),
+        scaler: Default::default(),
     };
     config.validate()?;
     std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;

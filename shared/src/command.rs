@@ -308,6 +308,8 @@ pub enum MetaCommand {
         status: OperationStatus,
         /// Proposer's clock.
         now_ms: UnixMillis,
+        /// How long writes were paused for the switch, as the driver measured it.
+        write_pause_ms: Option<u64>,
     },
     /// Atomically replaces `parent` by two children `[low, split_point - 1]` and
     /// `[split_point, high]` on the parent's nodes, each at the parent's epoch + 1

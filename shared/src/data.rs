@@ -401,6 +401,29 @@ pub enum DataPeerRequest {
     },
     /// The leader's recovery coordinator asks where these partitions' logs end here.
     Positions(Vec<PartitionId>),
+    /// The leader's Scaler asks the load of the partitions led here.
+    Loads,
+    /// The leader's Scaler asks this primary to hand the primary role of a partition to
+    /// one of its ready replicas (no data moves).
+    HandOver {
+        /// Partition.
+        partition_id: PartitionId,
+        /// Its epoch when planned.
+        epoch: u64,
+        /// The replica taking over.
+        to: NodeId,
+    },
+}
+
+/// The load of one partition as its primary measures it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionLoadReport {
+    /// Partition.
+    pub partition_id: PartitionId,
+    /// Operations per second served (mean over the primary's window), rounded.
+    pub ops_per_sec: u64,
+    /// Stored bytes (item keys and values).
+    pub bytes: u64,
 }
 
 /// Answers to [`DataPeerRequest`]s, in the same order of variants.
@@ -414,6 +437,10 @@ pub enum DataPeerReply {
     Sync(Result<LogPosition, ItemError>),
     /// Answer to `Positions`: the partitions stored here, with their positions.
     Positions(Vec<(PartitionId, LogPosition)>),
+    /// Answer to `Loads`.
+    Loads(Vec<PartitionLoadReport>),
+    /// Answer to `HandOver`: done, or why not.
+    HandOver(Result<(), ItemError>),
 }
 
 /// The byte key under which an item is stored in its partition: the partition key's

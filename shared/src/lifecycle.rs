@@ -59,7 +59,9 @@ pub fn assigner_actions(
             TableStatus::Creating if partitions.iter().all(|p| p.is_ready()) => {
                 Some(activate(table.table_id, now_ms))
             }
-            TableStatus::Scaling => Some(activate(table.table_id, now_ms)),
+            TableStatus::Scaling if scaled(state, table, &partitions, &cfg.placement) => {
+                Some(activate(table.table_id, now_ms))
+            }
             TableStatus::Deleting => {
                 let released = partitions
                     .iter()
@@ -80,6 +82,22 @@ pub fn assigner_actions(
         }
     }
     actions
+}
+
+/// Whether a SCALING table is done: it has at least the partitions its capacity needs
+/// (the Scaler splits until it has; fewer are not merged) and no split or move of its
+/// partitions is running.
+fn scaled(
+    state: &MetaState,
+    table: &crate::model::Table,
+    partitions: &[&crate::model::Partition],
+    placement: &PlacementConfig,
+) -> bool {
+    let target = crate::placement::partition_count(&table.capacity, placement) as usize;
+    let busy = state
+        .running_operations()
+        .any(|op| op.table_id == table.table_id);
+    partitions.len() >= target && !busy
 }
 
 fn activate(table_id: u64, now_ms: UnixMillis) -> MetaCommand {

@@ -466,6 +466,9 @@ pub struct Operation {
     pub progress: Option<OperationProgress>,
     /// What a completed split made; `None` otherwise.
     pub split: Option<SplitResult>,
+    /// How long writes were paused for the switch, once finished (driver's measure).
+    #[serde(default)]
+    pub write_pause_ms: Option<u64>,
 }
 
 impl Operation {

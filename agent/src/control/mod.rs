@@ -5,6 +5,7 @@ pub mod assigner;
 pub mod failure;
 pub mod keys;
 pub mod recovery;
+pub mod scaler;
 pub mod voters;
 
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use shared::command::{MetaCommand, PartitionChange};
 use shared::data::{
     DEFAULT_QUERY_LIMIT, DataPeerReply, DataPeerRequest, ItemError, ItemReply, ItemRequest,
     ItemResult, LogPosition, MAX_PARTITION_KEY_BYTES, MAX_QUERY_LIMIT, MAX_SORT_KEY_BYTES,
-    PartitionAddress, WriteOp, encode_key,
+    PartitionAddress, PartitionLoadReport, WriteOp, encode_key,
 };
 use shared::keyspace::{RouteEntry, RoutingTable};
 use shared::model::{AttributeType, NodeId, PartitionId, TableStatus};
@@ -94,6 +94,8 @@ const ROUTE_RETRY_BASE: Duration = Duration::from_millis(50);
 const ROUTE_RETRY_MAX: Duration = Duration::from_millis(1000);
 /// A partition's log is trimmed to its retention every this many records.
 const TRIM_EVERY: u64 = 1024;
+/// How long the leader's Scaler waits for a primary to hand its role over.
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the leader's recovery coordinator waits for a survivor's log positions.
 const POSITIONS_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -475,6 +477,83 @@ impl DataPlane {
                     .collect();
                 DataPeerReply::Positions(positions)
             }
+            DataPeerRequest::Loads => DataPeerReply::Loads(self.loads()),
+            DataPeerRequest::HandOver {
+                partition_id,
+                epoch,
+                to,
+            } => DataPeerReply::HandOver(self.hand_over(partition_id, epoch, to).await),
+        }
+    }
+
+    /// The load of every partition led here (ops/s from the activity window, bytes from
+    /// the store).
+    pub fn loads(&self) -> Vec<PartitionLoadReport> {
+        let ops: HashMap<PartitionId, f64> = self
+            .activity
+            .samples()
+            .into_iter()
+            .map(|s| (s.partition_id, s.ops_per_sec))
+            .collect();
+        let led: Vec<PartitionId> = self.state.read(|s| {
+            s.partitions()
+                .filter(|p| p.primary_node_id == self.me)
+                .map(|p| p.partition_id)
+                .collect()
+        });
+        led.into_iter()
+            .map(|pid| PartitionLoadReport {
+                partition_id: pid,
+                ops_per_sec: ops.get(&pid).map_or(0, |o| o.round() as u64),
+                bytes: self.store.stats(pid).map_or(0, |s| s.bytes),
+            })
+            .collect()
+    }
+
+    /// The loads reported by every node in `nodes` (this one included); unreachable
+    /// nodes are absent.
+    pub async fn collect_loads(&self, nodes: Vec<NodeId>) -> Vec<PartitionLoadReport> {
+        let asks = nodes.into_iter().map(|node| async move {
+            let reply = if node == self.me {
+                Ok(DataPeerReply::Loads(self.loads()))
+            } else {
+                self.rpc(node, DataPeerRequest::Loads, POSITIONS_TIMEOUT)
+                    .await
+            };
+            match reply {
+                Ok(DataPeerReply::Loads(list)) => list,
+                _ => Vec::new(),
+            }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Asks the primary of `pid` to hand its role to `to` (see `hand_over`).
+    pub async fn request_hand_over(
+        &self,
+        primary: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> Result<(), ItemError> {
+        if primary == self.me {
+            return self.hand_over(pid, epoch, to).await;
+        }
+        let request = DataPeerRequest::HandOver {
+            partition_id: pid,
+            epoch,
+            to,
+        };
+        match self.rpc(primary, request, HAND_OVER_TIMEOUT).await {
+            Ok(DataPeerReply::HandOver(result)) => result,
+            Ok(other) => Err(ItemError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+            Err(e) => Err(ItemError::Unavailable(e.to_string())),
         }
     }
 

@@ -58,6 +58,10 @@ pub struct AppState {
     pub issuer: Arc<CredentialIssuer>,
     /// This agent's audit log of control-plane mutations.
     pub audit: Arc<AuditLog>,
+    /// The Scaler's settings (capacity change estimates).
+    pub scaler: Arc<shared::scaler::ScalerConfig>,
+    /// Whether the Scaler runs (else a capacity change only records the capacity).
+    pub scaler_enabled: bool,
 }
 
 /// Builds the router: open routes (health, metrics, public keys), item routes (each

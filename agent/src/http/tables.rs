@@ -13,6 +13,7 @@ use shared::command::{MetaCommand, MetaOutcome};
 use shared::lifecycle::estimate_scaling_seconds;
 use shared::model::{Table, TableStatus};
 use shared::recovery::under_replicated;
+use shared::scaler::capacity_completion_seconds;
 use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
@@ -133,16 +134,22 @@ pub async fn update_capacity(
         now_ms: (app.clock)(),
     };
     app.meta.propose(cmd).await??;
-    // Splits and merges toward the new partition count come with the Scaler; until then
-    // the partition count stays and the estimate covers only recording the change.
+    // The Scaler splits until the partition count fits the capacity (at most doubling
+    // per planning round, a few splits at a time); fewer partitions are not merged.
     let current = app.state.read(|s| {
         s.table_by_name(&name)
-            .map(|t| s.partitions_of(t.table_id).len() as u32)
+            .map(|t| s.partitions_of(t.table_id).len())
     });
     let current = current.unwrap_or(0);
+    let target = shared::placement::partition_count(&capacity, &app.scaler.placement) as usize;
+    let estimated_completion_seconds = if app.scaler_enabled {
+        capacity_completion_seconds(current, target, 0, &app.scaler.op_estimates())
+    } else {
+        estimate_scaling_seconds(current as u32, current as u32)
+    };
     let response = UpdateCapacityResponse {
         status: TableStatus::Scaling,
-        estimated_completion_seconds: estimate_scaling_seconds(current, current),
+        estimated_completion_seconds,
     };
     Ok((StatusCode::ACCEPTED, Json(response)))
 }

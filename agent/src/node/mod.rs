@@ -27,6 +27,7 @@ use crate::control::failure::FailureDetector;
 use crate::control::keys::SigningKeyKeeper;
 use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
+use crate::control::scaler::Scaler;
 use crate::control::voters::VoterManager;
 use crate::data::plane::{DataPlane, DataPlaneParts};
 use crate::data::reconciler::Reconciler;
@@ -202,6 +203,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
     tokio::spawn(data.clone().arm_fences(caught_up.clone()));
     spawn_controllers(&config, &meta, &state, &clock, contacts, &membership, &data);
+    if config.scaler.enabled {
+        let checked = config
+            .scaler_config()
+            .check()
+            .context("checking the [scaler] configuration")?;
+        let scaler = Arc::new(Scaler::new(
+            meta.clone(),
+            state.clone(),
+            membership.clone(),
+            data.clone(),
+            checked,
+            clock.clone(),
+        ));
+        let interval = Duration::from_millis(config.scaler.planning_interval_ms);
+        tokio::spawn(scaler.run(interval));
+    }
     let keeper = Arc::new(SigningKeyKeeper::new(issuer.clone(), clock.clone()));
     tokio::spawn(run_on_leader(
         meta.clone(),
@@ -237,6 +254,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             config.auth.clock_skew_secs,
         )),
         issuer,
+        scaler: Arc::new(config.scaler_config()),
+        scaler_enabled: config.scaler.enabled,
         audit: Arc::new(AuditLog::new(config.node_id, config.auth.audit_log_entries)),
     };
     let http = tokio::net::TcpListener::bind(config.listen.http)

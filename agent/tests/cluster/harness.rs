@@ -69,6 +69,17 @@ fn print_log_tail(path: &Path) {
 impl TestCluster {
     /// Writes the files for `nodes` agents (HTTP ports from `http_base`) and starts them.
     pub fn start(nodes: u16, http_base: u16, tune: impl Fn(&mut Config)) -> TestCluster {
+        TestCluster::start_some(nodes, nodes, http_base, tune)
+    }
+
+    /// Writes the files for `nodes` agents and starts the first `running` of them (the
+    /// others join later with [`TestCluster::start_node`]).
+    pub fn start_some(
+        nodes: u16,
+        running: u16,
+        http_base: u16,
+        tune: impl Fn(&mut Config),
+    ) -> TestCluster {
         let turn = ONE_CLUSTER_AT_A_TIME
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -85,7 +96,7 @@ impl TestCluster {
             ports,
             _turn: turn,
         };
-        for i in 1..=nodes {
+        for i in 1..=running {
             cluster.start_node(i);
         }
         cluster

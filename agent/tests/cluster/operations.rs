@@ -268,3 +268,227 @@ fn pause_seconds(cluster: &TestCluster, kind: &str) -> f64 {
         })
         .sum()
 }
+
+const SCALE_HTTP_BASE: u16 = 22650;
+const KILL_HTTP_BASE: u16 = 22700;
+
+/// Replicas per node of the table's partitions.
+fn replicas_per_node(parts: &[PartitionDescription], nodes: u16) -> Vec<usize> {
+    (1..=u64::from(nodes))
+        .map(|n| {
+            parts
+                .iter()
+                .filter(|p| p.primary_node_id == n || p.replica_node_ids.contains(&n))
+                .count()
+        })
+        .collect()
+}
+
+fn settled(admin: &ApiClient) -> bool {
+    admin
+        .operations(true)
+        .is_ok_and(|ops| ops.operations.is_empty())
+}
+
+#[test]
+fn the_scaler_splits_for_capacity_and_rebalances_onto_a_new_agent() {
+    let mut cluster = TestCluster::start_some(6, 5, SCALE_HTTP_BASE, |c| {
+        c.scaler.planning_interval_ms = 500;
+        // Even to the replica: the optimum is then exactly the new agent's share.
+        c.scaler.imbalance_tolerance = 0;
+    });
+    let admin = cluster.client(1);
+    wait_for("3 voters", || {
+        (admin.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    create_table(&admin, &table_request(TABLE, 2000));
+    wait_for("table ACTIVE", || {
+        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+    let load = Load::start(&cluster);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A capacity change: SCALING, split by the Scaler until 8 partitions, then ACTIVE.
+    let capacity = shared::api::CapacityRequest {
+        mode: shared::model::CapacityMode::Provisioned,
+        read_units: Some(100),
+        write_units: Some(8000),
+    };
+    let scaling = read("scale", || admin.update_capacity(TABLE, &capacity));
+    assert_eq!(scaling.status, TableStatus::Scaling);
+    assert!(scaling.estimated_completion_seconds > 0);
+    let started = Instant::now();
+    wait_for("the table ACTIVE with 8 partitions", || {
+        let t = admin.get_table(TABLE).ok()?;
+        (t.status == TableStatus::Active && t.partition_count == 8).then_some(())
+    });
+    let scaled_in = started.elapsed();
+    assert_tiles(&partitions(&admin));
+    wait_for("no operation running", || settled(&admin).then_some(()));
+
+    // A sixth agent joins: the Scaler moves replicas onto it until the counts are even.
+    let before: Vec<u64> = admin
+        .operations(false)
+        .unwrap()
+        .operations
+        .iter()
+        .map(|o| o.operation_id)
+        .collect();
+    cluster.start_node(6);
+    let started = Instant::now();
+    let balanced = wait_for("replicas evened out over 6 agents", || {
+        let parts = partitions(&admin);
+        let counts = replicas_per_node(&parts, 6);
+        let (min, max) = (*counts.iter().min()?, *counts.iter().max()?);
+        (counts[5] > 0 && max - min <= 1 && settled(&admin)).then_some(counts)
+    });
+    let rebalanced_in = started.elapsed();
+    let moves = admin
+        .operations(false)
+        .unwrap()
+        .operations
+        .into_iter()
+        .filter(|o| !before.contains(&o.operation_id) && o.kind == "move")
+        .collect::<Vec<_>>();
+    assert!(moves.iter().all(|m| m.status == "COMPLETED"), "{moves:?}");
+    // Every replica on the new agent needed one move: that is the optimum.
+    let optimum = balanced[5];
+
+    let (acked, stale, reads, slowest) = load.stop();
+    let checker = patient(&cluster);
+    let lost = acked
+        .iter()
+        .filter(|(key, n)| {
+            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
+            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
+        })
+        .count();
+    println!(
+        "scaler: 2 -> 8 partitions in {scaled_in:?} (estimated {} s); sixth agent balanced \
+         in {rebalanced_in:?} with {} moves vs optimum {optimum} (replicas per node \
+         {balanced:?}); {} keys, {lost} lost, {reads} reads, {stale} stale; slowest write \
+         {slowest:?}; write pauses: split {:.1} ms, move {:.1} ms in total",
+        scaling.estimated_completion_seconds,
+        moves.len(),
+        acked.len(),
+        pause_seconds(&cluster, "split") * 1000.0,
+        pause_seconds(&cluster, "move") * 1000.0,
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(stale, 0);
+    assert!(moves.len() >= optimum);
+    assert!(
+        moves.len() * 100 <= optimum * 105 + 100,
+        "{} moves for an optimum of {optimum}",
+        moves.len()
+    );
+    assert_tiles(&partitions(&admin));
+}
+
+#[test]
+fn a_killed_move_source_or_split_leader_ends_every_operation_and_loses_nothing() {
+    let mut cluster = TestCluster::start(5, KILL_HTTP_BASE, |c| {
+        c.scaler.enabled = false;
+    });
+    let admin = cluster.client(1);
+    wait_for("3 voters", || {
+        (admin.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    create_table(&admin, &table_request(TABLE, 4000));
+    wait_for("table ACTIVE", || {
+        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+    let load = Load::start(&cluster);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // (d1) Kill the source (the primary, which drives the move) right after the move
+    // starts: its successor either finds the move committed or rolls it back.
+    let parts = partitions(&admin);
+    let leader = admin.cluster().unwrap().leader_id.unwrap();
+    let target = parts
+        .iter()
+        .find(|p| p.primary_node_id != leader)
+        .expect("a partition led by a follower")
+        .clone();
+    let holders: Vec<u64> = std::iter::once(target.primary_node_id)
+        .chain(target.replica_node_ids.iter().copied())
+        .collect();
+    let to = (1..=5u64).find(|n| !holders.contains(n)).unwrap();
+    let request = MovePartitionRequest {
+        target_node: to,
+        source_node: None,
+    };
+    let moving = read("move", || {
+        admin.move_partition(target.partition_id, &request)
+    });
+    cluster.kill(target.primary_node_id as u16);
+    let observer = cluster.client(leader as u16);
+    let moved = wait_finished(&observer, &moving);
+    assert!(
+        moved.status == "COMPLETED" || moved.status == "ROLLED_BACK",
+        "{moved:?}"
+    );
+
+    // (d2) Kill the leader right after a split of a partition it leads starts.
+    let parts = partitions(&observer);
+    let led = parts
+        .iter()
+        .find(|p| p.primary_node_id == leader)
+        .map(|p| p.partition_id);
+    let split = match led {
+        Some(pid) => {
+            let split = read("split", || observer.split_partition(pid, None));
+            cluster.kill(leader as u16);
+            Some(split)
+        }
+        None => None,
+    };
+    let live = (1..=5u16)
+        .find(|&i| u64::from(i) != leader && u64::from(i) != target.primary_node_id)
+        .unwrap();
+    let survivor = cluster.client(live);
+    let split = split.map(|s| wait_finished(&survivor, &s));
+    if let Some(split) = &split {
+        assert!(
+            split.status == "COMPLETED" || split.status == "ROLLED_BACK",
+            "{split:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (acked, stale, reads, slowest) = load.stop();
+    let live_endpoints: Vec<String> = (1..=5u16)
+        .filter(|&i| u64::from(i) != leader && u64::from(i) != target.primary_node_id)
+        .map(|i| cluster.anonymous(i).endpoint().to_string())
+        .collect();
+    let checker = cluster.data_client(live_endpoints).with_retry(RetryPolicy {
+        max_attempts: 20,
+        backoff_base: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(500),
+    });
+    let lost = acked
+        .iter()
+        .filter(|(key, n)| {
+            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
+            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
+        })
+        .count();
+    println!(
+        "kills: move with its source killed ended {} at step {:?}; split with the leader \
+         killed ended {}; {} keys, {lost} lost, {reads} reads, {stale} stale; slowest \
+         write {slowest:?}",
+        moved.status,
+        moved.step,
+        split
+            .as_ref()
+            .map_or("(no partition led by the leader)".to_string(), |s| format!(
+                "{} at step {:?}",
+                s.status, s.step
+            )),
+        acked.len(),
+    );
+    assert_eq!(lost, 0, "lost acknowledged writes");
+    assert_eq!(stale, 0, "stale reads");
+    let ops = survivor.operations(false).unwrap().operations;
+    assert!(ops.iter().all(OperationDescription::finished), "{ops:?}");
+    assert_tiles(&partitions(&survivor));
+}

@@ -74,6 +74,9 @@ pub struct OperationDescription {
     /// What a completed split made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split: Option<SplitResult>,
+    /// How long writes were paused for the switch, in milliseconds, once finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_pause_ms: Option<u64>,
 }
 
 impl OperationDescription {
@@ -109,6 +112,7 @@ impl OperationDescription {
             attempts: op.attempts,
             progress: op.progress,
             split: op.split,
+            write_pause_ms: op.write_pause_ms,
         }
     }
 

@@ -194,7 +194,8 @@ impl MetaState {
                 operation_id,
                 status,
                 now_ms,
-            } => self.finish_operation(*operation_id, status, *now_ms),
+                write_pause_ms,
+            } => self.finish_operation(*operation_id, status, *now_ms, *write_pause_ms),
             MetaCommand::SplitPartition {
                 operation_id,
                 parent,
@@ -355,6 +356,7 @@ impl MetaState {
             attempts: 0,
             progress: None,
             split: None,
+            write_pause_ms: None,
         };
         p.status = op.partition_status();
         self.operations.insert(operation_id, op);
@@ -445,6 +447,7 @@ impl MetaState {
         id: OperationId,
         status: &OperationStatus,
         now_ms: UnixMillis,
+        write_pause_ms: Option<u64>,
     ) -> MetaResult {
         check_finish_status(status)?;
         let op = match self.find_operation(id)? {
@@ -453,6 +456,11 @@ impl MetaState {
         };
         if op.status.is_finished() {
             if same_end(&op.status, status) {
+                // A split completes with its commit; its driver reports the pause after.
+                if write_pause_ms.is_some() && op.write_pause_ms.is_none() {
+                    self.operation_mut(id).write_pause_ms = write_pause_ms;
+                    return Ok(MetaOutcome::Done);
+                }
                 return Ok(MetaOutcome::Unchanged);
             }
             return Err(MetaError::OperationFinished {
@@ -472,6 +480,7 @@ impl MetaState {
         }
         let partition_id = op.partition_id;
         self.end_operation(id, status.clone(), now_ms);
+        self.operation_mut(id).write_pause_ms = write_pause_ms;
         if let Some(p) = self.partitions.get_mut(&partition_id) {
             p.status = PartitionStatus::Healthy;
         }

@@ -232,6 +232,7 @@ fn add_operations(s: &mut MetaState, active: TableId) {
         operation_id: undone,
         status: OperationStatus::RolledBack,
         now_ms: 23,
+        write_pause_ms: None,
     };
     must(s, cmd);
     let held: Vec<NodeId> = s.partition(right).unwrap().all_nodes().collect();

@@ -95,6 +95,7 @@ fn finish(operation_id: OperationId, status: OperationStatus) -> MetaCommand {
         operation_id,
         status,
         now_ms: 40,
+        write_pause_ms: None,
     }
 }
 

@@ -17,8 +17,10 @@
 
 use std::time::Duration;
 
-use shared::command::{MetaCommand, MetaError, MetaOutcome};
-use shared::data::{DataPeerReply, DataPeerRequest, LogPosition, ReplicaReply, ReplicaRequest};
+use shared::command::{MetaCommand, MetaError, MetaOutcome, PartitionChange};
+use shared::data::{
+    DataPeerReply, DataPeerRequest, ItemError, LogPosition, ReplicaReply, ReplicaRequest,
+};
 use shared::model::{
     KeyRange, NodeId, NodeStatus, Operation, OperationKind, OperationProgress, OperationStatus,
     OperationStep, PartitionId,
@@ -54,8 +56,8 @@ impl<E: std::fmt::Display> From<E> for StepFailed {
 
 /// How an operation ended, when it did.
 enum Ended {
-    /// The routing switched.
-    Completed,
+    /// The routing switched, with the write pause it took (when measured by this run).
+    Completed(Option<Duration>),
     /// Abandoned before the routing switched (routing unchanged), with why.
     RolledBack(String),
 }
@@ -131,17 +133,18 @@ impl DataPlane {
     }
 
     async fn finish(&self, op: &Operation, kind: &'static str, ended: Ended) {
-        let (status, outcome) = match ended {
-            Ended::Completed => (OperationStatus::Completed, "completed"),
+        let (status, outcome, pause) = match ended {
+            Ended::Completed(pause) => (OperationStatus::Completed, "completed", pause),
             Ended::RolledBack(why) => {
                 tracing::warn!(operation = op.operation_id, kind, %why, "operation rolled back");
-                (OperationStatus::RolledBack, "rolled_back")
+                (OperationStatus::RolledBack, "rolled_back", None)
             }
         };
         let cmd = MetaCommand::FinishOperation {
             operation_id: op.operation_id,
             status,
             now_ms: self.now_ms(),
+            write_pause_ms: pause.map(|p| p.as_millis() as u64),
         };
         if let Ok(Ok(MetaOutcome::Done)) = self.meta.propose(cmd).await {
             self.meta
@@ -160,7 +163,7 @@ impl DataPlane {
     ) -> Result<Option<Ended>, StepFailed> {
         let pid = op.partition_id;
         if op.step == OperationStep::Switched {
-            return Ok(Some(Ended::Completed));
+            return Ok(Some(Ended::Completed(None)));
         }
         let Some((table_id, epoch, range)) = self.led(pid) else {
             return Ok(None);
@@ -227,7 +230,7 @@ impl DataPlane {
         });
         let store = self.store.clone();
         let derived = children.clone();
-        tokio::task::spawn_blocking(move || store.split_local(pid, &derived)).await??;
+        let local = tokio::task::spawn_blocking(move || store.split_local(pid, &derived));
         let asks = lead.replicas.iter().map(|&replica| {
             let request = DataPeerRequest::Replica(ReplicaRequest::Split {
                 parent: pid,
@@ -240,7 +243,10 @@ impl DataPlane {
                 (replica, reply)
             }
         });
-        for (replica, reply) in futures::future::join_all(asks).await {
+        // Here and on the replicas at once: each derivation is one durable transaction.
+        let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
+        local??;
+        for (replica, reply) in replies {
             if !matches!(
                 reply,
                 Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(_))))
@@ -250,9 +256,10 @@ impl DataPlane {
             }
         }
         drop(fenced);
-        self.observe_pause("split", paused.elapsed());
-        tracing::info!(partition = pid, ?children, pause = ?paused.elapsed(), "split");
-        Ok(Some(Ended::Completed))
+        let pause = paused.elapsed();
+        self.observe_pause("split", pause);
+        tracing::info!(partition = pid, ?children, ?pause, "split");
+        Ok(Some(Ended::Completed(Some(pause))))
     }
 
     /// The move of `op.partition_id`'s copy from `from` to `to`.
@@ -264,7 +271,7 @@ impl DataPlane {
     ) -> Result<Option<Ended>, StepFailed> {
         let pid = op.partition_id;
         if op.step == OperationStep::DroppingSource {
-            return Ok(Some(Ended::Completed));
+            return Ok(Some(Ended::Completed(None)));
         }
         let Some((table_id, epoch, _)) = self.led(pid) else {
             return Ok(None);
@@ -342,23 +349,99 @@ impl DataPlane {
             now_ms: self.now_ms(),
         };
         let committed = self.meta.propose(cmd).await;
+        let pause = paused.elapsed();
         let ended = match committed {
-            Ok(Ok(_)) => Ok(Some(Ended::Completed)),
+            Ok(Ok(_)) => Ok(Some(Ended::Completed(Some(pause)))),
             Ok(Err(e @ (MetaError::StaleEpoch { .. } | MetaError::Invalid(_)))) => {
                 Ok(Some(Ended::RolledBack(e.to_string())))
             }
             Ok(Err(e)) => Err(StepFailed(e.to_string())),
             Err(e) => Err(StepFailed(e.to_string())),
         };
-        if handing_over && !matches!(ended, Ok(Some(Ended::Completed))) {
+        let completed = matches!(ended, Ok(Some(Ended::Completed(_))));
+        if handing_over && !completed {
             self.leases.resume(pid);
         }
         drop(fenced);
-        if matches!(ended, Ok(Some(Ended::Completed))) {
-            self.observe_pause("move", paused.elapsed());
-            tracing::info!(partition = pid, from, to, pause = ?paused.elapsed(), "moved");
+        if completed {
+            self.observe_pause("move", pause);
+            tracing::info!(partition = pid, from, to, ?pause, "moved");
         }
         ended
+    }
+
+    /// Hands the primary role of `pid` to its ready replica `to` (a scale-out primary
+    /// move; no data moves): writes wait on the partition's lock while `to` is brought
+    /// exactly up to date, this primary surrenders its read lease and the replicas
+    /// release their grants to it, then one `RepairPartitions` makes `to` the primary and
+    /// this node a replica, epoch + 1. A single commit: a crash before it changes
+    /// nothing, after it the hand-over is done.
+    pub(super) async fn hand_over(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> Result<(), ItemError> {
+        let Some((table_id, current, _)) = self.led(pid) else {
+            return Err(ItemError::WrongPartition {
+                current_epoch: None,
+                primary: None,
+            });
+        };
+        let ready = self.state.read(|s| {
+            s.partition(pid)
+                .is_some_and(|p| p.replica_node_ids.contains(&to) && p.ready_node_ids.contains(&to))
+        });
+        if current != epoch || !ready {
+            return Err(ItemError::Invalid(format!(
+                "node {to} is not a ready replica of partition {pid} at epoch {epoch}"
+            )));
+        }
+        let writer = self.writer(pid);
+        let _paused_writes = writer.lock().await;
+        let paused = Instant::now();
+        let lead = self.leadership(table_id, pid, Some(epoch), false)?;
+        let position = self.store.position(pid).map_err(unavailable)?;
+        self.bring_to(to, pid, epoch, position)
+            .await
+            .map_err(|e| ItemError::Unavailable(e.0))?;
+        self.leases.surrender(pid, epoch);
+        let releases = lead.replicas.iter().map(|&replica| {
+            let request = DataPeerRequest::Replica(ReplicaRequest::ReleaseLease {
+                partition_id: pid,
+                primary: self.me,
+            });
+            self.rpc(replica, request, self.replica_timeout())
+        });
+        futures::future::join_all(releases).await;
+        let replicas: Vec<NodeId> = lead
+            .replicas
+            .iter()
+            .map(|&r| if r == to { self.me } else { r })
+            .collect();
+        let cmd = MetaCommand::RepairPartitions {
+            changes: vec![PartitionChange {
+                partition_id: pid,
+                expected_epoch: epoch,
+                primary_node_id: to,
+                replica_node_ids: replicas,
+            }],
+        };
+        match self.meta.propose(cmd).await {
+            Ok(Ok(_)) => {
+                self.observe_pause("handover", paused.elapsed());
+                tracing::info!(partition = pid, to, pause = ?paused.elapsed(), "handed the primary role over");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.leases.resume(pid);
+                Err(ItemError::Invalid(e.to_string()))
+            }
+            Err(e) => {
+                self.leases.resume(pid);
+                Err(ItemError::Unavailable(e.to_string()))
+            }
+        }
     }
 
     /// Sends a consistent snapshot of `pid` to the move's target; the bytes copied.
@@ -489,6 +572,10 @@ impl DataPlane {
     fn now_ms(&self) -> u64 {
         (self.clock)()
     }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ItemError {
+    ItemError::Unavailable(e.to_string())
 }
 
 fn kind_name(kind: &OperationKind) -> &'static str {

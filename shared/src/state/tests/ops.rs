@@ -76,6 +76,7 @@ fn finish(operation_id: OperationId, status: OperationStatus) -> MetaCommand {
         operation_id,
         status,
         now_ms: NOW + 100,
+        write_pause_ms: None,
     }
 }
 
@@ -747,6 +748,7 @@ fn finished_history_is_bounded_oldest_first() {
             operation_id: id,
             status: OperationStatus::RolledBack,
             now_ms: NOW + i,
+            write_pause_ms: None,
         };
         ok(&mut s, cmd);
     }

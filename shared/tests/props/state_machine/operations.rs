@@ -222,6 +222,7 @@ pub fn operation_commands(s: &MetaState, op: &OperationOp) -> Vec<MetaCommand> {
                 _ => OperationStatus::Running,
             },
             now_ms: 140,
+            write_pause_ms: None,
         },
         OperationOp::Split {
             op,

@@ -1,0 +1,265 @@
+//! The Scaler (leader only): every planning interval it gathers the load of every
+//! partition from its primary, plans with the pure `shared::scaler::plan_scaler` (hot,
+//! large and capacity splits, the move of a hot split's busier child, scale-out moves
+//! and primary hand-overs within the concurrency limits), and starts one operation per
+//! decision. The operations themselves are driven by the partitions' primaries from
+//! their metadata records (see `data::plane::operations`), so a leader change loses
+//! nothing: the next leader's Scaler sees them running and plans around them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::command::{MetaCommand, MetaOutcome};
+use shared::model::{NodeId, NodeStatus, OperationId, OperationKind, OperationStatus};
+use shared::scaler::{
+    CheckedScalerConfig, LoadSample, PartitionLoad, ScalerAction, ScalerInput, SplitChildren,
+    SplitReason, plan_scaler, running_ops,
+};
+
+use crate::data::plane::DataPlane;
+use crate::membership::Membership;
+use crate::meta::state_machine::StateHandle;
+use crate::node::Clock;
+use crate::node::meta_client::{LeaderRoute, MetaClient};
+use shared::failure::GossipState;
+
+/// Who the Scaler's operations are recorded as requested by.
+pub const SCALER_PRINCIPAL: &str = "scaler";
+
+/// Load samples kept per partition: the hot window's worth at one sample per planning
+/// interval, and then some (the planner ignores what is older than its window).
+const MAX_SAMPLES_PER_PARTITION: usize = 256;
+
+/// What the Scaler remembers between rounds (lost on a leader change, which only delays
+/// a hot decision by one window).
+#[derive(Default)]
+struct Memory {
+    loads: BTreeMap<u64, PartitionLoad>,
+    /// Hot splits started by this Scaler, until they finish.
+    hot_splits: HashMap<OperationId, u64>,
+    /// Completed hot splits whose busier child may move.
+    hot_children: Vec<SplitChildren>,
+}
+
+/// The Scaler of one (leader) node.
+pub struct Scaler {
+    meta: Arc<MetaClient>,
+    state: StateHandle,
+    membership: Membership,
+    data: Arc<DataPlane>,
+    config: CheckedScalerConfig,
+    clock: Clock,
+    memory: Mutex<Memory>,
+}
+
+impl Scaler {
+    /// Creates the Scaler.
+    pub fn new(
+        meta: Arc<MetaClient>,
+        state: StateHandle,
+        membership: Membership,
+        data: Arc<DataPlane>,
+        config: CheckedScalerConfig,
+        clock: Clock,
+    ) -> Self {
+        Scaler {
+            meta,
+            state,
+            membership,
+            data,
+            config,
+            clock,
+            memory: Mutex::default(),
+        }
+    }
+
+    /// Plans every `interval` while this node leads, until the process stops.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            if self.meta.leader() == LeaderRoute::Local {
+                self.step().await;
+            } else {
+                // A new leader starts from fresh observations.
+                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Memory::default();
+            }
+        }
+    }
+
+    /// One round: observe, plan, act.
+    pub async fn step(&self) {
+        let now = (self.clock)();
+        let unreachable = self.unreachable();
+        let nodes: Vec<NodeId> = self.state.read(|s| {
+            s.nodes()
+                .filter(|n| n.status == NodeStatus::Healthy && !unreachable.contains(&n.node_id))
+                .map(|n| n.node_id)
+                .collect()
+        });
+        let reports = self.data.collect_loads(nodes).await;
+        let plan = {
+            let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+            record_loads(&mut memory, &reports, now);
+            self.note_finished_splits(&mut memory);
+            let (running, plan) = self.state.read(|s| {
+                let running = running_ops(s);
+                let input = ScalerInput {
+                    state: s,
+                    loads: &memory.loads,
+                    running: &running,
+                    hot_split_children: &memory.hot_children,
+                    unreachable: &unreachable,
+                    now_ms: now,
+                };
+                let plan = plan_scaler(&input, &self.config);
+                (running.len(), plan)
+            });
+            let settled: BTreeSet<_> = plan.settled_children.iter().copied().collect();
+            memory.hot_children.retain(|c| !settled.contains(c));
+            if !plan.actions.is_empty() {
+                tracing::info!(
+                    actions = plan.actions.len(),
+                    running,
+                    deferred = plan.deferred,
+                    "scaler plan"
+                );
+            }
+            plan
+        };
+        for action in plan.actions {
+            self.act(action).await;
+        }
+    }
+
+    /// Nodes this leader's gossip view does not see alive.
+    fn unreachable(&self) -> BTreeSet<NodeId> {
+        let me = self.meta.node_id();
+        self.membership
+            .observations()
+            .into_iter()
+            .filter(|(id, obs)| *id != me && obs.gossip != GossipState::Alive)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// Turns completed hot splits into child pairs for the planner.
+    fn note_finished_splits(&self, memory: &mut Memory) {
+        let now = (self.clock)();
+        let finished: Vec<(OperationId, Option<SplitChildren>)> = self.state.read(|s| {
+            memory
+                .hot_splits
+                .keys()
+                .filter_map(|id| {
+                    let op = s.operation(*id);
+                    match op {
+                        Some(op) if op.is_running() => None,
+                        Some(op) if op.status == OperationStatus::Completed => {
+                            let children = op.split.map(|r| SplitChildren {
+                                left: r.left,
+                                right: r.right,
+                                split_at_ms: op.finished_at_ms.unwrap_or(now),
+                            });
+                            Some((*id, children))
+                        }
+                        _ => Some((*id, None)),
+                    }
+                })
+                .collect()
+        });
+        for (id, children) in finished {
+            memory.hot_splits.remove(&id);
+            memory.hot_children.extend(children);
+        }
+    }
+
+    async fn act(&self, action: ScalerAction) {
+        let (partition_id, kind, hot) = match action {
+            ScalerAction::Split {
+                partition_id,
+                reason,
+                ..
+            } => {
+                tracing::info!(partition = partition_id, ?reason, "scaler: split");
+                let hot = matches!(reason, SplitReason::Hot { .. });
+                let kind = OperationKind::Split { split_point: None };
+                (partition_id, kind, hot)
+            }
+            ScalerAction::Move {
+                partition_id,
+                from,
+                to,
+                reason,
+                ..
+            } => {
+                tracing::info!(partition = partition_id, from, to, ?reason, "scaler: move");
+                (partition_id, OperationKind::Move { from, to }, false)
+            }
+            ScalerAction::HandOverPrimary {
+                partition_id,
+                from,
+                to,
+                expected_epoch,
+            } => {
+                let result = self
+                    .data
+                    .request_hand_over(from, partition_id, expected_epoch, to)
+                    .await;
+                match result {
+                    Ok(()) => tracing::info!(
+                        partition = partition_id,
+                        from,
+                        to,
+                        "scaler: primary handed over"
+                    ),
+                    Err(e) => tracing::info!(partition = partition_id, error = %e,
+                        "scaler: hand-over not done"),
+                }
+                return;
+            }
+            // Merges are off by default and have no operation to run them yet.
+            ScalerAction::Merge { left, right, .. } => {
+                tracing::debug!(left, right, "scaler: merge planned but not supported");
+                return;
+            }
+        };
+        let cmd = MetaCommand::StartOperation {
+            partition_id,
+            kind,
+            requested_by: SCALER_PRINCIPAL.to_string(),
+            now_ms: (self.clock)(),
+        };
+        match self.meta.propose(cmd).await {
+            Ok(Ok(MetaOutcome::OperationStarted { operation_id })) if hot => {
+                self.memory
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .hot_splits
+                    .insert(operation_id, partition_id);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(partition = partition_id, error = %e,
+                "scaler: operation not started"),
+            Err(e) => tracing::debug!(partition = partition_id, error = %e,
+                "scaler: operation not proposed"),
+        }
+    }
+}
+
+/// Appends this round's reports to each partition's series (bounded), and forgets
+/// partitions no primary reported (gone, or their primary unreachable).
+fn record_loads(memory: &mut Memory, reports: &[shared::data::PartitionLoadReport], now: u64) {
+    let reported: BTreeSet<u64> = reports.iter().map(|r| r.partition_id).collect();
+    memory.loads.retain(|pid, _| reported.contains(pid));
+    for r in reports {
+        let load = memory.loads.entry(r.partition_id).or_default();
+        load.samples.push(LoadSample {
+            at_ms: now,
+            ops_per_sec: r.ops_per_sec as f64,
+        });
+        if load.samples.len() > MAX_SAMPLES_PER_PARTITION {
+            load.samples.remove(0);
+        }
+        load.size_bytes = r.bytes;
+    }
+}
