@@ -14,7 +14,7 @@ use shared::api::PartitionDescription;
 use shared::keyspace::hash_partition_key;
 use shared::model::{NodeId, NodeStatus, TableStatus};
 
-use crate::harness::{TestCluster, create_table, read, table_request, wait_for};
+use crate::harness::{TestCluster, create_table, no_scaler, read, table_request, wait_for};
 
 const FAILOVER_HTTP_BASE: u16 = 21900;
 const DEPOSED_HTTP_BASE: u16 = 21950;
@@ -76,7 +76,7 @@ fn patient(cluster: &TestCluster, endpoints: Vec<String>) -> DataClient {
 
 #[test]
 fn no_acknowledged_write_is_lost_when_the_busiest_primary_is_killed() {
-    let mut cluster = TestCluster::start(5, FAILOVER_HTTP_BASE, |_| {});
+    let mut cluster = TestCluster::start(5, FAILOVER_HTTP_BASE, no_scaler);
     let table = "ledger";
     let parts = wait_ready(&cluster, table, 8000);
     assert_eq!(parts.len(), 8);
@@ -177,7 +177,7 @@ fn partition_of<'a>(parts: &'a [PartitionDescription], key: &str) -> &'a Partiti
 
 #[test]
 fn a_deposed_primary_serves_neither_reads_nor_writes() {
-    let cluster = TestCluster::start(5, DEPOSED_HTTP_BASE, |_| {});
+    let cluster = TestCluster::start(5, DEPOSED_HTTP_BASE, no_scaler);
     let table = "accounts";
     let parts = wait_ready(&cluster, table, 4000);
     let client = patient(&cluster, endpoints(&cluster));

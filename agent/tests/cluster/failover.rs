@@ -8,7 +8,7 @@ use agent::client::{ApiClient, ClientError};
 use shared::api::PartitionDescription;
 use shared::model::TableStatus;
 
-use crate::harness::{TestCluster, read, retry, table_request, wait_for};
+use crate::harness::{TestCluster, no_scaler, read, retry, table_request, wait_for};
 
 const HTTP_BASE: u16 = 21070;
 const TABLES: usize = 20;
@@ -87,6 +87,7 @@ fn leader_other_than(cluster: &TestCluster, live: &[u16], not: Option<u64>) -> u
 #[test]
 fn leader_failover_catch_up_and_full_restart_keep_all_metadata() {
     let mut cluster = TestCluster::start(5, HTTP_BASE, |c| {
+        no_scaler(c);
         c.controllers.delete_release_timeout_ms = 2000;
         // This test is about metadata surviving a leader change: the killed leader must
         // not be declared failed (and its partitions moved) before the layout is compared.

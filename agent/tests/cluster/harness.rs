@@ -223,6 +223,12 @@ fn rewrite_config(path: &Path, tune: &impl Fn(&mut Config)) {
     std::fs::write(path, toml::to_string_pretty(&config).unwrap()).unwrap();
 }
 
+/// Turns the Scaler off: for tests that compare placements before and after an event,
+/// which its rebalancing would change meanwhile.
+pub fn no_scaler(config: &mut Config) {
+    config.scaler.enabled = false;
+}
+
 /// Polls `f` until it returns `Some`, failing the test with `what` after [`WAIT`].
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + WAIT;

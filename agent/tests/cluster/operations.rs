@@ -15,7 +15,7 @@ use shared::api::PartitionDescription;
 use shared::api::operations::{MovePartitionRequest, OperationDescription};
 use shared::model::TableStatus;
 
-use crate::harness::{TestCluster, create_table, read, table_request, wait_for};
+use crate::harness::{TestCluster, create_table, no_scaler, read, table_request, wait_for};
 
 const LIVE_HTTP_BASE: u16 = 22600;
 const TABLE: &str = "live";
@@ -171,7 +171,7 @@ fn wait_finished(client: &ApiClient, op: &OperationDescription) -> OperationDesc
 
 #[test]
 fn splits_and_moves_under_load_lose_nothing_and_serve_nothing_stale() {
-    let cluster = TestCluster::start(5, LIVE_HTTP_BASE, |_| {});
+    let cluster = TestCluster::start(5, LIVE_HTTP_BASE, no_scaler);
     let admin = cluster.client(1);
     wait_for("3 voters", || {
         (admin.cluster().ok()?.voters.len() == 3).then_some(())

@@ -11,7 +11,7 @@ use agent::client::{ApiClient, Method};
 use shared::api::{NodeDescription, PartitionDescription};
 use shared::model::{NodeId, NodeStatus, TableStatus};
 
-use crate::harness::{TestCluster, create_table, read, table_request, wait_for};
+use crate::harness::{TestCluster, create_table, no_scaler, read, table_request, wait_for};
 
 const HTTP_BASE: u16 = 21700;
 const TABLE: &str = "orders";
@@ -124,7 +124,7 @@ fn assert_rerouted(before: &[PartitionDescription], after: &[PartitionDescriptio
 
 #[test]
 fn failures_are_detected_once_recovered_and_rejoined() {
-    let mut cluster = TestCluster::start(5, HTTP_BASE, |_| {});
+    let mut cluster = TestCluster::start(5, HTTP_BASE, no_scaler);
     let c1 = cluster.client(1);
     wait_for("3 voters and 2 learners", || {
         let c = c1.cluster().ok()?;
