@@ -58,6 +58,9 @@ pub struct SimAgent {
     pub deferred_datagrams: usize,
     /// A reconcile pass (fills) is running.
     pub reconciling: bool,
+    /// The applied index at which a reconcile pass last found nothing to do (the next
+    /// pass is skipped until the replica moves on).
+    pub reconciled_idle: Option<u64>,
     /// Proposals waiting for this replica to apply their entry: (index, proposal).
     pub awaiting: Vec<(u64, ProposalId)>,
 }
@@ -80,6 +83,7 @@ impl SimAgent {
             deferred: Vec::new(),
             deferred_datagrams: 0,
             reconciling: false,
+            reconciled_idle: None,
             awaiting: Vec::new(),
         }
     }
@@ -94,6 +98,7 @@ impl SimAgent {
         self.deferred.clear();
         self.deferred_datagrams = 0;
         self.reconciling = false;
+        self.reconciled_idle = None;
         self.awaiting.clear();
         self.apply_target = self.replica.applied_index();
         let replica = self.replica.clone();

@@ -120,6 +120,10 @@ pub enum Event {
     },
     /// Voters hold an election.
     Election,
+    /// The rebalancer plans or starts moves (on the controllers' tick).
+    Rebalance,
+    /// A move's copy reached the target.
+    MoveCopied(u64),
     /// An agent's first process starts.
     Boot(NodeId),
     /// A paused process resumes.
@@ -160,33 +164,13 @@ impl Event {
     }
 }
 
-struct Entry {
-    at: Micros,
-    seq: u64,
-    event: Event,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-/// Events by time, then by scheduling order.
+/// Events by time, then by scheduling order. The heap holds small keys; the events
+/// themselves stay put in slots (moving large events through the heap dominated).
 #[derive(Default)]
 pub struct EventQueue {
-    heap: BinaryHeap<Reverse<Entry>>,
+    heap: BinaryHeap<Reverse<(Micros, u64, usize)>>,
+    slots: Vec<Option<Event>>,
+    free: Vec<usize>,
     seq: u64,
 }
 
@@ -194,21 +178,32 @@ impl EventQueue {
     /// Schedules `event` at `at`.
     pub fn push(&mut self, at: Micros, event: Event) {
         self.seq += 1;
-        self.heap.push(Reverse(Entry {
-            at,
-            seq: self.seq,
-            event,
-        }));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(event);
+                slot
+            }
+            None => {
+                self.slots.push(Some(event));
+                self.slots.len() - 1
+            }
+        };
+        self.heap.push(Reverse((at, self.seq, slot)));
     }
 
     /// The time of the next event.
     pub fn next_time(&self) -> Option<Micros> {
-        self.heap.peek().map(|Reverse(e)| e.at)
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Takes the next event.
     pub fn pop(&mut self) -> Option<(Micros, Event)> {
-        self.heap.pop().map(|Reverse(e)| (e.at, e.event))
+        let Reverse((at, _, slot)) = self.heap.pop()?;
+        let event = self.slots[slot]
+            .take()
+            .expect("a queued slot holds its event");
+        self.free.push(slot);
+        Some((at, event))
     }
 
     /// Events waiting.

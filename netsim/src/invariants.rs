@@ -378,3 +378,38 @@ pub fn gossip_views_true(agents: &BTreeMap<NodeId, SimAgent>) -> Result<(), Stri
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::initial_state;
+    use crate::config::SimConfig;
+
+    #[test]
+    fn a_second_failure_of_one_incarnation_is_caught() {
+        let mut failed = BTreeSet::new();
+        assert!(node_failed_once(&mut failed, 4, 1).is_ok());
+        assert!(node_failed_once(&mut failed, 4, 2).is_ok());
+        assert!(node_failed_once(&mut failed, 4, 1).is_err());
+    }
+
+    #[test]
+    fn failing_a_working_running_node_is_caught() {
+        let truth = Truth::default();
+        let window = 3_000_000;
+        assert!(node_failed_justified(&truth, 2, true, 10_000_000, window).is_err());
+        assert!(node_failed_justified(&truth, 2, false, 10_000_000, window).is_ok());
+    }
+
+    #[test]
+    fn a_valid_cluster_passes_and_a_shrunk_epoch_does_not() {
+        let state = initial_state(&SimConfig::new(1, 6, 40)).expect("set up");
+        assert!(partitions_tile(&state).is_ok());
+        assert!(replicas_distinct(&state).is_ok());
+        let mut before = epochs_of(&state);
+        assert!(epochs_grow(&before, &state).is_ok());
+        let (_, (_, _, epoch)) = before.iter_mut().next().expect("a partition");
+        *epoch += 1;
+        assert!(epochs_grow(&before, &state).is_err());
+    }
+}

@@ -23,6 +23,8 @@ enum Command {
     Crash(Common),
     /// Datagram loss on every link for a long period: false positives.
     Lossy(Lossy),
+    /// Ten nodes join: replica moves against the optimum, time until balanced.
+    ScaleOut(Common),
 }
 
 #[derive(Args)]
@@ -65,6 +67,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Bootstrap(c) => (Scenario::Bootstrap, c, None),
         Command::Crash(c) => (Scenario::Crash, c, None),
         Command::Lossy(l) => (Scenario::Lossy, l.common, Some((l.loss, l.duration))),
+        Command::ScaleOut(c) => (Scenario::ScaleOut, c, None),
     };
     let mut params = Params::new(common.nodes, common.partitions, common.seed);
     if let Some((loss, duration)) = lossy {

@@ -5,6 +5,7 @@
 mod bootstrap;
 mod crash;
 mod lossy;
+mod scale_out;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -38,11 +39,18 @@ pub enum Scenario {
     Crash,
     /// Datagram loss on every link, no crash.
     Lossy,
+    /// Ten nodes join; the cluster is rebalanced.
+    ScaleOut,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 3] = [Scenario::Bootstrap, Scenario::Crash, Scenario::Lossy];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Bootstrap,
+        Scenario::Crash,
+        Scenario::Lossy,
+        Scenario::ScaleOut,
+    ];
 
     /// Its subcommand name.
     pub fn name(self) -> &'static str {
@@ -50,6 +58,7 @@ impl Scenario {
             Scenario::Bootstrap => "bootstrap",
             Scenario::Crash => "crash",
             Scenario::Lossy => "lossy",
+            Scenario::ScaleOut => "scale-out",
         }
     }
 }
@@ -195,6 +204,7 @@ pub fn run(scenario: Scenario, params: &Params) -> Result<Report, SimError> {
             Scenario::Bootstrap => bootstrap::run(&mut run),
             Scenario::Crash => crash::run(&mut run),
             Scenario::Lossy => lossy::run(&mut run),
+            Scenario::ScaleOut => scale_out::run(&mut run),
         };
         Ok(run.finish(scenario, outcome))
     }));

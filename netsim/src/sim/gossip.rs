@@ -18,6 +18,7 @@ impl Simulation {
         let agent = self.agents.get_mut(&id).expect("known agent");
         agent.boot(&self.cfg, &self.clock, seed);
         let generation = agent.generation;
+        self.truth.update(at, &self.agents, &self.net);
         // The driver's intervals all tick once at start, then every period.
         for tick in [
             Tick::Status,

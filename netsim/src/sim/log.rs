@@ -29,14 +29,24 @@ pub struct InFlight {
     pub command: MetaCommand,
     /// A controller's future waits for the outcome (otherwise nobody does).
     pub awaited: bool,
+    /// A rebalancer move to tell when the proposal commits (or never will).
+    pub then: Option<u64>,
 }
 
 impl Simulation {
     /// Proposes `command` from agent `from` with nobody awaiting the outcome (the
     /// reconciler's reports, a restarted agent's registration).
     pub(crate) fn propose(&mut self, from: NodeId, command: MetaCommand) {
+        self.propose_then(from, command, None);
+    }
+
+    /// Proposes `command` from `from`; the rebalancer's move `then` hears the outcome.
+    pub(crate) fn propose_then(&mut self, from: NodeId, command: MetaCommand, then: Option<u64>) {
         let id = self.proposals.lock().next_id();
         self.send_proposal(id, from, command, false);
+        if let Some(p) = self.inflight.get_mut(&id) {
+            p.then = then;
+        }
     }
 
     /// Sends out what the controllers' futures submitted.
@@ -56,6 +66,7 @@ impl Simulation {
                 generation,
                 command,
                 awaited,
+                then: None,
             },
         );
         let now = self.now();
@@ -153,6 +164,10 @@ impl Simulation {
         let command = self.inflight[&id].command.clone();
         let (index, result) = self.log.commit(command.clone());
         self.after_commit(index, &command, &result);
+        let then = self.inflight.get_mut(&id).and_then(|p| p.then.take());
+        if let Some(then) = then {
+            self.on_move_outcome(then, Some(&result));
+        }
         match self.proposer(id) {
             Some(from) => {
                 self.agents
@@ -244,7 +259,15 @@ impl Simulation {
         self.observer.applied(node, from, upto, now);
         self.deliver_outcomes(node);
         self.wake_controllers(node);
-        self.reconcile(node);
+        let assigns = (from + 1..=upto).any(|i| assigns_copy(self.log.entry(i), node));
+        let agent = self.agents.get_mut(&node).expect("known");
+        if !assigns && agent.reconciled_idle == Some(from) {
+            // Nothing applied can give this agent a copy to report: the last pass's
+            // empty plan still holds (and the plan is not free: it scans operations).
+            agent.reconciled_idle = Some(upto);
+        } else {
+            self.reconcile(node);
+        }
     }
 
     /// Hands their outcome to the proposals whose entry `node`'s replica now holds.
@@ -276,6 +299,10 @@ impl Simulation {
 
     pub(super) fn on_proposal_deadline(&mut self, id: ProposalId) {
         self.pending_outcomes.remove(&id);
+        let then = self.inflight.get_mut(&id).and_then(|p| p.then.take());
+        if let Some(then) = then {
+            self.on_move_outcome(then, None);
+        }
         let why = "no outcome within the leader wait".to_string();
         self.resolve(id, Err(MetaClientError::Unknown(why)));
     }
@@ -422,5 +449,19 @@ impl Simulation {
                 .record(self.now(), format_args!("voters {voters:?}"), &[]);
             self.log.voters = voters;
         }
+    }
+}
+
+/// Whether a command can leave `node` a copy to report ready (a new or changed
+/// assignment, or its own report, refused if the epoch moved). A committed move's target
+/// is ready by the commit itself.
+fn assigns_copy(cmd: &MetaCommand, node: NodeId) -> bool {
+    match cmd {
+        MetaCommand::AssignPartitions { .. } | MetaCommand::SplitPartition { .. } => true,
+        MetaCommand::RepairPartitions { changes } => changes
+            .iter()
+            .any(|c| c.primary_node_id == node || c.replica_node_ids.contains(&node)),
+        MetaCommand::PartitionsReadyAt { node_id, .. } => *node_id == node,
+        _ => false,
     }
 }

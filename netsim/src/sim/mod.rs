@@ -6,6 +6,7 @@ mod control;
 mod faults;
 mod gossip;
 mod log;
+mod rebalance;
 mod reconcile;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,6 +32,7 @@ use crate::trace::Trace;
 use crate::truth::Truth;
 
 pub use log::InFlight;
+pub use rebalance::{MIGRATIONS_MAX, MIGRATIONS_PER_NODE_MAX, Rebalancer};
 
 /// How often the node-state timeline is sampled.
 const TIMELINE_EVERY_SAMPLES: u64 = 10;
@@ -52,6 +54,7 @@ pub struct Simulation {
     pub(crate) trace: Trace,
     pub(crate) observer: Observer,
     pub(crate) invariants: Invariants,
+    pub(crate) rebalancer: Option<Rebalancer>,
     samples: u64,
 }
 
@@ -87,6 +90,7 @@ impl Simulation {
             trace,
             observer: Observer::default(),
             cfg,
+            rebalancer: None,
             samples: 0,
         })
     }
@@ -140,6 +144,19 @@ impl Simulation {
             let next = (self.now() + every).min(deadline);
             self.run_until(next);
         }
+    }
+
+    /// Adds a new agent (the next id, zones round robin): its replica starts from the
+    /// log's current state (a snapshot), it boots now and registers itself.
+    pub fn add_node(&mut self) -> NodeId {
+        let id = self.agents.keys().next_back().map_or(1, |n| n + 1);
+        self.net.place(id, (id as usize) % self.cfg.zones.max(1));
+        let replica = StateHandle::detached(self.log.state().clone());
+        replica.install_detached(self.log.state().clone(), self.log.commit_index());
+        let agent = SimAgent::new(&self.cfg, id, replica, &self.proposals);
+        self.agents.insert(id, agent);
+        self.queue.push(self.now(), Event::Boot(id));
+        id
     }
 
     /// Virtual now.
@@ -221,6 +238,8 @@ impl Simulation {
             Event::Heartbeat { term } => self.on_heartbeat(term),
             Event::Election => self.on_election(),
             Event::Boot(node) => self.boot_agent(node, self.now()),
+            Event::Rebalance => self.on_rebalance(),
+            Event::MoveCopied(id) => self.on_move_copied(id),
             Event::Resume { node, generation } => self.on_resume(node, generation),
             Event::Fault(fault) => self.on_fault(fault),
             Event::Sample => self.on_sample(),

@@ -39,11 +39,17 @@ impl Simulation {
     /// Starts a reconcile pass on `node` unless one runs.
     pub(super) fn reconcile(&mut self, node: NodeId) {
         let agent = &self.agents[&node];
-        if agent.reconciling {
+        if agent.reconciling || agent.reconciled_idle == Some(agent.applied()) {
             return;
         }
         let (fills, fresh) = agent.replica.read(|s| {
-            let plan = reconcile_plan(s, node, &BTreeSet::new(), false);
+            // Storage is allocated the moment a copy is assigned (nothing to derive or
+            // allocate); what is left is the reports.
+            let local: BTreeSet<PartitionId> = s
+                .node(node)
+                .map(|n| n.partition_ids.clone())
+                .unwrap_or_default();
+            let plan = reconcile_plan(s, node, &local, false);
             let mut fills = Vec::new();
             let mut fresh = Vec::new();
             for pid in plan.report_ready {
@@ -59,6 +65,7 @@ impl Simulation {
             }
             (fills, fresh)
         });
+        let quiet = fresh.is_empty() && fills.is_empty();
         if !fresh.is_empty() {
             let cmd = MetaCommand::PartitionsReady {
                 node_id: node,
@@ -67,6 +74,10 @@ impl Simulation {
             self.propose(node, cmd);
         }
         if fills.is_empty() {
+            if quiet {
+                let agent = self.agents.get_mut(&node).expect("known");
+                agent.reconciled_idle = Some(agent.applied());
+            }
             return;
         }
         // Copies fill concurrently; the pass reports once all are done.
@@ -89,7 +100,9 @@ impl Simulation {
     }
 
     pub(super) fn on_fill_done(&mut self, node: NodeId, partitions: Vec<(PartitionId, u64)>) {
-        self.agents.get_mut(&node).expect("known").reconciling = false;
+        let agent = self.agents.get_mut(&node).expect("known");
+        agent.reconciling = false;
+        agent.reconciled_idle = None;
         // A copy whose primary is down or cut off did not fill: the next pass retries.
         let filled: Vec<(PartitionId, u64)> = self.agents[&node].replica.read(|s| {
             partitions

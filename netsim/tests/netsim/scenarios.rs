@@ -40,3 +40,19 @@ fn ten_percent_loss_fails_no_one() {
     let report = run(Scenario::Lossy, &params);
     assert_eq!(report.figures["false_positives"], 0);
 }
+
+#[test]
+fn scale_out_moves_near_the_optimum() {
+    // Each move is five commits applied on every replica, each checked in full in a
+    // debug build: a smaller cluster keeps this test short.
+    let report = run(Scenario::ScaleOut, &Params::new(20, 60, 3));
+    let moved = report.figures["moved_partitions"]
+        .as_u64()
+        .expect("measured");
+    let optimal = report.figures["optimal_moves"].as_u64().expect("measured");
+    assert!(optimal > 0, "ten empty nodes need copies");
+    assert!(
+        moved * 100 <= optimal * 105,
+        "{moved} moves for a lower bound of {optimal}"
+    );
+}

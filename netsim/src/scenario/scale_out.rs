@@ -1,0 +1,113 @@
+//! `scale-out`: ten nodes join a balanced cluster; once every agent sees them alive, the
+//! rebalancer (the real `plan_rebalance`, executed as move operations) evens replicas and
+//! primaries out. Measured: replica moves made against the first plan's lower bound, and
+//! the time until a plan comes out empty.
+
+use std::collections::BTreeSet;
+
+use shared::model::{NodeId, NodeStatus};
+
+use super::bootstrap::all_see_all_alive;
+use super::{Outcome, POLL_US, Run, WARM_UP_US};
+use crate::sim::Simulation;
+use crate::stats::round;
+use crate::time::{Micros, as_ms, secs};
+
+/// Nodes added.
+pub const ADDED_NODES: usize = 10;
+/// The new nodes must be registered and seen alive within this.
+pub const JOIN_DEADLINE_US: Micros = secs(60);
+/// The cluster must be balanced within this after the rebalancer starts.
+pub const BALANCE_DEADLINE_US: Micros = secs(1_800);
+/// Quiet time before the liveness check.
+pub const SETTLE_US: Micros = secs(5);
+
+pub(super) fn run(run: &mut Run) -> Outcome {
+    let mut out = Outcome::default();
+    let sim = &mut run.sim;
+    sim.run_until(WARM_UP_US);
+    let added_at = sim.now();
+    let added: Vec<NodeId> = (0..ADDED_NODES).map(|_| sim.add_node()).collect();
+    out.mark(added_at, &format!("+{ADDED_NODES} nodes"));
+    let joined = sim.run_until_true(added_at + JOIN_DEADLINE_US, POLL_US, |s| {
+        registered(s, &added) && all_see_all_alive(s)
+    });
+    let Some(joined) = joined else {
+        out.problem("the new nodes did not join in time".into());
+        return out;
+    };
+    out.figure("join_ms", round(as_ms(joined - added_at)));
+    out.mark(joined, "rebalancing");
+    let before = spread(sim);
+    sim.enable_rebalancer();
+    let balanced = sim.run_until_true(joined + BALANCE_DEADLINE_US, POLL_US, |s| {
+        s.rebalancer().is_some_and(|r| r.balanced_at.is_some())
+    });
+    match balanced {
+        Some(at) => {
+            out.figure("balance_ms", round(as_ms(at - added_at)));
+            out.mark(at, "balanced");
+        }
+        None => out.problem("not balanced within the deadline".into()),
+    }
+    sim.run_until(sim.now() + SETTLE_US);
+    sim.check_healed();
+    report(sim, before, &mut out);
+    out
+}
+
+fn registered(sim: &Simulation, nodes: &[NodeId]) -> bool {
+    let state = sim.log().state();
+    nodes.iter().all(|n| {
+        state
+            .node(*n)
+            .is_some_and(|n| n.status == NodeStatus::Healthy)
+    })
+}
+
+/// Fewest and most copies on a HEALTHY node.
+fn spread(sim: &Simulation) -> (usize, usize) {
+    let counts: BTreeSet<usize> = sim
+        .log()
+        .state()
+        .nodes()
+        .filter(|n| n.status == NodeStatus::Healthy)
+        .map(|n| n.partition_ids.len())
+        .collect();
+    (
+        counts.first().copied().unwrap_or(0),
+        counts.last().copied().unwrap_or(0),
+    )
+}
+
+fn report(sim: &Simulation, before: (usize, usize), out: &mut Outcome) {
+    let Some(r) = sim.rebalancer() else {
+        return;
+    };
+    let optimal = r.optimal_moves.unwrap_or(0);
+    let over = if optimal == 0 {
+        0.0
+    } else {
+        (r.moved as f64 / optimal as f64 - 1.0) * 100.0
+    };
+    let after = spread(sim);
+    out.figure("moved_partitions", r.moved);
+    out.figure("optimal_moves", optimal);
+    out.figure("moves_over_optimal_pct", round(over));
+    out.figure("primary_moves", r.primary_moves);
+    out.figure("failed_moves", r.failed);
+    out.figure("plans", r.plans);
+    out.figure("replicas_per_node_min_before", before.0);
+    out.figure("replicas_per_node_max_before", before.1);
+    out.figure("replicas_per_node_min_after", after.0);
+    out.figure("replicas_per_node_max_after", after.1);
+    out.line(format!(
+        "{} replica moves for a lower bound of {optimal} ({over:+.1}%), {} primary hand-overs, \
+         {} failed, in {} plans",
+        r.moved, r.primary_moves, r.failed, r.plans
+    ));
+    out.line(format!(
+        "copies per HEALTHY node: {}..{} before, {}..{} after",
+        before.0, before.1, after.0, after.1
+    ));
+}
