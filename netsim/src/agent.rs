@@ -15,7 +15,7 @@ use crate::config::{PAUSED_INBOX_MAX, SimConfig};
 use crate::event::{Event, Generation};
 use crate::leader::LeaderControllers;
 use crate::seam::{ProposalId, Proposals, SimMeta};
-use crate::time::VirtualClock;
+use crate::time::{Micros, VirtualClock};
 
 /// What the agent's process is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub struct SimAgent {
     pub reconciled_idle: Option<u64>,
     /// Proposals waiting for this replica to apply their entry: (index, proposal).
     pub awaiting: Vec<(u64, ProposalId)>,
+    /// When the agent last heard from a leader (the leader: from a quorum of voters):
+    /// its metadata is confirmed current, so it may hold read leases (`MetaFreshness`).
+    pub leader_contact_at: Option<Micros>,
 }
 
 impl SimAgent {
@@ -85,6 +88,7 @@ impl SimAgent {
             reconciling: false,
             reconciled_idle: None,
             awaiting: Vec::new(),
+            leader_contact_at: None,
         }
     }
 
@@ -100,6 +104,7 @@ impl SimAgent {
         self.reconciling = false;
         self.reconciled_idle = None;
         self.awaiting.clear();
+        self.leader_contact_at = None;
         self.apply_target = self.replica.applied_index();
         let replica = self.replica.clone();
         let id = self.id;
@@ -161,6 +166,15 @@ impl SimAgent {
     /// Log index applied by the replica.
     pub fn applied(&self) -> u64 {
         self.replica.applied_index()
+    }
+
+    /// Whether the agent may serve as primary at `now`: it runs and its metadata was
+    /// confirmed current within `lease` (a read lease is held only while it is).
+    pub fn holds_lease(&self, now: Micros, lease: Micros) -> bool {
+        self.is_up()
+            && self
+                .leader_contact_at
+                .is_some_and(|t| now.saturating_sub(t) <= lease)
     }
 
     /// Nodes this agent's gossip does not currently see alive.

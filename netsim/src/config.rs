@@ -43,6 +43,9 @@ pub const FILL_MIN_US: Micros = millis(200);
 pub const FILL_MAX_US: Micros = millis(2_000);
 /// Datagrams a paused agent's inbox holds (the driver's `INBOX_CAPACITY`).
 pub const PAUSED_INBOX_MAX: usize = 4096;
+/// How long a primary serves reads after its metadata was last confirmed current (agent
+/// default `data.read_lease_ms`).
+pub const READ_LEASE_US: Micros = millis(2_000);
 /// How often the observer samples every agent's view.
 pub const SAMPLE_US: Micros = millis(100);
 /// How often the invariants over every agent's replica are checked.

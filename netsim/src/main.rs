@@ -25,6 +25,9 @@ enum Command {
     Lossy(Lossy),
     /// Ten nodes join: replica moves against the optimum, time until balanced.
     ScaleOut(Common),
+    /// A minority holding one voter is cut off, then healed: the majority commits, cut-off
+    /// primaries stop serving before new ones start.
+    Partition(Common),
 }
 
 #[derive(Args)]
@@ -68,6 +71,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Crash(c) => (Scenario::Crash, c, None),
         Command::Lossy(l) => (Scenario::Lossy, l.common, Some((l.loss, l.duration))),
         Command::ScaleOut(c) => (Scenario::ScaleOut, c, None),
+        Command::Partition(c) => (Scenario::Partition, c, None),
     };
     let mut params = Params::new(common.nodes, common.partitions, common.seed);
     if let Some((loss, duration)) = lossy {

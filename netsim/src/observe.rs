@@ -24,7 +24,7 @@ struct RoutingCommit {
 /// What happened to one crashed node.
 #[derive(Debug, Clone, Default)]
 pub struct Victim {
-    /// When it crashed.
+    /// When it crashed (or was cut off).
     pub crashed_at: Micros,
     /// When some running agent's gossip first stopped seeing it alive.
     pub suspected_at: Option<Micros>,
@@ -79,8 +79,9 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// `node` crashed at `at` holding `partitions`.
-    pub fn crashed(&mut self, node: NodeId, at: Micros, partitions: &BTreeSet<PartitionId>) {
+    /// Follows `node` from `at` on (suspicion, failure, the rerouting of `partitions`):
+    /// a crashed node, or one a scenario cuts off.
+    pub fn follow(&mut self, node: NodeId, at: Micros, partitions: &BTreeSet<PartitionId>) {
         self.victims.insert(
             node,
             Victim {
@@ -89,6 +90,11 @@ impl Observer {
                 ..Victim::default()
             },
         );
+    }
+
+    /// `node` crashed at `at` holding `partitions`.
+    pub fn crashed(&mut self, node: NodeId, at: Micros, partitions: &BTreeSet<PartitionId>) {
+        self.follow(node, at, partitions);
         for commit in self.routing.values_mut() {
             if commit.waiting.remove(&node) && commit.waiting.is_empty() {
                 commit.visible_at.get_or_insert(at);

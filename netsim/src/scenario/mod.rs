@@ -5,6 +5,7 @@
 mod bootstrap;
 mod crash;
 mod lossy;
+mod partition;
 mod scale_out;
 
 use std::fs::File;
@@ -41,15 +42,18 @@ pub enum Scenario {
     Lossy,
     /// Ten nodes join; the cluster is rebalanced.
     ScaleOut,
+    /// A minority with one voter is cut off, then healed.
+    Partition,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 5] = [
         Scenario::Bootstrap,
         Scenario::Crash,
         Scenario::Lossy,
         Scenario::ScaleOut,
+        Scenario::Partition,
     ];
 
     /// Its subcommand name.
@@ -59,6 +63,7 @@ impl Scenario {
             Scenario::Crash => "crash",
             Scenario::Lossy => "lossy",
             Scenario::ScaleOut => "scale-out",
+            Scenario::Partition => "partition",
         }
     }
 }
@@ -205,6 +210,7 @@ pub fn run(scenario: Scenario, params: &Params) -> Result<Report, SimError> {
             Scenario::Crash => crash::run(&mut run),
             Scenario::Lossy => lossy::run(&mut run),
             Scenario::ScaleOut => scale_out::run(&mut run),
+            Scenario::Partition => partition::run(&mut run),
         };
         Ok(run.finish(scenario, outcome))
     }));

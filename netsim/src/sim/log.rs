@@ -335,6 +335,17 @@ impl Simulation {
         }
         let now = self.now();
         let commit = self.log.commit_index();
+        // Whoever the heartbeat reaches knows its metadata is current (the leader: it
+        // has just confirmed its quorum).
+        let heard: Vec<NodeId> = self
+            .agents
+            .values()
+            .filter(|a| a.is_up() && self.net.connected(leader, a.id))
+            .map(|a| a.id)
+            .collect();
+        for node in heard {
+            self.agents.get_mut(&node).expect("known").leader_contact_at = Some(now);
+        }
         let reached: Vec<NodeId> = self
             .agents
             .values()

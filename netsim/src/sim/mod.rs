@@ -159,6 +159,17 @@ impl Simulation {
         id
     }
 
+    /// Has the observer follow `node` from `at` (suspicion, failure, the rerouting of
+    /// `partitions`), as it follows crashed nodes.
+    pub fn follow(
+        &mut self,
+        node: NodeId,
+        at: Micros,
+        partitions: &BTreeSet<shared::model::PartitionId>,
+    ) {
+        self.observer.follow(node, at, partitions);
+    }
+
     /// Virtual now.
     pub fn now(&self) -> Micros {
         self.clock.now()
@@ -275,7 +286,7 @@ impl Simulation {
     }
 
     /// The agents whose process exists (running or paused).
-    pub(crate) fn alive_agents(&self) -> BTreeSet<NodeId> {
+    pub fn alive_agents(&self) -> BTreeSet<NodeId> {
         self.agents
             .values()
             .filter(|a| a.is_alive())
