@@ -28,6 +28,8 @@ enum Command {
     /// A minority holding one voter is cut off, then healed: the majority commits, cut-off
     /// primaries stop serving before new ones start.
     Partition(Common),
+    /// Random crashes, pauses, partitions and loss for a while, then complete healing.
+    Soak(Soak),
 }
 
 #[derive(Args)]
@@ -53,6 +55,15 @@ struct Common {
 }
 
 #[derive(Args)]
+struct Soak {
+    #[command(flatten)]
+    common: Common,
+    /// Virtual seconds of faults.
+    #[arg(long, default_value_t = scenario::DEFAULT_SOAK_S)]
+    duration: u64,
+}
+
+#[derive(Args)]
 struct Lossy {
     #[command(flatten)]
     common: Common,
@@ -66,16 +77,19 @@ struct Lossy {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let (which, common, lossy) = match cli.scenario {
-        Command::Bootstrap(c) => (Scenario::Bootstrap, c, None),
-        Command::Crash(c) => (Scenario::Crash, c, None),
-        Command::Lossy(l) => (Scenario::Lossy, l.common, Some((l.loss, l.duration))),
-        Command::ScaleOut(c) => (Scenario::ScaleOut, c, None),
-        Command::Partition(c) => (Scenario::Partition, c, None),
+    let (which, common, loss, duration) = match cli.scenario {
+        Command::Bootstrap(c) => (Scenario::Bootstrap, c, None, None),
+        Command::Crash(c) => (Scenario::Crash, c, None, None),
+        Command::Lossy(l) => (Scenario::Lossy, l.common, Some(l.loss), Some(l.duration)),
+        Command::ScaleOut(c) => (Scenario::ScaleOut, c, None, None),
+        Command::Partition(c) => (Scenario::Partition, c, None, None),
+        Command::Soak(s) => (Scenario::Soak, s.common, None, Some(s.duration)),
     };
     let mut params = Params::new(common.nodes, common.partitions, common.seed);
-    if let Some((loss, duration)) = lossy {
+    if let Some(loss) = loss {
         params.loss = loss;
+    }
+    if let Some(duration) = duration {
         params.duration_s = duration;
     }
     params.svg = common.svg.clone();

@@ -7,6 +7,7 @@ mod crash;
 mod lossy;
 mod partition;
 mod scale_out;
+mod soak;
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -25,6 +26,7 @@ use crate::time::{Micros, secs};
 use crate::trace::Trace;
 
 pub use lossy::{DEFAULT_DURATION_S as DEFAULT_LOSS_DURATION_S, DEFAULT_LOSS};
+pub use soak::DEFAULT_SOAK_S;
 
 /// Virtual time every scenario gives the cluster to form before its faults.
 pub const WARM_UP_US: Micros = secs(10);
@@ -44,16 +46,19 @@ pub enum Scenario {
     ScaleOut,
     /// A minority with one voter is cut off, then healed.
     Partition,
+    /// Random faults for a while, then complete healing.
+    Soak,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Bootstrap,
         Scenario::Crash,
         Scenario::Lossy,
         Scenario::ScaleOut,
         Scenario::Partition,
+        Scenario::Soak,
     ];
 
     /// Its subcommand name.
@@ -64,6 +69,7 @@ impl Scenario {
             Scenario::Lossy => "lossy",
             Scenario::ScaleOut => "scale-out",
             Scenario::Partition => "partition",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -79,7 +85,8 @@ pub struct Params {
     pub seed: u64,
     /// Datagram loss (`lossy`).
     pub loss: f64,
-    /// Virtual seconds of the scenario's main phase (`lossy`: the lossy period).
+    /// Virtual seconds of the scenario's main phase (`lossy`: the lossy period; `soak`:
+    /// the faults).
     pub duration_s: u64,
     /// Write a picture of the timeline here.
     pub svg: Option<PathBuf>,
@@ -149,8 +156,12 @@ impl Report {
             p.partitions,
             p.seed
         );
-        if self.scenario == Scenario::Lossy {
-            cmd.push_str(&format!(" --loss {} --duration {}", p.loss, p.duration_s));
+        match self.scenario {
+            Scenario::Lossy => {
+                cmd.push_str(&format!(" --loss {} --duration {}", p.loss, p.duration_s))
+            }
+            Scenario::Soak => cmd.push_str(&format!(" --duration {}", p.duration_s)),
+            _ => {}
         }
         cmd
     }
@@ -211,6 +222,7 @@ pub fn run(scenario: Scenario, params: &Params) -> Result<Report, SimError> {
             Scenario::Lossy => lossy::run(&mut run),
             Scenario::ScaleOut => scale_out::run(&mut run),
             Scenario::Partition => partition::run(&mut run),
+            Scenario::Soak => soak::run(&mut run),
         };
         Ok(run.finish(scenario, outcome))
     }));

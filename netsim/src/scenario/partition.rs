@@ -87,17 +87,26 @@ pub(super) fn run(run: &mut Run) -> Outcome {
     }
     sim.run_until(sim.now() + SETTLE_US);
     sim.check_healed();
-    report(
-        sim,
-        &minority,
+    let findings = Findings {
+        minority,
         commits,
         leader_cut,
         new_leader,
-        &lease_lapse,
-        &overlap,
-        &mut out,
-    );
+        lease_lapse,
+        overlap,
+    };
+    report(sim, &findings, &mut out);
     out
+}
+
+/// What the cut showed, for the report.
+struct Findings {
+    minority: BTreeSet<NodeId>,
+    commits: u64,
+    leader_cut: bool,
+    new_leader: Option<NodeId>,
+    lease_lapse: Vec<Micros>,
+    overlap: Vec<Micros>,
 }
 
 /// One voter (drawn, so at times the leader) and non-voters up to a fifth of the nodes.
@@ -189,17 +198,16 @@ fn rejoined(sim: &Simulation, nodes: &BTreeSet<NodeId>) -> bool {
     }) && all_see_all_alive(sim)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report(
-    sim: &Simulation,
-    minority: &BTreeSet<NodeId>,
-    commits: u64,
-    leader_cut: bool,
-    new_leader: Option<NodeId>,
-    lease_lapse: &[Micros],
-    overlap: &[Micros],
-    out: &mut Outcome,
-) {
+fn report(sim: &Simulation, f: &Findings, out: &mut Outcome) {
+    let Findings {
+        minority,
+        commits,
+        leader_cut,
+        new_leader,
+        lease_lapse,
+        overlap,
+    } = f;
+    let (commits, leader_cut) = (*commits, *leader_cut);
     let failed: Vec<Micros> = minority
         .iter()
         .filter_map(|n| sim.observer().victims.get(n))
