@@ -45,12 +45,22 @@ fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
 /// The operation once finished and, if completed, once its driver recorded the write
 /// pause (a split completes with its commit; the pause is reported just after).
 fn finished(admin: &ApiClient, op: OperationDescription) -> OperationDescription {
-    wait_for("the operation to finish", || {
-        admin
-            .operation(op.operation_id)
-            .ok()
-            .filter(|o| o.finished() && (o.status != "COMPLETED" || o.write_pause_ms.is_some()))
-    })
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = admin.operation(op.operation_id).ok();
+        if let Some(o) = &now
+            && o.finished()
+            && (o.status != "COMPLETED" || o.write_pause_ms.is_some())
+        {
+            return o.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation {} did not finish: {now:?}",
+            op.operation_id
+        );
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Bytes of partition `pid` as the agent at `endpoint` reports them in its metrics.
@@ -90,6 +100,13 @@ fn main() {
         http_base: HTTP_BASE,
     };
     let configs = write_cluster_files(dir.path(), NODES, ports).expect("cluster files");
+    for path in &configs {
+        // Only the operations measured here: no Scaler splitting or moving meanwhile.
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut config: agent::config::Config = toml::from_str(&text).unwrap();
+        config.scaler.enabled = false;
+        std::fs::write(path, toml::to_string_pretty(&config).unwrap()).unwrap();
+    }
     let mut children = Children::default();
     let binary = Path::new(env!("CARGO_BIN_EXE_agent"));
     for (i, config) in configs.iter().enumerate() {
@@ -203,4 +220,20 @@ fn main() {
         );
     }
     children.stop_all(Duration::from_secs(2));
+    // Where the slowest split pauses went (the drivers log their phases).
+    let mut phases: Vec<String> = (1..=NODES)
+        .flat_map(|i| {
+            let log = agent::dev::node_dir(dir.path(), i).join(agent::dev::LOG_FILE);
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("pause phases") || l.contains("staged"))
+                .map(|l| l.split("pause=").nth(1).unwrap_or(l).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    phases.sort_by_key(|l| std::cmp::Reverse(l.split_whitespace().next().map(str::to_string)));
+    for line in phases.iter().take(8) {
+        println!("  split pause {line}");
+    }
 }

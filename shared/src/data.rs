@@ -319,9 +319,19 @@ pub enum ReplicaRequest {
         /// Every (item key, value).
         items: Vec<(Vec<u8>, Vec<u8>)>,
     },
-    /// The primary split `parent` (committed at metadata log index `meta_index`): once
-    /// the local metadata has applied that index, derive the children from the local
-    /// copy, which must be at `position` (else the children are filled by catch-up).
+    /// The primary is about to split `parent`: copy its items (as of now) into the
+    /// children's tables ahead of the fence, so that the split itself only has to apply
+    /// the few records written since (answers with the position the copy reflects).
+    StageSplit {
+        /// The partition to split.
+        parent: PartitionId,
+        /// Children (their reserved ids) and their key ranges.
+        children: Vec<(PartitionId, KeyRange)>,
+    },
+    /// The primary split `parent` (the `SplitPartition` is committed): derive the
+    /// children from the local copy, which must be at `position` (else the children are
+    /// filled by catch-up). Not waiting for the local metadata to show the split: the
+    /// children are accepted from their primary once stored here.
     Split {
         /// The split partition.
         parent: PartitionId,
@@ -329,8 +339,6 @@ pub enum ReplicaRequest {
         children: Vec<(PartitionId, KeyRange)>,
         /// The parent's final log position.
         position: LogPosition,
-        /// Metadata log index of the `SplitPartition` command.
-        meta_index: u64,
     },
     /// The primary hands the partition over (a move): it serves no more reads, and the
     /// replica forgets its lease grant to it so the next primary gets one at once.

@@ -469,6 +469,10 @@ pub struct Operation {
     /// How long writes were paused for the switch, once finished (driver's measure).
     #[serde(default)]
     pub write_pause_ms: Option<u64>,
+    /// Split: the ids its children will have, reserved when it started, so that replicas
+    /// can stage the children's data before the switch.
+    #[serde(default)]
+    pub reserved_children: Option<(PartitionId, PartitionId)>,
 }
 
 impl Operation {

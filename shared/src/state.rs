@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Policy;
 use crate::command::{MetaCommand, MetaResult};
+#[cfg(debug_assertions)]
+use crate::model::KeyRange;
 use crate::model::{
-    KeyRange, Node, NodeId, Operation, OperationId, Partition, PartitionId, Principal,
-    SchemaVersion, SigningKeyRecord, Table, TableId, UnixMillis,
+    Node, NodeId, Operation, OperationId, Partition, PartitionId, Principal, SchemaVersion,
+    SigningKeyRecord, Table, TableId, UnixMillis,
 };
 
 /// The replicated metadata: cluster id, tables, schema versions, partitions, nodes,

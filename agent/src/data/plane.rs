@@ -119,6 +119,8 @@ pub struct DataPlane {
     leases: lease::Leases,
     fences: fence::Fences,
     activity: PartitionActivity,
+    /// Split children staged here ahead of their split, by parent.
+    staged: Mutex<HashMap<PartitionId, crate::data::store::StagedSplit>>,
     /// Operations with a driver running on this agent.
     driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
     /// Clock seam (operation timestamps).
@@ -177,6 +179,7 @@ impl DataPlane {
             leases: lease::Leases::default(),
             activity: PartitionActivity::default(),
             driving: Mutex::default(),
+            staged: Mutex::default(),
             clock,
         })
     }

@@ -68,6 +68,15 @@ impl Reconciler {
         if plan.is_empty() {
             return Ok(());
         }
+        for d in &plan.derive {
+            // Usually done already by the split itself; this covers a lost request.
+            let position = self
+                .data
+                .derive_children(d.parent, d.children.clone())
+                .await?;
+            tracing::info!(parent = d.parent, children = ?d.children, lsn = position.lsn,
+                "derived split children from the local parent");
+        }
         self.apply_locally(&plan)?;
         self.report(plan).await
     }
@@ -124,12 +133,6 @@ impl Reconciler {
     }
 
     fn apply_locally(&self, plan: &ReconcilePlan) -> anyhow::Result<()> {
-        for d in &plan.derive {
-            // Usually done already by the split itself; this covers a lost message.
-            let position = self.store.split_local(d.parent, &d.children)?;
-            tracing::info!(parent = d.parent, children = ?d.children, lsn = position.lsn,
-                "derived split children from the local parent");
-        }
         if !plan.allocate.is_empty() {
             self.store.allocate(&plan.allocate)?;
             tracing::info!(partitions = ?plan.allocate, "allocated partition storage");

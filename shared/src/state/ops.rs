@@ -338,6 +338,14 @@ impl MetaState {
         self.validate_start(partition_id, kind, requested_by)?;
         let operation_id = self.next_operation_id;
         self.next_operation_id += 1;
+        let reserved_children = match kind {
+            OperationKind::Split { .. } => {
+                let left = self.next_partition_id;
+                self.next_partition_id += 2;
+                Some((left, left + 1))
+            }
+            OperationKind::Move { .. } => None,
+        };
         let p = self
             .partitions
             .get_mut(&partition_id)
@@ -357,6 +365,7 @@ impl MetaState {
             progress: None,
             split: None,
             write_pause_ms: None,
+            reserved_children,
         };
         p.status = op.partition_status();
         self.operations.insert(operation_id, op);
@@ -581,9 +590,17 @@ impl MetaState {
             .partitions
             .remove(&r.parent)
             .expect("partition validated");
-        let left = self.next_partition_id;
-        let right = left + 1;
-        self.next_partition_id += 2;
+        let reserved = r
+            .operation_id
+            .and_then(|id| self.operation(id)?.reserved_children);
+        let (left, right) = match reserved {
+            Some(ids) => ids,
+            None => {
+                let left = self.next_partition_id;
+                self.next_partition_id += 2;
+                (left, left + 1)
+            }
+        };
         // Both children start on the parent's nodes, with its ready copies: no data
         // moves. The new epoch makes requests at the parent's epoch retry.
         for (partition_id, range) in [(left, left_range), (right, right_range)] {

@@ -3,10 +3,12 @@
 //! begins, so that whichever agent leads the partition next (after a crash, a failover)
 //! resumes from the recorded step or rolls the operation back.
 //!
-//! - Split: choose the split point from the data (median of the hashed keys), then take
-//!   the partition's write lock (writes wait: the pause), bring every replica to the
-//!   primary's position, commit `SplitPartition`, derive the children from the local copy
-//!   here and on every replica (no data crosses the network), release the lock.
+//! - Split: choose the split point from the data (median of the hashed keys), stage the
+//!   children (copy the parent's items into their tables, here and on every replica at
+//!   once, while writes go on), then take the partition's write lock (writes wait: the
+//!   pause), bring every replica to the primary's position, commit `SplitPartition`,
+//!   finish the children here and on every replica (apply the few records written since
+//!   the staging; no data crosses the network), release the lock.
 //! - Move: copy a consistent snapshot to the target, stream the log that follows until
 //!   the target is within a few records, then take the write lock (the pause), send the
 //!   tail, hand the read lease over if the moving copy is the primary's, commit
@@ -25,7 +27,7 @@ use shared::model::{
     KeyRange, NodeId, NodeStatus, Operation, OperationKind, OperationProgress, OperationStatus,
     OperationStep, PartitionId,
 };
-use shared::split::{choose_split_point, validate_split_point};
+use shared::split::{choose_split_point, split_range};
 use shared::validate::MAX_STEP_ATTEMPTS;
 use tokio::time::Instant;
 
@@ -36,7 +38,7 @@ use crate::metrics::{OperationLabels, OperationOutcomeLabels};
 /// Pause before a failed step is tried again.
 const STEP_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// A move switches once the target is at most this many records behind.
-pub const MOVE_SWITCH_LAG_RECORDS: u64 = 64;
+pub const MOVE_SWITCH_LAG_RECORDS: u64 = 16;
 /// Catch-up rounds of a move before it switches anyway (under the write lock).
 const MOVE_CATCH_UP_ROUNDS: usize = 32;
 /// How long replicas may take to derive split children (they wait for the metadata).
@@ -137,6 +139,7 @@ impl DataPlane {
             Ended::Completed(pause) => (OperationStatus::Completed, "completed", pause),
             Ended::RolledBack(why) => {
                 tracing::warn!(operation = op.operation_id, kind, %why, "operation rolled back");
+                self.discard_staging(op.partition_id).await;
                 (OperationStatus::RolledBack, "rolled_back", None)
             }
         };
@@ -183,10 +186,17 @@ impl DataPlane {
                 }
             }
         };
-        if let Err(e) = validate_split_point(&range, split_point) {
-            return Ok(Some(Ended::RolledBack(e.to_string())));
-        }
+        let (left_range, right_range) = match split_range(&range, split_point) {
+            Ok(ranges) => ranges,
+            Err(e) => return Ok(Some(Ended::RolledBack(e.to_string()))),
+        };
         if op.step == OperationStep::Preparing {
+            // Copy the children's data ahead of the fence, here and on every replica at
+            // once, so that the fenced part only applies the records written since.
+            if let Some((left, right)) = op.reserved_children {
+                let children = vec![(left, left_range), (right, right_range)];
+                self.stage_everywhere(pid, epoch, children).await;
+            }
             self.advance(op, OperationStep::Fencing, None).await?;
         }
 
@@ -198,9 +208,16 @@ impl DataPlane {
             .leadership(table_id, pid, Some(epoch), false)
             .map_err(StepFailed::from)?;
         let position = self.store.position(pid)?;
-        for &replica in &lead.replicas {
-            self.bring_to(replica, pid, epoch, position).await?;
-        }
+        let synced = futures::future::join_all(
+            lead.replicas
+                .iter()
+                .map(|&replica| self.bring_to(replica, pid, epoch, position)),
+        )
+        .await;
+        synced
+            .into_iter()
+            .collect::<Result<Vec<()>, StepFailed>>()?;
+        let replicas_synced = paused.elapsed();
         let cmd = MetaCommand::SplitPartition {
             operation_id: Some(op.operation_id),
             parent: pid,
@@ -208,7 +225,8 @@ impl DataPlane {
             expected_epoch: epoch,
             now_ms: self.now_ms(),
         };
-        let (index, result) = self.meta.propose_indexed(cmd).await?;
+        let result = self.meta.propose(cmd).await?;
+        let committed = paused.elapsed();
         match result {
             Ok(_) => {}
             // The epoch moved under the fence (a repair): nothing was split.
@@ -228,15 +246,12 @@ impl DataPlane {
                 })
                 .unwrap_or_default()
         });
-        let store = self.store.clone();
-        let derived = children.clone();
-        let local = tokio::task::spawn_blocking(move || store.split_local(pid, &derived));
+        let local = self.derive_children(pid, children.clone());
         let asks = lead.replicas.iter().map(|&replica| {
             let request = DataPeerRequest::Replica(ReplicaRequest::Split {
                 parent: pid,
                 children: children.clone(),
                 position,
-                meta_index: index,
             });
             async move {
                 let reply = self.rpc(replica, request, SPLIT_REPLICA_TIMEOUT).await;
@@ -245,7 +260,7 @@ impl DataPlane {
         });
         // Here and on the replicas at once: each derivation is one durable transaction.
         let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
-        local??;
+        local?;
         for (replica, reply) in replies {
             if !matches!(
                 reply,
@@ -258,8 +273,67 @@ impl DataPlane {
         drop(fenced);
         let pause = paused.elapsed();
         self.observe_pause("split", pause);
-        tracing::info!(partition = pid, ?children, ?pause, "split");
+        tracing::info!(
+            partition = pid,
+            ?children,
+            ?pause,
+            ?replicas_synced,
+            ?committed,
+            "split (pause phases: replicas synced, committed, children derived)"
+        );
         Ok(Some(Ended::Completed(Some(pause))))
+    }
+
+    /// Drops the split children staged here for `parent` (its split was abandoned).
+    async fn discard_staging(&self, parent: PartitionId) {
+        let Some(staged) = lock(&self.staged).remove(&parent) else {
+            return;
+        };
+        let store = self.store.clone();
+        let discarded = tokio::task::spawn_blocking(move || store.discard_stage(&staged)).await;
+        if !matches!(discarded, Ok(Ok(()))) {
+            tracing::warn!(
+                partition = parent,
+                ?discarded,
+                "staged split children not dropped"
+            );
+        }
+    }
+
+    /// Stages the split children here and on the replicas of `pid` (best effort: a copy
+    /// that could not stage derives its children in full under the fence instead).
+    async fn stage_everywhere(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        children: Vec<(PartitionId, KeyRange)>,
+    ) {
+        let replicas: Vec<NodeId> = self.state.read(|s| {
+            s.partition(pid)
+                .filter(|p| p.epoch == epoch)
+                .map(|p| p.replica_node_ids.clone())
+                .unwrap_or_default()
+        });
+        let local = self.stage_split(pid, children.clone());
+        let asks = replicas.iter().map(|&replica| {
+            let request = DataPeerRequest::Replica(ReplicaRequest::StageSplit {
+                parent: pid,
+                children: children.clone(),
+            });
+            self.rpc(replica, request, MOVE_SNAPSHOT_TIMEOUT)
+        });
+        let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
+        if let Err(e) = local {
+            tracing::info!(partition = pid, error = %e, "split not staged here");
+        }
+        for (replica, reply) in replicas.iter().zip(replies) {
+            if !matches!(
+                reply,
+                Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(_))))
+            ) {
+                tracing::info!(partition = pid, replica, ?reply, "split not staged there");
+            }
+        }
     }
 
     /// The move of `op.partition_id`'s copy from `from` to `to`.

@@ -34,15 +34,14 @@ impl DataPlane {
                 self.install(partition_id, epoch, PartitionSnapshot { position, items })
                     .await,
             ),
+            ReplicaRequest::StageSplit { parent, children } => {
+                ReplicaReply::Appended(self.stage_split(parent, children).await)
+            }
             ReplicaRequest::Split {
                 parent,
                 children,
                 position,
-                meta_index,
-            } => ReplicaReply::Appended(
-                self.derive_split(parent, children, position, meta_index)
-                    .await,
-            ),
+            } => ReplicaReply::Appended(self.derive_split(parent, children, position).await),
             ReplicaRequest::ReleaseLease {
                 partition_id,
                 primary,
@@ -63,21 +62,15 @@ impl DataPlane {
         }
     }
 
-    /// Derives split children from the local parent once the metadata shows the split
-    /// (so the children's first writes find this agent a member). A parent that is not
-    /// at the primary's final `position` is left alone: the children's primary fills
-    /// them by catch-up instead.
+    /// Derives split children from the local parent. A parent that is not at the
+    /// primary's final `position` is left alone: the children's primary fills them by
+    /// catch-up instead.
     async fn derive_split(
         &self,
         parent: PartitionId,
         children: Vec<(PartitionId, shared::model::KeyRange)>,
         position: LogPosition,
-        meta_index: u64,
     ) -> Result<LogPosition, ReplicaError> {
-        self.meta
-            .wait_applied(meta_index)
-            .await
-            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         let guard = self.replica_lock(parent);
         let _one_at_a_time = guard.lock().await;
         let mine = self
@@ -87,11 +80,52 @@ impl DataPlane {
         if mine != position {
             return Err(ReplicaError::NeedSync { position: mine });
         }
+        self.derive_children(parent, children)
+            .await
+            .map_err(|e| ReplicaError::Storage(e.to_string()))
+    }
+
+    /// Stages split children from the local copy of `parent` (see `StageSplit`).
+    pub(super) async fn stage_split(
+        &self,
+        parent: PartitionId,
+        children: Vec<(PartitionId, shared::model::KeyRange)>,
+    ) -> Result<LogPosition, ReplicaError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.split_local(parent, &children))
+        let staged = tokio::task::spawn_blocking(move || store.stage_split(parent, &children))
             .await
             .map_err(|e| ReplicaError::Storage(e.to_string()))?
-            .map_err(|e| ReplicaError::Storage(e.to_string()))
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        let position = staged.position();
+        // A repeated staging (a retried split) replaced the old tables: keep the new one.
+        lock(&self.staged).insert(parent, staged);
+        Ok(position)
+    }
+
+    /// Makes split children local: from their staging if it is of these children (only
+    /// the records since are applied), else derived in full from the parent. Called by
+    /// the split's driver, on the replicas at its request, and by the reconciler (a
+    /// lost request); whichever comes first does the work.
+    pub async fn derive_children(
+        &self,
+        parent: PartitionId,
+        children: Vec<(PartitionId, shared::model::KeyRange)>,
+    ) -> Result<LogPosition, StoreError> {
+        let staged = lock(&self.staged)
+            .remove(&parent)
+            .filter(|s| s.is_for(parent, &children));
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(staged) = staged {
+                match store.finish_split(&staged) {
+                    Ok(position) => return Ok(position),
+                    Err(e) => tracing::info!(parent, error = %e, "staged split not usable"),
+                }
+            }
+            store.split_local(parent, &children)
+        })
+        .await
+        .map_err(|e| StoreError::Redb(e.to_string()))?
     }
 
     /// Whether this agent is the target of a running move of `pid`: its primary copies
@@ -119,8 +153,11 @@ impl DataPlane {
                 return Err(ReplicaError::NotReplica);
             }
             // A newer epoch than the local metadata knows is fine: the primary learned
-            // it first. An unknown partition is not (purged, or never assigned here).
+            // it first. So is a split child not yet in the local metadata but derived
+            // here at its primary's request (the split is committed). Another unknown
+            // partition is not (purged, or never assigned here).
             Some(_) => {}
+            None if self.store.list().contains(&pid) => {}
             None => return Err(ReplicaError::NotReplica),
         }
         let mut accepted = lock(&self.accepted);

@@ -605,3 +605,101 @@ fn split_local_divides_items_by_key_hash_and_keeps_the_position() {
         Err(StoreError::NotAllocated(9))
     ));
 }
+
+#[test]
+fn a_staged_split_takes_the_writes_made_after_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.allocate(&[1]).unwrap();
+    let records: Vec<WriteRecord> = (0..300u64)
+        .map(|i| put(i + 1, 2, &format!("k{i}"), None, &format!("{i}")))
+        .collect();
+    store.append(1, &records).unwrap();
+    let split = 1u64 << 63;
+    let children = [
+        (
+            2,
+            KeyRange {
+                low: 0,
+                high: split - 1,
+            },
+        ),
+        (
+            3,
+            KeyRange {
+                low: split,
+                high: u64::MAX,
+            },
+        ),
+    ];
+    let staged = store.stage_split(1, &children).unwrap();
+    assert_eq!(staged.position(), pos(300, 2));
+    assert!(staged.is_for(1, &children));
+    assert!(
+        !store.list().contains(&2),
+        "staged children are not local yet"
+    );
+    // Writes go on after the snapshot: overwrites, a delete, new keys.
+    store
+        .append(
+            1,
+            &[
+                put(301, 2, "k1", None, "new"),
+                del(302, 2, "k2", None),
+                put(303, 2, "fresh", None, "f"),
+            ],
+        )
+        .unwrap();
+    let position = store.finish_split(&staged).unwrap();
+    assert_eq!(position, pos(303, 2));
+    let child_of = |pk: &str| {
+        if hash_partition_key(pk.as_bytes()) < split {
+            2
+        } else {
+            3
+        }
+    };
+    assert_eq!(get(&store, child_of("k1"), "k1", None), Some("new".into()));
+    assert_eq!(get(&store, child_of("k2"), "k2", None), None);
+    assert_eq!(
+        get(&store, child_of("fresh"), "fresh", None),
+        Some("f".into())
+    );
+    assert_eq!(get(&store, child_of("k7"), "k7", None), Some("7".into()));
+    let (l, r) = (store.stats(2).unwrap(), store.stats(3).unwrap());
+    assert_eq!(
+        l.item_count + r.item_count,
+        store.stats(1).unwrap().item_count
+    );
+    assert_eq!(l.bytes + r.bytes, store.stats(1).unwrap().bytes);
+    assert_eq!(store.position(3).unwrap(), pos(303, 2));
+    assert!(store.list().contains(&2) && store.list().contains(&3));
+}
+
+#[test]
+fn an_unfinished_staging_is_discarded_by_a_restart_or_replaced_by_a_full_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let children = [(
+        2,
+        KeyRange {
+            low: 0,
+            high: u64::MAX,
+        },
+    )];
+    {
+        let store = open(&dir);
+        store.allocate(&[1]).unwrap();
+        store.append(1, &[put(1, 1, "a", None, "1")]).unwrap();
+        let staged = store.stage_split(1, &children).unwrap();
+        store.discard_stage(&staged).unwrap();
+        store.stage_split(1, &children).unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.list(), BTreeSet::from([1]), "the staging is gone");
+    let staged = store.stage_split(1, &children).unwrap();
+    store.append(1, &[put(2, 1, "b", None, "2")]).unwrap();
+    // The full derivation replaces the partial staging.
+    store.split_local(1, &children).unwrap();
+    assert_eq!(store.stats(2).unwrap().item_count, 2);
+    assert!(store.finish_split(&staged).is_err(), "no longer staged");
+}
