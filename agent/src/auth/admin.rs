@@ -4,8 +4,6 @@
 //! that file; an operator of a real cluster copies it somewhere safe and creates
 //! per-person principals with it.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +13,7 @@ use shared::auth::secret::new_salt;
 use shared::auth::{hash_secret, new_secret, principal_arn};
 use shared::command::{MetaCommand, MetaError};
 
+use crate::auth::keys::write_private;
 use crate::node::Clock;
 use crate::node::meta_client::MetaClient;
 
@@ -79,22 +78,11 @@ impl PrincipalCredentials {
 
     /// Writes the file readable by this user only, atomically (temporary file, rename).
     pub fn store(&self, path: &Path) -> Result<(), CredentialsFileError> {
-        let io = |source| CredentialsFileError::Io {
+        let text = serde_json::to_string_pretty(self).expect("two strings serialize");
+        write_private(path, &text).map_err(|source| CredentialsFileError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let text = serde_json::to_string_pretty(self).expect("two strings serialize");
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        })
     }
 }
 

@@ -152,7 +152,7 @@ fn parse_key(text: &str) -> Option<SigningKey> {
 
 /// Writes `text` to a new file readable by this user only, then moves it into place, so
 /// a crash never leaves a half-written key and the key is never readable by others.
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file = std::fs::OpenOptions::new()
         .write(true)

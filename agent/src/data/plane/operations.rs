@@ -31,7 +31,7 @@ use shared::split::{choose_split_point, split_range};
 use shared::validate::MAX_STEP_ATTEMPTS;
 use tokio::time::Instant;
 
-use super::primary::ReplicateFailure;
+use super::primary::{Leadership, ReplicateFailure};
 use super::{DataPlane, lock};
 use crate::metrics::{OperationLabels, OperationOutcomeLabels};
 
@@ -202,11 +202,7 @@ impl DataPlane {
 
         // The pause: from here until the children take writes.
         let writer = self.writer(pid);
-        let fenced = writer.lock().await;
-        let paused = Instant::now();
-        let lead = self
-            .leadership(table_id, pid, Some(epoch), false)
-            .map_err(StepFailed::from)?;
+        let (fenced, paused, lead) = self.pause_writes(&writer, table_id, pid, epoch).await?;
         let position = self.store.position(pid)?;
         let synced = futures::future::join_all(
             lead.replicas
@@ -300,6 +296,23 @@ impl DataPlane {
         }
     }
 
+    /// Takes the partition's write lock (writes wait from now: the pause starts) and
+    /// checks this agent still leads it at `epoch`.
+    async fn pause_writes<'a>(
+        &self,
+        writer: &'a tokio::sync::Mutex<()>,
+        table_id: u64,
+        pid: PartitionId,
+        epoch: u64,
+    ) -> Result<(tokio::sync::MutexGuard<'a, ()>, Instant, Leadership), StepFailed> {
+        let fenced = writer.lock().await;
+        let paused = Instant::now();
+        let lead = self
+            .leadership(table_id, pid, Some(epoch), false)
+            .map_err(StepFailed::from)?;
+        Ok((fenced, paused, lead))
+    }
+
     /// Stages the split children here and on the replicas of `pid` (best effort: a copy
     /// that could not stage derives its children in full under the fence instead).
     async fn stage_everywhere(
@@ -391,11 +404,7 @@ impl DataPlane {
 
         // The pause: from here until the new routing is committed.
         let writer = self.writer(pid);
-        let fenced = writer.lock().await;
-        let paused = Instant::now();
-        let lead = self
-            .leadership(table_id, pid, Some(epoch), false)
-            .map_err(StepFailed::from)?;
+        let (fenced, paused, lead) = self.pause_writes(&writer, table_id, pid, epoch).await?;
         let theirs = self.target_position(pid, epoch, to).await?;
         self.catch_up(to, pid, epoch, theirs)
             .await
