@@ -330,6 +330,8 @@ pub struct ScalerSection {
     pub planning_interval_ms: u64,
     /// A partition is hot when its load stayed above its threshold this long.
     pub hot_window_ms: u64,
+    /// Load samples further apart than this leave a hole in the hot window (not hot).
+    pub max_sample_gap_ms: u64,
     /// Hot threshold, in percent of the partition's share of its table's capacity.
     pub hot_threshold_percent: u64,
     /// A partition below this many ops/s is never hot.
@@ -355,6 +357,7 @@ impl Default for ScalerSection {
             enabled: true,
             planning_interval_ms: d.planning_interval_ms,
             hot_window_ms: d.hot_window_ms,
+            max_sample_gap_ms: d.max_sample_gap_ms,
             hot_threshold_percent: d.hot_threshold_percent,
             hot_min_ops_per_sec: d.hot_min_ops_per_sec,
             on_demand_partition_ops_limit: d.on_demand_partition_ops_limit,
@@ -594,6 +597,7 @@ impl Config {
         let mut cfg = shared::scaler::ScalerConfig {
             planning_interval_ms: c.planning_interval_ms,
             hot_window_ms: c.hot_window_ms,
+            max_sample_gap_ms: c.max_sample_gap_ms,
             hot_threshold_percent: c.hot_threshold_percent,
             hot_min_ops_per_sec: c.hot_min_ops_per_sec,
             on_demand_partition_ops_limit: c.on_demand_partition_ops_limit,

@@ -492,3 +492,76 @@ fn a_killed_move_source_or_split_leader_ends_every_operation_and_loses_nothing()
     assert!(ops.iter().all(OperationDescription::finished), "{ops:?}");
     assert_tiles(&partitions(&survivor));
 }
+
+const HOT_HTTP_BASE: u16 = 22750;
+
+#[test]
+fn a_hot_partition_is_split_and_its_busier_child_moved() {
+    let cluster = TestCluster::start(5, HOT_HTTP_BASE, |c| {
+        c.scaler.planning_interval_ms = 500;
+        c.scaler.hot_window_ms = 3000;
+        c.scaler.max_sample_gap_ms = 1500;
+        c.scaler.hot_min_ops_per_sec = 20;
+    });
+    let admin = cluster.client(1);
+    wait_for("3 voters", || {
+        (admin.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    // One partition provisioned for 2 ops/s: the writers below keep it far above.
+    let capacity = shared::api::CapacityRequest {
+        mode: shared::model::CapacityMode::Provisioned,
+        read_units: Some(1),
+        write_units: Some(1),
+    };
+    let request = shared::api::CreateTableRequest::with_string_key(TABLE, "id", capacity);
+    create_table(&admin, &request);
+    wait_for("table ACTIVE", || {
+        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+    let load = Load::start(&cluster);
+    let scaler_ops = || {
+        admin
+            .operations(false)
+            .map(|l| l.operations)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| o.requested_by == "scaler")
+            .collect::<Vec<_>>()
+    };
+    let split = wait_for("a hot split", || {
+        scaler_ops()
+            .into_iter()
+            .find(|o| o.kind == "split" && o.status == "COMPLETED")
+    });
+    let children = split.split.expect("a completed split names its children");
+    let moved = wait_for("the move of a child", || {
+        scaler_ops().into_iter().find(|o| {
+            o.kind == "move"
+                && o.status == "COMPLETED"
+                && [children.left, children.right].contains(&o.partition_id)
+        })
+    });
+    let (acked, stale, _, _) = load.stop();
+    let checker = patient(&cluster);
+    let lost = acked
+        .iter()
+        .filter(|(key, n)| {
+            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
+            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
+        })
+        .count();
+    println!(
+        "hot split: partition {} split after {} ms of its operation into {} and {}; child {} \
+         moved {:?} -> {:?}; {lost} lost, {stale} stale",
+        split.partition_id,
+        split.elapsed_ms,
+        children.left,
+        children.right,
+        moved.partition_id,
+        moved.from_node,
+        moved.to_node
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(stale, 0);
+    assert_tiles(&partitions(&admin));
+}
