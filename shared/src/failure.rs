@@ -75,7 +75,62 @@ pub fn heartbeat_staleness_ms(obs: &NodeObservation, now_ms: UnixMillis) -> Opti
 /// it: a restarted incarnation does not inherit the old one's suspicion. A node without
 /// an observation is skipped: never fail what you have not watched. A node that never
 /// sent anything is still failed once watched for a window.
+///
+/// Isolation guard: when more than half of the other nodes in service (HEALTHY or
+/// DRAINING, watched), and at least two, gave this leader no proof of life for a whole
+/// window, it fails none. Relayed status reports keep a live node heard from even when it does not talk
+/// to the leader directly, so a leader hearing from fewer than half of the nodes is
+/// more likely cut off itself (its outgoing traffic lost while its voter quorum still
+/// commits: the others then stop gossiping to it) than looking at half of the cluster
+/// dead; failing them all would move every partition for nothing. A node that truly
+/// died is failed once the rest of the cluster is heard from again. Losing one zone of
+/// three stays below the bar.
 pub fn nodes_to_fail(
+    state: &MetaState,
+    me: NodeId,
+    observations: &BTreeMap<NodeId, NodeObservation>,
+    now_ms: UnixMillis,
+    cfg: &FailureConfig,
+) -> Vec<MetaCommand> {
+    let decisions = confirmed_failures(state, me, observations, now_ms, cfg);
+    if decisions.is_empty() {
+        return decisions;
+    }
+    let watched: Vec<(&Node, &NodeObservation)> = state
+        .nodes()
+        .filter(|n| n.node_id != me)
+        .filter(|n| matches!(n.status, NodeStatus::Healthy | NodeStatus::Draining))
+        .filter_map(|n| Some((n, observations.get(&n.node_id)?)))
+        .collect();
+    let silent = watched
+        .iter()
+        .filter(|(n, obs)| silent_for_window(n, obs, now_ms, cfg))
+        .count();
+    // One silent node is never a sign of this leader's isolation.
+    if silent >= 2 && silent * 2 > watched.len() {
+        return Vec::new();
+    }
+    decisions
+}
+
+/// No proof of life (direct or relayed, or a committed registration) for a whole window
+/// of this agent's watching.
+fn silent_for_window(
+    node: &Node,
+    obs: &NodeObservation,
+    now_ms: UnixMillis,
+    cfg: &FailureConfig,
+) -> bool {
+    let heard_or_watching = obs
+        .last_proof_of_life_ms
+        .unwrap_or(0)
+        .max(obs.watching_since_ms)
+        .max(node.last_heartbeat_at_ms);
+    now_ms.saturating_sub(heard_or_watching) >= cfg.confirm_window_ms
+}
+
+/// The nodes the rule of [`nodes_to_fail`] confirms dead, before the mass-failure guard.
+fn confirmed_failures(
     state: &MetaState,
     me: NodeId,
     observations: &BTreeMap<NodeId, NodeObservation>,

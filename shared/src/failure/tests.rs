@@ -94,7 +94,8 @@ fn a_node_never_heard_from_is_failed_once_watched_for_a_window() {
 
 #[test]
 fn unwatched_me_and_out_of_service_nodes_are_never_failed() {
-    let mut s = state();
+    // Eight nodes, so that the mass-failure guard stays out of the way.
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c", "a", "b"]);
     let now = START + 10 * WINDOW;
     let dead = obs(GossipState::Down, Some(START), None);
     assert!(
@@ -114,7 +115,8 @@ fn unwatched_me_and_out_of_service_nodes_are_never_failed() {
         now_ms: now,
     };
     s.apply(&drain).unwrap();
-    let all: Vec<_> = (1..=4).map(|n| (n, dead.clone())).collect();
+    let mut all: Vec<_> = (1..=4).map(|n| (n, dead.clone())).collect();
+    all.extend((5..=8).map(|n| (n, obs(GossipState::Alive, None, Some(now)))));
     assert_eq!(decide(&s, &all, now), vec![3, 4], "2 is already FAILED");
 }
 
@@ -217,4 +219,27 @@ fn a_committed_registration_is_a_proof_of_life_and_resets_the_suspicion() {
             now_ms: later
         }]
     );
+}
+
+#[test]
+fn a_leader_that_hears_from_fewer_than_half_of_the_nodes_fails_none() {
+    // Nodes 1..=5; node 1 leads and hears nothing from 2, 3 and 4 for the window.
+    let s = cluster(&["a", "b", "c", "a", "b"]);
+    let silent = obs(GossipState::Suspect, Some(START), Some(START));
+    let heard = |at| obs(GossipState::Alive, None, Some(at));
+    let at = START + WINDOW;
+    let mut view: Vec<_> = [2, 3, 4].into_iter().map(|n| (n, silent.clone())).collect();
+    view.push((5, heard(at)));
+    assert!(
+        decide(&s, &view, at).is_empty(),
+        "3 of 4 silent: the leader is more likely cut off than they are dead"
+    );
+    // Two silent of four, the others heard from: both failed.
+    let view = vec![
+        (2, silent.clone()),
+        (3, silent.clone()),
+        (4, heard(at)),
+        (5, heard(at)),
+    ];
+    assert_eq!(decide(&s, &view, at), vec![2, 3]);
 }
