@@ -22,6 +22,10 @@ pub enum CredentialRefused {
     /// No credential, or one that does not verify (401).
     #[error("{0}")]
     Unauthenticated(String),
+    /// Signed by a key this agent does not know (401); it may have been published a
+    /// moment ago and not yet reached this agent's metadata.
+    #[error("{0}")]
+    UnknownKey(String),
     /// A valid credential that does not allow this request (403).
     #[error("{0}")]
     Forbidden(String),
@@ -29,7 +33,11 @@ pub enum CredentialRefused {
 
 impl From<TokenError> for CredentialRefused {
     fn from(e: TokenError) -> Self {
-        CredentialRefused::Unauthenticated(format!("invalid credential: {e}"))
+        let message = format!("invalid credential: {e}");
+        match e {
+            TokenError::UnknownKey(_) => CredentialRefused::UnknownKey(message),
+            _ => CredentialRefused::Unauthenticated(message),
+        }
     }
 }
 

@@ -118,7 +118,9 @@ async fn routing_reader(
             arn: claims.sub,
             admin: false,
         }),
-        Err(CredentialRefused::Unauthenticated(m)) => Err(ApiError::unauthenticated(m)),
+        Err(CredentialRefused::Unauthenticated(m) | CredentialRefused::UnknownKey(m)) => {
+            Err(ApiError::unauthenticated(m))
+        }
         Err(CredentialRefused::Forbidden(m)) => Err(ApiError::forbidden(m)),
     }
 }
@@ -163,10 +165,10 @@ pub async fn check_credential(
             let first = app.verifier.check(token, table, action, (app.clock)());
             match first {
                 // A key published a moment ago may not be applied here yet.
-                Err(CredentialRefused::Unauthenticated(m)) if m.contains("unknown signing key") => {
+                Err(CredentialRefused::UnknownKey(m)) => {
                     match app.meta.linearizable_barrier().await {
                         Ok(()) => app.verifier.check(token, table, action, (app.clock)()),
-                        Err(_) => Err(CredentialRefused::Unauthenticated(m)),
+                        Err(_) => Err(CredentialRefused::UnknownKey(m)),
                     }
                 }
                 other => other,
@@ -192,7 +194,9 @@ pub async fn check_credential(
         .inc();
     match result {
         Ok((claims, _)) => Ok(claims),
-        Err(CredentialRefused::Unauthenticated(m)) => Err(ApiError::unauthenticated(m)),
+        Err(CredentialRefused::Unauthenticated(m) | CredentialRefused::UnknownKey(m)) => {
+            Err(ApiError::unauthenticated(m))
+        }
         Err(CredentialRefused::Forbidden(m)) => Err(ApiError::forbidden(m)),
     }
 }
