@@ -83,8 +83,9 @@ pub fn heartbeat_staleness_ms(obs: &NodeObservation, now_ms: UnixMillis) -> Opti
 /// more likely cut off itself (its outgoing traffic lost while its voter quorum still
 /// commits: the others then stop gossiping to it) than looking at half of the cluster
 /// dead; failing them all would move every partition for nothing. A node that truly
-/// died is failed once the rest of the cluster is heard from again. Losing one zone of
-/// three stays below the bar.
+/// died is failed once the rest of the cluster is heard from again, or once the guard
+/// has held for [`ISOLATION_GUARD_MAX_WINDOWS`] windows. Losing one zone of three stays
+/// below the bar.
 pub fn nodes_to_fail(
     state: &MetaState,
     me: NodeId,
@@ -102,15 +103,37 @@ pub fn nodes_to_fail(
         .filter(|n| matches!(n.status, NodeStatus::Healthy | NodeStatus::Draining))
         .filter_map(|n| Some((n, observations.get(&n.node_id)?)))
         .collect();
-    let silent = watched
+    let silent: Vec<UnixMillis> = watched
         .iter()
         .filter(|(n, obs)| silent_for_window(n, obs, now_ms, cfg))
-        .count();
-    // One silent node is never a sign of this leader's isolation.
-    if silent >= 2 && silent * 2 > watched.len() {
+        .map(|(n, obs)| last_heard(n, obs))
+        .collect();
+    // One silent node is never a sign of this leader's isolation; and the guard holds
+    // for a bounded time only, so that a cluster that really lost most of its nodes
+    // (with its voter quorum alive) still fails them over, later.
+    let held_since = silent.iter().copied().max().unwrap_or(now_ms);
+    let bound = cfg
+        .confirm_window_ms
+        .saturating_mul(ISOLATION_GUARD_MAX_WINDOWS);
+    if silent.len() >= 2
+        && silent.len() * 2 > watched.len()
+        && now_ms.saturating_sub(held_since) < bound
+    {
         return Vec::new();
     }
     decisions
+}
+
+/// Longest the isolation guard of [`nodes_to_fail`] holds failures back, in
+/// confirmation windows (counted from when the last of the silent nodes was heard).
+pub const ISOLATION_GUARD_MAX_WINDOWS: u64 = 10;
+
+/// When this agent last had a proof of life of `node` (or started watching it).
+fn last_heard(node: &Node, obs: &NodeObservation) -> UnixMillis {
+    obs.last_proof_of_life_ms
+        .unwrap_or(0)
+        .max(obs.watching_since_ms)
+        .max(node.last_heartbeat_at_ms)
 }
 
 /// No proof of life (direct or relayed, or a committed registration) for a whole window
@@ -121,12 +144,7 @@ fn silent_for_window(
     now_ms: UnixMillis,
     cfg: &FailureConfig,
 ) -> bool {
-    let heard_or_watching = obs
-        .last_proof_of_life_ms
-        .unwrap_or(0)
-        .max(obs.watching_since_ms)
-        .max(node.last_heartbeat_at_ms);
-    now_ms.saturating_sub(heard_or_watching) >= cfg.confirm_window_ms
+    now_ms.saturating_sub(last_heard(node, obs)) >= cfg.confirm_window_ms
 }
 
 /// The nodes the rule of [`nodes_to_fail`] confirms dead, before the mass-failure guard.

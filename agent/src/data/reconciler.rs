@@ -60,6 +60,7 @@ impl Reconciler {
 
     /// One pass: plan, act on local storage, report.
     pub async fn step(&self) -> anyhow::Result<()> {
+        self.data.discard_abandoned_stagings().await;
         let local = self.store.list();
         let orphans = self.caught_up.load(Ordering::Acquire);
         let plan = self

@@ -37,8 +37,12 @@ type LogTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
 /// Metadata of every partition: pid → postcard-encoded [`PartitionMeta`].
 const POSITIONS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("positions");
 /// Split children being staged (their item tables filled ahead of the split's fence):
-/// child → parent. A staged child is not a local partition; a restart discards it.
+/// child → the staging's token. A staged child is not a local partition; a restart
+/// discards it. Every batch and the finish check the token, so a staging replaced (by
+/// a full derivation, or a new staging) writes nothing more.
 const STAGING: TableDefinition<'static, u64, u64> = TableDefinition::new("staging");
+/// Tokens of stagings (unique within a process; a restart discards every staging).
+static STAGING_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 /// Items copied per transaction while staging split children, so that the copy never
 /// holds redb's single writer for long (other partitions' writes interleave).
 const STAGE_BATCH_ITEMS: usize = 1024;
@@ -78,6 +82,21 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+/// Fails unless every child of `staged` is still staged by it (not replaced by a full
+/// derivation or by another staging).
+fn check_staged(txn: &WriteTransaction, staged: &StagedSplit) -> Result<(), StoreError> {
+    let staging = txn.open_table(STAGING).map_err(redb_err)?;
+    for (child, _, _) in &staged.children {
+        if staging.get(*child).map_err(redb_err)?.map(|t| t.value()) != Some(staged.token) {
+            return Err(StoreError::Corrupt(format!(
+                "split child {child} of {} is not staged by this staging",
+                staged.parent
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The partition-key hash of a stored item key.
 fn item_hash(pid: PartitionId, key: &[u8]) -> Result<u64, StoreError> {
     let (pk, _) = split_item_key(key)
@@ -115,6 +134,7 @@ pub struct PartitionSnapshot {
 #[derive(Debug, Clone)]
 pub struct StagedSplit {
     parent: PartitionId,
+    token: u64,
     position: LogPosition,
     children: Vec<(PartitionId, KeyRange, PartitionMeta)>,
 }
@@ -559,6 +579,7 @@ impl PartitionStore {
                 "split child {child} of {parent} is already a local partition"
             )));
         }
+        let token = STAGING_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let _layout = lock(&self.layout);
             self.write(|txn| {
@@ -568,7 +589,7 @@ impl PartitionStore {
                         .map_err(redb_err)?;
                     txn.open_table(ItemTable::new(&table_name(child)))
                         .map_err(redb_err)?;
-                    staging.insert(child, parent).map_err(redb_err)?;
+                    staging.insert(child, token).map_err(redb_err)?;
                 }
                 Ok(())
             })?;
@@ -578,6 +599,7 @@ impl PartitionStore {
         let items = open_read(&read, ItemTable::new(&table_name(parent)), parent)?;
         let mut staged = StagedSplit {
             parent,
+            token,
             position: meta.position,
             children: children
                 .iter()
@@ -613,6 +635,7 @@ impl PartitionStore {
         }
         let txn = self.begin_write()?;
         {
+            check_staged(&txn, staged)?;
             let mut tables = Vec::with_capacity(staged.children.len());
             for (child, _, _) in &staged.children {
                 tables.push(
@@ -640,14 +663,8 @@ impl PartitionStore {
         self.write(|txn| {
             let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
             let parent_meta = load_meta(&positions, parent)?;
+            check_staged(txn, staged)?;
             let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
-            for (child, _, _) in &staged.children {
-                if staging.get(*child).map_err(redb_err)?.map(|p| p.value()) != Some(parent) {
-                    return Err(StoreError::Corrupt(format!(
-                        "split child {child} of {parent} is not staged"
-                    )));
-                }
-            }
             let from = staged.position.lsn + 1;
             if from <= parent_meta.position.lsn && from < parent_meta.first_lsn {
                 return Err(StoreError::Gap {
@@ -659,6 +676,21 @@ impl PartitionStore {
             let log = txn
                 .open_table(LogTable::new(&log_name(parent)))
                 .map_err(redb_err)?;
+            // The staged items must be a prefix of the parent's log as it is now: a
+            // parent caught up by a snapshot since (a diverged tail replaced) is not.
+            if parent_meta.position != staged.position && staged.position.lsn > 0 {
+                let held = log.get(staged.position.lsn).map_err(redb_err)?;
+                let held_epoch = held
+                    .map(|b| postcard::from_bytes::<WriteRecord>(b.value()).map(|r| r.epoch))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if held_epoch != Some(staged.position.epoch) {
+                    return Err(StoreError::Diverged {
+                        pid: parent,
+                        lsn: staged.position.lsn,
+                    });
+                }
+            }
             let mut tables = Vec::with_capacity(staged.children.len());
             let mut metas: Vec<PartitionMeta> = Vec::with_capacity(staged.children.len());
             for (child, _, meta) in &staged.children {
@@ -717,7 +749,10 @@ impl PartitionStore {
         self.write(|txn| {
             let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
             for (child, _, _) in &staged.children {
-                if !local.contains(child) && staging.remove(*child).map_err(redb_err)?.is_some() {
+                let ours =
+                    staging.get(*child).map_err(redb_err)?.map(|t| t.value()) == Some(staged.token);
+                if ours && !local.contains(child) {
+                    staging.remove(*child).map_err(redb_err)?;
                     txn.delete_table(ItemTable::new(&table_name(*child)))
                         .map_err(redb_err)?;
                 }

@@ -234,6 +234,12 @@ fn a_leader_that_hears_from_fewer_than_half_of_the_nodes_fails_none() {
         decide(&s, &view, at).is_empty(),
         "3 of 4 silent: the leader is more likely cut off than they are dead"
     );
+    // Not for ever: a cluster that really lost most of its nodes fails them, later.
+    let much_later = START + WINDOW * ISOLATION_GUARD_MAX_WINDOWS;
+    let mut later_view = view[..3].to_vec();
+    later_view.push((5, heard(much_later)));
+    assert!(decide(&s, &later_view, much_later - 1).is_empty());
+    assert_eq!(decide(&s, &later_view, much_later), vec![2, 3, 4]);
     // Two silent of four, the others heard from: both failed.
     let view = vec![
         (2, silent.clone()),

@@ -221,7 +221,15 @@ impl DataPlane {
             expected_epoch: epoch,
             now_ms: self.now_ms(),
         };
-        let result = self.meta.propose(cmd).await?;
+        let result = match self.meta.propose(cmd).await {
+            Ok(result) => result,
+            Err(e) => {
+                // The split may have committed: no write may reach the parent until its
+                // epoch moved (or the split shows), as after a write in doubt.
+                self.fences.fence(pid, epoch);
+                return Err(e.into());
+            }
+        };
         let committed = paused.elapsed();
         match result {
             Ok(_) => {}

@@ -128,6 +128,61 @@ impl DataPlane {
         .map_err(|e| StoreError::Redb(e.to_string()))?
     }
 
+    /// Drops the split stagings whose split was abandoned (no split running on the
+    /// parent, and none committed): a replica is told nothing when a split rolls back.
+    pub async fn discard_abandoned_stagings(&self) {
+        let parents: Vec<PartitionId> = lock(&self.staged).keys().copied().collect();
+        for parent in parents {
+            let abandoned = self
+                .state
+                .read(|s| s.running_operation_of(parent).is_none())
+                && !self.split_away(parent);
+            if !abandoned {
+                continue;
+            }
+            let Some(staged) = lock(&self.staged).remove(&parent) else {
+                continue;
+            };
+            let store = self.store.clone();
+            let discarded = tokio::task::spawn_blocking(move || store.discard_stage(&staged)).await;
+            if !matches!(discarded, Ok(Ok(()))) {
+                tracing::warn!(
+                    partition = parent,
+                    ?discarded,
+                    "abandoned staging not dropped"
+                );
+            }
+        }
+    }
+
+    /// Whether `pid` is the parent of a committed split (it takes no more records).
+    fn split_away(&self, pid: PartitionId) -> bool {
+        self.state.read(|s| {
+            s.operations()
+                .any(|op| op.partition_id == pid && op.split.is_some())
+        })
+    }
+
+    /// The parent (stored here) and children of the committed split that made `pid`.
+    fn split_source(
+        &self,
+        pid: PartitionId,
+    ) -> Option<(PartitionId, Vec<(PartitionId, shared::model::KeyRange)>)> {
+        let local = self.store.list();
+        self.state.read(|s| {
+            let op = s.operations().find(|op| {
+                op.split.is_some_and(|r| r.left == pid || r.right == pid)
+                    && local.contains(&op.partition_id)
+            })?;
+            let r = op.split?;
+            let children = [r.left, r.right]
+                .into_iter()
+                .filter_map(|c| Some((c, s.partition(c)?.range)))
+                .collect();
+            Some((op.partition_id, children))
+        })
+    }
+
     /// Whether this agent is the target of a running move of `pid`: its primary copies
     /// the partition here before the routing swap makes it a member.
     fn staging(&self, pid: PartitionId) -> bool {
@@ -157,7 +212,7 @@ impl DataPlane {
             // here at its primary's request (the split is committed). Another unknown
             // partition is not (purged, or never assigned here).
             Some(_) => {}
-            None if self.store.list().contains(&pid) => {}
+            None if self.store.list().contains(&pid) && !self.split_away(pid) => {}
             None => return Err(ReplicaError::NotReplica),
         }
         let mut accepted = lock(&self.accepted);
@@ -181,7 +236,7 @@ impl DataPlane {
         let guard = self.replica_lock(pid);
         let _one_at_a_time = guard.lock().await;
         self.accept_epoch(pid, epoch)?;
-        let position = self.position_or_allocate(pid)?;
+        let position = self.position_or_allocate(pid).await?;
         if position != prev {
             return Err(ReplicaError::NeedSync { position });
         }
@@ -212,7 +267,7 @@ impl DataPlane {
         self.accept_epoch(pid, epoch)?;
         // Records of this epoch (or a later one) beyond the snapshot came from this same
         // primary after it made the snapshot: a late snapshot must not roll them back.
-        let current = self.position_or_allocate(pid)?;
+        let current = self.position_or_allocate(pid).await?;
         if current.epoch >= epoch && current.lsn > snapshot.position.lsn {
             return Err(ReplicaError::NeedSync { position: current });
         }
@@ -231,10 +286,21 @@ impl DataPlane {
     }
 
     /// The local log position, allocating the partition first if the reconciler has not
-    /// yet (a replacement replica may hear from its primary first).
-    fn position_or_allocate(&self, pid: PartitionId) -> Result<LogPosition, ReplicaError> {
+    /// yet (a replacement replica may hear from its primary first). A split child whose
+    /// parent is stored here is derived from it instead: never an empty copy of a child
+    /// that the metadata counts as ready.
+    async fn position_or_allocate(&self, pid: PartitionId) -> Result<LogPosition, ReplicaError> {
         match self.store.position(pid) {
             Ok(pos) => Ok(pos),
+            Err(StoreError::NotAllocated(_)) if self.split_source(pid).is_some() => {
+                let (parent, children) = self.split_source(pid).expect("checked just above");
+                self.derive_children(parent, children)
+                    .await
+                    .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+                self.store
+                    .position(pid)
+                    .map_err(|e| ReplicaError::Storage(e.to_string()))
+            }
             Err(StoreError::NotAllocated(_)) => {
                 self.store
                     .allocate(&[pid])
@@ -256,6 +322,7 @@ impl DataPlane {
             })?;
         let position = self
             .position_or_allocate(pid)
+            .await
             .map_err(|e| ItemError::Unavailable(e.to_string()))?;
         let request = DataPeerRequest::Sync {
             partition_id: pid,

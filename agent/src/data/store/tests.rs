@@ -703,3 +703,41 @@ fn an_unfinished_staging_is_discarded_by_a_restart_or_replaced_by_a_full_split()
     assert_eq!(store.stats(2).unwrap().item_count, 2);
     assert!(store.finish_split(&staged).is_err(), "no longer staged");
 }
+
+#[test]
+fn a_replaced_staging_writes_nothing_more_and_a_diverged_parent_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.allocate(&[1]).unwrap();
+    store
+        .append(1, &[put(1, 3, "a", None, "1"), put(2, 3, "b", None, "2")])
+        .unwrap();
+    let children = [(
+        2,
+        KeyRange {
+            low: 0,
+            high: u64::MAX,
+        },
+    )];
+    // A second staging replaces the first: the first can no longer finish.
+    let first = store.stage_split(1, &children).unwrap();
+    let second = store.stage_split(1, &children).unwrap();
+    assert!(store.finish_split(&first).is_err());
+    // The parent's log diverges from the staged copy (a snapshot from a new primary).
+    let snapshot = PartitionSnapshot {
+        position: pos(1, 4),
+        items: vec![(item_key(b"a", None), b"1".to_vec())],
+    };
+    store.install_snapshot(1, &snapshot).unwrap();
+    assert!(
+        store.finish_split(&second).is_err(),
+        "staged at (2,3), the parent is now at (1,4)"
+    );
+    store.split_local(1, &children).unwrap();
+    assert_eq!(
+        get(&store, 2, "b", None),
+        None,
+        "derived from the parent as it is"
+    );
+    assert_eq!(store.position(2).unwrap(), pos(1, 4));
+}
