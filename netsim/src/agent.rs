@@ -61,6 +61,9 @@ pub struct SimAgent {
     /// The applied index at which a reconcile pass last found nothing to do (the next
     /// pass is skipped until the replica moves on).
     pub reconciled_idle: Option<u64>,
+    /// A new table's copies reported ready, and when: not reported again while the
+    /// report may still commit (the agent's reconciler awaits its report).
+    pub fresh_reported: std::collections::BTreeMap<shared::model::PartitionId, crate::time::Micros>,
     /// Proposals waiting for this replica to apply their entry: (index, proposal).
     pub awaiting: Vec<(u64, ProposalId)>,
     /// When the agent last heard from a leader (the leader: from a quorum of voters):
@@ -87,6 +90,7 @@ impl SimAgent {
             deferred_datagrams: 0,
             reconciling: false,
             reconciled_idle: None,
+            fresh_reported: std::collections::BTreeMap::new(),
             awaiting: Vec::new(),
             leader_contact_at: None,
         }
@@ -103,6 +107,7 @@ impl SimAgent {
         self.deferred_datagrams = 0;
         self.reconciling = false;
         self.reconciled_idle = None;
+        self.fresh_reported.clear();
         self.awaiting.clear();
         self.leader_contact_at = None;
         self.apply_target = self.replica.applied_index();

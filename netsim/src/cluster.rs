@@ -70,21 +70,17 @@ pub fn initial_state(cfg: &SimConfig) -> Result<MetaState, SimError> {
 }
 
 /// Partitions per table: `partitions` spread as evenly as possible over `tables`.
-fn table_sizes(partitions: usize, tables: usize) -> Vec<usize> {
+pub fn table_sizes(partitions: usize, tables: usize) -> Vec<usize> {
     let tables = tables.min(partitions);
     (0..tables)
         .map(|t| partitions / tables + usize::from(t < partitions % tables))
         .collect()
 }
 
-/// Creates one ACTIVE table of `count` partitions, placed and ready.
-fn create_table(
-    state: &mut MetaState,
-    placement: &PlacementConfig,
-    name: &str,
-    count: usize,
-) -> Result<(), SimError> {
-    let spec = TableSpec {
+/// The spec of table `name` with the capacity that makes placement give it `count`
+/// partitions.
+pub fn table_spec(placement: &PlacementConfig, name: &str, count: usize) -> TableSpec {
+    TableSpec {
         table_name: name.into(),
         partition_key: "pk".into(),
         sort_key: None,
@@ -97,7 +93,17 @@ fn create_table(
             name: "pk".into(),
             attr_type: AttributeType::S,
         }],
-    };
+    }
+}
+
+/// Creates one ACTIVE table of `count` partitions, placed and ready.
+fn create_table(
+    state: &mut MetaState,
+    placement: &PlacementConfig,
+    name: &str,
+    count: usize,
+) -> Result<(), SimError> {
+    let spec = table_spec(placement, name, count);
     let table_id = match apply(
         state,
         &MetaCommand::CreateTable {

@@ -46,6 +46,9 @@ pub const PAUSED_INBOX_MAX: usize = 4096;
 /// How long a primary serves reads after its metadata was last confirmed current (agent
 /// default `data.read_lease_ms`).
 pub const READ_LEASE_US: Micros = millis(2_000);
+/// A DELETING table is purged after this long (agent default
+/// `controllers.delete_release_timeout_ms`).
+pub const ASSIGNER_DELETE_RELEASE_TIMEOUT_MS: u64 = 10_000;
 /// How often the observer samples every agent's view.
 pub const SAMPLE_US: Micros = millis(100);
 /// How often the invariants over every agent's replica are checked.
@@ -72,6 +75,9 @@ pub struct SimConfig {
     pub gossip: GossipConfig,
     /// The leader's failure confirmation window.
     pub failure_confirm_window_ms: u64,
+    /// Whether the leader runs the Partition Assigner (`provision`; the other scenarios
+    /// start with every table ACTIVE and leave it off).
+    pub assigner: bool,
 }
 
 impl SimConfig {
@@ -87,6 +93,7 @@ impl SimConfig {
             net: NetConfig::default(),
             gossip: GossipConfig::default(),
             failure_confirm_window_ms: FAILURE_CONFIRM_WINDOW_MS,
+            assigner: false,
         }
     }
 

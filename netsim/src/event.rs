@@ -36,6 +36,8 @@ pub enum Controller {
     Failure,
     /// `agent::control::recovery::RecoveryCoordinator`.
     Recovery,
+    /// The Partition Assigner (`shared::lifecycle::assigner_actions`), when enabled.
+    Assigner,
 }
 
 /// Something that happens at an instant.

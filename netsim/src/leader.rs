@@ -13,7 +13,11 @@ use agent::control::failure::FailureDetector;
 use agent::control::recovery::RecoveryCoordinator;
 use agent::membership::Membership;
 use agent::meta::state_machine::StateHandle;
-use shared::failure::FailureConfig;
+use agent::node::Clock;
+use agent::node::meta_client::MetaLog;
+use shared::failure::{FailureConfig, GossipState};
+use shared::lifecycle::{AssignerConfig, assigner_actions};
+use shared::model::NodeId;
 use shared::recovery::RecoveryConfig;
 
 use crate::event::Controller;
@@ -40,6 +44,7 @@ pub struct LeaderControllers {
     pub contacts: Arc<SimContacts>,
     detector: Arc<FailureDetector<SimMeta, SimContacts>>,
     recovery: Arc<RecoveryCoordinator<SimMeta, SimPositions>>,
+    assigner: Option<Arc<SimAssigner>>,
     tasks: BTreeMap<Controller, Task>,
 }
 
@@ -59,6 +64,8 @@ pub struct LeaderParts<'a> {
     pub failure: FailureConfig,
     /// Recovery target.
     pub recovery: RecoveryConfig,
+    /// The Partition Assigner's settings, when it runs.
+    pub assigner: Option<AssignerConfig>,
 }
 
 impl LeaderControllers {
@@ -74,6 +81,15 @@ impl LeaderControllers {
             parts.failure,
             clock.clone(),
         ));
+        let assigner = parts.assigner.map(|config| {
+            Arc::new(SimAssigner {
+                meta: parts.meta.clone(),
+                replica: parts.replica.clone(),
+                membership: parts.membership.clone(),
+                config,
+                clock: clock.clone(),
+            })
+        });
         let recovery = Arc::new(RecoveryCoordinator::new(
             parts.meta,
             parts.replica.clone(),
@@ -87,6 +103,7 @@ impl LeaderControllers {
             contacts,
             detector,
             recovery,
+            assigner,
             tasks: BTreeMap::new(),
         }
     }
@@ -116,6 +133,10 @@ impl LeaderControllers {
                 let recovery = self.recovery.clone();
                 Box::pin(async move { recovery.step().await })
             }
+            Controller::Assigner => match self.assigner.clone() {
+                Some(assigner) => Box::pin(async move { assigner.step().await }),
+                None => Box::pin(async {}),
+            },
         }
     }
 
@@ -138,6 +159,45 @@ impl LeaderControllers {
                 }
                 let next = self.start(controller);
                 self.tasks.get_mut(&controller).expect("listed").step = Some(next);
+            }
+        }
+    }
+}
+
+/// The Partition Assigner's step as `agent::control::assigner::PartitionAssigner::step`
+/// runs it (that type is bound to openraft's `MetaClient`, so its loop is restated here
+/// over the `MetaLog` seam): the decisions are the real `shared::lifecycle::
+/// assigner_actions` (and so `shared::placement::plan_new_table`) on the leader's
+/// replica, proposed one after the other. "Unreachable" nodes, kept out of new
+/// placements, are those the leader's gossip does not see alive (the agent uses its
+/// Raft contacts).
+struct SimAssigner {
+    meta: Arc<SimMeta>,
+    replica: StateHandle,
+    membership: Membership,
+    config: AssignerConfig,
+    clock: Clock,
+}
+
+impl SimAssigner {
+    async fn step(&self) {
+        let now = (self.clock)();
+        let unreachable: std::collections::BTreeSet<NodeId> = self
+            .membership
+            .observations()
+            .into_iter()
+            .filter(|(_, o)| o.gossip != GossipState::Alive)
+            .map(|(id, _)| id)
+            .collect();
+        let actions = self
+            .replica
+            .read(|s| assigner_actions(s, &self.config, now, &unreachable));
+        for action in actions {
+            match self.meta.propose(action.command).await {
+                // Committed, or made moot by a racing change: the next wake re-plans.
+                Ok(_) => {}
+                // The leader cannot be reached: stop, as the agent does.
+                Err(_) => return,
             }
         }
     }

@@ -19,6 +19,9 @@ struct Cli {
 enum Command {
     /// Agents start; gossip convergence time and steady gossip traffic.
     Bootstrap(Common),
+    /// Tables are created through the log and placed: time until all ACTIVE, replicas and
+    /// primaries per node.
+    Provision(Provision),
     /// One node, then five, then a zone crash: detection, reroute and propagation times.
     Crash(Common),
     /// Datagram loss on every link for a long period: false positives.
@@ -55,6 +58,15 @@ struct Common {
 }
 
 #[derive(Args)]
+struct Provision {
+    #[command(flatten)]
+    common: Common,
+    /// Tables created (at most one per partition).
+    #[arg(long, default_value_t = scenario::DEFAULT_TABLES)]
+    tables: usize,
+}
+
+#[derive(Args)]
 struct Soak {
     #[command(flatten)]
     common: Common,
@@ -77,8 +89,13 @@ struct Lossy {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let mut tables = None;
     let (which, common, loss, duration) = match cli.scenario {
         Command::Bootstrap(c) => (Scenario::Bootstrap, c, None, None),
+        Command::Provision(p) => {
+            tables = Some(p.tables);
+            (Scenario::Provision, p.common, None, None)
+        }
         Command::Crash(c) => (Scenario::Crash, c, None, None),
         Command::Lossy(l) => (Scenario::Lossy, l.common, Some(l.loss), Some(l.duration)),
         Command::ScaleOut(c) => (Scenario::ScaleOut, c, None, None),
@@ -91,6 +108,9 @@ fn main() -> anyhow::Result<ExitCode> {
     }
     if let Some(duration) = duration {
         params.duration_s = duration;
+    }
+    if let Some(tables) = tables {
+        params.tables = tables;
     }
     params.svg = common.svg.clone();
     params.trace = common.trace.clone();

@@ -6,6 +6,7 @@ mod bootstrap;
 mod crash;
 mod lossy;
 mod partition;
+mod provision;
 mod scale_out;
 mod soak;
 
@@ -26,6 +27,7 @@ use crate::time::{Micros, secs};
 use crate::trace::Trace;
 
 pub use lossy::{DEFAULT_DURATION_S as DEFAULT_LOSS_DURATION_S, DEFAULT_LOSS};
+pub use provision::DEFAULT_TABLES;
 pub use soak::DEFAULT_SOAK_S;
 
 /// Virtual time every scenario gives the cluster to form before its faults.
@@ -38,6 +40,8 @@ pub const POLL_US: Micros = crate::time::millis(100);
 pub enum Scenario {
     /// Agents start and gossip converges.
     Bootstrap,
+    /// Tables are created and placed until every one is ACTIVE.
+    Provision,
     /// One node, then five, then a zone crash.
     Crash,
     /// Datagram loss on every link, no crash.
@@ -52,8 +56,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Bootstrap,
+        Scenario::Provision,
         Scenario::Crash,
         Scenario::Lossy,
         Scenario::ScaleOut,
@@ -65,6 +70,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Bootstrap => "bootstrap",
+            Scenario::Provision => "provision",
             Scenario::Crash => "crash",
             Scenario::Lossy => "lossy",
             Scenario::ScaleOut => "scale-out",
@@ -88,6 +94,8 @@ pub struct Params {
     /// Virtual seconds of the scenario's main phase (`lossy`: the lossy period; `soak`:
     /// the faults).
     pub duration_s: u64,
+    /// Tables to create (`provision`; at most one per partition).
+    pub tables: usize,
     /// Write a picture of the timeline here.
     pub svg: Option<PathBuf>,
     /// Write the event trace here.
@@ -103,6 +111,7 @@ impl Params {
             seed,
             loss: lossy::DEFAULT_LOSS,
             duration_s: lossy::DEFAULT_DURATION_S,
+            tables: provision::DEFAULT_TABLES,
             svg: None,
             trace: None,
         }
@@ -161,6 +170,7 @@ impl Report {
                 cmd.push_str(&format!(" --loss {} --duration {}", p.loss, p.duration_s))
             }
             Scenario::Soak => cmd.push_str(&format!(" --duration {}", p.duration_s)),
+            Scenario::Provision => cmd.push_str(&format!(" --tables {}", p.tables)),
             _ => {}
         }
         cmd
@@ -215,9 +225,13 @@ impl Report {
 /// state machine, say) prints the seed and replay command before it goes on.
 pub fn run(scenario: Scenario, params: &Params) -> Result<Report, SimError> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut run = Run::new(params)?;
+        let mut run = match scenario {
+            Scenario::Provision => Run::with_config(params, provision::config(params))?,
+            _ => Run::new(params)?,
+        };
         let outcome = match scenario {
             Scenario::Bootstrap => bootstrap::run(&mut run),
+            Scenario::Provision => provision::run(&mut run),
             Scenario::Crash => crash::run(&mut run),
             Scenario::Lossy => lossy::run(&mut run),
             Scenario::ScaleOut => scale_out::run(&mut run),

@@ -3,19 +3,33 @@
 //! its agent leads.
 
 use shared::failure::FailureConfig;
+use shared::lifecycle::AssignerConfig;
 use shared::model::NodeId;
+use shared::placement::PlacementConfig;
 use shared::recovery::RecoveryConfig;
 
 use super::Simulation;
-use crate::config::{CONTROLLER_TICK_US, FAILURE_CHECK_US};
+use crate::config::{ASSIGNER_DELETE_RELEASE_TIMEOUT_MS, CONTROLLER_TICK_US, FAILURE_CHECK_US};
 use crate::event::{Controller, Event};
 use crate::leader::{LeaderControllers, LeaderParts};
 use crate::time::Micros;
 
-/// Every controller the leader runs.
-const CONTROLLERS: [Controller; 2] = [Controller::Failure, Controller::Recovery];
+/// Every controller the leader runs (the assigner only when enabled).
+const CONTROLLERS: [Controller; 3] = [
+    Controller::Failure,
+    Controller::Recovery,
+    Controller::Assigner,
+];
 
 impl Simulation {
+    /// The controllers this run's leader runs.
+    fn controllers(&self) -> Vec<Controller> {
+        CONTROLLERS
+            .into_iter()
+            .filter(|c| self.cfg.assigner || *c != Controller::Assigner)
+            .collect()
+    }
+
     /// Gives the new leader `node` of `term` its controllers, first run at `at`.
     pub(super) fn start_controllers(&mut self, node: NodeId, term: u64, at: Micros) {
         let agent = self.agents.get_mut(&node).expect("known");
@@ -31,9 +45,17 @@ impl Simulation {
             recovery: RecoveryConfig {
                 replication_factor: self.cfg.replication_factor,
             },
+            assigner: self.cfg.assigner.then(|| AssignerConfig {
+                placement: PlacementConfig {
+                    replication_factor: self.cfg.replication_factor,
+                    ..PlacementConfig::default()
+                },
+                delete_release_timeout_ms: ASSIGNER_DELETE_RELEASE_TIMEOUT_MS,
+            }),
         }));
         let generation = agent.generation;
-        for controller in CONTROLLERS {
+        let controllers = self.controllers();
+        for controller in controllers {
             self.queue.push(
                 at,
                 Event::Control {
@@ -57,7 +79,7 @@ impl Simulation {
     fn period(controller: Controller) -> Micros {
         match controller {
             Controller::Failure => FAILURE_CHECK_US,
-            Controller::Recovery => CONTROLLER_TICK_US,
+            Controller::Recovery | Controller::Assigner => CONTROLLER_TICK_US,
         }
     }
 
@@ -86,9 +108,10 @@ impl Simulation {
         if !self.leads(node) {
             return;
         }
+        let which = self.controllers();
         let controllers = self.agents.get_mut(&node).expect("known").leader.as_mut();
         let controllers = controllers.expect("leads");
-        for controller in CONTROLLERS {
+        for controller in which {
             controllers.wake(controller);
         }
     }

@@ -12,7 +12,7 @@ use shared::model::{NodeId, NodeStatus, PartitionId, TableStatus};
 
 use super::Simulation;
 use crate::cluster::register;
-use crate::config::{FILL_MAX_US, FILL_MIN_US};
+use crate::config::{FILL_MAX_US, FILL_MIN_US, LEADER_WAIT_US};
 use crate::event::Event;
 
 impl Simulation {
@@ -66,6 +66,19 @@ impl Simulation {
             (fills, fresh)
         });
         let quiet = fresh.is_empty() && fills.is_empty();
+        // A report in flight is not sent again until it may have been lost.
+        let now = self.now();
+        let agent = self.agents.get_mut(&node).expect("known");
+        agent
+            .fresh_reported
+            .retain(|pid, at| fresh.contains(pid) && now < *at + 2 * LEADER_WAIT_US);
+        let fresh: Vec<PartitionId> = fresh
+            .into_iter()
+            .filter(|pid| !agent.fresh_reported.contains_key(pid))
+            .collect();
+        for pid in &fresh {
+            agent.fresh_reported.insert(*pid, now);
+        }
         if !fresh.is_empty() {
             let cmd = MetaCommand::PartitionsReady {
                 node_id: node,

@@ -25,6 +25,18 @@ fn bootstrap_converges() {
 }
 
 #[test]
+fn provisioned_tables_all_become_active() {
+    // Every commit is checked in full on every replica in a debug build, and the
+    // assigner re-plans every CREATING table on each step: a small set keeps this short.
+    let mut params = Params::new(20, 100, 7);
+    params.tables = 50;
+    let report = run(Scenario::Provision, &params);
+    assert_eq!(report.figures["tables"], 50);
+    assert!(report.figures["all_active_ms"].as_f64().is_some());
+    assert_eq!(report.violation_count, 0);
+}
+
+#[test]
 fn crashes_of_one_five_and_a_zone_are_detected_and_repaired() {
     let report = run(Scenario::Crash, &Params::new(NODES, PARTITIONS, 1));
     assert_eq!(report.figures["false_positives"], 0);
