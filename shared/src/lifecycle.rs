@@ -27,7 +27,7 @@ pub struct AssignerAction {
 }
 
 /// The commands that move every table one step along its lifecycle:
-/// CREATING without partitions → `AssignPartitions`; CREATING (all ready) or SCALING →
+/// CREATING without partitions → `AssignPartitions` (one table per call, see below); CREATING (all ready) or SCALING →
 /// `ActivateTable`; DELETING and released everywhere (or timed out) → `PurgeTable`.
 /// No partition is placed on a node in `unreachable` (the leader's own liveness view).
 pub fn assigner_actions(
@@ -37,10 +37,16 @@ pub fn assigner_actions(
     unreachable: &BTreeSet<NodeId>,
 ) -> Vec<AssignerAction> {
     let mut actions = Vec::new();
+    // One new table placed per call: each placement must see the ones before it (or a
+    // burst of creations would all land on the same least-loaded nodes); the assigner
+    // runs again on every applied entry, so the next table follows at once.
+    let mut placed = false;
     for table in state.tables() {
         let partitions = state.partitions_of(table.table_id);
         let command = match table.status {
+            TableStatus::Creating if partitions.is_empty() && placed => None,
             TableStatus::Creating if partitions.is_empty() => {
+                placed = true;
                 match plan_new_table(state, table.table_id, &cfg.placement, unreachable) {
                     Ok(plan) => {
                         actions.push(AssignerAction {
@@ -261,7 +267,7 @@ mod tests {
 
     /// Applies every assigner action and every node's reconcile reports until quiet.
     fn drive(s: &mut MetaState, now: u64, unreachable: &BTreeSet<NodeId>) {
-        for _ in 0..10 {
+        for _ in 0..50 {
             let mut progressed = false;
             for action in assigner_actions(s, &cfg(), now, unreachable) {
                 progressed |= s.apply(&action.command).is_ok();
@@ -356,6 +362,27 @@ mod tests {
             &BTreeSet::from([3]),
         );
         assert!(s.table(b).is_none(), "purged after the timeout");
+    }
+
+    #[test]
+    fn a_burst_of_new_tables_is_placed_one_by_one_and_spread() {
+        let mut s = state_with_nodes(6);
+        for i in 0..6 {
+            create(&mut s, &format!("table{i}"), 1000);
+        }
+        let actions = assigner_actions(&s, &cfg(), NOW, &BTreeSet::new());
+        let assigns = actions
+            .iter()
+            .filter(|a| matches!(a.command, MetaCommand::AssignPartitions { .. }))
+            .count();
+        assert_eq!(assigns, 1, "one placement per call");
+        drive(&mut s, NOW, &BTreeSet::new());
+        let primaries: BTreeSet<_> = s.partitions().map(|p| p.primary_node_id).collect();
+        assert_eq!(
+            primaries.len(),
+            6,
+            "six one-partition tables, six primaries"
+        );
     }
 
     #[test]
