@@ -160,6 +160,17 @@ fn assert_tiles(parts: &[PartitionDescription]) {
     }
 }
 
+/// Waits for the voters, then creates `request` and waits until it is ACTIVE.
+fn ready_table(admin: &ApiClient, request: &shared::api::CreateTableRequest) {
+    wait_for("3 voters", || {
+        (admin.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    create_table(admin, request);
+    wait_for("table ACTIVE", || {
+        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+}
+
 fn wait_finished(client: &ApiClient, op: &OperationDescription) -> OperationDescription {
     wait_for("the operation to finish", || {
         client
@@ -173,13 +184,7 @@ fn wait_finished(client: &ApiClient, op: &OperationDescription) -> OperationDesc
 fn splits_and_moves_under_load_lose_nothing_and_serve_nothing_stale() {
     let cluster = TestCluster::start(5, LIVE_HTTP_BASE, no_scaler);
     let admin = cluster.client(1);
-    wait_for("3 voters", || {
-        (admin.cluster().ok()?.voters.len() == 3).then_some(())
-    });
-    create_table(&admin, &table_request(TABLE, 2000));
-    wait_for("table ACTIVE", || {
-        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
-    });
+    ready_table(&admin, &table_request(TABLE, 2000));
     let before = partitions(&admin);
     let load = Load::start(&cluster);
     std::thread::sleep(Duration::from_secs(2));
@@ -298,13 +303,7 @@ fn the_scaler_splits_for_capacity_and_rebalances_onto_a_new_agent() {
         c.scaler.imbalance_tolerance = 0;
     });
     let admin = cluster.client(1);
-    wait_for("3 voters", || {
-        (admin.cluster().ok()?.voters.len() == 3).then_some(())
-    });
-    create_table(&admin, &table_request(TABLE, 2000));
-    wait_for("table ACTIVE", || {
-        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
-    });
+    ready_table(&admin, &table_request(TABLE, 2000));
     let load = Load::start(&cluster);
     std::thread::sleep(Duration::from_secs(1));
 
@@ -391,13 +390,7 @@ fn a_killed_move_source_or_split_leader_ends_every_operation_and_loses_nothing()
         c.scaler.enabled = false;
     });
     let admin = cluster.client(1);
-    wait_for("3 voters", || {
-        (admin.cluster().ok()?.voters.len() == 3).then_some(())
-    });
-    create_table(&admin, &table_request(TABLE, 4000));
-    wait_for("table ACTIVE", || {
-        (admin.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
-    });
+    ready_table(&admin, &table_request(TABLE, 4000));
     let load = Load::start(&cluster);
     std::thread::sleep(Duration::from_secs(2));
 

@@ -289,7 +289,7 @@ impl DataPlane {
     }
 
     /// Drops the split children staged here for `parent` (its split was abandoned).
-    async fn discard_staging(&self, parent: PartitionId) {
+    pub(super) async fn discard_staging(&self, parent: PartitionId) {
         let Some(staged) = lock(&self.staged).remove(&parent) else {
             return;
         };

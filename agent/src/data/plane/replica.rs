@@ -140,18 +140,7 @@ impl DataPlane {
             if !abandoned {
                 continue;
             }
-            let Some(staged) = lock(&self.staged).remove(&parent) else {
-                continue;
-            };
-            let store = self.store.clone();
-            let discarded = tokio::task::spawn_blocking(move || store.discard_stage(&staged)).await;
-            if !matches!(discarded, Ok(Ok(()))) {
-                tracing::warn!(
-                    partition = parent,
-                    ?discarded,
-                    "abandoned staging not dropped"
-                );
-            }
+            self.discard_staging(parent).await;
         }
     }
 
