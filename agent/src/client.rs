@@ -11,7 +11,8 @@ use shared::api::auth::{
     RotateKeyResponse,
 };
 use shared::api::operations::{
-    ListOperationsResponse, MovePartitionRequest, OperationDescription, SplitPartitionRequest,
+    ListOperationsResponse, MergePartitionRequest, MovePartitionRequest, OperationDescription,
+    SplitPartitionRequest,
 };
 use shared::api::{
     CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, DrainNodeResponse,
@@ -394,6 +395,16 @@ impl ApiClient {
         let request = SplitPartitionRequest { split_point };
         let path = format!("/partitions/{partition_id}/split");
         self.call(Method::Post, &path, Some(&request))
+    }
+
+    /// `POST /partitions/{id}/merge`.
+    pub fn merge_partition(
+        &self,
+        partition_id: u64,
+        request: &MergePartitionRequest,
+    ) -> Result<OperationDescription, ClientError> {
+        let path = format!("/partitions/{partition_id}/merge");
+        self.call(Method::Post, &path, Some(request))
     }
 
     /// `POST /partitions/{id}/move`.

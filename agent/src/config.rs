@@ -344,10 +344,16 @@ pub struct ScalerSection {
     pub max_migrations_per_node: usize,
     /// Most migrations running in the cluster.
     pub max_migrations_per_cluster: usize,
-    /// Most splits running in the cluster.
+    /// Most splits and merges running in the cluster.
     pub max_splits_per_cluster: usize,
     /// Allowed distance of a node's replica and primary counts from the even share.
     pub imbalance_tolerance: usize,
+    /// Whether a capacity decrease merges adjacent cold partitions.
+    pub merge_cold_partitions: bool,
+    /// Highest combined load of two partitions to merge, in percent of one's capacity.
+    pub merge_max_load_percent: u64,
+    /// Highest combined size of two partitions to merge, in percent of the split size.
+    pub merge_max_size_percent: u64,
 }
 
 impl Default for ScalerSection {
@@ -366,6 +372,9 @@ impl Default for ScalerSection {
             max_migrations_per_cluster: d.max_migrations_per_cluster,
             max_splits_per_cluster: d.max_in_place_ops_per_cluster,
             imbalance_tolerance: d.rebalance.tolerance,
+            merge_cold_partitions: d.merge_cold_partitions,
+            merge_max_load_percent: d.merge_max_load_percent,
+            merge_max_size_percent: d.merge_max_size_percent,
         }
     }
 }
@@ -605,6 +614,9 @@ impl Config {
             max_migrations_per_node: c.max_migrations_per_node,
             max_migrations_per_cluster: c.max_migrations_per_cluster,
             max_in_place_ops_per_cluster: c.max_splits_per_cluster,
+            merge_cold_partitions: c.merge_cold_partitions,
+            merge_max_load_percent: c.merge_max_load_percent,
+            merge_max_size_percent: c.merge_max_size_percent,
             placement: self.placement_config(),
             ..Default::default()
         };

@@ -147,6 +147,7 @@ fn changes_routing(cmd: &MetaCommand) -> bool {
         MetaCommand::AssignPartitions { .. }
             | MetaCommand::RepairPartitions { .. }
             | MetaCommand::SplitPartition { .. }
+            | MetaCommand::MergePartitions { .. }
             | MetaCommand::CommitMove { .. }
             | MetaCommand::PurgeTable { .. }
     )

@@ -328,6 +328,23 @@ pub enum MetaCommand {
         /// Proposer's clock.
         now_ms: UnixMillis,
     },
+    /// Atomically replaces the adjacent partitions `left` and `right` (same primary, same
+    /// replicas) by one partition covering both ranges, on the same nodes, at the
+    /// higher of their epochs + 1, with the id the merge reserved (answers
+    /// `PartitionsMerged`). The running merge operation completes; a retry after that is
+    /// `Unchanged`.
+    MergePartitions {
+        /// The merge operation (at step `Fencing`).
+        operation_id: OperationId,
+        /// The lower partition (the operation's own).
+        left: PartitionId,
+        /// The upper partition.
+        right: PartitionId,
+        /// The epochs of `left` and `right` the merge was fenced at.
+        expected_epochs: (u64, u64),
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
     /// The routing swap of a move: `to` replaces `from` in the replica set (as primary if
     /// `from` was), at epoch + 1; `to` is ready, `from` leaves. The operation moves to
     /// `DroppingSource`; a retry after that is `Unchanged`.
@@ -386,6 +403,11 @@ pub enum MetaOutcome {
         left: PartitionId,
         /// Child covering the upper part, from the split point.
         right: PartitionId,
+    },
+    /// Two partitions were merged.
+    PartitionsMerged {
+        /// The partition covering both ranges.
+        merged: PartitionId,
     },
 }
 

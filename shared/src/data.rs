@@ -159,6 +159,18 @@ pub struct LogPosition {
     pub epoch: u64,
 }
 
+/// The log position of a partition derived in place from `sources` (a split child from
+/// its parent, a merged partition from both sides), given the sources' final positions:
+/// the source's own for one, else the highest LSN and epoch among them. Every copy
+/// derives it from the same positions (all brought to the primary's under the fence),
+/// so the primary and its replicas agree on where the new log starts.
+pub fn derived_position(sources: &[LogPosition]) -> LogPosition {
+    LogPosition {
+        lsn: sources.iter().map(|p| p.lsn).max().unwrap_or(0),
+        epoch: sources.iter().map(|p| p.epoch).max().unwrap_or(0),
+    }
+}
+
 /// Addresses one partition of one table at the epoch the sender routed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionAddress {
@@ -319,26 +331,27 @@ pub enum ReplicaRequest {
         /// Every (item key, value).
         items: Vec<(Vec<u8>, Vec<u8>)>,
     },
-    /// The primary is about to split `parent`: copy its items (as of now) into the
-    /// children's tables ahead of the fence, so that the split itself only has to apply
-    /// the few records written since (answers with the position the copy reflects).
-    StageSplit {
-        /// The partition to split.
-        parent: PartitionId,
-        /// Children (their reserved ids) and their key ranges.
+    /// The primary is about to split a partition or merge two: copy the sources' items
+    /// (as of now) into the new partitions' tables ahead of the fence, so that the
+    /// switch itself only has to apply the few records written since (answers with
+    /// the position the copy reflects).
+    Stage {
+        /// The partition to split, or the two to merge.
+        sources: Vec<PartitionId>,
+        /// The new partitions (their reserved ids) and their key ranges.
         children: Vec<(PartitionId, KeyRange)>,
     },
-    /// The primary split `parent` (the `SplitPartition` is committed): derive the
-    /// children from the local copy, which must be at `position` (else the children are
-    /// filled by catch-up). Not waiting for the local metadata to show the split: the
-    /// children are accepted from their primary once stored here.
-    Split {
-        /// The split partition.
-        parent: PartitionId,
-        /// Children and their key ranges.
+    /// The primary split or merged `sources` (the commit is done): derive the new
+    /// partitions from the local copies, which must be at `positions` (else the new
+    /// partitions are filled by catch-up). Not waiting for the local metadata to show
+    /// the switch: the new partitions are accepted from their primary once stored here.
+    Derive {
+        /// The split partition, or the merged two.
+        sources: Vec<PartitionId>,
+        /// The new partitions and their key ranges.
         children: Vec<(PartitionId, KeyRange)>,
-        /// The parent's final log position.
-        position: LogPosition,
+        /// The sources' final log positions, in the order of `sources`.
+        positions: Vec<LogPosition>,
     },
     /// The primary hands the partition over (a move): it serves no more reads, and the
     /// replica forgets its lease grant to it so the next primary gets one at once.

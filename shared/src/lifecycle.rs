@@ -15,6 +15,10 @@ pub struct AssignerConfig {
     pub placement: PlacementConfig,
     /// A DELETING table is purged after this long even if some node never released.
     pub delete_release_timeout_ms: u64,
+    /// Whether the Scaler merges partitions after a capacity decrease: then a SCALING
+    /// table with more partitions than its capacity needs is left SCALING for the
+    /// Scaler, which activates it once it can merge no more.
+    pub merges: bool,
 }
 
 /// One step the assigner wants committed, with any warning worth logging.
@@ -65,7 +69,7 @@ pub fn assigner_actions(
             TableStatus::Creating if partitions.iter().all(|p| p.is_ready()) => {
                 Some(activate(table.table_id, now_ms))
             }
-            TableStatus::Scaling if scaled(state, table, &partitions, &cfg.placement) => {
+            TableStatus::Scaling if scaled(state, table, &partitions, cfg) => {
                 Some(activate(table.table_id, now_ms))
             }
             TableStatus::Deleting => {
@@ -91,19 +95,20 @@ pub fn assigner_actions(
 }
 
 /// Whether a SCALING table is done: it has at least the partitions its capacity needs
-/// (the Scaler splits until it has; fewer are not merged) and no split or move of its
-/// partitions is running.
+/// (the Scaler splits until it has), not more when merges are on (the Scaler merges
+/// until it has not, or activates the table itself when it can merge no more), and no
+/// operation on its partitions is running.
 fn scaled(
     state: &MetaState,
     table: &crate::model::Table,
     partitions: &[&crate::model::Partition],
-    placement: &PlacementConfig,
+    cfg: &AssignerConfig,
 ) -> bool {
-    let target = crate::placement::partition_count(&table.capacity, placement) as usize;
+    let target = crate::placement::partition_count(&table.capacity, &cfg.placement) as usize;
     let busy = state
         .running_operations()
         .any(|op| op.table_id == table.table_id);
-    partitions.len() >= target && !busy
+    partitions.len() >= target && (partitions.len() == target || !cfg.merges) && !busy
 }
 
 fn activate(table_id: u64, now_ms: UnixMillis) -> MetaCommand {
@@ -121,17 +126,18 @@ pub struct ReconcilePlan {
     pub release: Vec<PartitionId>,
     /// Local partitions the metadata no longer assigns here: drop without reporting.
     pub drop_orphans: Vec<PartitionId>,
-    /// Split parents stored here whose children are assigned here but not stored yet:
-    /// derive the children from the parent's data (no copy over the network).
-    pub derive: Vec<SplitDerivation>,
+    /// Split parents or merge sources stored here whose results are assigned here but
+    /// not stored yet: derive those from the local data (no copy over the network).
+    pub derive: Vec<LocalDerivation>,
 }
 
-/// Children to derive locally from a split parent: each child gets the parent's items
-/// whose partition-key hash is in its range, and the parent's log position.
+/// Partitions to derive locally from the sources of a committed split or merge: each
+/// child gets the sources' items whose partition-key hash is in its range, and the
+/// log position `data::derived_position` of the sources' positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SplitDerivation {
-    /// The parent (stored locally, gone from the metadata).
-    pub parent: PartitionId,
+pub struct LocalDerivation {
+    /// The split parent or the merged pair (stored locally, gone from the metadata).
+    pub sources: Vec<PartitionId>,
     /// Children with their key ranges.
     pub children: Vec<(PartitionId, KeyRange)>,
 }
@@ -182,7 +188,7 @@ pub fn reconcile_plan(
             plan.report_ready.push(pid);
         }
     }
-    plan.derive = split_derivations(state, local, &plan.allocate);
+    plan.derive = local_derivations(state, local, &plan.allocate);
     let derived: BTreeSet<PartitionId> = plan
         .derive
         .iter()
@@ -193,7 +199,11 @@ pub fn reconcile_plan(
         let released: BTreeSet<_> = plan.release.iter().copied().collect();
         // A parent is kept until its children are derived from it, and a copy being
         // moved here is kept while its move runs.
-        let mut kept: BTreeSet<_> = plan.derive.iter().map(|d| d.parent).collect();
+        let mut kept: BTreeSet<_> = plan
+            .derive
+            .iter()
+            .flat_map(|d| d.sources.iter().copied())
+            .collect();
         kept.extend(state.running_operations().filter_map(|op| match op.kind {
             OperationKind::Move { to, .. } if to == node_id => Some(op.partition_id),
             _ => None,
@@ -207,25 +217,28 @@ pub fn reconcile_plan(
     plan
 }
 
-/// The splits whose parent is stored here and some of whose children are to be
-/// allocated here: those children come from the parent's data, not empty.
-fn split_derivations(
+/// The committed splits and merges whose sources are all stored here and some of whose
+/// results are to be allocated here: those come from the local data, not empty.
+pub fn local_derivations(
     state: &MetaState,
     local: &BTreeSet<PartitionId>,
     to_allocate: &[PartitionId],
-) -> Vec<SplitDerivation> {
+) -> Vec<LocalDerivation> {
     state
         .operations()
-        .filter(|op| local.contains(&op.partition_id))
         .filter_map(|op| {
-            let split = op.split.as_ref()?;
-            let children: Vec<(PartitionId, KeyRange)> = [split.left, split.right]
+            let d = op.derivation()?;
+            if !d.sources.iter().all(|s| local.contains(s)) {
+                return None;
+            }
+            let children: Vec<(PartitionId, KeyRange)> = d
+                .children
                 .into_iter()
                 .filter(|c| to_allocate.contains(c))
                 .filter_map(|c| Some((c, state.partition(c)?.range)))
                 .collect();
-            (!children.is_empty()).then_some(SplitDerivation {
-                parent: op.partition_id,
+            (!children.is_empty()).then_some(LocalDerivation {
+                sources: d.sources,
                 children,
             })
         })
@@ -252,6 +265,7 @@ mod tests {
         AssignerConfig {
             placement: PlacementConfig::default(),
             delete_release_timeout_ms: 10_000,
+            merges: true,
         }
     }
 
@@ -456,7 +470,7 @@ mod tests {
         assert!(plan.drop_orphans.is_empty(), "the parent is kept: {plan:?}");
         assert_eq!(plan.derive.len(), 1);
         let d = &plan.derive[0];
-        assert_eq!(d.parent, parent.partition_id);
+        assert_eq!(d.sources, vec![parent.partition_id]);
         let children: Vec<_> = d.children.iter().map(|(c, _)| *c).collect();
         assert_eq!(children, vec![result.left, result.right]);
         assert_eq!(d.children[1].1.low, split_point);
@@ -468,6 +482,87 @@ mod tests {
         // Without the parent (a node that lost it), children are allocated empty.
         let plan = reconcile_plan(&s, node, &BTreeSet::new(), true);
         assert_eq!(plan.allocate, vec![result.left, result.right]);
+
+        // Merging the children back: the merged partition comes from both, kept until.
+        let op = match s
+            .apply(&MetaCommand::StartOperation {
+                partition_id: result.left,
+                kind: crate::model::OperationKind::Merge {
+                    right: result.right,
+                },
+                requested_by: "test".into(),
+                now_ms: NOW,
+            })
+            .unwrap()
+        {
+            crate::command::MetaOutcome::OperationStarted { operation_id } => operation_id,
+            other => panic!("unexpected {other:?}"),
+        };
+        s.apply(&MetaCommand::AdvanceOperation {
+            operation_id: op,
+            step: crate::model::OperationStep::Fencing,
+            progress: None,
+            now_ms: NOW,
+        })
+        .unwrap();
+        let epoch = parent.epoch + 1;
+        let merged = match s
+            .apply(&MetaCommand::MergePartitions {
+                operation_id: op,
+                left: result.left,
+                right: result.right,
+                expected_epochs: (epoch, epoch),
+                now_ms: NOW,
+            })
+            .unwrap()
+        {
+            crate::command::MetaOutcome::PartitionsMerged { merged } => merged,
+            other => panic!("unexpected {other:?}"),
+        };
+        let local = BTreeSet::from([result.left, result.right]);
+        let plan = reconcile_plan(&s, node, &local, true);
+        assert!(
+            plan.allocate.is_empty() && plan.drop_orphans.is_empty(),
+            "{plan:?}"
+        );
+        assert_eq!(
+            plan.derive,
+            vec![LocalDerivation {
+                sources: vec![result.left, result.right],
+                children: vec![(merged, parent.range)],
+            }]
+        );
+        // With one side only, the merged copy is allocated and filled by its primary.
+        let plan = reconcile_plan(&s, node, &BTreeSet::from([result.left]), true);
+        assert_eq!((plan.allocate, plan.derive), (vec![merged], vec![]));
+    }
+
+    #[test]
+    fn a_capacity_decrease_stays_scaling_for_the_scaler_only_when_merges_are_on() {
+        let mut s = state_with_nodes(3);
+        let id = create(&mut s, "ttt", 3000);
+        drive(&mut s, NOW, &BTreeSet::new());
+        assert_eq!(s.partitions_of(id).len(), 3);
+        s.apply(&MetaCommand::UpdateCapacity {
+            table_name: "ttt".into(),
+            capacity: provisioned(1, 1000),
+            now_ms: NOW,
+        })
+        .unwrap();
+        let none = BTreeSet::new();
+        assert!(assigner_actions(&s, &cfg(), NOW, &none).is_empty());
+        let no_merges = AssignerConfig {
+            merges: false,
+            ..cfg()
+        };
+        let actions = assigner_actions(&s, &no_merges, NOW, &none);
+        assert!(matches!(
+            actions[..],
+            [AssignerAction {
+                command: MetaCommand::ActivateTable { .. },
+                ..
+            }]
+        ));
     }
 
     #[test]

@@ -169,6 +169,8 @@ pub enum PartitionStatus {
     Splitting,
     /// A replica is being moved.
     Migrating,
+    /// Being merged with its neighbour (both partitions of the merge show it).
+    Merging,
 }
 
 /// A partition: a contiguous range of a table's hashed key space and its replica set.
@@ -198,6 +200,16 @@ impl Partition {
     /// The primary followed by the replicas.
     pub fn all_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
         std::iter::once(self.primary_node_id).chain(self.replica_node_ids.iter().copied())
+    }
+
+    /// Whether `other` has the same primary and the same replicas (in any order).
+    pub fn same_members(&self, other: &Partition) -> bool {
+        let sorted = |p: &Partition| {
+            let mut r = p.replica_node_ids.clone();
+            r.sort_unstable();
+            r
+        };
+        self.primary_node_id == other.primary_node_id && sorted(self) == sorted(other)
     }
 
     /// Whether every node of the replica set reported ready.
@@ -330,26 +342,35 @@ pub enum OperationKind {
         /// Node receiving the copy (HEALTHY, not yet a member).
         to: NodeId,
     },
+    /// Merge the partition with `right`, the adjacent partition above it held by the
+    /// same primary and replicas, into one partition on the same nodes.
+    Merge {
+        /// The partition whose range starts right after this one's.
+        right: PartitionId,
+    },
 }
 
 /// The step an operation is at. Each kind has its own steps, in this order:
 ///
-/// - Split: `Preparing` → `Fencing` → `Switched`;
+/// - Split and merge: `Preparing` → `Fencing` → `Switched`;
 /// - Move: `Copying` → `CatchingUp` → `Switching` → `DroppingSource`.
 ///
 /// Steps only move forward. The last step of each kind (`Switched`, `DroppingSource`)
-/// means the routing changed; only the commit command (`SplitPartition`, `CommitMove`)
+/// means the routing changed; only the commit command (`SplitPartition`,
+/// `MergePartitions`, `CommitMove`)
 /// enters it, so a leader that finds an operation before it knows the routing is as it
 /// was, and one that finds it there knows the switch happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OperationStep {
     /// Split: choosing the split point from the partition's hashed keys (when none was
-    /// given); writes flow normally.
+    /// given) and staging the children; merge: staging the merged copy. Writes flow
+    /// normally.
     Preparing,
-    /// Split: the primary fences writes to the parent for the commit's round trip.
+    /// Split or merge: the primary fences writes for the commit's round trip.
     Fencing,
-    /// Split: `SplitPartition` committed; the children serve (the operation completed).
+    /// Split or merge: `SplitPartition` or `MergePartitions` committed; the new
+    /// partitions serve (the operation completed).
     Switched,
     /// Move: background copy of a consistent snapshot from the primary to `to`.
     Copying,
@@ -365,7 +386,9 @@ impl OperationStep {
     /// The steps of `kind`, in order.
     pub fn steps_of(kind: &OperationKind) -> &'static [OperationStep] {
         match kind {
-            OperationKind::Split { .. } => &[Self::Preparing, Self::Fencing, Self::Switched],
+            OperationKind::Split { .. } | OperationKind::Merge { .. } => {
+                &[Self::Preparing, Self::Fencing, Self::Switched]
+            }
             OperationKind::Move { .. } => &[
                 Self::Copying,
                 Self::CatchingUp,
@@ -473,6 +496,19 @@ pub struct Operation {
     /// can stage the children's data before the switch.
     #[serde(default)]
     pub reserved_children: Option<(PartitionId, PartitionId)>,
+    /// Merge: the id the merged partition will have, reserved when it started.
+    #[serde(default)]
+    pub reserved_merged: Option<PartitionId>,
+}
+
+/// Partitions made from others' data in place by a committed split or merge: each new
+/// partition holds the items of the sources whose key hashes fall in its range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivation {
+    /// The partitions the data comes from (gone from the routing).
+    pub sources: Vec<PartitionId>,
+    /// The partitions made, in key order.
+    pub children: Vec<PartitionId>,
 }
 
 impl Operation {
@@ -486,6 +522,32 @@ impl Operation {
         match self.kind {
             OperationKind::Split { .. } => PartitionStatus::Splitting,
             OperationKind::Move { .. } => PartitionStatus::Migrating,
+            OperationKind::Merge { .. } => PartitionStatus::Merging,
+        }
+    }
+
+    /// The partitions the operation holds: its own, and a merge's right neighbour.
+    pub fn partitions(&self) -> Vec<PartitionId> {
+        match self.kind {
+            OperationKind::Merge { right } => vec![self.partition_id, right],
+            _ => vec![self.partition_id],
+        }
+    }
+
+    /// What a committed split or merge derived, and from what; `None` otherwise.
+    pub fn derivation(&self) -> Option<Derivation> {
+        match self.kind {
+            OperationKind::Split { .. } => self.split.map(|r| Derivation {
+                sources: vec![self.partition_id],
+                children: vec![r.left, r.right],
+            }),
+            OperationKind::Merge { right } if self.step == OperationStep::Switched => {
+                Some(Derivation {
+                    sources: vec![self.partition_id, right],
+                    children: vec![self.reserved_merged?],
+                })
+            }
+            _ => None,
         }
     }
 }

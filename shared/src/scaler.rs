@@ -31,11 +31,17 @@
 //!   planned, reaches the target. Each partition splits at most once per round, so
 //!   the count at most doubles per round: `c` to `t` takes at least `log2(t / c)`.
 //! - **Merge** (only with `merge_cold_partitions`): a SCALING table with more
-//!   partitions than its capacity needs merges adjacent partitions held by the same
-//!   primary and replicas whose combined load (the highest samples of the window) and
-//!   size stay under `merge_max_load_percent` and `merge_max_size_percent` of what one
-//!   partition may carry, so that the merged partition is neither hot nor large. A
-//!   merge is an in-place operation like a split (no data moves between nodes).
+//!   partitions than its capacity needs merges adjacent partitions whose combined load
+//!   (the highest samples of a covered window) and size stay under
+//!   `merge_max_load_percent` and `merge_max_size_percent` of what one partition may
+//!   carry, so that the merged partition is neither hot nor large. A merge is an
+//!   in-place operation like a split (no data moves between nodes), so it needs both
+//!   partitions held by the same primary and replicas: a pair that is not gets one
+//!   co-location step per round first (a move of one of the right partition's copies
+//!   onto a node of the left one, then a primary hand-over), pairs needing the fewest
+//!   steps first, never more pairs than merges needed. While a table merges, scale-out
+//!   moves wait (they would spread the pairs again). When no pair can merge any more
+//!   the table is `complete` in `ScalerPlan::scaling`, and the caller activates it.
 //! - **Scale-out**: `plan_rebalance` (with `rebalance.tolerance` as the imbalance
 //!   tolerance, or none while a usable node holds nothing: it just joined, or came back
 //!   after a failure and owns nothing until the Scaler gives it work) gives replica
@@ -176,7 +182,7 @@ impl Default for ScalerConfig {
             max_migrations_per_node: DEFAULT_MAX_MIGRATIONS_PER_NODE,
             max_migrations_per_cluster: DEFAULT_MAX_MIGRATIONS_PER_CLUSTER,
             max_in_place_ops_per_cluster: DEFAULT_MAX_IN_PLACE_OPS_PER_CLUSTER,
-            merge_cold_partitions: false,
+            merge_cold_partitions: true,
             merge_max_load_percent: DEFAULT_MERGE_MAX_LOAD_PERCENT,
             merge_max_size_percent: DEFAULT_MERGE_MAX_SIZE_PERCENT,
             child_move_deadline_ms: DEFAULT_CHILD_MOVE_DEADLINE_MS,
@@ -366,6 +372,10 @@ impl RunningOp {
                 from,
                 to,
             },
+            OperationKind::Merge { right } => RunningOp::Merge {
+                left: op.partition_id,
+                right,
+            },
         }
     }
 
@@ -455,6 +465,11 @@ pub enum MoveReason {
     },
     /// A scale-out move of the rebalancing planner.
     Rebalance,
+    /// A copy brought onto the nodes of the adjacent partition it is to merge with.
+    CoLocate {
+        /// The partition whose nodes the copy joins.
+        with: PartitionId,
+    },
 }
 
 /// One decision of the Scaler; the caller starts one operation for it.

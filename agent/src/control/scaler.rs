@@ -1,8 +1,10 @@
 //! The Scaler (leader only): every planning interval it gathers the load of every
 //! partition from its primary, plans with the pure `shared::scaler::plan_scaler` (hot,
-//! large and capacity splits, the move of a hot split's busier child, scale-out moves
-//! and primary hand-overs within the concurrency limits), and starts one operation per
-//! decision. The operations themselves are driven by the partitions' primaries from
+//! large and capacity splits, merges of cold adjacent partitions after a capacity
+//! decrease and the moves and hand-overs that bring them together, the move of a hot
+//! split's busier child, scale-out moves and primary hand-overs within the concurrency
+//! limits), and starts one operation per decision. A SCALING table whose decrease can
+//! merge no more is activated here. The operations themselves are driven by the partitions' primaries from
 //! their metadata records (see `data::plane::operations`), so a leader change loses
 //! nothing: the next leader's Scaler sees them running and plans around them.
 
@@ -130,6 +132,25 @@ impl Scaler {
         for action in plan.actions {
             self.act(action).await;
         }
+        for table in plan.scaling {
+            // Splits end with the assigner's activation; a decrease that can merge no
+            // more keeps the partitions it has.
+            if table.complete && table.partitions > table.target {
+                tracing::info!(
+                    table = table.table_id,
+                    partitions = table.partitions,
+                    target = table.target,
+                    "scaler: no more partitions can merge; the table is ACTIVE"
+                );
+                let cmd = MetaCommand::ActivateTable {
+                    table_id: table.table_id,
+                    now_ms: (self.clock)(),
+                };
+                if let Err(e) = self.meta.propose(cmd).await {
+                    tracing::debug!(table = table.table_id, error = %e, "scaler: not activated");
+                }
+            }
+        }
     }
 
     /// Nodes this leader's gossip view does not see alive.
@@ -217,10 +238,15 @@ impl Scaler {
                 }
                 return;
             }
-            // Merges are off by default and have no operation to run them yet.
-            ScalerAction::Merge { left, right, .. } => {
-                tracing::debug!(left, right, "scaler: merge planned but not supported");
-                return;
+            ScalerAction::Merge {
+                left,
+                right,
+                partitions,
+                target,
+                ..
+            } => {
+                tracing::info!(left, right, partitions, target, "scaler: merge");
+                (left, OperationKind::Merge { right }, false)
             }
         };
         let cmd = MetaCommand::StartOperation {

@@ -119,8 +119,8 @@ pub struct DataPlane {
     leases: lease::Leases,
     fences: fence::Fences,
     activity: PartitionActivity,
-    /// Split children staged here ahead of their split, by parent.
-    staged: Mutex<HashMap<PartitionId, crate::data::store::StagedSplit>>,
+    /// New partitions staged here ahead of their split or merge, by first source.
+    staged: Mutex<HashMap<PartitionId, crate::data::store::StagedDerivation>>,
     /// Operations with a driver running on this agent.
     driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
     /// Clock seam (operation timestamps).

@@ -70,13 +70,14 @@ impl Reconciler {
             return Ok(());
         }
         for d in &plan.derive {
-            // Usually done already by the split itself; this covers a lost request.
+            // Usually done already by the split or merge itself; this covers a lost
+            // request.
             let position = self
                 .data
-                .derive_children(d.parent, d.children.clone())
+                .derive_children(d.sources.clone(), d.children.clone())
                 .await?;
-            tracing::info!(parent = d.parent, children = ?d.children, lsn = position.lsn,
-                "derived split children from the local parent");
+            tracing::info!(sources = ?d.sources, children = ?d.children, lsn = position.lsn,
+                "derived partitions from local sources");
         }
         self.apply_locally(&plan)?;
         self.report(plan).await

@@ -23,7 +23,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use shared::data::{LogPosition, WriteOp, WriteRecord, item_key, split_item_key};
 use shared::keyspace::hash_partition_key;
-use shared::model::{KeyRange, PartitionId};
+use shared::model::PartitionId;
 
 /// File name of the partition database inside the data dir.
 pub const PARTITIONS_FILE: &str = "partitions.redb";
@@ -36,16 +36,11 @@ type ItemTable<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
 type LogTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
 /// Metadata of every partition: pid → postcard-encoded [`PartitionMeta`].
 const POSITIONS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("positions");
-/// Split children being staged (their item tables filled ahead of the split's fence):
-/// child → the staging's token. A staged child is not a local partition; a restart
+/// Split children or merged partitions being staged (their item tables filled ahead of
+/// the fence): new partition → the staging's token. A staged child is not a local partition; a restart
 /// discards it. Every batch and the finish check the token, so a staging replaced (by
 /// a full derivation, or a new staging) writes nothing more.
 const STAGING: TableDefinition<'static, u64, u64> = TableDefinition::new("staging");
-/// Tokens of stagings (unique within a process; a restart discards every staging).
-static STAGING_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-/// Items copied per transaction while staging split children, so that the copy never
-/// holds redb's single writer for long (other partitions' writes interleave).
-const STAGE_BATCH_ITEMS: usize = 1024;
 
 /// Why a storage operation failed. Nothing was changed by a call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,21 +77,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Fails unless every child of `staged` is still staged by it (not replaced by a full
-/// derivation or by another staging).
-fn check_staged(txn: &WriteTransaction, staged: &StagedSplit) -> Result<(), StoreError> {
-    let staging = txn.open_table(STAGING).map_err(redb_err)?;
-    for (child, _, _) in &staged.children {
-        if staging.get(*child).map_err(redb_err)?.map(|t| t.value()) != Some(staged.token) {
-            return Err(StoreError::Corrupt(format!(
-                "split child {child} of {} is not staged by this staging",
-                staged.parent
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The partition-key hash of a stored item key.
 fn item_hash(pid: PartitionId, key: &[u8]) -> Result<u64, StoreError> {
     let (pk, _) = split_item_key(key)
@@ -127,34 +107,6 @@ pub struct PartitionSnapshot {
     pub position: LogPosition,
     /// (item key, value), in key order.
     pub items: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Split children staged from a parent's items as of `position` (see
-/// [`PartitionStore::stage_split`]), waiting for [`PartitionStore::finish_split`].
-#[derive(Debug, Clone)]
-pub struct StagedSplit {
-    parent: PartitionId,
-    token: u64,
-    position: LogPosition,
-    children: Vec<(PartitionId, KeyRange, PartitionMeta)>,
-}
-
-impl StagedSplit {
-    /// The parent's position the staged items reflect.
-    pub fn position(&self) -> LogPosition {
-        self.position
-    }
-
-    /// Whether this staging is of `parent` into exactly these children.
-    pub fn is_for(&self, parent: PartitionId, children: &[(PartitionId, KeyRange)]) -> bool {
-        self.parent == parent
-            && self.children.len() == children.len()
-            && self
-                .children
-                .iter()
-                .zip(children)
-                .all(|((c, r, _), (c2, r2))| c == c2 && r == r2)
-    }
 }
 
 /// What `positions` keeps per partition. The log holds exactly `first_lsn..=position.lsn`
@@ -495,272 +447,6 @@ impl PartitionStore {
         Ok(())
     }
 
-    /// Derives split children from a local parent, in one durable transaction: each child
-    /// gets the parent's items whose partition-key hash is in its range and the parent's
-    /// log position (its log starts empty after it). Idempotent: children already stored
-    /// are left as they are. The parent is kept (the reconciler drops it later).
-    pub fn split_local(
-        &self,
-        parent: PartitionId,
-        children: &[(PartitionId, KeyRange)],
-    ) -> Result<LogPosition, StoreError> {
-        let _layout = lock(&self.layout);
-        let local = self.list();
-        if !local.contains(&parent) {
-            return Err(StoreError::NotAllocated(parent));
-        }
-        let todo: Vec<(PartitionId, KeyRange)> = children
-            .iter()
-            .filter(|(c, _)| !local.contains(c))
-            .copied()
-            .collect();
-        let position = self.position(parent)?;
-        if todo.is_empty() {
-            return Ok(position);
-        }
-        self.write(|txn| {
-            let mut metas: Vec<PartitionMeta> =
-                todo.iter().map(|_| PartitionMeta::at(position)).collect();
-            let mut tables = Vec::with_capacity(todo.len());
-            // A partial staging of the same children is replaced by the full derivation.
-            let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
-            for (child, _) in &todo {
-                staging.remove(*child).map_err(redb_err)?;
-                txn.delete_table(ItemTable::new(&table_name(*child)))
-                    .map_err(redb_err)?;
-            }
-            for (child, _) in &todo {
-                txn.open_table(LogTable::new(&log_name(*child)))
-                    .map_err(redb_err)?;
-                tables.push(
-                    txn.open_table(ItemTable::new(&table_name(*child)))
-                        .map_err(redb_err)?,
-                );
-            }
-            {
-                let items = txn
-                    .open_table(ItemTable::new(&table_name(parent)))
-                    .map_err(redb_err)?;
-                for entry in items.iter().map_err(redb_err)? {
-                    let (key, value) = entry.map_err(redb_err)?;
-                    let (key, value) = (key.value(), value.value());
-                    let hash = item_hash(parent, key)?;
-                    let Some(i) = todo.iter().position(|(_, range)| range.contains(hash)) else {
-                        continue;
-                    };
-                    put_item(todo[i].0, &mut tables[i], &mut metas[i], key, value)?;
-                }
-            }
-            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
-            for ((child, _), meta) in todo.iter().zip(&metas) {
-                store_meta(&mut positions, *child, meta)?;
-            }
-            Ok(())
-        })?;
-        lock(&self.local).extend(todo.iter().map(|(c, _)| *c));
-        Ok(position)
-    }
-
-    /// Stages split children ahead of the split's fence: copies the parent's items, as
-    /// of one consistent snapshot, into the children's tables, a batch per transaction
-    /// (writes to this and other partitions go on meanwhile). The children are not local
-    /// partitions until [`PartitionStore::finish_split`]; a restart discards them.
-    pub fn stage_split(
-        &self,
-        parent: PartitionId,
-        children: &[(PartitionId, KeyRange)],
-    ) -> Result<StagedSplit, StoreError> {
-        let local = self.list();
-        if !local.contains(&parent) {
-            return Err(StoreError::NotAllocated(parent));
-        }
-        if let Some((child, _)) = children.iter().find(|(c, _)| local.contains(c)) {
-            return Err(StoreError::Corrupt(format!(
-                "split child {child} of {parent} is already a local partition"
-            )));
-        }
-        let token = STAGING_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        {
-            let _layout = lock(&self.layout);
-            self.write(|txn| {
-                let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
-                for &(child, _) in children {
-                    txn.delete_table(ItemTable::new(&table_name(child)))
-                        .map_err(redb_err)?;
-                    txn.open_table(ItemTable::new(&table_name(child)))
-                        .map_err(redb_err)?;
-                    staging.insert(child, token).map_err(redb_err)?;
-                }
-                Ok(())
-            })?;
-        }
-        let read = self.db.begin_read().map_err(redb_err)?;
-        let meta = load_meta(&open_read(&read, POSITIONS, parent)?, parent)?;
-        let items = open_read(&read, ItemTable::new(&table_name(parent)), parent)?;
-        let mut staged = StagedSplit {
-            parent,
-            token,
-            position: meta.position,
-            children: children
-                .iter()
-                .map(|&(c, r)| (c, r, PartitionMeta::at(meta.position)))
-                .collect(),
-        };
-        let mut batch: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::with_capacity(STAGE_BATCH_ITEMS);
-        for entry in items.iter().map_err(redb_err)? {
-            let (key, value) = entry.map_err(redb_err)?;
-            let hash = item_hash(parent, key.value())?;
-            let Some(i) = children.iter().position(|(_, r)| r.contains(hash)) else {
-                continue;
-            };
-            batch.push((i, key.value().to_vec(), value.value().to_vec()));
-            if batch.len() >= STAGE_BATCH_ITEMS {
-                self.stage_batch(&mut staged, &mut batch)?;
-            }
-        }
-        self.stage_batch(&mut staged, &mut batch)?;
-        Ok(staged)
-    }
-
-    /// Writes one batch of staged items, durably: a non-durable batch would leave its
-    /// pages for the next durable commit to flush, and that may be the split's fenced
-    /// one, or another partition's write.
-    fn stage_batch(
-        &self,
-        staged: &mut StagedSplit,
-        batch: &mut Vec<(usize, Vec<u8>, Vec<u8>)>,
-    ) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let txn = self.begin_write()?;
-        {
-            check_staged(&txn, staged)?;
-            let mut tables = Vec::with_capacity(staged.children.len());
-            for (child, _, _) in &staged.children {
-                tables.push(
-                    txn.open_table(ItemTable::new(&table_name(*child)))
-                        .map_err(redb_err)?,
-                );
-            }
-            for (i, key, value) in batch.drain(..) {
-                let (child, _, meta) = &mut staged.children[i];
-                put_item(*child, &mut tables[i], meta, &key, &value)?;
-            }
-        }
-        txn.commit().map_err(redb_err)
-    }
-
-    /// Completes a staged split under the split's fence, in one durable transaction:
-    /// applies to the children the parent's records logged since the staging snapshot
-    /// (each by its key's hash), gives them the parent's position and makes them local
-    /// partitions. Fails (changing nothing) if the parent's log no longer reaches back to
-    /// the snapshot; [`PartitionStore::split_local`] then derives them in full.
-    pub fn finish_split(&self, staged: &StagedSplit) -> Result<LogPosition, StoreError> {
-        let _layout = lock(&self.layout);
-        let parent = staged.parent;
-        let mut position = LogPosition::default();
-        self.write(|txn| {
-            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
-            let parent_meta = load_meta(&positions, parent)?;
-            check_staged(txn, staged)?;
-            let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
-            let from = staged.position.lsn + 1;
-            if from <= parent_meta.position.lsn && from < parent_meta.first_lsn {
-                return Err(StoreError::Gap {
-                    pid: parent,
-                    expected: from,
-                    got: parent_meta.first_lsn,
-                });
-            }
-            let log = txn
-                .open_table(LogTable::new(&log_name(parent)))
-                .map_err(redb_err)?;
-            // The staged items must be a prefix of the parent's log as it is now: a
-            // parent caught up by a snapshot since (a diverged tail replaced) is not.
-            if parent_meta.position != staged.position && staged.position.lsn > 0 {
-                let held = log.get(staged.position.lsn).map_err(redb_err)?;
-                let held_epoch = held
-                    .map(|b| postcard::from_bytes::<WriteRecord>(b.value()).map(|r| r.epoch))
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                if held_epoch != Some(staged.position.epoch) {
-                    return Err(StoreError::Diverged {
-                        pid: parent,
-                        lsn: staged.position.lsn,
-                    });
-                }
-            }
-            let mut tables = Vec::with_capacity(staged.children.len());
-            let mut metas: Vec<PartitionMeta> = Vec::with_capacity(staged.children.len());
-            for (child, _, meta) in &staged.children {
-                tables.push(
-                    txn.open_table(ItemTable::new(&table_name(*child)))
-                        .map_err(redb_err)?,
-                );
-                metas.push(*meta);
-            }
-            for lsn in from..=parent_meta.position.lsn {
-                let bytes = log.get(lsn).map_err(redb_err)?;
-                let bytes = bytes.ok_or_else(|| missing_record(parent, lsn))?;
-                let record: WriteRecord = postcard::from_bytes(bytes.value())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                let hash = hash_partition_key(&record.partition_key);
-                let Some(i) = staged
-                    .children
-                    .iter()
-                    .position(|(_, r, _)| r.contains(hash))
-                else {
-                    continue;
-                };
-                let key = item_key(&record.partition_key, record.sort_key.as_deref());
-                let child = staged.children[i].0;
-                match &record.op {
-                    WriteOp::Put(value) => {
-                        put_item(child, &mut tables[i], &mut metas[i], &key, value)?
-                    }
-                    WriteOp::Delete => {
-                        let old = tables[i].remove(key.as_slice()).map_err(redb_err)?;
-                        if let Some(old_len) = old.map(|v| v.value().len()) {
-                            metas[i].remove_item(child, key.len() + old_len)?;
-                        }
-                    }
-                }
-            }
-            position = parent_meta.position;
-            for ((child, _, _), meta) in staged.children.iter().zip(&mut metas) {
-                txn.open_table(LogTable::new(&log_name(*child)))
-                    .map_err(redb_err)?;
-                meta.position = parent_meta.position;
-                meta.first_lsn = parent_meta.position.lsn + 1;
-                store_meta(&mut positions, *child, meta)?;
-                staging.remove(*child).map_err(redb_err)?;
-            }
-            Ok(())
-        })?;
-        lock(&self.local).extend(staged.children.iter().map(|(c, _, _)| *c));
-        Ok(position)
-    }
-
-    /// Drops the staged children of `staged` (the split was abandoned).
-    pub fn discard_stage(&self, staged: &StagedSplit) -> Result<(), StoreError> {
-        let _layout = lock(&self.layout);
-        let local = self.list();
-        self.write(|txn| {
-            let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
-            for (child, _, _) in &staged.children {
-                let ours =
-                    staging.get(*child).map_err(redb_err)?.map(|t| t.value()) == Some(staged.token);
-                if ours && !local.contains(child) {
-                    staging.remove(*child).map_err(redb_err)?;
-                    txn.delete_table(ItemTable::new(&table_name(*child)))
-                        .map_err(redb_err)?;
-                }
-            }
-            Ok(())
-        })
-    }
-
     /// The distinct partition-key hashes of a partition's items (what the split point is
     /// chosen from), with the position they reflect (one read transaction).
     pub fn key_hashes(&self, pid: PartitionId) -> Result<(Vec<u64>, LogPosition), StoreError> {
@@ -1030,5 +716,8 @@ fn read_local(db: &Database) -> Result<(BTreeSet<PartitionId>, Vec<PartitionId>)
     Ok((local, missing))
 }
 
+mod derive;
 #[cfg(test)]
 mod tests;
+
+pub use derive::StagedDerivation;

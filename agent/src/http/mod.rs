@@ -131,6 +131,7 @@ fn control_routes(app: AppState) -> Router<AppState> {
         .route("/audit", get(access::audit))
         .route("/partitions/{id}/split", post(operations::split))
         .route("/partitions/{id}/move", post(operations::relocate))
+        .route("/partitions/{id}/merge", post(operations::merge))
         .route("/operations", get(operations::list))
         .route("/operations/{id}", get(operations::get))
         .route("/cluster", get(cluster::cluster))

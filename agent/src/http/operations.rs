@@ -6,7 +6,8 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use shared::api::operations::{
-    ListOperationsResponse, MovePartitionRequest, OperationDescription, SplitPartitionRequest,
+    ListOperationsResponse, MergePartitionRequest, MovePartitionRequest, OperationDescription,
+    SplitPartitionRequest,
 };
 use shared::command::{MetaCommand, MetaOutcome};
 use shared::model::{OperationId, OperationKind, PartitionId};
@@ -76,6 +77,23 @@ pub async fn split(
     require_table_admin(&app, &caller, &table_of(&app, pid)?)?;
     let kind = OperationKind::Split {
         split_point: request.split_point,
+    };
+    start(&app, &caller, pid, kind).await
+}
+
+/// `POST /partitions/{id}/merge` (table admin): merges the partition with the adjacent
+/// one above it (held by the same primary and replicas) in place. 202 with the
+/// operation.
+pub async fn merge(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(pid): Path<String>,
+    JsonBody(request): JsonBody<MergePartitionRequest>,
+) -> ApiResult<(StatusCode, Json<OperationDescription>)> {
+    let pid = parse_partition(&pid)?;
+    require_table_admin(&app, &caller, &table_of(&app, pid)?)?;
+    let kind = OperationKind::Merge {
+        right: request.right_partition,
     };
     start(&app, &caller, pid, kind).await
 }

@@ -13,7 +13,7 @@ use shared::command::{MetaCommand, MetaOutcome};
 use shared::lifecycle::estimate_scaling_seconds;
 use shared::model::{Table, TableStatus};
 use shared::recovery::under_replicated;
-use shared::scaler::capacity_completion_seconds;
+use shared::scaler::{capacity_completion_seconds, estimated_completion_seconds};
 use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
@@ -135,17 +135,24 @@ pub async fn update_capacity(
     };
     app.meta.propose(cmd).await??;
     // The Scaler splits until the partition count fits the capacity (at most doubling
-    // per planning round, a few splits at a time); fewer partitions are not merged.
+    // per planning round, a few splits at a time), or merges cold adjacent pairs, each
+    // first brought onto the same nodes (at most one move per copy).
     let current = app.state.read(|s| {
         s.table_by_name(&name)
             .map(|t| s.partitions_of(t.table_id).len())
     });
     let current = current.unwrap_or(0);
     let target = shared::placement::partition_count(&capacity, &app.scaler.placement) as usize;
-    let estimated_completion_seconds = if app.scaler_enabled {
-        capacity_completion_seconds(current, target, 0, &app.scaler.op_estimates())
-    } else {
-        estimate_scaling_seconds(current as u32, current as u32)
+    let est = app.scaler.op_estimates();
+    let merging = app.scaler.merge_cold_partitions && target < current;
+    let estimated_completion_seconds = match (app.scaler_enabled, merging) {
+        (true, true) => {
+            let moves = (current - target) * app.scaler.placement.replication_factor;
+            capacity_completion_seconds(current, target, 0, &est)
+                + estimated_completion_seconds(0, moves as u64, &est)
+        }
+        (true, false) if target > current => capacity_completion_seconds(current, target, 0, &est),
+        _ => estimate_scaling_seconds(current as u32, current as u32),
     };
     let response = UpdateCapacityResponse {
         status: TableStatus::Scaling,

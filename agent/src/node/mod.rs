@@ -424,6 +424,7 @@ fn spawn_controllers(
     let assigner_config = AssignerConfig {
         placement: config.placement_config(),
         delete_release_timeout_ms: config.controllers.delete_release_timeout_ms,
+        merges: config.scaler.enabled && config.scaler.merge_cold_partitions,
     };
     let assigner = Arc::new(PartitionAssigner::new(
         meta.clone(),

@@ -51,6 +51,8 @@ impl Simulation {
                     ..PlacementConfig::default()
                 },
                 delete_release_timeout_ms: ASSIGNER_DELETE_RELEASE_TIMEOUT_MS,
+                // No capacity change is simulated: no table is left SCALING for merges.
+                merges: false,
             }),
         }));
         let generation = agent.generation;

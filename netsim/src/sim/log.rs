@@ -468,7 +468,9 @@ impl Simulation {
 /// is ready by the commit itself.
 fn assigns_copy(cmd: &MetaCommand, node: NodeId) -> bool {
     match cmd {
-        MetaCommand::AssignPartitions { .. } | MetaCommand::SplitPartition { .. } => true,
+        MetaCommand::AssignPartitions { .. }
+        | MetaCommand::SplitPartition { .. }
+        | MetaCommand::MergePartitions { .. } => true,
         MetaCommand::RepairPartitions { changes } => changes
             .iter()
             .any(|c| c.primary_node_id == node || c.replica_node_ids.contains(&node)),

@@ -1,5 +1,5 @@
-//! JSON bodies of the partition operation endpoints: split, move, and the operations
-//! list.
+//! JSON bodies of the partition operation endpoints: split, merge, move, and the
+//! operations list.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +15,14 @@ pub struct SplitPartitionRequest {
     /// First hash of the right child; default: the median of the partition's hashed keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_point: Option<u64>,
+}
+
+/// `POST /partitions/{id}/merge` body: merge the partition with the one right above it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MergePartitionRequest {
+    /// The adjacent partition above (held by the same primary and replicas).
+    pub right_partition: PartitionId,
 }
 
 /// `POST /partitions/{id}/move` body.
@@ -37,11 +45,17 @@ pub struct OperationDescription {
     pub partition_id: PartitionId,
     /// Table name (`None` once the table is gone).
     pub table_name: Option<String>,
-    /// `split` or `move`.
+    /// `split`, `merge` or `move`.
     pub kind: String,
     /// Split: the requested split point, if one was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_point: Option<u64>,
+    /// Merge: the partition above, merged into this one's range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right_partition: Option<PartitionId>,
+    /// Merge: the partition made, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_partition: Option<PartitionId>,
     /// Move: the node giving its copy up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_node: Option<NodeId>,
@@ -85,7 +99,16 @@ impl OperationDescription {
         let (kind, split_point, from_node, to_node) = match op.kind {
             OperationKind::Split { split_point } => ("split", split_point, None, None),
             OperationKind::Move { from, to } => ("move", None, Some(from), Some(to)),
+            OperationKind::Merge { .. } => ("merge", None, None, None),
         };
+        let right_partition = match op.kind {
+            OperationKind::Merge { right } => Some(right),
+            _ => None,
+        };
+        let merged_partition = op
+            .derivation()
+            .filter(|_| right_partition.is_some())
+            .and_then(|d| d.children.first().copied());
         let (status, failure_reason) = match &op.status {
             OperationStatus::Running => ("RUNNING", None),
             OperationStatus::Completed => ("COMPLETED", None),
@@ -99,6 +122,8 @@ impl OperationDescription {
             table_name,
             kind: kind.to_string(),
             split_point,
+            right_partition,
+            merged_partition,
             from_node,
             to_node,
             step: op.step,

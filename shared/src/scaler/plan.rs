@@ -76,8 +76,12 @@ pub(super) struct Round<'a> {
     running_delta: BTreeMap<TableId, isize>,
     /// The same for the splits and merges planned this round.
     planned_delta: BTreeMap<TableId, isize>,
-    /// Merges each SCALING table wanted and could have had but for the limits.
+    /// Merges each SCALING table wanted and could have had but for the limits (or is
+    /// bringing together by co-location steps).
     merges_wanted: BTreeMap<TableId, usize>,
+    /// Whether some SCALING table still has more partitions than it needs: scale-out
+    /// moves wait, so as not to undo the co-location of the pairs to merge.
+    merging: bool,
     /// Latest load of each participating node's primaries, updated by planned moves.
     node_load: BTreeMap<NodeId, f64>,
     /// Primaries each node leads (committed).
@@ -118,6 +122,7 @@ impl<'a> Round<'a> {
             running_delta,
             planned_delta: BTreeMap::new(),
             merges_wanted: BTreeMap::new(),
+            merging: false,
             node_load: BTreeMap::new(),
             primaries: BTreeMap::new(),
             committed: BTreeMap::new(),
@@ -138,7 +143,9 @@ impl<'a> Round<'a> {
             self.plan_merges();
         }
         self.plan_child_moves();
-        self.plan_scale_out();
+        if !self.merging {
+            self.plan_scale_out();
+        }
         self.plan.scaling = self.scaling_progress();
         self.plan
     }
@@ -377,13 +384,11 @@ impl<'a> Round<'a> {
         }
     }
 
-    /// Whether two adjacent partitions may merge: same nodes, cold and small enough.
+    /// Whether two adjacent partitions are cold and small enough to merge (wherever
+    /// their copies are): their combined load, or `None`.
     fn mergeable(&self, table: &Table, target: usize, l: &Partition, r: &Partition) -> Option<f64> {
-        let same_nodes = l.primary_node_id == r.primary_node_id
-            && l.replica_node_ids.iter().collect::<BTreeSet<_>>()
-                == r.replica_node_ids.iter().collect::<BTreeSet<_>>();
         let adjacent = l.range.high.checked_add(1) == Some(r.range.low);
-        if !(same_nodes && adjacent && self.eligible(l) && self.eligible(r)) {
+        if !adjacent {
             return None;
         }
         let load = self.window(l.partition_id)?.max + self.window(r.partition_id)?.max;
@@ -399,34 +404,135 @@ impl<'a> Round<'a> {
         (load <= max_load && size <= max_size).then_some(load)
     }
 
+    /// Merges of cold adjacent pairs of SCALING tables above their target count, the
+    /// pairs needing the fewest co-location steps first, then the coldest. A pair held
+    /// by the same nodes merges; any other gets one co-location step per round: the
+    /// right partition's primary role handed to the left's primary when they hold the
+    /// same nodes, else one of its copies moved onto a node of the left one.
     fn plan_merges(&mut self) {
         for table in self.capacity_tables(&[TableStatus::Scaling]) {
             let target = self.target(table);
+            if self.effective_count(table.table_id) <= target {
+                continue;
+            }
+            self.merging = true;
             let parts = self.input.state.partitions_of(table.table_id);
-            // Adjacent pairs, coldest first.
-            let mut pairs: Vec<(f64, &Partition, &Partition)> = parts
+            let mut pairs: Vec<(usize, f64, &Partition, &Partition)> = parts
                 .windows(2)
-                .filter_map(|w| Some((self.mergeable(table, target, w[0], w[1])?, w[0], w[1])))
+                .filter_map(|w| {
+                    let load = self.mergeable(table, target, w[0], w[1])?;
+                    Some((co_location_steps(w[0], w[1]), load, w[0], w[1]))
+                })
                 .collect();
-            pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.range.low.cmp(&b.1.range.low)));
-            for (_, l, r) in pairs {
+            pairs.sort_by(|a, b| {
+                (a.0.cmp(&b.0))
+                    .then(a.1.total_cmp(&b.1))
+                    .then(a.2.range.low.cmp(&b.2.range.low))
+            });
+            // Pairs being brought together count towards the merges still to come.
+            let mut gathering = 0;
+            for (steps, _, l, r) in pairs {
                 let partitions = self.effective_count(table.table_id);
+                if partitions <= target + gathering {
+                    break;
+                }
+                let wanted = |round: &mut Self| {
+                    *round.merges_wanted.entry(table.table_id).or_default() += 1;
+                };
                 let claimed = |p: &Partition| self.claimed.contains(&p.partition_id);
-                if partitions <= target || claimed(l) || claimed(r) {
+                if claimed(l) || claimed(r) || !self.eligible_id_unclaimed(l, r) {
+                    // A co-location step (or another operation) still running on it:
+                    // the pair's merge is still to come.
+                    let running = |p: &Partition| {
+                        let pid = p.partition_id;
+                        self.input
+                            .running
+                            .iter()
+                            .any(|op| op.partitions().contains(&pid))
+                    };
+                    if running(l) || running(r) {
+                        wanted(self);
+                    }
                     continue;
                 }
-                let action = ScalerAction::Merge {
-                    left: l.partition_id,
-                    right: r.partition_id,
-                    expected_epochs: (l.epoch, r.epoch),
-                    partitions,
-                    target,
-                };
-                if !self.admit_in_place(action) {
-                    *self.merges_wanted.entry(table.table_id).or_default() += 1;
+                if steps == 0 {
+                    let action = ScalerAction::Merge {
+                        left: l.partition_id,
+                        right: r.partition_id,
+                        expected_epochs: (l.epoch, r.epoch),
+                        partitions,
+                        target,
+                    };
+                    if !self.admit_in_place(action) {
+                        wanted(self);
+                    }
+                    continue;
+                }
+                gathering += 1;
+                wanted(self);
+                match self.co_location_step(l, r) {
+                    Some(action @ ScalerAction::Move { .. }) => {
+                        self.claimed.insert(l.partition_id);
+                        self.take_move(action);
+                    }
+                    Some(action) => {
+                        self.claimed.extend([l.partition_id, r.partition_id]);
+                        self.plan.actions.push(action);
+                    }
+                    None => self.plan.deferred += 1,
                 }
             }
         }
+    }
+
+    /// Whether both partitions of a pair may take part in an operation now, ignoring
+    /// claims (checked apart).
+    fn eligible_id_unclaimed(&self, l: &Partition, r: &Partition) -> bool {
+        let usable = |p: &Partition| {
+            let table_ok = self
+                .input
+                .state
+                .table(p.table_id)
+                .is_some_and(|t| t.status == TableStatus::Scaling);
+            table_ok && p.is_ready() && p.all_nodes().all(|n| self.usable(n))
+        };
+        usable(l) && usable(r)
+    }
+
+    /// The next step bringing `r`'s copies onto `l`'s nodes: a primary hand-over when
+    /// they hold the same nodes, else the move of one copy of `r` on a node outside `l`
+    /// to a node of `l` without one (same zone first, replicas before the primary),
+    /// within the migration limits; `None` when the limits leave no room this round.
+    fn co_location_step(&self, l: &Partition, r: &Partition) -> Option<ScalerAction> {
+        let lset: BTreeSet<NodeId> = l.all_nodes().collect();
+        let rset: BTreeSet<NodeId> = r.all_nodes().collect();
+        if lset == rset {
+            return Some(ScalerAction::HandOverPrimary {
+                partition_id: r.partition_id,
+                from: r.primary_node_id,
+                to: l.primary_node_id,
+                expected_epoch: r.epoch,
+            });
+        }
+        let state = self.input.state;
+        let zone = |n: NodeId| state.node(n).map(|n| n.zone.clone());
+        let mut options: Vec<(bool, bool, NodeId, NodeId)> = rset
+            .difference(&lset)
+            .flat_map(|&from| lset.difference(&rset).map(move |&to| (from, to)))
+            .filter(|&(from, to)| self.budget.migration_fits(self.cfg, from, to))
+            .map(|(from, to)| (zone(from) != zone(to), from == r.primary_node_id, from, to))
+            .collect();
+        options.sort();
+        let &(_, _, from, to) = options.first()?;
+        Some(ScalerAction::Move {
+            partition_id: r.partition_id,
+            from,
+            to,
+            expected_epoch: r.epoch,
+            reason: MoveReason::CoLocate {
+                with: l.partition_id,
+            },
+        })
     }
 
     // ---- Migrations --------------------------------------------------------------
@@ -681,6 +787,14 @@ impl<'a> Round<'a> {
             })
             .collect()
     }
+}
+
+/// Steps to bring `r`'s copies onto `l`'s nodes (for ranking pairs): one move per copy
+/// of `r` on a node outside `l`, and a primary hand-over if the primaries differ.
+fn co_location_steps(l: &Partition, r: &Partition) -> usize {
+    let lset: BTreeSet<NodeId> = l.all_nodes().collect();
+    let moves = r.all_nodes().filter(|n| !lset.contains(n)).count();
+    moves + usize::from(l.primary_node_id != r.primary_node_id)
 }
 
 /// An `f64` ordered by `total_cmp`, for sort keys (loads are finite here).

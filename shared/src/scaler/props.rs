@@ -429,6 +429,10 @@ fn random_cases_reach_every_rule() {
                     reason: MoveReason::Rebalance,
                     ..
                 } => "rebalance",
+                ScalerAction::Move {
+                    reason: MoveReason::CoLocate { .. },
+                    ..
+                } => "colocate",
                 ScalerAction::HandOverPrimary { .. } => "handover",
             };
             *kinds.entry(kind).or_default() += 1;
@@ -445,6 +449,7 @@ fn random_cases_reach_every_rule() {
         "merge",
         "child",
         "rebalance",
+        "colocate",
         "handover",
         "deferred",
         "settled",

@@ -575,9 +575,12 @@ fn merges(plan: &ScalerPlan) -> Vec<(PartitionId, PartitionId)> {
 }
 
 #[test]
-fn merges_are_off_by_default_and_the_decrease_completes() {
+fn without_merges_the_decrease_completes() {
     let (fx, _) = shrinking();
-    let plan = fx.plan();
+    let plan = fx.plan_with(ScalerConfig {
+        merge_cold_partitions: false,
+        ..ScalerConfig::default()
+    });
     assert!(plan.actions.is_empty());
     assert!(plan.scaling[0].complete);
 }
@@ -640,7 +643,137 @@ fn merges_need_cold_observed_partitions_on_the_same_nodes() {
         })
         .unwrap();
     }
-    assert!(merges(&fx.plan_with(merging())).is_empty());
+    let plan = fx.plan_with(merging());
+    assert!(merges(&plan).is_empty(), "not on the same nodes: {plan:?}");
+    let colocate = MoveReason::CoLocate { with: p[0] };
+    assert!(
+        moves(&plan).iter().any(|m| m.0 == p[1] && m.3 == colocate),
+        "a co-location step instead: {plan:?}"
+    );
+}
+
+/// Applies a planned co-location step to the state (as the operations would commit it).
+fn carry_out(s: &mut MetaState, action: &ScalerAction) {
+    match *action {
+        ScalerAction::Move {
+            partition_id,
+            from,
+            to,
+            expected_epoch,
+            ..
+        } => {
+            let started = s.apply(&MetaCommand::StartOperation {
+                partition_id,
+                kind: OperationKind::Move { from, to },
+                requested_by: "scaler".into(),
+                now_ms: NOW,
+            });
+            let Ok(crate::command::MetaOutcome::OperationStarted { operation_id }) = started else {
+                panic!("{started:?}");
+            };
+            s.apply(&MetaCommand::AdvanceOperation {
+                operation_id,
+                step: crate::model::OperationStep::Switching,
+                progress: None,
+                now_ms: NOW,
+            })
+            .unwrap();
+            s.apply(&MetaCommand::CommitMove {
+                operation_id,
+                partition_id,
+                from,
+                to,
+                expected_epoch,
+                now_ms: NOW,
+            })
+            .unwrap();
+            s.apply(&MetaCommand::FinishOperation {
+                operation_id,
+                status: crate::model::OperationStatus::Completed,
+                now_ms: NOW,
+                write_pause_ms: None,
+            })
+            .unwrap();
+        }
+        ScalerAction::HandOverPrimary {
+            partition_id,
+            to,
+            expected_epoch,
+            ..
+        } => {
+            let p = s.partition(partition_id).unwrap().clone();
+            let replicas = p
+                .replica_node_ids
+                .iter()
+                .map(|&r| if r == to { p.primary_node_id } else { r })
+                .collect();
+            s.apply(&MetaCommand::RepairPartitions {
+                changes: vec![PartitionChange {
+                    partition_id,
+                    expected_epoch,
+                    primary_node_id: to,
+                    replica_node_ids: replicas,
+                }],
+            })
+            .unwrap();
+        }
+        ref other => panic!("not a co-location step: {other:?}"),
+    }
+}
+
+#[test]
+fn pairs_apart_are_brought_together_step_by_step_then_merged() {
+    // Six nodes in three zones, 2 partitions of 3 copies: placed apart.
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c"]);
+    let t = add_table(&mut s, "orders", provisioned(1, 2000), 3);
+    rescale(&mut s, "orders", provisioned(1, 1000));
+    let mut fx = Fx::new(s);
+    let p = fx.pids(t);
+    for &pid in &p {
+        fx.steady(pid, 1.0);
+    }
+    let zones = |s: &MetaState, pid| {
+        let p = s.partition(pid).unwrap();
+        let z: BTreeSet<String> = p
+            .all_nodes()
+            .map(|n| s.node(n).unwrap().zone.clone())
+            .collect();
+        z.len()
+    };
+    let mut steps = 0;
+    let merged = loop {
+        let plan = fx.plan_with(merging());
+        assert!(!plan.scaling[0].complete, "pending merge: {plan:?}");
+        if let [(l, r)] = merges(&plan)[..] {
+            break (l, r);
+        }
+        assert_eq!(plan.actions.len(), 1, "one step per round: {plan:?}");
+        carry_out(&mut fx.s, &plan.actions[0]);
+        steps += 1;
+        assert!(steps <= 4, "at most 3 moves and a hand-over");
+    };
+    assert_eq!(merged, (p[0], p[1]));
+    let (l, r) = (fx.s.partition(p[0]).unwrap(), fx.s.partition(p[1]).unwrap());
+    assert_eq!(l.primary_node_id, r.primary_node_id);
+    assert_eq!(zones(&fx.s, p[1]), 3, "the pair keeps its zone spread");
+}
+
+#[test]
+fn a_decrease_that_cannot_merge_is_complete_and_rebalancing_waits_while_merging() {
+    // Too large to merge: nothing to do, complete (the caller activates the table).
+    let (mut fx, p) = shrinking();
+    for &pid in &p {
+        fx.size(pid, DEFAULT_MAX_PARTITION_SIZE_BYTES / 3);
+    }
+    let plan = fx.plan_with(merging());
+    assert!(plan.actions.is_empty());
+    assert!(plan.scaling[0].complete);
+    // A new empty node gets no scale-out move while a table still merges.
+    let (mut fx, _) = shrinking();
+    join(&mut fx.s, 9, "");
+    let plan = fx.plan_with(merging());
+    assert!(moves(&plan).is_empty(), "{plan:?}");
+    assert_eq!(merges(&plan).len(), 2);
 }
 
 #[test]

@@ -141,6 +141,7 @@ impl MetaState {
             | MetaCommand::RetryOperationStep { .. }
             | MetaCommand::FinishOperation { .. }
             | MetaCommand::SplitPartition { .. }
+            | MetaCommand::MergePartitions { .. }
             | MetaCommand::CommitMove { .. } => self.dispatch_ops(cmd),
         }
     }

@@ -272,8 +272,8 @@ impl MetaState {
     }
 
     /// Operations: stored under their ids; finished ones bounded; each record is
-    /// consistent with itself; a partition is SPLITTING or MIGRATING exactly while one
-    /// operation of that kind runs on it (so never two at once).
+    /// consistent with itself; a partition is SPLITTING, MERGING or MIGRATING exactly
+    /// while one operation of that kind holds it (so never two at once).
     pub(super) fn check_operations(&self) -> Result<(), String> {
         let mut running: BTreeMap<PartitionId, OperationId> = BTreeMap::new();
         let mut finished = 0;
@@ -289,20 +289,20 @@ impl MetaState {
                 finished += 1;
                 continue;
             }
-            if let Some(other) = running.insert(op.partition_id, *id) {
-                return Err(format!(
-                    "operations {other} and {id} both run on partition {}",
-                    op.partition_id
-                ));
-            }
-            match self.partitions.get(&op.partition_id) {
-                Some(p) if p.table_id == op.table_id && p.status == op.partition_status() => {}
-                p => {
+            for pid in op.partitions() {
+                if let Some(other) = running.insert(pid, *id) {
                     return Err(format!(
-                        "running operation {id} on partition {} finds {:?}",
-                        op.partition_id,
-                        p.map(|p| (p.table_id, p.status))
+                        "operations {other} and {id} both run on partition {pid}"
                     ));
+                }
+                match self.partitions.get(&pid) {
+                    Some(p) if p.table_id == op.table_id && p.status == op.partition_status() => {}
+                    p => {
+                        return Err(format!(
+                            "running operation {id} on partition {pid} finds {:?}",
+                            p.map(|p| (p.table_id, p.status))
+                        ));
+                    }
                 }
             }
         }
@@ -343,14 +343,23 @@ fn check_operation(op: &Operation) -> Result<(), String> {
     if op.started_at_ms > op.step_started_at_ms || !finished_in_order {
         return bad("times out of order or finish time without a finish");
     }
+    if let OperationKind::Merge { right } = op.kind
+        && (right == op.partition_id || op.reserved_merged.is_none())
+    {
+        return bad("merges a partition with itself, or reserved no id");
+    }
     let is_split = matches!(op.kind, OperationKind::Split { .. });
+    let in_place = matches!(
+        op.kind,
+        OperationKind::Split { .. } | OperationKind::Merge { .. }
+    );
     let switched = op.step.is_switched();
-    // A split switches and completes in one command; a move runs on (and may fail)
-    // after its switch, while the source drops its copy.
+    // A split or merge switches and completes in one command; a move runs on (and may
+    // fail) after its switch, while the source drops its copy.
     let step_fits = match op.status {
         OperationStatus::Completed => switched,
         OperationStatus::RolledBack => !switched,
-        OperationStatus::Running | OperationStatus::Failed { .. } => !(is_split && switched),
+        OperationStatus::Running | OperationStatus::Failed { .. } => !(in_place && switched),
     };
     if !step_fits {
         return bad("step does not fit the status");

@@ -1,6 +1,6 @@
-//! Handlers of the multi-step operations (split in place, replica move) and of the
-//! two routing commits they lead to (`SplitPartition`, `CommitMove`). Like every
-//! handler, each validates fully, then mutates.
+//! Handlers of the multi-step operations (split and merge in place, replica move) and
+//! of the routing commits they lead to (`SplitPartition`, `MergePartitions`,
+//! `CommitMove`). Like every handler, each validates fully, then mutates.
 //!
 //! An operation record is the resumable state of a split or move: any leader reads its
 //! step and drives it on or rolls it back. Drivers retry, and leaders change between a
@@ -36,6 +36,15 @@ struct SplitRequest {
     parent: PartitionId,
     split_point: u64,
     expected_epoch: u64,
+    now_ms: UnixMillis,
+}
+
+/// The fields of a `MergePartitions` command.
+struct MergeRequest {
+    operation_id: OperationId,
+    left: PartitionId,
+    right: PartitionId,
+    expected_epochs: (u64, u64),
     now_ms: UnixMillis,
 }
 
@@ -98,6 +107,24 @@ fn check_split_point(p: &Partition, split_point: u64) -> Result<(KeyRange, KeyRa
             p.partition_id, p.range.low, p.range.high
         ))
     })
+}
+
+/// Two partitions may merge when they are of one table, `right` starts right after
+/// `left`, and both are held by the same primary and the same replicas (the merged copy
+/// is made on each node from its own two copies).
+fn check_mergeable(left: &Partition, right: &Partition) -> Result<(), MetaError> {
+    let (l, r) = (left.partition_id, right.partition_id);
+    if left.table_id != right.table_id || left.range.high.checked_add(1) != Some(right.range.low) {
+        return Err(invalid(format!(
+            "partition {r} does not start where partition {l} ends in the same table"
+        )));
+    }
+    if !left.same_members(right) {
+        return Err(placement(format!(
+            "partitions {l} and {r} are not held by the same primary and replicas"
+        )));
+    }
+    Ok(())
 }
 
 fn check_progress(progress: Option<OperationProgress>) -> Result<(), MetaError> {
@@ -163,10 +190,13 @@ impl MetaState {
         self.operations.values().filter(|op| op.is_running())
     }
 
-    /// The operation running on a partition, if any (never more than one).
+    /// The operation running on a partition (its own, or a merge's right neighbour), if
+    /// any (never more than one).
     pub fn running_operation_of(&self, partition_id: PartitionId) -> Option<&Operation> {
-        self.running_operations()
-            .find(|op| op.partition_id == partition_id)
+        self.running_operations().find(|op| {
+            op.partition_id == partition_id
+                || matches!(op.kind, OperationKind::Merge { right } if right == partition_id)
+        })
     }
 
     /// Routes an operation command to its handler.
@@ -207,6 +237,19 @@ impl MetaState {
                 parent: *parent,
                 split_point: *split_point,
                 expected_epoch: *expected_epoch,
+                now_ms: *now_ms,
+            }),
+            MetaCommand::MergePartitions {
+                operation_id,
+                left,
+                right,
+                expected_epochs,
+                now_ms,
+            } => self.merge_partitions(&MergeRequest {
+                operation_id: *operation_id,
+                left: *left,
+                right: *right,
+                expected_epochs: *expected_epochs,
                 now_ms: *now_ms,
             }),
             MetaCommand::CommitMove {
@@ -325,6 +368,16 @@ impl MetaState {
                 self.check_room_for_split(p.table_id)
             }
             OperationKind::Move { from, to } => self.check_move_nodes(p, from, to),
+            OperationKind::Merge { right } => {
+                let r = self
+                    .partitions
+                    .get(&right)
+                    .ok_or(MetaError::UnknownPartition(right))?;
+                if let Some(op) = self.running_operation_of(right) {
+                    return Err(running_error(op));
+                }
+                check_mergeable(p, r)
+            }
         }
     }
 
@@ -344,11 +397,19 @@ impl MetaState {
                 self.next_partition_id += 2;
                 Some((left, left + 1))
             }
-            OperationKind::Move { .. } => None,
+            OperationKind::Move { .. } | OperationKind::Merge { .. } => None,
+        };
+        let reserved_merged = match kind {
+            OperationKind::Merge { .. } => {
+                let merged = self.next_partition_id;
+                self.next_partition_id += 1;
+                Some(merged)
+            }
+            _ => None,
         };
         let p = self
             .partitions
-            .get_mut(&partition_id)
+            .get(&partition_id)
             .expect("partition validated");
         let op = Operation {
             operation_id,
@@ -366,8 +427,14 @@ impl MetaState {
             split: None,
             write_pause_ms: None,
             reserved_children,
+            reserved_merged,
         };
-        p.status = op.partition_status();
+        for pid in op.partitions() {
+            self.partitions
+                .get_mut(&pid)
+                .expect("partition validated")
+                .status = op.partition_status();
+        }
         self.operations.insert(operation_id, op);
         Ok(MetaOutcome::OperationStarted { operation_id })
     }
@@ -487,11 +554,13 @@ impl MetaState {
             }
             _ => {}
         }
-        let partition_id = op.partition_id;
+        let partitions = op.partitions();
         self.end_operation(id, status.clone(), now_ms);
         self.operation_mut(id).write_pause_ms = write_pause_ms;
-        if let Some(p) = self.partitions.get_mut(&partition_id) {
-            p.status = PartitionStatus::Healthy;
+        for pid in partitions {
+            if let Some(p) = self.partitions.get_mut(&pid) {
+                p.status = PartitionStatus::Healthy;
+            }
         }
         Ok(MetaOutcome::Done)
     }
@@ -636,6 +705,102 @@ impl MetaState {
             self.end_operation(id, OperationStatus::Completed, r.now_ms);
         }
         Ok(MetaOutcome::PartitionSplit { left, right })
+    }
+
+    /// Checks the merge operation a `MergePartitions` names; `Ok(true)` when that merge
+    /// already committed (a retry).
+    fn check_merge_operation(&self, r: &MergeRequest) -> Result<bool, MetaError> {
+        let id = r.operation_id;
+        let op = match self.find_operation(id)? {
+            Found::Live(op) => op,
+            Found::Dropped => return Err(MetaError::UnknownOperation(id)),
+        };
+        if op.kind != (OperationKind::Merge { right: r.right }) || op.partition_id != r.left {
+            return Err(invalid(format!(
+                "operation {id} is {:?} of partition {}, not a merge of partitions {} and {}",
+                op.kind, op.partition_id, r.left, r.right
+            )));
+        }
+        match &op.status {
+            OperationStatus::Completed => Ok(true),
+            OperationStatus::Running if op.step == OperationStep::Fencing => Ok(false),
+            OperationStatus::Running => Err(wrong_step(op, "FENCING (writes to both fenced)")),
+            status => Err(MetaError::OperationFinished {
+                operation_id: id,
+                status: status.clone(),
+            }),
+        }
+    }
+
+    fn validate_merge(&self, r: &MergeRequest) -> Result<(&Partition, &Partition), MetaError> {
+        let get = |pid| {
+            self.partitions
+                .get(&pid)
+                .ok_or(MetaError::UnknownPartition(pid))
+        };
+        let (left, right) = (get(r.left)?, get(r.right)?);
+        self.check_table_open(left.table_id)?;
+        for (p, expected) in [(left, r.expected_epochs.0), (right, r.expected_epochs.1)] {
+            if p.epoch != expected {
+                return Err(MetaError::StaleEpoch {
+                    partition_id: p.partition_id,
+                    expected,
+                    current: p.epoch,
+                });
+            }
+        }
+        check_mergeable(left, right)?;
+        Ok((left, right))
+    }
+
+    fn merge_partitions(&mut self, r: &MergeRequest) -> MetaResult {
+        if self.check_merge_operation(r)? {
+            return Ok(MetaOutcome::Unchanged);
+        }
+        let (left, right) = self.validate_merge(r)?;
+        let merged_id = self
+            .operation(r.operation_id)
+            .and_then(|op| op.reserved_merged)
+            .ok_or_else(|| invalid(format!("merge {} reserved no id", r.operation_id)))?;
+        // Same nodes, so the merged copy is ready exactly where both were; the new epoch
+        // is above both, so requests at either old epoch retry.
+        let merged = Partition {
+            partition_id: merged_id,
+            range: KeyRange {
+                low: left.range.low,
+                high: right.range.high,
+            },
+            epoch: left.epoch.max(right.epoch) + 1,
+            status: PartitionStatus::Healthy,
+            ready_node_ids: left
+                .ready_node_ids
+                .intersection(&right.ready_node_ids)
+                .copied()
+                .collect(),
+            released_node_ids: Default::default(),
+            ..left.clone()
+        };
+        let nodes: Vec<NodeId> = merged.all_nodes().collect();
+        self.partitions.remove(&r.left);
+        self.partitions.remove(&r.right);
+        self.partitions.insert(merged_id, merged);
+        for n in nodes {
+            let held = &mut self
+                .nodes
+                .get_mut(&n)
+                .expect("member is known")
+                .partition_ids;
+            held.remove(&r.left);
+            held.remove(&r.right);
+            held.insert(merged_id);
+        }
+        let op = self.operation_mut(r.operation_id);
+        op.step = OperationStep::Switched;
+        op.step_started_at_ms = op.step_started_at_ms.max(r.now_ms);
+        op.attempts = 0;
+        op.progress = None;
+        self.end_operation(r.operation_id, OperationStatus::Completed, r.now_ms);
+        Ok(MetaOutcome::PartitionsMerged { merged: merged_id })
     }
 
     /// Checks the move operation a `CommitMove` names; `Ok(true)` when the switch

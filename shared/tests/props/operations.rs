@@ -1,8 +1,9 @@
 //! Splits and moves on random ACTIVE tables: random splits keep every table tiling the
 //! key space, with children on their parent's nodes above its epoch; random moves keep
 //! replica sets distinct, grow the epoch by one per switch and roll back cleanly when
-//! recovery changed the partition meanwhile; random interleavings of operations never
-//! run two on one partition, and a partition is busy exactly while one runs.
+//! recovery changed the partition meanwhile; random merges of split children keep the
+//! tiling, on the same nodes above both epochs; random interleavings of operations
+//! never run two on one partition, and a partition is busy exactly while one runs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,8 +133,62 @@ fn split(
     result
 }
 
+/// The partition right above `p` in its table, if any.
+fn right_neighbour(s: &MetaState, p: &Partition) -> Option<Partition> {
+    let above = p.range.high.checked_add(1)?;
+    s.partitions_of(p.table_id)
+        .into_iter()
+        .find(|q| q.range.low == above)
+        .cloned()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_splits_and_merges_keep_tiling(
+        steps in prop::collection::vec((any::<usize>(), any::<u16>(), any::<bool>(), any::<bool>()), 1..60),
+    ) {
+        let (mut s, tables) = cluster();
+        for (raw, at, merge, commit) in steps {
+            let p = nth_partition(&s, raw);
+            if !merge {
+                let _ = split(&mut s, &p, point_in(p.range, at), true);
+                continue;
+            }
+            let Some(r) = right_neighbour(&s, &p) else { continue };
+            let kind = OperationKind::Merge { right: r.partition_id };
+            let result = apply(&mut s, start(p.partition_id, kind));
+            prop_assert_eq!(result.is_ok(), p.same_members(&r), "{:?} {:?}: {:?}", p, r, result);
+            let Ok(MetaOutcome::OperationStarted { operation_id: id }) = result else { continue };
+            apply(&mut s, advance(id, OperationStep::Fencing)).unwrap();
+            if !commit {
+                apply(&mut s, finish(id, OperationStatus::RolledBack)).unwrap();
+                prop_assert_eq!(s.partition(p.partition_id), Some(&p));
+                prop_assert_eq!(s.partition(r.partition_id), Some(&r));
+                continue;
+            }
+            let cmd = MetaCommand::MergePartitions {
+                operation_id: id,
+                left: p.partition_id,
+                right: r.partition_id,
+                expected_epochs: (p.epoch, r.epoch),
+                now_ms: 30,
+            };
+            let Ok(MetaOutcome::PartitionsMerged { merged }) = apply(&mut s, cmd) else {
+                prop_assert!(false, "merge of {:?} and {:?} refused", p, r);
+                continue;
+            };
+            let m = s.partition(merged).unwrap();
+            prop_assert_eq!(m.range, KeyRange { low: p.range.low, high: r.range.high });
+            prop_assert_eq!(m.epoch, p.epoch.max(r.epoch) + 1);
+            prop_assert!(m.same_members(&p) && m.is_ready());
+            prop_assert!(s.partition(p.partition_id).is_none() && s.partition(r.partition_id).is_none());
+            for t in &tables {
+                prop_assert!(tiles(&s, *t).is_ok(), "{:?}", tiles(&s, *t));
+            }
+        }
+    }
 
     #[test]
     fn random_splits_keep_tiling_and_raise_epochs(
@@ -241,18 +296,18 @@ proptest! {
 
     #[test]
     fn operations_never_share_a_partition(
-        steps in prop::collection::vec((any::<usize>(), 0u8..5, 1..=NODES), 1..80),
+        steps in prop::collection::vec((any::<usize>(), 0u8..6, 1..=NODES), 1..80),
     ) {
         let (mut s, _) = cluster();
         for (raw, what, node) in steps {
             let p = nth_partition(&s, raw);
             let running = s.running_operation_of(p.partition_id).map(|o| o.operation_id);
             let cmd = match (what, running) {
-                (0 | 1, _) => {
-                    let kind = if what == 0 {
-                        OperationKind::Split { split_point: None }
-                    } else {
-                        OperationKind::Move { from: p.primary_node_id, to: node }
+                (0 | 1 | 5, _) => {
+                    let kind = match (what, right_neighbour(&s, &p)) {
+                        (0, _) => OperationKind::Split { split_point: None },
+                        (5, Some(r)) => OperationKind::Merge { right: r.partition_id },
+                        _ => OperationKind::Move { from: p.primary_node_id, to: node },
                     };
                     let result = apply(&mut s, start(p.partition_id, kind));
                     if running.is_some() {
@@ -278,7 +333,9 @@ proptest! {
             }
             let mut busy: BTreeMap<PartitionId, OperationId> = BTreeMap::new();
             for op in s.running_operations() {
-                prop_assert!(busy.insert(op.partition_id, op.operation_id).is_none());
+                for pid in op.partitions() {
+                    prop_assert!(busy.insert(pid, op.operation_id).is_none());
+                }
             }
             for p in s.partitions() {
                 prop_assert_eq!(p.status != PartitionStatus::Healthy, busy.contains_key(&p.partition_id));

@@ -706,6 +706,7 @@ fn kind(cmd: &MetaCommand) -> &'static str {
         MetaCommand::FinishOperation { .. } => "FinishOperation",
         MetaCommand::SplitPartition { .. } => "SplitPartition",
         MetaCommand::CommitMove { .. } => "CommitMove",
+        MetaCommand::MergePartitions { .. } => "MergePartitions",
     }
 }
 
@@ -720,7 +721,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
     let mut seen: BTreeMap<(&str, bool), usize> = BTreeMap::new();
     let mut changed: BTreeSet<(&str, bool)> = BTreeSet::new();
     let mut planned_repairs = 0;
-    for _ in 0..256 {
+    for _ in 0..320 {
         let ops = prop::collection::vec(op(), 1..80)
             .new_tree(&mut runner)
             .unwrap()
@@ -774,6 +775,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "FinishOperation",
         "SplitPartition",
         "CommitMove",
+        "MergePartitions",
     ] {
         for accepted in [true, false] {
             assert!(
@@ -796,6 +798,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "FinishOperation",
         "SplitPartition",
         "CommitMove",
+        "MergePartitions",
     ] {
         for change in [true, false] {
             assert!(

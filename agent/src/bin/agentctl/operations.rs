@@ -1,8 +1,8 @@
-//! `agentctl partition split|move` and `agentctl operations`.
+//! `agentctl partition split|merge|move` and `agentctl operations`.
 
 use agent::client::ApiClient;
 use clap::Subcommand;
-use shared::api::operations::{MovePartitionRequest, OperationDescription};
+use shared::api::operations::{MergePartitionRequest, MovePartitionRequest, OperationDescription};
 
 use super::{Poll, WaitArgs, poll_with_progress, print, text_table};
 
@@ -16,6 +16,17 @@ pub enum PartitionCmd {
         /// First hash of the right child.
         #[arg(long)]
         split_point: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Merge a partition with the adjacent one above it (both held by the same primary
+    /// and replicas) into one, in place; writes pause only for the commit.
+    Merge {
+        /// Partition id (the lower one).
+        partition_id: u64,
+        /// The partition right above it.
+        #[arg(long)]
+        with: u64,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -42,6 +53,16 @@ pub fn run_partition(client: &ApiClient, json: bool, cmd: PartitionCmd) -> anyho
             split_point,
             wait,
         } => (client.split_partition(partition_id, split_point)?, wait),
+        PartitionCmd::Merge {
+            partition_id,
+            with,
+            wait,
+        } => {
+            let request = MergePartitionRequest {
+                right_partition: with,
+            };
+            (client.merge_partition(partition_id, &request)?, wait)
+        }
         PartitionCmd::Move {
             partition_id,
             to,
@@ -126,6 +147,11 @@ fn operations_text(ops: &[OperationDescription]) -> String {
                 .split_point
                 .map_or("at the median".into(), |p| format!("at {p}")),
             (_, _, Some(from), Some(to)) => format!("{from} -> {to}"),
+            ("merge", _, _, _) => match (op.right_partition, op.merged_partition) {
+                (Some(r), Some(m)) => format!("+ {r} -> {m}"),
+                (Some(r), None) => format!("+ {r}"),
+                _ => String::new(),
+            },
             _ => String::new(),
         };
         t.add_row(vec![

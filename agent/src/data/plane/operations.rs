@@ -9,6 +9,10 @@
 //!   pause), bring every replica to the primary's position, commit `SplitPartition`,
 //!   finish the children here and on every replica (apply the few records written since
 //!   the staging; no data crosses the network), release the lock.
+//! - Merge: like a split the other way round, on two adjacent partitions held by the
+//!   same nodes: stage the merged partition from both (here and on every replica), then
+//!   take both write locks, bring every replica to the primary's positions of both,
+//!   commit `MergePartitions`, finish the merged partition everywhere, release.
 //! - Move: copy a consistent snapshot to the target, stream the log that follows until
 //!   the target is within a few records, then take the write lock (the pause), send the
 //!   tail, hand the read lease over if the moving copy is the primary's, commit
@@ -110,6 +114,7 @@ impl DataPlane {
         let result = match op.kind {
             OperationKind::Split { split_point } => self.drive_split(&op, split_point).await,
             OperationKind::Move { from, to } => self.drive_move(&op, from, to).await,
+            OperationKind::Merge { right } => self.drive_merge(&op, right).await,
         };
         match result {
             Ok(Some(ended)) => self.finish(&op, kind, ended).await,
@@ -195,7 +200,7 @@ impl DataPlane {
             // once, so that the fenced part only applies the records written since.
             if let Some((left, right)) = op.reserved_children {
                 let children = vec![(left, left_range), (right, right_range)];
-                self.stage_everywhere(pid, epoch, children).await;
+                self.stage_everywhere(vec![pid], epoch, children).await;
             }
             self.advance(op, OperationStep::Fencing, None).await?;
         }
@@ -204,15 +209,8 @@ impl DataPlane {
         let writer = self.writer(pid);
         let (fenced, paused, lead) = self.pause_writes(&writer, table_id, pid, epoch).await?;
         let position = self.store.position(pid)?;
-        let synced = futures::future::join_all(
-            lead.replicas
-                .iter()
-                .map(|&replica| self.bring_to(replica, pid, epoch, position)),
-        )
-        .await;
-        synced
-            .into_iter()
-            .collect::<Result<Vec<()>, StepFailed>>()?;
+        self.bring_all_to(&lead.replicas, pid, epoch, position)
+            .await?;
         let replicas_synced = paused.elapsed();
         let cmd = MetaCommand::SplitPartition {
             operation_id: Some(op.operation_id),
@@ -250,30 +248,8 @@ impl DataPlane {
                 })
                 .unwrap_or_default()
         });
-        let local = self.derive_children(pid, children.clone());
-        let asks = lead.replicas.iter().map(|&replica| {
-            let request = DataPeerRequest::Replica(ReplicaRequest::Split {
-                parent: pid,
-                children: children.clone(),
-                position,
-            });
-            async move {
-                let reply = self.rpc(replica, request, SPLIT_REPLICA_TIMEOUT).await;
-                (replica, reply)
-            }
-        });
-        // Here and on the replicas at once: each derivation is one durable transaction.
-        let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
-        local?;
-        for (replica, reply) in replies {
-            if !matches!(
-                reply,
-                Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(_))))
-            ) {
-                // Its children are filled by catch-up at their first write instead.
-                tracing::info!(partition = pid, replica, ?reply, "replica did not derive");
-            }
-        }
+        self.derive_everywhere(&lead.replicas, vec![pid], children.clone(), vec![position])
+            .await?;
         drop(fenced);
         let pause = paused.elapsed();
         self.observe_pause("split", pause);
@@ -288,18 +264,162 @@ impl DataPlane {
         Ok(Some(Ended::Completed(Some(pause))))
     }
 
-    /// Drops the split children staged here for `parent` (its split was abandoned).
-    pub(super) async fn discard_staging(&self, parent: PartitionId) {
-        let Some(staged) = lock(&self.staged).remove(&parent) else {
+    /// Derives the new partitions of a committed split or merge here and on the
+    /// replicas at once (each derivation is one durable transaction). A replica that
+    /// could not derive gets them filled by catch-up at their first write instead.
+    async fn derive_everywhere(
+        &self,
+        replicas: &[NodeId],
+        sources: Vec<PartitionId>,
+        children: Vec<(PartitionId, KeyRange)>,
+        positions: Vec<LogPosition>,
+    ) -> Result<(), StepFailed> {
+        let local = self.derive_children(sources.clone(), children.clone());
+        let asks = replicas.iter().map(|&replica| {
+            let request = DataPeerRequest::Replica(ReplicaRequest::Derive {
+                sources: sources.clone(),
+                children: children.clone(),
+                positions: positions.clone(),
+            });
+            async move {
+                let reply = self.rpc(replica, request, SPLIT_REPLICA_TIMEOUT).await;
+                (replica, reply)
+            }
+        });
+        let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
+        local?;
+        for (replica, reply) in replies {
+            if !matches!(
+                reply,
+                Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(_))))
+            ) {
+                tracing::info!(?sources, replica, ?reply, "replica did not derive");
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings every replica to exactly `position` of `pid`, all at once.
+    async fn bring_all_to(
+        &self,
+        replicas: &[NodeId],
+        pid: PartitionId,
+        epoch: u64,
+        position: LogPosition,
+    ) -> Result<(), StepFailed> {
+        let synced = futures::future::join_all(
+            replicas
+                .iter()
+                .map(|&replica| self.bring_to(replica, pid, epoch, position)),
+        )
+        .await;
+        synced
+            .into_iter()
+            .collect::<Result<Vec<()>, StepFailed>>()?;
+        Ok(())
+    }
+
+    /// The merge of `op.partition_id` with `right` (the partition just above it, held
+    /// by the same nodes); `Ok(None)` when this agent no longer leads it.
+    async fn drive_merge(
+        &self,
+        op: &Operation,
+        right: PartitionId,
+    ) -> Result<Option<Ended>, StepFailed> {
+        let left = op.partition_id;
+        if op.step == OperationStep::Switched {
+            return Ok(Some(Ended::Completed(None)));
+        }
+        let Some((table_id, left_epoch, left_range)) = self.led(left) else {
+            return Ok(None);
+        };
+        // A failure may have changed one side under the operation: then it is void.
+        let right_now = self.state.read(|s| {
+            let (l, r) = (s.partition(left)?, s.partition(right)?);
+            l.same_members(r).then_some((r.epoch, r.range))
+        });
+        let (Some((right_epoch, right_range)), Some(merged)) = (right_now, op.reserved_merged)
+        else {
+            let why = format!("partitions {left} and {right} are no longer held alike");
+            return Ok(Some(Ended::RolledBack(why)));
+        };
+        let sources = vec![left, right];
+        let range = KeyRange {
+            low: left_range.low,
+            high: right_range.high,
+        };
+        let children = vec![(merged, range)];
+        if op.step == OperationStep::Preparing {
+            self.stage_everywhere(sources.clone(), left_epoch, children.clone())
+                .await;
+            self.advance(op, OperationStep::Fencing, None).await?;
+        }
+
+        // The pause: both sides' writes wait from here until the merged partition takes
+        // them. Only this driver takes two write locks, so the order cannot deadlock.
+        let (left_writer, right_writer) = (self.writer(left), self.writer(right));
+        let (fenced, paused, lead) = self
+            .pause_writes(&left_writer, table_id, left, left_epoch)
+            .await?;
+        let (fenced_right, _, _) = self
+            .pause_writes(&right_writer, table_id, right, right_epoch)
+            .await?;
+        let positions = vec![self.store.position(left)?, self.store.position(right)?];
+        let (synced_left, synced_right) = tokio::join!(
+            self.bring_all_to(&lead.replicas, left, left_epoch, positions[0]),
+            self.bring_all_to(&lead.replicas, right, right_epoch, positions[1]),
+        );
+        synced_left?;
+        synced_right?;
+        let cmd = MetaCommand::MergePartitions {
+            operation_id: op.operation_id,
+            left,
+            right,
+            expected_epochs: (left_epoch, right_epoch),
+            now_ms: self.now_ms(),
+        };
+        let result = match self.meta.propose(cmd).await {
+            Ok(result) => result,
+            Err(e) => {
+                // The merge may have committed: neither side takes a write until its
+                // epoch moved (or the merge shows), as after a write in doubt.
+                self.fences.fence(left, left_epoch);
+                self.fences.fence(right, right_epoch);
+                return Err(e.into());
+            }
+        };
+        match result {
+            Ok(_) => {}
+            Err(
+                e @ (MetaError::StaleEpoch { .. }
+                | MetaError::Invalid(_)
+                | MetaError::InvalidPlacement(_)),
+            ) => return Ok(Some(Ended::RolledBack(e.to_string()))),
+            Err(e) => return Err(e.into()),
+        }
+        self.derive_everywhere(&lead.replicas, sources, children, positions)
+            .await?;
+        drop(fenced_right);
+        drop(fenced);
+        let pause = paused.elapsed();
+        self.observe_pause("merge", pause);
+        tracing::info!(left, right, merged, ?pause, "merged");
+        Ok(Some(Ended::Completed(Some(pause))))
+    }
+
+    /// Drops the new partitions staged here from `first` (the first source of a split
+    /// or merge that was abandoned).
+    pub(super) async fn discard_staging(&self, first: PartitionId) {
+        let Some(staged) = lock(&self.staged).remove(&first) else {
             return;
         };
         let store = self.store.clone();
         let discarded = tokio::task::spawn_blocking(move || store.discard_stage(&staged)).await;
         if !matches!(discarded, Ok(Ok(()))) {
             tracing::warn!(
-                partition = parent,
+                partition = first,
                 ?discarded,
-                "staged split children not dropped"
+                "staged partitions not dropped"
             );
         }
     }
@@ -321,38 +441,39 @@ impl DataPlane {
         Ok((fenced, paused, lead))
     }
 
-    /// Stages the split children here and on the replicas of `pid` (best effort: a copy
-    /// that could not stage derives its children in full under the fence instead).
+    /// Stages the new partitions of a split or merge here and on the replicas of the
+    /// first source (at `epoch`; best effort: a copy that could not stage derives them
+    /// in full under the fence instead).
     async fn stage_everywhere(
         &self,
-        pid: PartitionId,
+        sources: Vec<PartitionId>,
         epoch: u64,
         children: Vec<(PartitionId, KeyRange)>,
     ) {
         let replicas: Vec<NodeId> = self.state.read(|s| {
-            s.partition(pid)
+            s.partition(sources[0])
                 .filter(|p| p.epoch == epoch)
                 .map(|p| p.replica_node_ids.clone())
                 .unwrap_or_default()
         });
-        let local = self.stage_split(pid, children.clone());
+        let local = self.stage(sources.clone(), children.clone());
         let asks = replicas.iter().map(|&replica| {
-            let request = DataPeerRequest::Replica(ReplicaRequest::StageSplit {
-                parent: pid,
+            let request = DataPeerRequest::Replica(ReplicaRequest::Stage {
+                sources: sources.clone(),
                 children: children.clone(),
             });
             self.rpc(replica, request, MOVE_SNAPSHOT_TIMEOUT)
         });
         let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
         if let Err(e) = local {
-            tracing::info!(partition = pid, error = %e, "split not staged here");
+            tracing::info!(?sources, error = %e, "not staged here");
         }
         for (replica, reply) in replicas.iter().zip(replies) {
             if !matches!(
                 reply,
                 Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(_))))
             ) {
-                tracing::info!(partition = pid, replica, ?reply, "split not staged there");
+                tracing::info!(?sources, replica, ?reply, "not staged there");
             }
         }
     }
@@ -673,5 +794,6 @@ fn kind_name(kind: &OperationKind) -> &'static str {
     match kind {
         OperationKind::Split { .. } => "split",
         OperationKind::Move { .. } => "move",
+        OperationKind::Merge { .. } => "merge",
     }
 }

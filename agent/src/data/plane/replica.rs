@@ -7,7 +7,8 @@ use shared::data::{
     DataPeerReply, DataPeerRequest, ItemError, LogPosition, ReplicaError, ReplicaReply,
     ReplicaRequest,
 };
-use shared::model::PartitionId;
+use shared::lifecycle::{LocalDerivation, local_derivations};
+use shared::model::{KeyRange, PartitionId};
 
 use super::{DataPlane, lock};
 use crate::data::store::{PartitionSnapshot, StoreError};
@@ -34,14 +35,14 @@ impl DataPlane {
                 self.install(partition_id, epoch, PartitionSnapshot { position, items })
                     .await,
             ),
-            ReplicaRequest::StageSplit { parent, children } => {
-                ReplicaReply::Appended(self.stage_split(parent, children).await)
+            ReplicaRequest::Stage { sources, children } => {
+                ReplicaReply::Appended(self.stage(sources, children).await)
             }
-            ReplicaRequest::Split {
-                parent,
+            ReplicaRequest::Derive {
+                sources,
                 children,
-                position,
-            } => ReplicaReply::Appended(self.derive_split(parent, children, position).await),
+                positions,
+            } => ReplicaReply::Appended(self.derive_at(sources, children, positions).await),
             ReplicaRequest::ReleaseLease {
                 partition_id,
                 primary,
@@ -62,113 +63,115 @@ impl DataPlane {
         }
     }
 
-    /// Derives split children from the local parent. A parent that is not at the
-    /// primary's final `position` is left alone: the children's primary fills them by
-    /// catch-up instead.
-    async fn derive_split(
+    /// Derives the new partitions of a split or merge from the local sources. Sources
+    /// that are not at the primary's final `positions` are left alone: the new
+    /// partitions' primary fills them by catch-up instead.
+    async fn derive_at(
         &self,
-        parent: PartitionId,
-        children: Vec<(PartitionId, shared::model::KeyRange)>,
-        position: LogPosition,
+        sources: Vec<PartitionId>,
+        children: Vec<(PartitionId, KeyRange)>,
+        positions: Vec<LogPosition>,
     ) -> Result<LogPosition, ReplicaError> {
-        let guard = self.replica_lock(parent);
-        let _one_at_a_time = guard.lock().await;
-        let mine = self
-            .store
-            .position(parent)
-            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
-        if mine != position {
-            return Err(ReplicaError::NeedSync { position: mine });
+        let guards: Vec<_> = sources.iter().map(|s| self.replica_lock(*s)).collect();
+        let mut held = Vec::with_capacity(guards.len());
+        for guard in &guards {
+            held.push(guard.lock().await);
         }
-        self.derive_children(parent, children)
+        for (source, wanted) in sources.iter().zip(&positions) {
+            let mine = self
+                .store
+                .position(*source)
+                .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+            if mine != *wanted {
+                return Err(ReplicaError::NeedSync { position: mine });
+            }
+        }
+        self.derive_children(sources, children)
             .await
             .map_err(|e| ReplicaError::Storage(e.to_string()))
     }
 
-    /// Stages split children from the local copy of `parent` (see `StageSplit`).
-    pub(super) async fn stage_split(
+    /// Stages the new partitions of a split or merge from the local copies of `sources`
+    /// (see `ReplicaRequest::Stage`).
+    pub(super) async fn stage(
         &self,
-        parent: PartitionId,
-        children: Vec<(PartitionId, shared::model::KeyRange)>,
+        sources: Vec<PartitionId>,
+        children: Vec<(PartitionId, KeyRange)>,
     ) -> Result<LogPosition, ReplicaError> {
         let store = self.store.clone();
-        let staged = tokio::task::spawn_blocking(move || store.stage_split(parent, &children))
+        let from = sources.clone();
+        let staged = tokio::task::spawn_blocking(move || store.stage(&from, &children))
             .await
             .map_err(|e| ReplicaError::Storage(e.to_string()))?
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         let position = staged.position();
-        // A repeated staging (a retried split) replaced the old tables: keep the new one.
-        lock(&self.staged).insert(parent, staged);
+        // A repeated staging (a retried operation) replaced the old tables: keep the new.
+        lock(&self.staged).insert(sources[0], staged);
         Ok(position)
     }
 
-    /// Makes split children local: from their staging if it is of these children (only
-    /// the records since are applied), else derived in full from the parent. Called by
-    /// the split's driver, on the replicas at its request, and by the reconciler (a
-    /// lost request); whichever comes first does the work.
+    /// Makes the new partitions of a split or merge local: from their staging if it is
+    /// of these sources and children (only the records since are applied), else derived
+    /// in full from the sources. Called by the operation's driver, on the replicas at
+    /// its request, and by the reconciler (a lost request); whichever comes first does
+    /// the work.
     pub async fn derive_children(
         &self,
-        parent: PartitionId,
-        children: Vec<(PartitionId, shared::model::KeyRange)>,
+        sources: Vec<PartitionId>,
+        children: Vec<(PartitionId, KeyRange)>,
     ) -> Result<LogPosition, StoreError> {
+        let first = *sources
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("a derivation needs a source".into()))?;
         let staged = lock(&self.staged)
-            .remove(&parent)
-            .filter(|s| s.is_for(parent, &children));
+            .remove(&first)
+            .filter(|s| s.is_for(&sources, &children));
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(staged) = staged {
-                match store.finish_split(&staged) {
+                match store.finish_stage(&staged) {
                     Ok(position) => return Ok(position),
-                    Err(e) => tracing::info!(parent, error = %e, "staged split not usable"),
+                    Err(e) => tracing::info!(?sources, error = %e, "staging not usable"),
                 }
             }
-            store.split_local(parent, &children)
+            store.derive_local(&sources, &children)
         })
         .await
         .map_err(|e| StoreError::Redb(e.to_string()))?
     }
 
-    /// Drops the split stagings whose split was abandoned (no split running on the
-    /// parent, and none committed): a replica is told nothing when a split rolls back.
+    /// Drops the stagings whose split or merge was abandoned (no operation running on
+    /// the first source, and none committed from it): a replica is told nothing when an
+    /// operation rolls back.
     pub async fn discard_abandoned_stagings(&self) {
-        let parents: Vec<PartitionId> = lock(&self.staged).keys().copied().collect();
-        for parent in parents {
-            let abandoned = self
-                .state
-                .read(|s| s.running_operation_of(parent).is_none())
-                && !self.split_away(parent);
+        let firsts: Vec<PartitionId> = lock(&self.staged).keys().copied().collect();
+        for first in firsts {
+            let abandoned = self.state.read(|s| s.running_operation_of(first).is_none())
+                && !self.derived_away(first);
             if !abandoned {
                 continue;
             }
-            self.discard_staging(parent).await;
+            self.discard_staging(first).await;
         }
     }
 
-    /// Whether `pid` is the parent of a committed split (it takes no more records).
-    fn split_away(&self, pid: PartitionId) -> bool {
+    /// Whether `pid` is a source of a committed split or merge (it takes no more
+    /// records).
+    fn derived_away(&self, pid: PartitionId) -> bool {
         self.state.read(|s| {
             s.operations()
-                .any(|op| op.partition_id == pid && op.split.is_some())
+                .filter_map(|op| op.derivation())
+                .any(|d| d.sources.contains(&pid))
         })
     }
 
-    /// The parent (stored here) and children of the committed split that made `pid`.
-    fn split_source(
-        &self,
-        pid: PartitionId,
-    ) -> Option<(PartitionId, Vec<(PartitionId, shared::model::KeyRange)>)> {
+    /// The sources (all stored here) and new partitions of the committed split or merge
+    /// that made `pid`.
+    fn derivation_of(&self, pid: PartitionId) -> Option<LocalDerivation> {
         let local = self.store.list();
         self.state.read(|s| {
-            let op = s.operations().find(|op| {
-                op.split.is_some_and(|r| r.left == pid || r.right == pid)
-                    && local.contains(&op.partition_id)
-            })?;
-            let r = op.split?;
-            let children = [r.left, r.right]
-                .into_iter()
-                .filter_map(|c| Some((c, s.partition(c)?.range)))
-                .collect();
-            Some((op.partition_id, children))
+            let wanted = [pid];
+            local_derivations(s, &local, &wanted).into_iter().next()
         })
     }
 
@@ -197,11 +200,11 @@ impl DataPlane {
                 return Err(ReplicaError::NotReplica);
             }
             // A newer epoch than the local metadata knows is fine: the primary learned
-            // it first. So is a split child not yet in the local metadata but derived
-            // here at its primary's request (the split is committed). Another unknown
+            // it first. So is a split child or merged partition not yet in the local
+            // metadata but derived here at its primary's request (the commit is done). Another unknown
             // partition is not (purged, or never assigned here).
             Some(_) => {}
-            None if self.store.list().contains(&pid) && !self.split_away(pid) => {}
+            None if self.store.list().contains(&pid) && !self.derived_away(pid) => {}
             None => return Err(ReplicaError::NotReplica),
         }
         let mut accepted = lock(&self.accepted);
@@ -275,28 +278,30 @@ impl DataPlane {
     }
 
     /// The local log position, allocating the partition first if the reconciler has not
-    /// yet (a replacement replica may hear from its primary first). A split child whose
-    /// parent is stored here is derived from it instead: never an empty copy of a child
-    /// that the metadata counts as ready.
+    /// yet (a replacement replica may hear from its primary first). A split child or
+    /// merged partition whose sources are stored here is derived from them instead:
+    /// never an empty copy of a partition that the metadata counts as ready.
     async fn position_or_allocate(&self, pid: PartitionId) -> Result<LogPosition, ReplicaError> {
-        match self.store.position(pid) {
-            Ok(pos) => Ok(pos),
-            Err(StoreError::NotAllocated(_)) if self.split_source(pid).is_some() => {
-                let (parent, children) = self.split_source(pid).expect("checked just above");
-                self.derive_children(parent, children)
+        let derivation = match self.store.position(pid) {
+            Ok(pos) => return Ok(pos),
+            Err(StoreError::NotAllocated(_)) => self.derivation_of(pid),
+            Err(e) => return Err(ReplicaError::Storage(e.to_string())),
+        };
+        match derivation {
+            Some(d) => {
+                self.derive_children(d.sources, d.children)
                     .await
                     .map_err(|e| ReplicaError::Storage(e.to_string()))?;
                 self.store
                     .position(pid)
                     .map_err(|e| ReplicaError::Storage(e.to_string()))
             }
-            Err(StoreError::NotAllocated(_)) => {
+            None => {
                 self.store
                     .allocate(&[pid])
                     .map_err(|e| ReplicaError::Storage(e.to_string()))?;
                 Ok(LogPosition::default())
             }
-            Err(e) => Err(ReplicaError::Storage(e.to_string())),
         }
     }
 

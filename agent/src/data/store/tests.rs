@@ -1,4 +1,5 @@
 use super::*;
+use shared::model::KeyRange;
 
 fn open(dir: &tempfile::TempDir) -> PartitionStore {
     PartitionStore::open(dir.path()).unwrap()
@@ -558,7 +559,7 @@ fn open_upgrades_partitions_of_an_older_version() {
 }
 
 #[test]
-fn split_local_divides_items_by_key_hash_and_keeps_the_position() {
+fn derive_local_divides_items_by_key_hash_and_keeps_the_position() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);
     store.allocate(&[1]).unwrap();
@@ -579,7 +580,7 @@ fn split_local_divides_items_by_key_hash_and_keeps_the_position() {
         low: split,
         high: u64::MAX,
     };
-    let position = store.split_local(1, &[(2, left), (3, right)]).unwrap();
+    let position = store.derive_local(&[1], &[(2, left), (3, right)]).unwrap();
     assert_eq!(position, pos(200, 3));
     let (l, r) = (store.stats(2).unwrap(), store.stats(3).unwrap());
     assert_eq!(l.item_count + r.item_count, 200);
@@ -598,10 +599,10 @@ fn split_local_divides_items_by_key_hash_and_keeps_the_position() {
     // Children continue the parent's log; a repeated derivation changes nothing.
     assert_eq!(store.position(2).unwrap(), pos(200, 3));
     store.append(2, &[put(201, 4, "new", None, "1")]).unwrap();
-    store.split_local(1, &[(2, left), (3, right)]).unwrap();
+    store.derive_local(&[1], &[(2, left), (3, right)]).unwrap();
     assert_eq!(store.position(2).unwrap(), pos(201, 4));
     assert!(matches!(
-        store.split_local(9, &[(10, left)]),
+        store.derive_local(&[9], &[(10, left)]),
         Err(StoreError::NotAllocated(9))
     ));
 }
@@ -632,9 +633,9 @@ fn a_staged_split_takes_the_writes_made_after_the_snapshot() {
             },
         ),
     ];
-    let staged = store.stage_split(1, &children).unwrap();
+    let staged = store.stage(&[1], &children).unwrap();
     assert_eq!(staged.position(), pos(300, 2));
-    assert!(staged.is_for(1, &children));
+    assert!(staged.is_for(&[1], &children));
     assert!(
         !store.list().contains(&2),
         "staged children are not local yet"
@@ -650,7 +651,7 @@ fn a_staged_split_takes_the_writes_made_after_the_snapshot() {
             ],
         )
         .unwrap();
-    let position = store.finish_split(&staged).unwrap();
+    let position = store.finish_stage(&staged).unwrap();
     assert_eq!(position, pos(303, 2));
     let child_of = |pk: &str| {
         if hash_partition_key(pk.as_bytes()) < split {
@@ -690,18 +691,18 @@ fn an_unfinished_staging_is_discarded_by_a_restart_or_replaced_by_a_full_split()
         let store = open(&dir);
         store.allocate(&[1]).unwrap();
         store.append(1, &[put(1, 1, "a", None, "1")]).unwrap();
-        let staged = store.stage_split(1, &children).unwrap();
+        let staged = store.stage(&[1], &children).unwrap();
         store.discard_stage(&staged).unwrap();
-        store.stage_split(1, &children).unwrap();
+        store.stage(&[1], &children).unwrap();
     }
     let store = open(&dir);
     assert_eq!(store.list(), BTreeSet::from([1]), "the staging is gone");
-    let staged = store.stage_split(1, &children).unwrap();
+    let staged = store.stage(&[1], &children).unwrap();
     store.append(1, &[put(2, 1, "b", None, "2")]).unwrap();
     // The full derivation replaces the partial staging.
-    store.split_local(1, &children).unwrap();
+    store.derive_local(&[1], &children).unwrap();
     assert_eq!(store.stats(2).unwrap().item_count, 2);
-    assert!(store.finish_split(&staged).is_err(), "no longer staged");
+    assert!(store.finish_stage(&staged).is_err(), "no longer staged");
 }
 
 #[test]
@@ -720,9 +721,9 @@ fn a_replaced_staging_writes_nothing_more_and_a_diverged_parent_refuses_it() {
         },
     )];
     // A second staging replaces the first: the first can no longer finish.
-    let first = store.stage_split(1, &children).unwrap();
-    let second = store.stage_split(1, &children).unwrap();
-    assert!(store.finish_split(&first).is_err());
+    let first = store.stage(&[1], &children).unwrap();
+    let second = store.stage(&[1], &children).unwrap();
+    assert!(store.finish_stage(&first).is_err());
     // The parent's log diverges from the staged copy (a snapshot from a new primary).
     let snapshot = PartitionSnapshot {
         position: pos(1, 4),
@@ -730,14 +731,85 @@ fn a_replaced_staging_writes_nothing_more_and_a_diverged_parent_refuses_it() {
     };
     store.install_snapshot(1, &snapshot).unwrap();
     assert!(
-        store.finish_split(&second).is_err(),
+        store.finish_stage(&second).is_err(),
         "staged at (2,3), the parent is now at (1,4)"
     );
-    store.split_local(1, &children).unwrap();
+    store.derive_local(&[1], &children).unwrap();
     assert_eq!(
         get(&store, 2, "b", None),
         None,
         "derived from the parent as it is"
     );
     assert_eq!(store.position(2).unwrap(), pos(1, 4));
+}
+
+#[test]
+fn a_merge_stages_both_sides_and_takes_the_writes_made_after_the_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let split = 1u64 << 63;
+    let side = |pk: &str| {
+        if hash_partition_key(pk.as_bytes()) < split {
+            1
+        } else {
+            2
+        }
+    };
+    store.allocate(&[1, 2]).unwrap();
+    let mut lsn = [0u64, 0, 0];
+    let mut write = |pk: &str, value: Option<&str>, epoch: u64| {
+        let pid = side(pk);
+        lsn[pid as usize] += 1;
+        let record = match value {
+            Some(v) => put(lsn[pid as usize], epoch, pk, None, v),
+            None => del(lsn[pid as usize], epoch, pk, None),
+        };
+        store.append(pid, &[record]).unwrap();
+    };
+    for i in 0..100u64 {
+        write(&format!("k{i}"), Some(&i.to_string()), 2);
+    }
+    let merged = [(
+        7,
+        KeyRange {
+            low: 0,
+            high: u64::MAX,
+        },
+    )];
+    let staged = store.stage(&[1, 2], &merged).unwrap();
+    assert!(staged.is_for(&[1, 2], &merged) && !staged.is_for(&[2, 1], &merged));
+    assert!(!store.list().contains(&7), "staged, not local yet");
+    // Writes go on to both sides after their snapshots, at a newer epoch on one.
+    write("k1", Some("new"), 2);
+    write("k2", None, 3);
+    write("fresh", Some("f"), 3);
+    let position = store.finish_stage(&staged).unwrap();
+    let (p1, p2) = (store.position(1).unwrap(), store.position(2).unwrap());
+    assert_eq!(position, shared::data::derived_position(&[p1, p2]));
+    assert_eq!(store.position(7).unwrap(), position);
+    assert_eq!(get(&store, 7, "k1", None), Some("new".into()));
+    assert_eq!(get(&store, 7, "k2", None), None);
+    assert_eq!(get(&store, 7, "fresh", None), Some("f".into()));
+    assert_eq!(get(&store, 7, "k9", None), Some("9".into()));
+    let (a, b, m) = (
+        store.stats(1).unwrap(),
+        store.stats(2).unwrap(),
+        store.stats(7).unwrap(),
+    );
+    assert_eq!(m.item_count, a.item_count + b.item_count);
+    assert_eq!(m.bytes, a.bytes + b.bytes);
+    // The full derivation of the same merge elsewhere gives the same copy.
+    let other = tempfile::tempdir().unwrap();
+    let copy = open(&other);
+    copy.allocate(&[1, 2]).unwrap();
+    for pid in [1, 2] {
+        let snap = store.snapshot(pid).unwrap();
+        copy.install_snapshot(pid, &snap).unwrap();
+    }
+    assert_eq!(copy.derive_local(&[1, 2], &merged).unwrap(), position);
+    assert_eq!(copy.snapshot(7).unwrap(), store.snapshot(7).unwrap());
+    assert!(matches!(
+        copy.derive_local(&[1, 9], &[(8, merged[0].1)]),
+        Err(StoreError::NotAllocated(9))
+    ));
 }

@@ -903,3 +903,150 @@ fn operation_errors_are_classified() {
         assert_eq!((e.class(), e.code()), (class, code), "{e}");
     }
 }
+
+fn merge_kind(right: PartitionId) -> OperationKind {
+    OperationKind::Merge { right }
+}
+
+fn merge(
+    operation_id: OperationId,
+    left: PartitionId,
+    right: PartitionId,
+    epochs: (u64, u64),
+) -> MetaCommand {
+    MetaCommand::MergePartitions {
+        operation_id,
+        left,
+        right,
+        expected_epochs: epochs,
+        now_ms: NOW + 70,
+    }
+}
+
+/// `active()` with partition 1 split at `MID` into 3 and 4 (nodes 1, 2, 3, epoch 2).
+fn split_children() -> (MetaState, TableId) {
+    let (mut s, t) = active();
+    ok(&mut s, split(None, 1, MID, 1));
+    (s, t)
+}
+
+#[test]
+fn merge_of_adjacent_co_located_partitions_restores_one_range() {
+    let (mut s, t) = split_children();
+    let parent_range = KeyRange {
+        low: 0,
+        high: (1 << 63) - 1,
+    };
+    let id = start(&mut s, 3, merge_kind(4));
+    assert_eq!(op(&s, id).reserved_merged, Some(5));
+    for pid in [3, 4] {
+        assert_eq!(part(&s, pid).status, PartitionStatus::Merging);
+        assert_eq!(s.running_operation_of(pid).unwrap().operation_id, id);
+    }
+    // Neither side takes another operation meanwhile.
+    for pid in [3, 4] {
+        let e = reject(&mut s, start_cmd(pid, split_kind(None)));
+        assert!(matches!(e, MetaError::OperationRunning { .. }), "{e:?}");
+    }
+    // Committed only from FENCING, at both epochs.
+    assert!(is_wrong_step(&reject(&mut s, merge(id, 3, 4, (2, 2)))));
+    ok(&mut s, advance(id, OperationStep::Fencing, None));
+    assert!(matches!(
+        reject(&mut s, merge(id, 3, 4, (2, 1))),
+        MetaError::StaleEpoch {
+            partition_id: 4,
+            ..
+        }
+    ));
+    assert!(is_invalid(&reject(&mut s, merge(id, 4, 3, (2, 2)))));
+    let cmd = merge(id, 3, 4, (2, 2));
+    assert_eq!(
+        ok(&mut s, cmd.clone()),
+        MetaOutcome::PartitionsMerged { merged: 5 }
+    );
+    assert!(s.partition(3).is_none() && s.partition(4).is_none());
+    let merged = part(&s, 5);
+    assert_eq!(merged.range, parent_range);
+    assert_eq!(merged.epoch, 3);
+    assert_eq!(
+        (merged.primary_node_id, merged.status),
+        (1, PartitionStatus::Healthy)
+    );
+    assert!(merged.is_ready());
+    for n in 1..=3 {
+        let held = &s.node(n).unwrap().partition_ids;
+        assert!(held.contains(&5) && !held.contains(&3) && !held.contains(&4));
+    }
+    let o = op(&s, id);
+    assert_eq!(
+        (o.step, &o.status),
+        (OperationStep::Switched, &OperationStatus::Completed)
+    );
+    assert_eq!(
+        o.derivation(),
+        Some(crate::model::Derivation {
+            sources: vec![3, 4],
+            children: vec![5]
+        })
+    );
+    let lows: Vec<u64> = s.partitions_of(t).iter().map(|p| p.range.low).collect();
+    assert_eq!(lows, [0, 1 << 63]);
+    // A retry and a finish after the commit are harmless.
+    unchanged(&mut s, cmd);
+    unchanged(&mut s, finish(id, OperationStatus::Completed));
+}
+
+#[test]
+fn merge_rejections_and_rollback() {
+    let (mut s, _) = split_children();
+    // Partitions 4 and 2 are adjacent but not on the same nodes; 3 and 2 are not adjacent.
+    assert!(matches!(
+        reject(&mut s, start_cmd(4, merge_kind(2))),
+        MetaError::InvalidPlacement(_)
+    ));
+    assert!(is_invalid(&reject(&mut s, start_cmd(3, merge_kind(2)))));
+    assert!(
+        is_invalid(&reject(&mut s, start_cmd(4, merge_kind(3)))),
+        "order matters"
+    );
+    assert!(is_invalid(&reject(&mut s, start_cmd(3, merge_kind(3)))));
+    assert_eq!(
+        reject(&mut s, start_cmd(3, merge_kind(9))),
+        MetaError::UnknownPartition(9)
+    );
+    let busy = start(&mut s, 4, split_kind(None));
+    assert!(matches!(
+        reject(&mut s, start_cmd(3, merge_kind(4))),
+        MetaError::OperationRunning { .. }
+    ));
+    ok(&mut s, finish(busy, OperationStatus::RolledBack));
+    // A rollback frees both partitions; the merge may not commit any more.
+    let id = start(&mut s, 3, merge_kind(4));
+    ok(&mut s, advance(id, OperationStep::Fencing, None));
+    let e = reject(&mut s, finish(id, OperationStatus::Completed));
+    assert!(is_wrong_step(&e), "a merge completes by MergePartitions");
+    ok(&mut s, finish(id, OperationStatus::RolledBack));
+    for pid in [3, 4] {
+        assert_eq!(part(&s, pid).status, PartitionStatus::Healthy);
+    }
+    let e = reject(&mut s, merge(id, 3, 4, (2, 2)));
+    assert!(matches!(e, MetaError::OperationFinished { .. }));
+    // A repair that moves a copy of one side in the meantime voids the commit.
+    let id = start(&mut s, 3, merge_kind(4));
+    ok(&mut s, advance(id, OperationStep::Fencing, None));
+    ok(
+        &mut s,
+        MetaCommand::RepairPartitions {
+            changes: vec![PartitionChange {
+                partition_id: 4,
+                expected_epoch: 2,
+                primary_node_id: 1,
+                replica_node_ids: vec![2, 4],
+            }],
+        },
+    );
+    assert!(matches!(
+        reject(&mut s, merge(id, 3, 4, (2, 3))),
+        MetaError::InvalidPlacement(_)
+    ));
+}

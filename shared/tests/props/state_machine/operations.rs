@@ -1,6 +1,7 @@
 //! The operation steps of the random command sequences: starts, advances, retries and
-//! finishes of splits and moves, their commits (`SplitPartition`, `CommitMove`), each
-//! produced both valid and invalid, and whole flows that drive one to its end.
+//! finishes of splits, merges and moves, their commits (`SplitPartition`,
+//! `MergePartitions`, `CommitMove`), each produced both valid and invalid, and whole
+//! flows that drive one to its end.
 
 use proptest::prelude::*;
 use shared::command::{MetaCommand, MetaOutcome};
@@ -50,6 +51,15 @@ pub enum OperationOp {
     },
     /// Commit of the operation's move, at a stale epoch with `stale`.
     Commit { op: Pick, stale: bool },
+    /// Start of a merge of the newest split's children (with `newest_split`, if there
+    /// is one), else of a picked partition with the one above it.
+    StartMerge { newest_split: bool, partition: u64 },
+    /// Commit of the operation's merge (for another kind: of its partition with the one
+    /// above it, refused), at a stale epoch with `stale`.
+    Merge { op: Pick, stale: bool },
+    /// A whole split, then the merge of its children: start, advance to FENCING,
+    /// commit, repeat the commit (a no-op), complete it (a no-op).
+    DriveMerge { partition: u64, point: u16 },
     /// Start, advance to FENCING, commit the split, then repeat the commit and the
     /// completion (both no-ops).
     DriveSplit { partition: u64, point: u16 },
@@ -80,12 +90,18 @@ pub fn operation_op() -> impl Strategy<Value = OperationOp> {
             .prop_map(|(op, bare, partition, point, stale)| OperationOp::Split {
                 op, bare, partition, point, stale,
             }),
-        2 => (pick, prop::bool::weighted(0.2))
+        2 => (pick.clone(), prop::bool::weighted(0.2))
             .prop_map(|(op, stale)| OperationOp::Commit { op, stale }),
         3 => (partition.clone(), any::<u16>())
             .prop_map(|(partition, point)| OperationOp::DriveSplit { partition, point }),
-        3 => (partition, 0u8..3, node)
+        3 => (partition.clone(), 0u8..3, node)
             .prop_map(|(partition, from, to)| OperationOp::DriveMove { partition, from, to }),
+        1 => (any::<bool>(), partition.clone())
+            .prop_map(|(newest_split, partition)| OperationOp::StartMerge { newest_split, partition }),
+        2 => (pick, prop::bool::weighted(0.2))
+            .prop_map(|(op, stale)| OperationOp::Merge { op, stale }),
+        2 => (partition, any::<u16>())
+            .prop_map(|(partition, point)| OperationOp::DriveMerge { partition, point }),
     ]
 }
 
@@ -163,6 +179,31 @@ pub fn expand_operation(op: &OperationOp) -> Vec<OperationOp> {
                 status: 0,
             },
         ],
+        OperationOp::DriveMerge { partition, point } => {
+            let mut steps = expand_operation(&OperationOp::DriveSplit { partition, point });
+            let merge = OperationOp::Merge {
+                op: Pick::Newest,
+                stale: false,
+            };
+            steps.extend([
+                OperationOp::StartMerge {
+                    newest_split: true,
+                    partition,
+                },
+                OperationOp::Advance {
+                    op: Pick::Newest,
+                    step: 1,
+                    done: 0,
+                },
+                merge.clone(),
+                merge,
+                OperationOp::Finish {
+                    op: Pick::Newest,
+                    status: 0,
+                },
+            ]);
+            steps
+        }
         ref other => vec![other.clone()],
     }
 }
@@ -232,7 +273,14 @@ pub fn operation_commands(s: &MetaState, op: &OperationOp) -> Vec<MetaCommand> {
             stale,
         } => split(s, (op, bare), partition, point, stale),
         OperationOp::Commit { op, stale } => commit(s, op, stale),
-        OperationOp::DriveSplit { .. } | OperationOp::DriveMove { .. } => {
+        OperationOp::StartMerge {
+            newest_split,
+            partition,
+        } => start_merge(s, newest_split, partition),
+        OperationOp::Merge { op, stale } => merge(s, op, stale),
+        OperationOp::DriveSplit { .. }
+        | OperationOp::DriveMove { .. }
+        | OperationOp::DriveMerge { .. } => {
             unreachable!("{op:?} is expanded first")
         }
     };
@@ -363,6 +411,55 @@ fn commit(s: &MetaState, pick: Pick, stale: bool) -> MetaCommand {
     }
 }
 
+/// The partition starting right after `p` ends, in its table.
+fn above(s: &MetaState, p: &Partition) -> Option<u64> {
+    let low = p.range.high.checked_add(1)?;
+    s.partitions_of(p.table_id)
+        .into_iter()
+        .find(|q| q.range.low == low)
+        .map(|q| q.partition_id)
+}
+
+fn start_merge(s: &MetaState, newest_split: bool, partition: u64) -> MetaCommand {
+    let newest = s.operations().filter_map(|o| o.split).last();
+    let (left, right) = match newest.filter(|_| newest_split) {
+        Some(r) => (r.left, r.right),
+        None => {
+            let p = pick_partition(s, partition);
+            let right = p.and_then(|p| above(s, p)).unwrap_or(partition + 1);
+            (p.map_or(partition, |p| p.partition_id), right)
+        }
+    };
+    MetaCommand::StartOperation {
+        partition_id: left,
+        kind: OperationKind::Merge { right },
+        requested_by: "scaler".into(),
+        now_ms: 100,
+    }
+}
+
+fn merge(s: &MetaState, pick: Pick, stale: bool) -> MetaCommand {
+    let operation_id = pick_operation(s, pick);
+    let recorded = s.operation(operation_id);
+    let left = recorded.map_or(1, |o| o.partition_id);
+    let right = match recorded.map(|o| o.kind) {
+        Some(OperationKind::Merge { right }) => right,
+        _ => s
+            .partition(left)
+            .and_then(|p| above(s, p))
+            .unwrap_or(left + 1),
+    };
+    let epoch = |pid| s.partition(pid).map_or(1, |p| p.epoch);
+    let skew = u64::from(stale);
+    MetaCommand::MergePartitions {
+        operation_id,
+        left,
+        right,
+        expected_epochs: (epoch(left), epoch(right) - skew),
+        now_ms: 160,
+    }
+}
+
 /// Checks what an accepted operation command left behind; `None` if `cmd` is not one.
 pub fn check_operation_outcome(
     before: &MetaState,
@@ -395,6 +492,12 @@ pub fn check_operation_outcome(
             MetaOutcome::Unchanged,
         ) => s.operation(*id).is_some_and(|o| o.split.is_some()),
         (MetaCommand::CommitMove { .. }, MetaOutcome::Done) => move_is_sound(before, s, cmd),
+        (MetaCommand::MergePartitions { .. }, MetaOutcome::PartitionsMerged { merged }) => {
+            merge_is_sound(before, s, cmd, *merged)
+        }
+        (MetaCommand::MergePartitions { operation_id, .. }, MetaOutcome::Unchanged) => s
+            .operation(*operation_id)
+            .is_some_and(|o| o.derivation().is_some()),
         (MetaCommand::CommitMove { operation_id, .. }, MetaOutcome::Unchanged) => s
             .operation(*operation_id)
             .is_some_and(|o| o.step == OperationStep::DroppingSource),
@@ -417,6 +520,7 @@ pub fn check_operation_outcome(
             | MetaCommand::RetryOperationStep { .. }
             | MetaCommand::FinishOperation { .. }
             | MetaCommand::SplitPartition { .. }
+            | MetaCommand::MergePartitions { .. }
             | MetaCommand::CommitMove { .. },
             _,
         ) => false,
@@ -471,6 +575,37 @@ fn split_is_sound(
         && same_place(l)
         && same_place(r)
         && recorded
+}
+
+/// Both sides are gone; one fresh partition covers both ranges on their nodes, above
+/// both epochs, and the merge completed with it.
+fn merge_is_sound(before: &MetaState, s: &MetaState, cmd: &MetaCommand, merged: u64) -> bool {
+    let MetaCommand::MergePartitions {
+        operation_id,
+        left,
+        right,
+        ..
+    } = cmd
+    else {
+        return false;
+    };
+    let (Some(l), Some(r), Some(m)) = (
+        before.partition(*left),
+        before.partition(*right),
+        s.partition(merged),
+    ) else {
+        return false;
+    };
+    s.partition(*left).is_none()
+        && s.partition(*right).is_none()
+        && before.partition(merged).is_none()
+        && (m.range.low, m.range.high) == (l.range.low, r.range.high)
+        && m.primary_node_id == l.primary_node_id
+        && m.epoch == l.epoch.max(r.epoch) + 1
+        && s.operation(*operation_id).is_some_and(|o| {
+            o.status == OperationStatus::Completed
+                && o.derivation().is_some_and(|d| d.children == [merged])
+        })
 }
 
 /// `to` took `from`'s place (and role) at the next epoch, ready; the rest is as it was.
