@@ -486,6 +486,83 @@ fn a_killed_move_source_or_split_leader_ends_every_operation_and_loses_nothing()
     assert_tiles(&partitions(&survivor));
 }
 
+const MERGE_HTTP_BASE: u16 = 22800;
+
+#[test]
+fn a_capacity_decrease_merges_cold_partitions_under_load() {
+    let cluster = TestCluster::start(5, MERGE_HTTP_BASE, |c| {
+        c.scaler.planning_interval_ms = 500;
+        // Merges need the pair's load observed over a covered window.
+        c.scaler.hot_window_ms = 3000;
+        c.scaler.max_sample_gap_ms = 1500;
+    });
+    let admin = cluster.client(1);
+    ready_table(&admin, &table_request(TABLE, 8000));
+    assert_eq!(partitions(&admin).len(), 8);
+    let load = Load::start(&cluster);
+    std::thread::sleep(Duration::from_secs(1));
+
+    // A decrease: SCALING while cold neighbours are brought together and merged, then
+    // ACTIVE with the count the capacity needs.
+    let capacity = shared::api::CapacityRequest {
+        mode: shared::model::CapacityMode::Provisioned,
+        read_units: Some(100),
+        write_units: Some(4000),
+    };
+    let scaling = read("scale", || admin.update_capacity(TABLE, &capacity));
+    assert_eq!(scaling.status, TableStatus::Scaling);
+    let started = Instant::now();
+    wait_for("the table ACTIVE with 4 partitions", || {
+        let t = admin.get_table(TABLE).ok()?;
+        (t.status == TableStatus::Active && t.partition_count == 4).then_some(())
+    });
+    let merged_in = started.elapsed();
+    wait_for("no operation running", || settled(&admin).then_some(()));
+    let ops = admin.operations(false).unwrap().operations;
+    let count = |kind: &str| ops.iter().filter(|o| o.kind == kind).count();
+    assert!(
+        ops.iter().all(|o| o.status == "COMPLETED"),
+        "every merge and co-location move completed: {ops:?}"
+    );
+    let max_pause = ops
+        .iter()
+        .filter(|o| o.kind == "merge")
+        .filter_map(|o| o.write_pause_ms)
+        .max();
+
+    let (acked, stale, reads, slowest) = load.stop();
+    let checker = patient(&cluster);
+    let lost = acked
+        .iter()
+        .filter(|(key, n)| {
+            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
+            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
+        })
+        .count();
+    println!(
+        "merges: 8 -> 4 partitions in {merged_in:?} (estimated {} s) by {} merges and {} \
+         co-location moves; max merge write pause {max_pause:?} ms; {} keys, {lost} lost, \
+         {reads} reads, {stale} stale; slowest write {slowest:?}",
+        scaling.estimated_completion_seconds,
+        count("merge"),
+        count("move"),
+        acked.len(),
+    );
+    assert_eq!(count("merge"), 4);
+    assert_eq!(lost, 0);
+    assert_eq!(stale, 0);
+    let parts = partitions(&admin);
+    assert_tiles(&parts);
+    // Pairs merged narrowest first: the ranges stay as even as the splits left them.
+    let width = u64::MAX / 4;
+    assert!(
+        parts
+            .iter()
+            .all(|p| p.key_range_high - p.key_range_low == width),
+        "{parts:?}"
+    );
+}
+
 const HOT_HTTP_BASE: u16 = 22750;
 
 #[test]

@@ -385,13 +385,25 @@ impl<'a> Round<'a> {
     }
 
     /// Whether two adjacent partitions are cold and small enough to merge (wherever
-    /// their copies are): their combined load, or `None`.
-    fn mergeable(&self, table: &Table, target: usize, l: &Partition, r: &Partition) -> Option<f64> {
+    /// their copies are): `Ok(Some(combined load))`, `Ok(None)` when not, `Err(())`
+    /// while either's load is not yet observed over a covered window (after a leader
+    /// change, say): then the merge may still come.
+    fn mergeable(
+        &self,
+        table: &Table,
+        target: usize,
+        l: &Partition,
+        r: &Partition,
+    ) -> Result<Option<f64>, ()> {
         let adjacent = l.range.high.checked_add(1) == Some(r.range.low);
         if !adjacent {
-            return None;
+            return Ok(None);
         }
-        let load = self.window(l.partition_id)?.max + self.window(r.partition_id)?.max;
+        let (Some(lw), Some(rw)) = (self.window(l.partition_id), self.window(r.partition_id))
+        else {
+            return Err(());
+        };
+        let load = lw.max + rw.max;
         let max_load =
             self.partition_capacity(table, target) * self.cfg.merge_max_load_percent as f64 / 100.0;
         let size = self
@@ -401,11 +413,14 @@ impl<'a> Round<'a> {
         let max_size = (u128::from(self.cfg.max_partition_size_bytes)
             * u128::from(self.cfg.merge_max_size_percent)
             / 100) as u64;
-        (load <= max_load && size <= max_size).then_some(load)
+        Ok((load <= max_load && size <= max_size).then_some(load))
     }
 
     /// Merges of cold adjacent pairs of SCALING tables above their target count, the
-    /// pairs needing the fewest co-location steps first, then the coldest. A pair held
+    /// pairs covering the narrowest range first, pairs at even positions first (so that
+    /// the ranges stay even, as the splits left them: the first with the second, the
+    /// third with the fourth...), then those needing the fewest co-location steps,
+    /// then the coldest. A pair held
     /// by the same nodes merges; any other gets one co-location step per round: the
     /// right partition's primary role handed to the left's primary when they hold the
     /// same nodes, else one of its copies moved onto a node of the left one.
@@ -417,13 +432,21 @@ impl<'a> Round<'a> {
             }
             self.merging = true;
             let parts = self.input.state.partitions_of(table.table_id);
-            let mut pairs: Vec<(usize, f64, &Partition, &Partition)> = parts
-                .windows(2)
-                .filter_map(|w| {
-                    let load = self.mergeable(table, target, w[0], w[1])?;
-                    Some((co_location_steps(w[0], w[1]), load, w[0], w[1]))
-                })
-                .collect();
+            let mut unobserved = 0;
+            let mut pairs: Vec<((u64, bool, usize), f64, &Partition, &Partition)> = Vec::new();
+            for (i, w) in parts.windows(2).enumerate() {
+                let width = w[1].range.high - w[0].range.low;
+                let rank = (width, i % 2 == 1, co_location_steps(w[0], w[1]));
+                match self.mergeable(table, target, w[0], w[1]) {
+                    Ok(Some(load)) => pairs.push((rank, load, w[0], w[1])),
+                    Ok(None) => {}
+                    Err(()) => unobserved += 1,
+                }
+            }
+            if unobserved > 0 {
+                // Their load is still to be observed: the table is not done merging.
+                *self.merges_wanted.entry(table.table_id).or_default() += unobserved;
+            }
             pairs.sort_by(|a, b| {
                 (a.0.cmp(&b.0))
                     .then(a.1.total_cmp(&b.1))
@@ -431,7 +454,7 @@ impl<'a> Round<'a> {
             });
             // Pairs being brought together count towards the merges still to come.
             let mut gathering = 0;
-            for (steps, _, l, r) in pairs {
+            for ((_, _, steps), _, l, r) in pairs {
                 let partitions = self.effective_count(table.table_id);
                 if partitions <= target + gathering {
                     break;
