@@ -433,12 +433,17 @@ impl<'a> Round<'a> {
             self.merging = true;
             let parts = self.input.state.partitions_of(table.table_id);
             let mut unobserved = 0;
-            let mut pairs: Vec<((u64, bool, usize), f64, &Partition, &Partition)> = Vec::new();
+            let mut pairs: Vec<MergePair<'_>> = Vec::new();
             for (i, w) in parts.windows(2).enumerate() {
                 let width = w[1].range.high - w[0].range.low;
-                let rank = (width, i % 2 == 1, co_location_steps(w[0], w[1]));
+                let steps = co_location_steps(w[0], w[1]);
                 match self.mergeable(table, target, w[0], w[1]) {
-                    Ok(Some(load)) => pairs.push((rank, load, w[0], w[1])),
+                    Ok(Some(load)) => pairs.push(MergePair {
+                        rank: (width, i % 2 == 1, steps),
+                        load,
+                        left: w[0],
+                        right: w[1],
+                    }),
                     Ok(None) => {}
                     Err(()) => unobserved += 1,
                 }
@@ -448,13 +453,14 @@ impl<'a> Round<'a> {
                 *self.merges_wanted.entry(table.table_id).or_default() += unobserved;
             }
             pairs.sort_by(|a, b| {
-                (a.0.cmp(&b.0))
-                    .then(a.1.total_cmp(&b.1))
-                    .then(a.2.range.low.cmp(&b.2.range.low))
+                (a.rank.cmp(&b.rank))
+                    .then(a.load.total_cmp(&b.load))
+                    .then(a.left.range.low.cmp(&b.left.range.low))
             });
             // Pairs being brought together count towards the merges still to come.
             let mut gathering = 0;
-            for ((_, _, steps), _, l, r) in pairs {
+            for pair in pairs {
+                let (l, r, steps) = (pair.left, pair.right, pair.rank.2);
                 let partitions = self.effective_count(table.table_id);
                 if partitions <= target + gathering {
                     break;
@@ -810,6 +816,15 @@ impl<'a> Round<'a> {
             })
             .collect()
     }
+}
+
+/// A cold adjacent pair that may merge, with its rank: (width of the merged range, at an
+/// odd position, co-location steps), lowest first.
+struct MergePair<'p> {
+    rank: (u64, bool, usize),
+    load: f64,
+    left: &'p Partition,
+    right: &'p Partition,
 }
 
 /// Steps to bring `r`'s copies onto `l`'s nodes (for ranking pairs): one move per copy
