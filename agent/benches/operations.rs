@@ -2,7 +2,8 @@
 //! 3) with writers running throughout:
 //! - write pause of splits in place (fence to children writable) and of moves of a
 //!   primary copy to another node (tail sent to routing swap committed), p50/p99/max, as
-//!   each operation's driver measured it (recorded with the operation);
+//!   each operation's driver measured it (recorded with the operation), then of merges
+//!   of adjacent pairs held by the same nodes back into one;
 //! - migration copy throughput (bytes moved / time of the whole move).
 //!
 //! Prints a report; not a timed test. `cargo bench -p agent --bench operations
@@ -23,7 +24,7 @@ use agent::dev::{
     write_cluster_files,
 };
 use serde_json::json;
-use shared::api::operations::{MovePartitionRequest, OperationDescription};
+use shared::api::operations::{MergePartitionRequest, MovePartitionRequest, OperationDescription};
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::{CapacityMode, TableStatus};
 
@@ -206,6 +207,28 @@ fn main() {
             move_pauses.extend(moved.write_pause_ms);
         }
     }
+    // Merge adjacent pairs held by the same nodes (a split's children, mostly) back.
+    let mut merge_pauses = Vec::new();
+    for _ in 0..ops {
+        let mut parts = admin.partitions(TABLE).expect("partitions").partitions;
+        parts.sort_by_key(|p| p.key_range_low);
+        let members = |p: &shared::api::PartitionDescription| {
+            let mut r = p.replica_node_ids.clone();
+            r.sort_unstable();
+            (p.primary_node_id, r)
+        };
+        let Some(pair) = parts.windows(2).find(|w| members(&w[0]) == members(&w[1])) else {
+            break;
+        };
+        let request = MergePartitionRequest {
+            right_partition: pair[1].partition_id,
+        };
+        let merging = wait_for("merge started", || {
+            admin.merge_partition(pair[0].partition_id, &request).ok()
+        });
+        let merged = finished(&admin, merging);
+        merge_pauses.extend(merged.write_pause_ms);
+    }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         let _ = w.join();
@@ -213,6 +236,7 @@ fn main() {
     println!("{items} items of {VALUE_BYTES} B preloaded; {WRITERS} writers during the operations");
     report("split write pause", split_pauses);
     report("move write pause", move_pauses);
+    report("merge write pause", merge_pauses);
     if !moving_time.is_zero() {
         println!(
             "migration throughput: {:.1} MB/s ({moved_bytes} bytes in {moving_time:?}, whole moves)",
@@ -220,20 +244,61 @@ fn main() {
         );
     }
     children.stop_all(Duration::from_secs(2));
-    // Where the slowest split pauses went (the drivers log their phases).
-    let mut phases: Vec<String> = (1..=NODES)
-        .flat_map(|i| {
+    // Where the slowest pauses went (the drivers log their phases).
+    let logs: Vec<String> = (1..=NODES)
+        .map(|i| {
             let log = agent::dev::node_dir(dir.path(), i).join(agent::dev::LOG_FILE);
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.contains("pause phases") || l.contains("staged"))
-                .map(|l| l.split("pause=").nth(1).unwrap_or(l).to_string())
-                .collect::<Vec<_>>()
+            std::fs::read_to_string(log).unwrap_or_default()
         })
         .collect();
-    phases.sort_by_key(|l| std::cmp::Reverse(l.split_whitespace().next().map(str::to_string)));
-    for line in phases.iter().take(8) {
-        println!("  split pause {line}");
+    // Stagings that could not be used: their derivation copied everything under the fence.
+    for marker in ["not staged", "staging not usable", "replica did not derive"] {
+        let n: usize = logs.iter().map(|l| l.matches(marker).count()).sum();
+        if n > 0 {
+            println!("  {n} log lines \"{marker}\"");
+            if let Some(line) = logs
+                .iter()
+                .flat_map(|l| l.lines())
+                .find(|l| l.contains(marker))
+            {
+                println!("    e.g. {line}");
+            }
+        }
     }
+    for (kind, marker) in [
+        ("split", "split (pause phases"),
+        ("move", "moved (pause phases"),
+        ("merge", "merged (pause phases"),
+    ] {
+        let mut phases: Vec<(f64, String)> = logs
+            .iter()
+            .flat_map(|log| log.lines())
+            .filter(|l| l.contains(marker))
+            .filter_map(|l| {
+                let rest = l.split("pause=").nth(1)?;
+                Some((
+                    parse_duration_ms(rest.split_whitespace().next()?)?,
+                    rest.to_string(),
+                ))
+            })
+            .collect();
+        phases.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, line) in phases.iter().take(4) {
+            println!("  slowest {kind} pause {line}");
+        }
+    }
+}
+
+/// Milliseconds of a `Debug`-printed duration (`12.3ms`, `1.2s`, `800µs`).
+fn parse_duration_ms(text: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("µs") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix("ns") {
+        (n, 0.000_001)
+    } else {
+        (text.strip_suffix('s')?, 1000.0)
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
 }

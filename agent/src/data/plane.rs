@@ -119,8 +119,15 @@ pub struct DataPlane {
     leases: lease::Leases,
     fences: fence::Fences,
     activity: PartitionActivity,
+    /// Targets of moves about to switch, per partition led here (with the epoch): every
+    /// write is also sent to them, best effort, so the switch finds them caught up.
+    learners: Mutex<HashMap<PartitionId, (u64, NodeId)>>,
     /// New partitions staged here ahead of their split or merge, by first source.
     staged: Mutex<HashMap<PartitionId, crate::data::store::StagedDerivation>>,
+    /// Held by each derivation from taking its staging to storing the new partitions,
+    /// so that a second caller (the reconciler, a replica request) finds them stored
+    /// instead of copying everything again over a staging being finished.
+    deriving: tokio::sync::Mutex<()>,
     /// Operations with a driver running on this agent.
     driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
     /// Clock seam (operation timestamps).
@@ -180,6 +187,8 @@ impl DataPlane {
             activity: PartitionActivity::default(),
             driving: Mutex::default(),
             staged: Mutex::default(),
+            deriving: tokio::sync::Mutex::const_new(()),
+            learners: Mutex::default(),
             clock,
         })
     }

@@ -169,6 +169,10 @@ pub struct PartitionStore {
     /// Held across the transactions that allocate or drop partitions and the update of
     /// `local` that follows, so the set follows the disk's order of commits.
     layout: Mutex<()>,
+    /// Times each partition's log was replaced (a snapshot installed, or the partition
+    /// dropped) since this process started, bumped under `layout`: a staging whose
+    /// sources were not rewritten since knows their logs only grew.
+    rewrites: Mutex<std::collections::HashMap<PartitionId, u64>>,
 }
 
 fn table_name(pid: PartitionId) -> String {
@@ -194,6 +198,7 @@ impl PartitionStore {
             db,
             local: Mutex::new(local),
             layout: Mutex::new(()),
+            rewrites: Mutex::default(),
         };
         if !missing_meta.is_empty() {
             store.allocate(&missing_meta)?;
@@ -245,6 +250,7 @@ impl PartitionStore {
             }
             Ok(())
         })?;
+        self.rewritten(pids);
         lock(&self.local).retain(|p| !pids.contains(p));
         Ok(())
     }
@@ -443,8 +449,22 @@ impl PartitionStore {
             let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
             store_meta(&mut positions, pid, &meta)
         })?;
+        self.rewritten(&[pid]);
         lock(&self.local).insert(pid);
         Ok(())
+    }
+
+    /// Counts a replacement of these partitions' logs (see `rewrites`).
+    fn rewritten(&self, pids: &[PartitionId]) {
+        let mut rewrites = lock(&self.rewrites);
+        for pid in pids {
+            *rewrites.entry(*pid).or_default() += 1;
+        }
+    }
+
+    /// How many times `pid`'s log was replaced since this process started.
+    fn rewrites_of(&self, pid: PartitionId) -> u64 {
+        lock(&self.rewrites).get(&pid).copied().unwrap_or(0)
     }
 
     /// The distinct partition-key hashes of a partition's items (what the split point is

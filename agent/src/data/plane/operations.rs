@@ -371,6 +371,7 @@ impl DataPlane {
         );
         synced_left?;
         synced_right?;
+        let replicas_synced = paused.elapsed();
         let cmd = MetaCommand::MergePartitions {
             operation_id: op.operation_id,
             left,
@@ -397,13 +398,22 @@ impl DataPlane {
             ) => return Ok(Some(Ended::RolledBack(e.to_string()))),
             Err(e) => return Err(e.into()),
         }
+        let committed = paused.elapsed();
         self.derive_everywhere(&lead.replicas, sources, children, positions)
             .await?;
         drop(fenced_right);
         drop(fenced);
         let pause = paused.elapsed();
         self.observe_pause("merge", pause);
-        tracing::info!(left, right, merged, ?pause, "merged");
+        tracing::info!(
+            left,
+            right,
+            merged,
+            ?pause,
+            ?replicas_synced,
+            ?committed,
+            "merged (pause phases: replicas synced, committed, merged partition derived)"
+        );
         Ok(Some(Ended::Completed(Some(pause))))
     }
 
@@ -530,6 +540,13 @@ impl DataPlane {
             }
             self.advance(op, OperationStep::Switching, None).await?;
         }
+        // From here every write also goes to the target, and one more catch-up closes
+        // the gap: the switch then finds it up to date and sends no tail.
+        let _learner = Learner::register(self, pid, epoch, to);
+        let theirs = self.target_position(pid, epoch, to).await?;
+        self.catch_up(to, pid, epoch, theirs)
+            .await
+            .map_err(|e| StepFailed(e.to_string()))?;
 
         // The pause: from here until the new routing is committed.
         let writer = self.writer(pid);
@@ -538,6 +555,7 @@ impl DataPlane {
         self.catch_up(to, pid, epoch, theirs)
             .await
             .map_err(|e| StepFailed(e.to_string()))?;
+        let tail_sent = paused.elapsed();
         let handing_over = from == self.me;
         if handing_over {
             // No reads here from now on, and no replica keeps this primary's grant, so
@@ -560,6 +578,7 @@ impl DataPlane {
             expected_epoch: epoch,
             now_ms: self.now_ms(),
         };
+        let released = paused.elapsed();
         let committed = self.meta.propose(cmd).await;
         let pause = paused.elapsed();
         let ended = match committed {
@@ -577,7 +596,15 @@ impl DataPlane {
         drop(fenced);
         if completed {
             self.observe_pause("move", pause);
-            tracing::info!(partition = pid, from, to, ?pause, "moved");
+            tracing::info!(
+                partition = pid,
+                from,
+                to,
+                ?pause,
+                ?tail_sent,
+                ?released,
+                "moved (pause phases: tail sent, leases released, committed)"
+            );
         }
         ended
     }
@@ -783,6 +810,26 @@ impl DataPlane {
 
     fn now_ms(&self) -> u64 {
         (self.clock)()
+    }
+}
+
+/// A move target registered as a learner of its partition (see `DataPlane::learners`)
+/// until dropped.
+struct Learner<'a> {
+    plane: &'a DataPlane,
+    pid: PartitionId,
+}
+
+impl<'a> Learner<'a> {
+    fn register(plane: &'a DataPlane, pid: PartitionId, epoch: u64, to: NodeId) -> Self {
+        lock(&plane.learners).insert(pid, (epoch, to));
+        Learner { plane, pid }
+    }
+}
+
+impl Drop for Learner<'_> {
+    fn drop(&mut self) {
+        lock(&self.plane.learners).remove(&self.pid);
     }
 }
 

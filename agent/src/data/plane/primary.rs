@@ -14,8 +14,8 @@ use shared::data::{
 use shared::model::{NodeId, PartitionId, TableStatus};
 use tokio::time::Instant;
 
-use super::DataPlane;
 use super::fence::FenceCheck;
+use super::{DataPlane, lock};
 
 /// Records sent per catch-up message.
 const CATCH_UP_BATCH: usize = 512;
@@ -262,7 +262,17 @@ impl DataPlane {
                 .iter()
                 .map(|&r| self.replicate(r, pid, lead.epoch, position, vec![record.clone()])),
         );
-        let (local, remote) = tokio::join!(local, remote);
+        let learner = self.learner(pid, lead.epoch);
+        let learned = async {
+            match learner {
+                Some(n) => Some(
+                    self.replicate(n, pid, lead.epoch, position, vec![record.clone()])
+                        .await,
+                ),
+                None => None,
+            }
+        };
+        let (local, remote, learned) = tokio::join!(local, remote, learned);
         // From here on the record may be on some copies: any failure leaves the outcome
         // unknown, and the partition moves to a new epoch before the next write.
         let in_doubt = |why: String| {
@@ -305,12 +315,46 @@ impl DataPlane {
                 failed.join(", ")
             )));
         }
+        if let (Some(target), Some(result)) = (learner, learned) {
+            self.keep_learner_up(pid, lead.epoch, target, result).await;
+        }
         // No lease renewal here: replicas record the grants that back a lease only for
         // lease requests, and a lease must never outlast the grants behind it.
         Ok(ItemReply::Written {
             lsn: record.lsn,
             epoch: lead.epoch,
         })
+    }
+
+    /// The move target that writes to `pid` at `epoch` also go to, if any.
+    fn learner(&self, pid: PartitionId, epoch: u64) -> Option<NodeId> {
+        lock(&self.learners)
+            .get(&pid)
+            .filter(|(e, _)| *e == epoch)
+            .map(|(_, n)| *n)
+    }
+
+    /// Brings a move target that missed a write up to date; one that cannot be is
+    /// dropped (best effort: the switch sends it the tail under the pause instead). A
+    /// target's failure never fails a write: it is not a member yet.
+    async fn keep_learner_up(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        target: NodeId,
+        result: Result<LogPosition, ReplicateFailure>,
+    ) {
+        let kept = match result {
+            Ok(_) => true,
+            Err(ReplicateFailure::NeedSync(theirs)) => {
+                self.catch_up(target, pid, epoch, theirs).await.is_ok()
+            }
+            Err(_) => false,
+        };
+        if !kept {
+            tracing::debug!(partition = pid, target, "move target dropped as a learner");
+            lock(&self.learners).remove(&pid);
+        }
     }
 
     /// Asks every replica to confirm this primary at `epoch` (a lease renewal); renews

@@ -123,6 +123,7 @@ impl DataPlane {
         let first = *sources
             .first()
             .ok_or_else(|| StoreError::Corrupt("a derivation needs a source".into()))?;
+        let _one_at_a_time = self.deriving.lock().await;
         let staged = lock(&self.staged)
             .remove(&first)
             .filter(|s| s.is_for(&sources, &children));

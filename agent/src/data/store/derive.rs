@@ -22,13 +22,27 @@ static STAGING_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU
 /// Items copied per transaction while staging, so that the copy never holds redb's
 /// single writer for long (other partitions' writes interleave).
 const STAGE_BATCH_ITEMS: usize = 1024;
+/// A staging is caught up with its sources (by the records logged since, outside the
+/// fence) until at most this many remain for the fenced finish...
+const STAGE_SETTLED_RECORDS: u64 = 16;
+/// ...or for at most this many rounds (writes may outpace it).
+const STAGE_REFRESH_ROUNDS: usize = 4;
+
+/// One source of a staging: where its staged items are, and how many times its log had
+/// been replaced then (`PartitionStore::rewrites`).
+#[derive(Debug, Clone, Copy)]
+struct StagedSource {
+    pid: PartitionId,
+    position: LogPosition,
+    rewrites: u64,
+}
 
 /// New partitions staged from their sources' items as of the sources' `positions` (see
 /// [`PartitionStore::stage`]), waiting for [`PartitionStore::finish_stage`].
 #[derive(Debug, Clone)]
 pub struct StagedDerivation {
     /// The sources and the positions the staged items reflect.
-    sources: Vec<(PartitionId, LogPosition)>,
+    sources: Vec<StagedSource>,
     token: u64,
     children: Vec<(PartitionId, KeyRange, PartitionMeta)>,
 }
@@ -36,13 +50,13 @@ pub struct StagedDerivation {
 impl StagedDerivation {
     /// The position the staged items reflect (derived from the sources').
     pub fn position(&self) -> LogPosition {
-        let positions: Vec<LogPosition> = self.sources.iter().map(|(_, p)| *p).collect();
+        let positions: Vec<LogPosition> = self.sources.iter().map(|s| s.position).collect();
         derived_position(&positions)
     }
 
     /// Whether this staging is of exactly these sources into exactly these children.
     pub fn is_for(&self, sources: &[PartitionId], children: &[(PartitionId, KeyRange)]) -> bool {
-        self.sources.iter().map(|(s, _)| s).eq(sources.iter())
+        self.sources.iter().map(|s| &s.pid).eq(sources.iter())
             && self.children.len() == children.len()
             && self
                 .children
@@ -155,7 +169,8 @@ impl PartitionStore {
 
     /// Stages new partitions ahead of the fence: copies the sources' items, each as of
     /// one consistent snapshot, into the new partitions' tables, a batch per transaction
-    /// (writes to these and other partitions go on meanwhile). The new partitions are
+    /// (writes to these and other partitions go on meanwhile), then applies the records
+    /// logged meanwhile until few are left. The new partitions are
     /// not local until [`PartitionStore::finish_stage`]; a restart discards them.
     pub fn stage(
         &self,
@@ -195,9 +210,15 @@ impl PartitionStore {
         };
         let mut batch: Vec<(usize, Vec<u8>, Vec<u8>)> = Vec::with_capacity(STAGE_BATCH_ITEMS);
         for &source in sources {
+            // Counted before the read: a replacement after it shows at the finish.
+            let rewrites = self.rewrites_of(source);
             let read = self.db.begin_read().map_err(redb_err)?;
             let meta = load_meta(&open_read(&read, POSITIONS, source)?, source)?;
-            staged.sources.push((source, meta.position));
+            staged.sources.push(StagedSource {
+                pid: source,
+                position: meta.position,
+                rewrites,
+            });
             let items = open_read(&read, ItemTable::new(&table_name(source)), source)?;
             for entry in items.iter().map_err(redb_err)? {
                 let (key, value) = entry.map_err(redb_err)?;
@@ -211,6 +232,13 @@ impl PartitionStore {
             }
         }
         self.stage_batch(&mut staged, &mut batch)?;
+        // The copy took a while and writes went on: catch up before the fence.
+        for _ in 0..STAGE_REFRESH_ROUNDS {
+            if self.behind(&staged)? <= STAGE_SETTLED_RECORDS {
+                break;
+            }
+            self.refresh_stage(&mut staged)?;
+        }
         Ok(staged)
     }
 
@@ -243,63 +271,52 @@ impl PartitionStore {
         txn.commit().map_err(redb_err)
     }
 
+    /// Brings a staging closer to its sources before the fence, in one durable
+    /// transaction: applies the records logged since the staged positions and moves
+    /// those on; what is left for [`PartitionStore::finish_stage`] under the fence is
+    /// then only what was written meanwhile.
+    pub(super) fn refresh_stage(&self, staged: &mut StagedDerivation) -> Result<(), StoreError> {
+        let _layout = lock(&self.layout);
+        let txn = self.begin_write()?;
+        check_staged(&txn, staged)?;
+        let (finals, metas) = apply_tail(&txn, staged, |pid| self.rewrites_of(pid))?;
+        txn.commit().map_err(redb_err)?;
+        for (source, fin) in staged.sources.iter_mut().zip(finals) {
+            source.position = fin;
+        }
+        for ((_, _, meta), new) in staged.children.iter_mut().zip(metas) {
+            *meta = new;
+        }
+        Ok(())
+    }
+
+    /// Records the sources of `staged` logged since its staged positions.
+    fn behind(&self, staged: &StagedDerivation) -> Result<u64, StoreError> {
+        let mut behind = 0;
+        for source in &staged.sources {
+            behind += self
+                .position(source.pid)?
+                .lsn
+                .saturating_sub(source.position.lsn);
+        }
+        Ok(behind)
+    }
+
     /// Completes a staging under the fence, in one durable transaction: applies to the
-    /// new partitions the sources' records logged since their staging snapshots (each by
+    /// new partitions the sources' records logged since their staged positions (each by
     /// its key's hash), gives them the derived position of the sources' current ones and
     /// makes them local partitions. Fails (changing nothing) if a source's log no longer
-    /// reaches back to its snapshot; [`PartitionStore::derive_local`] then derives them
-    /// in full.
+    /// reaches back to its staged position; [`PartitionStore::derive_local`] then
+    /// derives them in full.
     pub fn finish_stage(&self, staged: &StagedDerivation) -> Result<LogPosition, StoreError> {
         let _layout = lock(&self.layout);
         let mut position = LogPosition::default();
         self.write(|txn| {
-            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
             check_staged(txn, staged)?;
-            let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
-            let mut tables = Vec::with_capacity(staged.children.len());
-            let mut metas: Vec<PartitionMeta> = Vec::with_capacity(staged.children.len());
-            for (child, _, meta) in &staged.children {
-                tables.push(
-                    txn.open_table(ItemTable::new(&table_name(*child)))
-                        .map_err(redb_err)?,
-                );
-                metas.push(*meta);
-            }
-            let ranges: Vec<(PartitionId, KeyRange)> =
-                staged.children.iter().map(|(c, r, _)| (*c, *r)).collect();
-            let mut finals = Vec::with_capacity(staged.sources.len());
-            for &(source, snapshot) in &staged.sources {
-                let meta = load_meta(&positions, source)?;
-                let log = txn
-                    .open_table(LogTable::new(&log_name(source)))
-                    .map_err(redb_err)?;
-                check_continues(&log, source, &meta, snapshot)?;
-                for lsn in snapshot.lsn + 1..=meta.position.lsn {
-                    let bytes = log.get(lsn).map_err(redb_err)?;
-                    let bytes = bytes.ok_or_else(|| missing_record(source, lsn))?;
-                    let record: WriteRecord = postcard::from_bytes(bytes.value())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    let Some(i) = child_of(&ranges, hash_partition_key(&record.partition_key))
-                    else {
-                        continue;
-                    };
-                    let key = item_key(&record.partition_key, record.sort_key.as_deref());
-                    let child = ranges[i].0;
-                    match &record.op {
-                        WriteOp::Put(value) => {
-                            put_item(child, &mut tables[i], &mut metas[i], &key, value)?
-                        }
-                        WriteOp::Delete => {
-                            let old = tables[i].remove(key.as_slice()).map_err(redb_err)?;
-                            if let Some(old_len) = old.map(|v| v.value().len()) {
-                                metas[i].remove_item(child, key.len() + old_len)?;
-                            }
-                        }
-                    }
-                }
-                finals.push(meta.position);
-            }
+            let (finals, mut metas) = apply_tail(txn, staged, |pid| self.rewrites_of(pid))?;
             position = derived_position(&finals);
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+            let mut staging = txn.open_table(STAGING).map_err(redb_err)?;
             for ((child, _, _), meta) in staged.children.iter().zip(&mut metas) {
                 txn.open_table(LogTable::new(&log_name(*child)))
                     .map_err(redb_err)?;
@@ -334,9 +351,69 @@ impl PartitionStore {
     }
 }
 
-/// Fails unless the source's log, as it is now, continues the staged snapshot: every
-/// record after it is still logged, and the record at the snapshot is the one staged
-/// (a source caught up by a snapshot since, its diverged tail replaced, does not).
+/// Applies to the staged partitions (in `txn`) the sources' records logged since their
+/// staged positions; the sources' positions now and the new partitions' counters.
+/// `rewrites` tells how many times a source's log has been replaced by now (call with
+/// `layout` held, so that none is replaced meanwhile).
+fn apply_tail(
+    txn: &WriteTransaction,
+    staged: &StagedDerivation,
+    rewrites: impl Fn(PartitionId) -> u64,
+) -> Result<(Vec<LogPosition>, Vec<PartitionMeta>), StoreError> {
+    let mut tables = Vec::with_capacity(staged.children.len());
+    let mut metas: Vec<PartitionMeta> = Vec::with_capacity(staged.children.len());
+    for (child, _, meta) in &staged.children {
+        tables.push(
+            txn.open_table(ItemTable::new(&table_name(*child)))
+                .map_err(redb_err)?,
+        );
+        metas.push(*meta);
+    }
+    let ranges: Vec<(PartitionId, KeyRange)> =
+        staged.children.iter().map(|(c, r, _)| (*c, *r)).collect();
+    let positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+    let mut finals = Vec::with_capacity(staged.sources.len());
+    for s in &staged.sources {
+        let (source, snapshot) = (s.pid, s.position);
+        if rewrites(source) != s.rewrites {
+            return Err(StoreError::Diverged {
+                pid: source,
+                lsn: snapshot.lsn,
+            });
+        }
+        let meta = load_meta(&positions, source)?;
+        let log = txn
+            .open_table(LogTable::new(&log_name(source)))
+            .map_err(redb_err)?;
+        check_continues(&log, source, &meta, snapshot)?;
+        for lsn in snapshot.lsn + 1..=meta.position.lsn {
+            let bytes = log.get(lsn).map_err(redb_err)?;
+            let bytes = bytes.ok_or_else(|| missing_record(source, lsn))?;
+            let record: WriteRecord = postcard::from_bytes(bytes.value())
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let Some(i) = child_of(&ranges, hash_partition_key(&record.partition_key)) else {
+                continue;
+            };
+            let key = item_key(&record.partition_key, record.sort_key.as_deref());
+            let child = ranges[i].0;
+            match &record.op {
+                WriteOp::Put(value) => put_item(child, &mut tables[i], &mut metas[i], &key, value)?,
+                WriteOp::Delete => {
+                    let old = tables[i].remove(key.as_slice()).map_err(redb_err)?;
+                    if let Some(old_len) = old.map(|v| v.value().len()) {
+                        metas[i].remove_item(child, key.len() + old_len)?;
+                    }
+                }
+            }
+        }
+        finals.push(meta.position);
+    }
+    Ok((finals, metas))
+}
+
+/// Fails unless the source's log, as it is now, continues the staged snapshot (its log
+/// was not replaced since, checked by the caller): every record after it is still
+/// logged, and the record at the snapshot, when still logged, is the one staged.
 fn check_continues(
     log: &redb::Table<'_, u64, &'static [u8]>,
     source: PartitionId,
@@ -351,7 +428,9 @@ fn check_continues(
             got: meta.first_lsn,
         });
     }
-    if meta.position != snapshot && snapshot.lsn > 0 {
+    // Before the log's start (a fresh split child, a trimmed log) nothing more can be
+    // compared: the unchanged rewrite count says the log only grew.
+    if meta.position != snapshot && snapshot.lsn >= meta.first_lsn {
         let held = log.get(snapshot.lsn).map_err(redb_err)?;
         let held_epoch = held
             .map(|b| postcard::from_bytes::<WriteRecord>(b.value()).map(|r| r.epoch))

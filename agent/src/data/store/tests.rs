@@ -633,6 +633,13 @@ fn a_staged_split_takes_the_writes_made_after_the_snapshot() {
             },
         ),
     ];
+    let child_of_early = |pk: &str| {
+        if hash_partition_key(pk.as_bytes()) < split {
+            2
+        } else {
+            3
+        }
+    };
     let staged = store.stage(&[1], &children).unwrap();
     assert_eq!(staged.position(), pos(300, 2));
     assert!(staged.is_for(&[1], &children));
@@ -651,8 +658,23 @@ fn a_staged_split_takes_the_writes_made_after_the_snapshot() {
             ],
         )
         .unwrap();
+    // Caught up outside the fence, then more writes: the finish applies only those.
+    let mut staged = staged;
+    store.refresh_stage(&mut staged).unwrap();
+    assert_eq!(staged.position(), pos(303, 2));
+    store
+        .append(
+            1,
+            &[put(304, 2, "k3", None, "newer"), del(305, 2, "fresh", None)],
+        )
+        .unwrap();
+    store.append(1, &[put(306, 2, "fresh", None, "f")]).unwrap();
     let position = store.finish_stage(&staged).unwrap();
-    assert_eq!(position, pos(303, 2));
+    assert_eq!(position, pos(306, 2));
+    assert_eq!(
+        get(&store, child_of_early("k3"), "k3", None),
+        Some("newer".into())
+    );
     let child_of = |pk: &str| {
         if hash_partition_key(pk.as_bytes()) < split {
             2
@@ -673,7 +695,7 @@ fn a_staged_split_takes_the_writes_made_after_the_snapshot() {
         store.stats(1).unwrap().item_count
     );
     assert_eq!(l.bytes + r.bytes, store.stats(1).unwrap().bytes);
-    assert_eq!(store.position(3).unwrap(), pos(303, 2));
+    assert_eq!(store.position(3).unwrap(), pos(306, 2));
     assert!(store.list().contains(&2) && store.list().contains(&3));
 }
 
@@ -812,4 +834,26 @@ fn a_merge_stages_both_sides_and_takes_the_writes_made_after_the_snapshots() {
         copy.derive_local(&[1, 9], &[(8, merged[0].1)]),
         Err(StoreError::NotAllocated(9))
     ));
+}
+
+#[test]
+fn a_fresh_child_with_an_empty_log_stages_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.allocate(&[1]).unwrap();
+    store
+        .append(1, &[put(1, 2, "a", None, "1"), put(2, 2, "b", None, "2")])
+        .unwrap();
+    let all = KeyRange {
+        low: 0,
+        high: u64::MAX,
+    };
+    // Partition 2 starts at (2, 2) with nothing logged: the staged position is not in
+    // its log, which only grows after it.
+    assert_eq!(store.derive_local(&[1], &[(2, all)]).unwrap(), pos(2, 2));
+    let staged = store.stage(&[2], &[(3, all)]).unwrap();
+    store.append(2, &[put(3, 3, "c", None, "3")]).unwrap();
+    assert_eq!(store.finish_stage(&staged).unwrap(), pos(3, 3));
+    assert_eq!(get(&store, 3, "c", None), Some("3".into()));
+    assert_eq!(store.stats(3).unwrap().item_count, 3);
 }
