@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 
 use crate::command::MetaCommand;
-use crate::model::{KeyRange, NodeId, OperationKind, PartitionId, TableStatus, UnixMillis};
+use crate::model::{
+    KeyRange, NodeId, OperationKind, OperationStatus, PartitionId, TableStatus, UnixMillis,
+};
 use crate::placement::{PlacementConfig, plan_new_table};
 use crate::state::MetaState;
 
@@ -33,6 +35,9 @@ pub struct AssignerAction {
 /// The commands that move every table one step along its lifecycle:
 /// CREATING without partitions → `AssignPartitions` (one table per call, see below); CREATING (all ready) or SCALING →
 /// `ActivateTable`; DELETING and released everywhere (or timed out) → `PurgeTable`.
+/// An operation still running on a DELETING table is ended first (rolled back, or
+/// completed if its routing already switched): its driver can commit nothing more on a
+/// table going away, and the purge waits for it.
 /// No partition is placed on a node in `unreachable` (the leader's own liveness view).
 pub fn assigner_actions(
     state: &MetaState,
@@ -71,6 +76,35 @@ pub fn assigner_actions(
             }
             TableStatus::Scaling if scaled(state, table, &partitions, cfg) => {
                 Some(activate(table.table_id, now_ms))
+            }
+            TableStatus::Deleting
+                if state
+                    .running_operations()
+                    .any(|op| op.table_id == table.table_id) =>
+            {
+                for op in state
+                    .running_operations()
+                    .filter(|op| op.table_id == table.table_id)
+                {
+                    let status = if op.step.is_switched() {
+                        OperationStatus::Completed
+                    } else {
+                        OperationStatus::RolledBack
+                    };
+                    actions.push(AssignerAction {
+                        command: MetaCommand::FinishOperation {
+                            operation_id: op.operation_id,
+                            status,
+                            now_ms,
+                            write_pause_ms: None,
+                        },
+                        warnings: vec![format!(
+                            "operation {} ended: its table is being deleted",
+                            op.operation_id
+                        )],
+                    });
+                }
+                None
             }
             TableStatus::Deleting => {
                 let released = partitions
@@ -560,6 +594,56 @@ mod tests {
             actions[..],
             [AssignerAction {
                 command: MetaCommand::ActivateTable { .. },
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn operations_on_a_deleting_table_are_ended_so_the_purge_can_follow() {
+        let mut s = state_with_nodes(4);
+        let id = create(&mut s, "ttt", 1000);
+        drive(&mut s, NOW, &BTreeSet::new());
+        let p = s.partitions_of(id)[0].clone();
+        let to = (1..=4).find(|n| !p.all_nodes().any(|m| m == *n)).unwrap();
+        s.apply(&MetaCommand::StartOperation {
+            partition_id: p.partition_id,
+            kind: OperationKind::Move {
+                from: p.primary_node_id,
+                to,
+            },
+            requested_by: "test".into(),
+            now_ms: NOW,
+        })
+        .unwrap();
+        s.apply(&MetaCommand::DeleteTable {
+            table_name: "ttt".into(),
+            now_ms: NOW,
+        })
+        .unwrap();
+        let later = NOW + cfg().delete_release_timeout_ms;
+        let actions = assigner_actions(&s, &cfg(), later, &BTreeSet::new());
+        assert!(
+            matches!(
+                &actions[..],
+                [AssignerAction {
+                    command: MetaCommand::FinishOperation {
+                        status: OperationStatus::RolledBack,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{actions:?}"
+        );
+        for a in &actions {
+            s.apply(&a.command).unwrap();
+        }
+        let actions = assigner_actions(&s, &cfg(), later, &BTreeSet::new());
+        assert!(matches!(
+            actions[..],
+            [AssignerAction {
+                command: MetaCommand::PurgeTable { .. },
                 ..
             }]
         ));
