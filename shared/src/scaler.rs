@@ -606,6 +606,51 @@ pub struct OpEstimates {
     pub concurrent_migrations: usize,
 }
 
+/// Copy rate a migration's estimate assumes: 20 MB/s (the live-operation benchmark
+/// measures 19 to 33 MB/s per move on loopback, whole moves).
+pub const MIGRATION_BYTES_PER_SEC: u64 = 20_000_000;
+/// Shortest estimate of one migration: 1 s (its steps' commits and round trips).
+pub const MIN_MIGRATION_ESTIMATE_MS: u64 = 1_000;
+
+/// Estimate of one migration of `bytes` at [`MIGRATION_BYTES_PER_SEC`].
+pub fn migration_estimate_ms(bytes: u64) -> u64 {
+    (bytes.saturating_mul(1000) / MIGRATION_BYTES_PER_SEC).max(MIN_MIGRATION_ESTIMATE_MS)
+}
+
+/// Seconds until a decrease of table `table_id` to `target` partitions is done: the
+/// merge waves, plus the co-location moves of the pairs the planner takes first (at
+/// even positions: the first with the second, ...), each copying at most
+/// `largest_bytes`. Pairs beyond the first wave are assumed to need one move per copy.
+pub fn decrease_completion_seconds(
+    state: &MetaState,
+    table_id: TableId,
+    target: usize,
+    largest_bytes: u64,
+    est: &OpEstimates,
+) -> u64 {
+    let parts = state.partitions_of(table_id);
+    let merges = parts.len().saturating_sub(target);
+    let first_wave: Vec<usize> = parts
+        .chunks_exact(2)
+        .take(merges)
+        .map(|pair| {
+            pair[1]
+                .all_nodes()
+                .filter(|n| !pair[0].all_nodes().any(|m| m == *n))
+                .count()
+        })
+        .collect();
+    let later = merges.saturating_sub(first_wave.len());
+    let copies = parts.first().map_or(0, |p| p.all_nodes().count());
+    let moves = first_wave.iter().sum::<usize>() + later * copies;
+    let est = OpEstimates {
+        migration_ms: migration_estimate_ms(largest_bytes),
+        ..*est
+    };
+    capacity_completion_seconds(parts.len(), target, 0, &est)
+        + estimated_completion_seconds(0, moves as u64, &est)
+}
+
 /// Seconds until `remaining_splits` splits (or merges) and `remaining_moves`
 /// migrations are done, run in waves of the allowed concurrency, each wave taking one
 /// operation's time plus a planning interval; splits and migrations are not assumed to

@@ -1,5 +1,7 @@
 //! Table lifecycle endpoints.
 
+use std::collections::BTreeSet;
+
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -13,7 +15,7 @@ use shared::command::{MetaCommand, MetaOutcome};
 use shared::lifecycle::estimate_scaling_seconds;
 use shared::model::{Table, TableStatus};
 use shared::recovery::under_replicated;
-use shared::scaler::{capacity_completion_seconds, estimated_completion_seconds};
+use shared::scaler::{capacity_completion_seconds, decrease_completion_seconds};
 use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
@@ -147,9 +149,11 @@ pub async fn update_capacity(
     let merging = app.scaler.merge_cold_partitions && target < current;
     let estimated_completion_seconds = match (app.scaler_enabled, merging) {
         (true, true) => {
-            let moves = (current - target) * app.scaler.placement.replication_factor;
-            capacity_completion_seconds(current, target, 0, &est)
-                + estimated_completion_seconds(0, moves as u64, &est)
+            let largest = largest_partition_bytes(&app, &name).await;
+            app.state.read(|s| {
+                let table_id = s.table_by_name(&name).map_or(0, |t| t.table_id);
+                decrease_completion_seconds(s, table_id, target, largest, &est)
+            })
         }
         (true, false) if target > current => capacity_completion_seconds(current, target, 0, &est),
         _ => estimate_scaling_seconds(current as u32, current as u32),
@@ -159,6 +163,29 @@ pub async fn update_capacity(
         estimated_completion_seconds,
     };
     Ok((StatusCode::ACCEPTED, Json(response)))
+}
+
+/// The largest partition of table `name`, in bytes, as its primaries report it (0 when
+/// none answers).
+async fn largest_partition_bytes(app: &AppState, name: &str) -> u64 {
+    let (pids, nodes): (BTreeSet<u64>, Vec<u64>) = app.state.read(|s| {
+        let parts = s
+            .table_by_name(name)
+            .map(|t| s.partitions_of(t.table_id))
+            .unwrap_or_default();
+        let primaries: BTreeSet<u64> = parts.iter().map(|p| p.primary_node_id).collect();
+        (
+            parts.iter().map(|p| p.partition_id).collect(),
+            primaries.into_iter().collect(),
+        )
+    });
+    let reports = app.data.collect_loads(nodes).await;
+    reports
+        .iter()
+        .filter(|r| pids.contains(&r.partition_id))
+        .map(|r| r.bytes)
+        .max()
+        .unwrap_or(0)
 }
 
 /// `?version=N` of `GET /tables/{name}/schema`.

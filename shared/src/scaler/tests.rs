@@ -1031,6 +1031,37 @@ fn plans_do_not_depend_on_the_order_of_the_inputs() {
 }
 
 #[test]
+fn a_decrease_estimate_counts_the_co_location_moves_and_the_bytes() {
+    let est = OpEstimates {
+        split_ms: 2_000,
+        migration_ms: 60_000,
+        planning_interval_ms: 5_000,
+        concurrent_splits: 4,
+        concurrent_migrations: 2,
+    };
+    assert_eq!(migration_estimate_ms(0), MIN_MIGRATION_ESTIMATE_MS);
+    assert_eq!(migration_estimate_ms(10 * MIGRATION_BYTES_PER_SEC), 10_000);
+    // One node: 4 partitions all together, 4 -> 2 is one merge wave and no move.
+    let (fx, p) = shrinking();
+    let t = fx.s.partition(p[0]).unwrap().table_id;
+    let together = decrease_completion_seconds(&fx.s, t, 2, 0, &est);
+    assert_eq!(together, capacity_completion_seconds(4, 2, 0, &est));
+    // Six nodes, two partitions apart: three copies to move first, 10 s each.
+    let mut s = cluster(&["a", "b", "c", "a", "b", "c"]);
+    let t = add_table(&mut s, "orders", provisioned(1, 2000), 3);
+    let apart = decrease_completion_seconds(&s, t, 1, 10 * MIGRATION_BYTES_PER_SEC, &est);
+    let moves = estimated_completion_seconds(
+        0,
+        3,
+        &OpEstimates {
+            migration_ms: 10_000,
+            ..est
+        },
+    );
+    assert_eq!(apart, capacity_completion_seconds(2, 1, 0, &est) + moves);
+}
+
+#[test]
 fn estimates_count_waves() {
     let est = OpEstimates {
         split_ms: 2_000,
