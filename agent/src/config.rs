@@ -303,6 +303,9 @@ pub struct DataConfig {
     /// Attempts of a forwarding agent when the route turns out stale or the primary
     /// unreachable, before it answers 503.
     pub route_attempts: usize,
+    /// A partition copy (a move, a replica caught up by snapshot) travels in chunks of
+    /// about this many bytes of items, each one message.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for DataConfig {
@@ -315,6 +318,7 @@ impl Default for DataConfig {
             replica_drop_after_ms: 5000,
             log_retain_records: 10_000,
             route_attempts: 8,
+            snapshot_chunk_bytes: crate::data::store::SNAPSHOT_CHUNK_BYTES,
         }
     }
 }
@@ -532,6 +536,11 @@ impl Config {
             return bad(
                 "data.max_value_bytes, replica_timeout_ms and route_attempts must be positive",
             );
+        }
+        // A chunk and one item above it must fit in one message.
+        let chunk_room = crate::transport::MAX_MESSAGE_BYTES / 2;
+        if d.snapshot_chunk_bytes == 0 || d.snapshot_chunk_bytes > chunk_room {
+            return bad("data.snapshot_chunk_bytes must be positive and at most 32 MiB");
         }
         if d.replica_drop_after_ms <= self.controllers.failure_confirm_window_ms {
             // A dead replica is the failure detector's to handle; dropping is for a replica

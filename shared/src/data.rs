@@ -319,17 +319,27 @@ pub enum ReplicaRequest {
         /// Records in LSN order.
         records: Vec<WriteRecord>,
     },
-    /// Replaces the replica's copy with the primary's (its log no longer reaches back to
-    /// the replica's position, or the replica's log diverged).
+    /// One chunk of the primary's copy, which replaces the replica's (its log no longer
+    /// reaches back to the replica's position, or the replica's log diverged, or it is
+    /// a move's target). A copy is sent as chunks in key order, one at a time; the first
+    /// empties the replica's copy, the last sets its position (answered with it; the
+    /// others answer (0, 0)). A chunk of another transfer than the one the replica is
+    /// installing is refused with `NeedSync`: the primary starts again.
     InstallSnapshot {
         /// Partition.
         partition_id: PartitionId,
         /// The primary's epoch.
         epoch: u64,
-        /// The position the items reflect.
+        /// Names the transfer (unique per primary process and node).
+        transfer: u64,
+        /// The position the whole copy reflects.
         position: LogPosition,
-        /// Every (item key, value).
+        /// (item key, value) of this chunk, in key order.
         items: Vec<(Vec<u8>, Vec<u8>)>,
+        /// The transfer's first chunk.
+        first: bool,
+        /// The transfer's last chunk.
+        last: bool,
     },
     /// The primary is about to split a partition or merge two: copy the sources' items
     /// (as of now) into the new partitions' tables ahead of the fence, so that the

@@ -119,6 +119,8 @@ pub struct DataPlane {
     leases: lease::Leases,
     fences: fence::Fences,
     activity: PartitionActivity,
+    /// Replica side: the snapshot transfer being installed, per partition.
+    installing: Mutex<HashMap<PartitionId, u64>>,
     /// Targets of moves about to switch, per partition led here (with the epoch): every
     /// write is also sent to them, best effort, so the switch finds them caught up.
     learners: Mutex<HashMap<PartitionId, (u64, NodeId)>>,
@@ -189,6 +191,7 @@ impl DataPlane {
             staged: Mutex::default(),
             deriving: tokio::sync::Mutex::const_new(()),
             learners: Mutex::default(),
+            installing: Mutex::default(),
             clock,
         })
     }

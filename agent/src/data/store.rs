@@ -36,6 +36,11 @@ type ItemTable<'a> = TableDefinition<'a, &'static [u8], &'static [u8]>;
 type LogTable<'a> = TableDefinition<'a, u64, &'static [u8]>;
 /// Metadata of every partition: pid → postcard-encoded [`PartitionMeta`].
 const POSITIONS: TableDefinition<'static, u64, &'static [u8]> = TableDefinition::new("positions");
+/// Default size of the chunks a partition copy is sent in (`data.snapshot_chunk_bytes`),
+/// so that a partition of any size moves or catches a replica up within the transport's
+/// message limit.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
 /// Split children or merged partitions being staged (their item tables filled ahead of
 /// the fence): new partition → the staging's token. A staged child is not a local partition; a restart
 /// discards it. Every batch and the finish check the token, so a staging replaced (by
@@ -98,6 +103,20 @@ pub struct PartitionStats {
     pub item_count: u64,
     /// Stored bytes: encoded item keys plus values.
     pub bytes: u64,
+}
+
+/// One piece of a consistent copy of a partition (see
+/// [`PartitionStore::snapshot_chunks`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// The last record the whole copy reflects.
+    pub position: LogPosition,
+    /// (item key, value), in key order, following the previous chunk's.
+    pub items: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The copy's first chunk.
+    pub first: bool,
+    /// The copy's last chunk.
+    pub last: bool,
 }
 
 /// A consistent copy of one partition: every item and the log position it reflects.
@@ -423,6 +442,91 @@ impl PartitionStore {
         })
     }
 
+    /// Reads a consistent copy of `pid` (one read transaction) and hands it to `sink` in
+    /// chunks of about `chunk_bytes` of items, in key order, the first chunk marked
+    /// `first` and the last `last` (one chunk for an empty partition). Returns the
+    /// position the copy reflects. Stops at the first error of `sink`.
+    pub fn snapshot_chunks(
+        &self,
+        pid: PartitionId,
+        chunk_bytes: usize,
+        mut sink: impl FnMut(SnapshotChunk) -> Result<(), StoreError>,
+    ) -> Result<LogPosition, StoreError> {
+        let txn = self.db.begin_read().map_err(redb_err)?;
+        let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
+        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        let mut chunk = SnapshotChunk {
+            position: meta.position,
+            items: Vec::new(),
+            first: true,
+            last: false,
+        };
+        let mut size = 0;
+        for entry in items.iter().map_err(redb_err)? {
+            let (key, value) = entry.map_err(redb_err)?;
+            if size >= chunk_bytes {
+                let next = SnapshotChunk {
+                    position: meta.position,
+                    items: Vec::new(),
+                    first: false,
+                    last: false,
+                };
+                sink(std::mem::replace(&mut chunk, next))?;
+                size = 0;
+            }
+            size += key.value().len() + value.value().len();
+            chunk
+                .items
+                .push((key.value().to_vec(), value.value().to_vec()));
+        }
+        chunk.last = true;
+        sink(chunk)?;
+        Ok(meta.position)
+    }
+
+    /// Installs one chunk of a snapshot: the first replaces the partition's items and
+    /// empties its log, each adds its items, and the last sets the position (the next
+    /// append must be `position.lsn + 1`); until then the partition is at position
+    /// (0, 0), so that a copy left half-installed is filled anew. Each chunk is one
+    /// durable transaction. Allocates the partition if needed.
+    pub fn install_snapshot_chunk(
+        &self,
+        pid: PartitionId,
+        chunk: &SnapshotChunk,
+    ) -> Result<(), StoreError> {
+        let _layout = lock(&self.layout);
+        self.write(|txn| {
+            let (items_def, log_def) = (table_name(pid), log_name(pid));
+            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
+            let mut meta = if chunk.first {
+                txn.delete_table(ItemTable::new(&items_def))
+                    .map_err(redb_err)?;
+                txn.delete_table(LogTable::new(&log_def))
+                    .map_err(redb_err)?;
+                txn.open_table(LogTable::new(&log_def)).map_err(redb_err)?;
+                PartitionMeta::at(LogPosition::default())
+            } else {
+                load_meta(&positions, pid)?
+            };
+            let mut items = txn
+                .open_table(ItemTable::new(&items_def))
+                .map_err(redb_err)?;
+            for (key, value) in &chunk.items {
+                put_item(pid, &mut items, &mut meta, key, value)?;
+            }
+            if chunk.last {
+                meta.position = chunk.position;
+                meta.first_lsn = chunk.position.lsn + 1;
+            }
+            store_meta(&mut positions, pid, &meta)
+        })?;
+        if chunk.first {
+            self.rewritten(&[pid]);
+        }
+        lock(&self.local).insert(pid);
+        Ok(())
+    }
+
     /// Replaces the partition's items with the snapshot's, empties the log and sets the
     /// position (the next append must be `position.lsn + 1`), in one durable transaction.
     /// Allocates the partition if needed.
@@ -431,27 +535,13 @@ impl PartitionStore {
         pid: PartitionId,
         snapshot: &PartitionSnapshot,
     ) -> Result<(), StoreError> {
-        let _layout = lock(&self.layout);
-        self.write(|txn| {
-            let (items_def, log_def) = (table_name(pid), log_name(pid));
-            txn.delete_table(ItemTable::new(&items_def))
-                .map_err(redb_err)?;
-            txn.delete_table(LogTable::new(&log_def))
-                .map_err(redb_err)?;
-            txn.open_table(LogTable::new(&log_def)).map_err(redb_err)?;
-            let mut items = txn
-                .open_table(ItemTable::new(&items_def))
-                .map_err(redb_err)?;
-            let mut meta = PartitionMeta::at(snapshot.position);
-            for (key, value) in &snapshot.items {
-                put_item(pid, &mut items, &mut meta, key, value)?;
-            }
-            let mut positions = txn.open_table(POSITIONS).map_err(redb_err)?;
-            store_meta(&mut positions, pid, &meta)
-        })?;
-        self.rewritten(&[pid]);
-        lock(&self.local).insert(pid);
-        Ok(())
+        let whole = SnapshotChunk {
+            position: snapshot.position,
+            items: snapshot.items.clone(),
+            first: true,
+            last: true,
+        };
+        self.install_snapshot_chunk(pid, &whole)
     }
 
     /// Counts a replacement of these partitions' logs (see `rewrites`).

@@ -182,7 +182,11 @@ fn wait_finished(client: &ApiClient, op: &OperationDescription) -> OperationDesc
 
 #[test]
 fn splits_and_moves_under_load_lose_nothing_and_serve_nothing_stale() {
-    let cluster = TestCluster::start(5, LIVE_HTTP_BASE, no_scaler);
+    let cluster = TestCluster::start(5, LIVE_HTTP_BASE, |c| {
+        no_scaler(c);
+        // Small chunks: every move's copy travels as many messages.
+        c.data.snapshot_chunk_bytes = 1024;
+    });
     let admin = cluster.client(1);
     ready_table(&admin, &table_request(TABLE, 2000));
     let before = partitions(&admin);

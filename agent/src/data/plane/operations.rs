@@ -690,22 +690,11 @@ impl DataPlane {
         epoch: u64,
         to: NodeId,
     ) -> Result<OperationProgress, StepFailed> {
-        let store = self.store.clone();
-        let snapshot = tokio::task::spawn_blocking(move || store.snapshot(pid)).await??;
-        let bytes: u64 = snapshot
-            .items
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum();
         let started = Instant::now();
-        let request = ReplicaRequest::InstallSnapshot {
-            partition_id: pid,
-            epoch,
-            position: snapshot.position,
-            items: snapshot.items,
-        };
-        self.replica_call(to, request, MOVE_SNAPSHOT_TIMEOUT)
-            .await?;
+        let (_, bytes) = self
+            .stream_snapshot(to, pid, epoch)
+            .await
+            .map_err(|e| StepFailed(format!("node {to}: {e}")))?;
         tracing::info!(partition = pid, to, bytes, took = ?started.elapsed(),
             "copied a partition snapshot to the move's target");
         Ok(OperationProgress {
@@ -749,22 +738,6 @@ impl DataPlane {
             Ok(pos) if pos == position => Ok(()),
             Ok(pos) => Err(StepFailed(format!("replica {replica} ended at {pos:?}"))),
             Err(e) => Err(StepFailed(format!("replica {replica}: {e}"))),
-        }
-    }
-
-    async fn replica_call(
-        &self,
-        node: NodeId,
-        request: ReplicaRequest,
-        timeout: Duration,
-    ) -> Result<LogPosition, StepFailed> {
-        match self
-            .rpc(node, DataPeerRequest::Replica(request), timeout)
-            .await
-        {
-            Ok(DataPeerReply::Replica(ReplicaReply::Appended(Ok(pos)))) => Ok(pos),
-            Ok(other) => Err(StepFailed(format!("node {node} answered {other:?}"))),
-            Err(e) => Err(StepFailed(format!("node {node}: {e}"))),
         }
     }
 

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::fence::FenceCheck;
 use super::{DataPlane, lock};
+use crate::data::store::{SnapshotChunk, StoreError};
 
 /// Records sent per catch-up message.
 const CATCH_UP_BATCH: usize = 512;
@@ -25,6 +26,8 @@ const CATCH_UP_BATCH_BYTES: usize = 8 * 1024 * 1024;
 const MAX_CATCH_UP_ROUNDS: usize = 64;
 /// How long a replica may take to install a snapshot.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Numbers the snapshot transfers of this process (with the node id: unique).
+static SNAPSHOT_TRANSFERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why replicating to one replica failed.
 #[derive(Debug)]
@@ -528,25 +531,69 @@ impl DataPlane {
         pid: PartitionId,
         epoch: u64,
     ) -> Result<LogPosition, ReplicateFailure> {
-        let store = self.store.clone();
-        let snapshot = tokio::task::spawn_blocking(move || store.snapshot(pid))
-            .await
-            .map_err(|e| ReplicateFailure::Failed(e.to_string()))?
-            .map_err(failed)?;
+        let (position, bytes) = self.stream_snapshot(replica, pid, epoch).await?;
         tracing::info!(
             partition = pid,
             replica,
-            items = snapshot.items.len(),
-            lsn = snapshot.position.lsn,
-            "sending a partition snapshot"
+            bytes,
+            lsn = position.lsn,
+            "sent a partition snapshot"
         );
-        let request = ReplicaRequest::InstallSnapshot {
-            partition_id: pid,
-            epoch,
-            position: snapshot.position,
-            items: snapshot.items,
-        };
-        self.to_replica(replica, request, SNAPSHOT_TIMEOUT).await
+        Ok(position)
+    }
+
+    /// Sends a consistent copy of `pid` to `node` as a stream of chunks (read from one
+    /// transaction while the previous chunk travels); the position the node reached and
+    /// the item bytes sent.
+    pub(super) async fn stream_snapshot(
+        &self,
+        node: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+    ) -> Result<(LogPosition, u64), ReplicateFailure> {
+        let transfer =
+            (self.me << 40) | SNAPSHOT_TRANSFERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(1);
+        let store = self.store.clone();
+        let chunk_bytes = self.config.snapshot_chunk_bytes;
+        let reader = tokio::task::spawn_blocking(move || {
+            store.snapshot_chunks(pid, chunk_bytes, |chunk| {
+                tx.blocking_send(chunk)
+                    .map_err(|_| StoreError::Redb("snapshot transfer abandoned".into()))
+            })
+        });
+        let mut bytes = 0u64;
+        let mut reached = LogPosition::default();
+        while let Some(chunk) = rx.recv().await {
+            bytes += chunk
+                .items
+                .iter()
+                .map(|(k, v)| (k.len() + v.len()) as u64)
+                .sum::<u64>();
+            let request = ReplicaRequest::InstallSnapshot {
+                partition_id: pid,
+                epoch,
+                transfer,
+                position: chunk.position,
+                items: chunk.items,
+                first: chunk.first,
+                last: chunk.last,
+            };
+            match self.to_replica(node, request, SNAPSHOT_TIMEOUT).await {
+                Ok(pos) => reached = pos,
+                Err(e) => {
+                    // The reader stops at its next chunk.
+                    drop(rx);
+                    let _ = reader.await;
+                    return Err(e);
+                }
+            }
+        }
+        reader
+            .await
+            .map_err(|e| ReplicateFailure::Failed(e.to_string()))?
+            .map_err(failed)?;
+        Ok((reached, bytes))
     }
 
     /// A replica being filled asks to be brought up to date (then it reports ready).

@@ -11,7 +11,7 @@ use shared::lifecycle::{LocalDerivation, local_derivations};
 use shared::model::{KeyRange, PartitionId};
 
 use super::{DataPlane, lock};
-use crate::data::store::{PartitionSnapshot, StoreError};
+use crate::data::store::{SnapshotChunk, StoreError};
 
 /// How long a replica being filled waits for the primary to bring it up to date.
 const SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -29,12 +29,20 @@ impl DataPlane {
             ReplicaRequest::InstallSnapshot {
                 partition_id,
                 epoch,
+                transfer,
                 position,
                 items,
-            } => ReplicaReply::Appended(
-                self.install(partition_id, epoch, PartitionSnapshot { position, items })
-                    .await,
-            ),
+                first,
+                last,
+            } => {
+                let chunk = SnapshotChunk {
+                    position,
+                    items,
+                    first,
+                    last,
+                };
+                ReplicaReply::Appended(self.install(partition_id, epoch, transfer, chunk).await)
+            }
             ReplicaRequest::Stage { sources, children } => {
                 ReplicaReply::Appended(self.stage(sources, children).await)
             }
@@ -249,27 +257,39 @@ impl DataPlane {
         }
     }
 
+    /// Installs one chunk of a snapshot transfer (see `ReplicaRequest::InstallSnapshot`).
     async fn install(
         &self,
         pid: PartitionId,
         epoch: u64,
-        snapshot: PartitionSnapshot,
+        transfer: u64,
+        chunk: SnapshotChunk,
     ) -> Result<LogPosition, ReplicaError> {
         let guard = self.replica_lock(pid);
         let _one_at_a_time = guard.lock().await;
         self.accept_epoch(pid, epoch)?;
-        // Records of this epoch (or a later one) beyond the snapshot came from this same
-        // primary after it made the snapshot: a late snapshot must not roll them back.
         let current = self.position_or_allocate(pid).await?;
-        if current.epoch >= epoch && current.lsn > snapshot.position.lsn {
+        if chunk.first {
+            // Records of this epoch (or a later one) beyond the snapshot came from this
+            // same primary after it made the snapshot: a late one must not roll them back.
+            if current.epoch >= epoch && current.lsn > chunk.position.lsn {
+                return Err(ReplicaError::NeedSync { position: current });
+            }
+            lock(&self.installing).insert(pid, transfer);
+        } else if lock(&self.installing).get(&pid) != Some(&transfer) {
+            // Another transfer started since (or this agent restarted): start again.
             return Err(ReplicaError::NeedSync { position: current });
         }
-        let position = snapshot.position;
+        let (position, last) = (chunk.position, chunk.last);
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.install_snapshot(pid, &snapshot))
+        tokio::task::spawn_blocking(move || store.install_snapshot_chunk(pid, &chunk))
             .await
             .map_err(|e| ReplicaError::Storage(e.to_string()))?
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        if !last {
+            return Ok(LogPosition::default());
+        }
+        lock(&self.installing).remove(&pid);
         tracing::info!(
             partition = pid,
             lsn = position.lsn,

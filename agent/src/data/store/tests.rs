@@ -857,3 +857,54 @@ fn a_fresh_child_with_an_empty_log_stages_and_finishes() {
     assert_eq!(get(&store, 3, "c", None), Some("3".into()));
     assert_eq!(store.stats(3).unwrap().item_count, 3);
 }
+
+#[test]
+fn a_snapshot_travels_in_chunks_and_a_half_installed_copy_is_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.allocate(&[1]).unwrap();
+    let records: Vec<WriteRecord> = (0..50u64)
+        .map(|i| put(i + 1, 2, &format!("k{i:02}"), None, &"v".repeat(100)))
+        .collect();
+    store.append(1, &records).unwrap();
+    let mut chunks = Vec::new();
+    let position = store
+        .snapshot_chunks(1, 1000, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(position, pos(50, 2));
+    assert!(chunks.len() >= 5, "{} chunks", chunks.len());
+    assert!(chunks[0].first && !chunks[0].last);
+    assert!(chunks.last().unwrap().last && chunks[1..].iter().all(|c| !c.first));
+    let items: usize = chunks.iter().map(|c| c.items.len()).sum();
+    assert_eq!(items, 50);
+
+    let other = tempfile::tempdir().unwrap();
+    let copy = open(&other);
+    copy.allocate(&[1]).unwrap();
+    copy.append(1, &[put(1, 1, "stale", None, "x")]).unwrap();
+    for c in &chunks[..2] {
+        copy.install_snapshot_chunk(1, c).unwrap();
+    }
+    assert_eq!(copy.position(1).unwrap(), pos(0, 0), "half installed");
+    assert_eq!(get(&copy, 1, "stale", None), None);
+    for c in &chunks[2..] {
+        copy.install_snapshot_chunk(1, c).unwrap();
+    }
+    assert_eq!(copy.position(1).unwrap(), pos(50, 2));
+    assert_eq!(copy.snapshot(1).unwrap(), store.snapshot(1).unwrap());
+    assert_eq!(copy.stats(1).unwrap(), store.stats(1).unwrap());
+    // An empty partition is one chunk, first and last.
+    store.allocate(&[2]).unwrap();
+    let mut n = 0;
+    store
+        .snapshot_chunks(2, 1000, |c| {
+            assert!(c.first && c.last && c.items.is_empty());
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+}
