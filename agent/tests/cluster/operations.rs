@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use agent::client::ApiClient;
 use agent::data_client::{DataClient, RetryPolicy};
-use serde_json::json;
+use serde_json::{Value, json};
 use shared::api::PartitionDescription;
 use shared::api::operations::{MovePartitionRequest, OperationDescription};
 use shared::model::TableStatus;
@@ -171,6 +171,29 @@ fn ready_table(admin: &ApiClient, request: &shared::api::CreateTableRequest) {
     });
 }
 
+/// The acknowledged writes whose last acknowledged value `checker` does not read back.
+fn lost_writes(checker: &DataClient, acked: &HashMap<String, u64>) -> Vec<(String, Option<Value>)> {
+    acked
+        .iter()
+        .filter_map(|(key, n)| {
+            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
+            (got.as_ref().and_then(|v| v["n"].as_u64()) != Some(*n)).then(|| (key.clone(), got))
+        })
+        .collect()
+}
+
+/// Changes the table's provisioned write units (100 read units): it is SCALING.
+fn rescale(admin: &ApiClient, write_units: u64) -> shared::api::UpdateCapacityResponse {
+    let capacity = shared::api::CapacityRequest {
+        mode: shared::model::CapacityMode::Provisioned,
+        read_units: Some(100),
+        write_units: Some(write_units),
+    };
+    let scaling = read("scale", || admin.update_capacity(TABLE, &capacity));
+    assert_eq!(scaling.status, TableStatus::Scaling);
+    scaling
+}
+
 fn wait_finished(client: &ApiClient, op: &OperationDescription) -> OperationDescription {
     wait_for("the operation to finish", || {
         client
@@ -235,14 +258,7 @@ fn splits_and_moves_under_load_lose_nothing_and_serve_nothing_stale() {
     std::thread::sleep(Duration::from_secs(1));
 
     let (acked, stale, reads, slowest) = load.stop();
-    let checker = patient(&cluster);
-    let mut lost = Vec::new();
-    for (key, n) in &acked {
-        let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
-        if got.as_ref().and_then(|v| v["n"].as_u64()) != Some(*n) {
-            lost.push((key.clone(), got));
-        }
-    }
+    let lost = lost_writes(&patient(&cluster), &acked);
     let pause = |kind: &str| pause_seconds(&cluster, kind) * 1000.0;
     println!(
         "live operations: {} keys acknowledged, {} lost, {reads} reads, {stale} stale; \
@@ -312,13 +328,7 @@ fn the_scaler_splits_for_capacity_and_rebalances_onto_a_new_agent() {
     std::thread::sleep(Duration::from_secs(1));
 
     // A capacity change: SCALING, split by the Scaler until 8 partitions, then ACTIVE.
-    let capacity = shared::api::CapacityRequest {
-        mode: shared::model::CapacityMode::Provisioned,
-        read_units: Some(100),
-        write_units: Some(8000),
-    };
-    let scaling = read("scale", || admin.update_capacity(TABLE, &capacity));
-    assert_eq!(scaling.status, TableStatus::Scaling);
+    let scaling = rescale(&admin, 8000);
     assert!(scaling.estimated_completion_seconds > 0);
     let started = Instant::now();
     wait_for("the table ACTIVE with 8 partitions", || {
@@ -358,14 +368,7 @@ fn the_scaler_splits_for_capacity_and_rebalances_onto_a_new_agent() {
     let optimum = balanced[5];
 
     let (acked, stale, reads, slowest) = load.stop();
-    let checker = patient(&cluster);
-    let lost = acked
-        .iter()
-        .filter(|(key, n)| {
-            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
-            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
-        })
-        .count();
+    let lost = lost_writes(&patient(&cluster), &acked).len();
     println!(
         "scaler: 2 -> 8 partitions in {scaled_in:?} (estimated {} s); sixth agent balanced \
          in {rebalanced_in:?} with {} moves vs optimum {optimum} (replicas per node \
@@ -462,13 +465,7 @@ fn a_killed_move_source_or_split_leader_ends_every_operation_and_loses_nothing()
         backoff_base: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
     });
-    let lost = acked
-        .iter()
-        .filter(|(key, n)| {
-            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
-            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
-        })
-        .count();
+    let lost = lost_writes(&checker, &acked).len();
     println!(
         "kills: move with its source killed ended {} at step {:?}; split with the leader \
          killed ended {}; {} keys, {lost} lost, {reads} reads, {stale} stale; slowest \
@@ -508,13 +505,7 @@ fn a_capacity_decrease_merges_cold_partitions_under_load() {
 
     // A decrease: SCALING while cold neighbours are brought together and merged, then
     // ACTIVE with the count the capacity needs.
-    let capacity = shared::api::CapacityRequest {
-        mode: shared::model::CapacityMode::Provisioned,
-        read_units: Some(100),
-        write_units: Some(4000),
-    };
-    let scaling = read("scale", || admin.update_capacity(TABLE, &capacity));
-    assert_eq!(scaling.status, TableStatus::Scaling);
+    let scaling = rescale(&admin, 4000);
     let started = Instant::now();
     wait_for("the table ACTIVE with 4 partitions", || {
         let t = admin.get_table(TABLE).ok()?;
@@ -535,14 +526,7 @@ fn a_capacity_decrease_merges_cold_partitions_under_load() {
         .max();
 
     let (acked, stale, reads, slowest) = load.stop();
-    let checker = patient(&cluster);
-    let lost = acked
-        .iter()
-        .filter(|(key, n)| {
-            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
-            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
-        })
-        .count();
+    let lost = lost_writes(&patient(&cluster), &acked).len();
     println!(
         "merges: 8 -> 4 partitions in {merged_in:?} (estimated {} s) by {} merges and {} \
          co-location moves; max merge write pause {max_pause:?} ms; {} keys, {lost} lost, \
@@ -616,14 +600,7 @@ fn a_hot_partition_is_split_and_its_busier_child_moved() {
         })
     });
     let (acked, stale, _, _) = load.stop();
-    let checker = patient(&cluster);
-    let lost = acked
-        .iter()
-        .filter(|(key, n)| {
-            let got = wait_for("a read", || checker.get(TABLE, key, None).ok());
-            got.as_ref().and_then(|v| v["n"].as_u64()) != Some(**n)
-        })
-        .count();
+    let lost = lost_writes(&patient(&cluster), &acked).len();
     println!(
         "hot split: partition {} split after {} ms of its operation into {} and {}; child {} \
          moved {:?} -> {:?}; {lost} lost, {stale} stale",
