@@ -88,3 +88,18 @@ fn a_short_soak_of_random_faults_heals_completely() {
     params.duration_s = SOAK_CI_S;
     run(Scenario::Soak, &params);
 }
+
+#[test]
+fn a_hot_partition_is_split_and_its_busier_child_moved() {
+    let report = run(Scenario::HotSplit, &Params::new(NODES, PARTITIONS, 1));
+    let split = report.figures["split_ms"].as_f64().expect("split");
+    let moved = report.figures["child_moved_ms"].as_f64().expect("moved");
+    // Hot for the Scaler's whole 60 s window, noticed on its 5 s rounds.
+    assert!(
+        (60_000.0..80_000.0).contains(&split),
+        "split after {split} ms"
+    );
+    assert!(moved > split, "the child moves after the split");
+    assert_eq!(report.figures["failed_splits"], 0);
+    assert_eq!(report.figures["failed_moves"], 0);
+}
