@@ -198,22 +198,18 @@ impl GossipCore {
     /// copy (foca holds one identity per node id, its address).
     pub fn refresh_states(&mut self) {
         let now = (self.clock)();
-        let current: BTreeMap<NodeId, GossipState> = self
-            .foca
-            .iter_membership_state()
-            .map(|member| {
-                let state = match member.state() {
-                    foca::State::Alive => GossipState::Alive,
-                    foca::State::Suspect => GossipState::Suspect,
-                    foca::State::Down => GossipState::Down,
-                };
-                (member.id().node_id, state)
-            })
-            .collect();
-        let changed: Vec<(NodeId, GossipState)> = current
-            .into_iter()
-            .filter(|(node, state)| self.copied.get(node) != Some(state))
-            .collect();
+        let mut changed: Vec<(NodeId, GossipState)> = Vec::new();
+        for member in self.foca.iter_membership_state() {
+            let state = match member.state() {
+                foca::State::Alive => GossipState::Alive,
+                foca::State::Suspect => GossipState::Suspect,
+                foca::State::Down => GossipState::Down,
+            };
+            let node = member.id().node_id;
+            if self.copied.get(&node) != Some(&state) {
+                changed.push((node, state));
+            }
+        }
         if changed.is_empty() {
             return;
         }
