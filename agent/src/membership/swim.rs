@@ -74,6 +74,11 @@ pub struct GossipCore {
     /// Foca's belief about each member as last copied into the view: a refresh writes
     /// only what changed (the view's lock once), not every member.
     copied: BTreeMap<NodeId, GossipState>,
+    /// The last refresh's walk of foca's members, in foca's order (stable between its
+    /// shuffles), so a walk compares most members by position, not by a map lookup; and
+    /// a spare buffer for the next walk.
+    last_walk: Vec<(NodeId, GossipState)>,
+    spare_walk: Vec<(NodeId, GossipState)>,
 }
 
 impl GossipCore {
@@ -103,6 +108,8 @@ impl GossipCore {
             version: 0,
             rng,
             copied: BTreeMap::new(),
+            last_walk: Vec::new(),
+            spare_walk: Vec::new(),
         }
     }
 
@@ -199,17 +206,26 @@ impl GossipCore {
     pub fn refresh_states(&mut self) {
         let now = (self.clock)();
         let mut changed: Vec<(NodeId, GossipState)> = Vec::new();
-        for member in self.foca.iter_membership_state() {
+        let mut walk = std::mem::take(&mut self.spare_walk);
+        walk.clear();
+        for (i, member) in self.foca.iter_membership_state().enumerate() {
             let state = match member.state() {
                 foca::State::Alive => GossipState::Alive,
                 foca::State::Suspect => GossipState::Suspect,
                 foca::State::Down => GossipState::Down,
             };
             let node = member.id().node_id;
-            if self.copied.get(&node) != Some(&state) {
+            walk.push((node, state));
+            // Every member of the last walk was copied as that walk saw it.
+            let copied = match self.last_walk.get(i) {
+                Some(&(n, s)) if n == node => Some(s),
+                _ => self.copied.get(&node).copied(),
+            };
+            if copied != Some(state) {
                 changed.push((node, state));
             }
         }
+        self.spare_walk = std::mem::replace(&mut self.last_walk, walk);
         if changed.is_empty() {
             return;
         }
