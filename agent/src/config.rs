@@ -209,7 +209,8 @@ impl Default for VotersSection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GossipConfig {
-    /// Each agent probes one random member this often.
+    /// Each agent probes one member this often (round robin over a shuffled list): the
+    /// time until some live member probes a dead one, and so its first suspicion.
     pub probe_period_ms: u64,
     /// A probe unanswered after this long is retried through indirect probes.
     pub probe_rtt_ms: u64,
@@ -234,7 +235,7 @@ pub struct GossipConfig {
 impl Default for GossipConfig {
     fn default() -> Self {
         GossipConfig {
-            probe_period_ms: 500,
+            probe_period_ms: 300,
             probe_rtt_ms: 200,
             num_indirect_probes: 10,
             suspect_to_down_after_ms: 2000,
@@ -262,9 +263,14 @@ pub struct ControllersConfig {
     /// The leader places no new partition on a peer that has not answered any RPC for
     /// this long (its own view, like SUSPECTED; never committed).
     pub peer_unreachable_after_ms: u64,
-    /// The leader commits `NodeFailed` for a node suspected for this long with no proof
-    /// of life (direct or gossiped, any incarnation) in that window.
+    /// The leader commits `NodeFailed` for a node with no proof of life (direct or
+    /// gossiped, a Raft reply; any incarnation) for this long...
     pub failure_confirm_window_ms: u64,
+    /// ...that gossip has also suspected for at least this long (its chance to refute
+    /// the suspicion). Longer than `data.read_lease_ms` (a suspicion starts after the
+    /// last acknowledgement a cut-off primary got, so its lease has lapsed before it is
+    /// failed), at most `failure_confirm_window_ms`.
+    pub failure_suspicion_hold_ms: u64,
 }
 
 impl Default for ControllersConfig {
@@ -275,6 +281,7 @@ impl Default for ControllersConfig {
             join_retry_interval_ms: 500,
             peer_unreachable_after_ms: 1500,
             failure_confirm_window_ms: 3000,
+            failure_suspicion_hold_ms: 2200,
         }
     }
 }
@@ -286,7 +293,8 @@ pub struct DataConfig {
     /// Largest item value (JSON text) accepted, in bytes.
     pub max_value_bytes: usize,
     /// How long a primary may serve reads after its replicas last confirmed it (a read
-    /// lease). Must be shorter than `controllers.failure_confirm_window_ms`.
+    /// lease). Must be shorter than `controllers.failure_suspicion_hold_ms` (and so than
+    /// `controllers.failure_confirm_window_ms`).
     pub read_lease_ms: u64,
     /// The primary renews its read leases this often.
     pub lease_renew_interval_ms: u64,
@@ -519,7 +527,20 @@ impl Config {
                 "controllers.failure_confirm_window_ms must exceed gossip.suspect_to_down_after_ms",
             );
         }
+        if self.controllers.failure_suspicion_hold_ms > self.controllers.failure_confirm_window_ms {
+            return bad(
+                "controllers.failure_suspicion_hold_ms must not exceed failure_confirm_window_ms",
+            );
+        }
         let d = &self.data;
+        if d.read_lease_ms >= self.controllers.failure_suspicion_hold_ms {
+            // The window of silence counts from the leader's last proof of life, which may
+            // precede a cut by a status interval; the suspicion comes after the cut, and
+            // it is what keeps a cut-off primary's lease from outliving its replacement.
+            return bad(
+                "data.read_lease_ms must be shorter than controllers.failure_suspicion_hold_ms",
+            );
+        }
         if d.read_lease_ms >= self.controllers.failure_confirm_window_ms {
             // A primary cut off from the cluster must stop serving reads before the leader
             // can declare it failed and promote another replica.
@@ -673,9 +694,14 @@ mod tests {
     fn gossip_settings_and_the_failure_window_are_checked() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.toml");
         let valid = Config::load(&path).expect("valid example");
-        let broken: [fn(&mut Config); 5] = [
+        let broken: [fn(&mut Config); 7] = [
             |c| c.data.read_lease_ms = c.controllers.failure_confirm_window_ms,
             |c| c.controllers.failure_confirm_window_ms = c.gossip.suspect_to_down_after_ms,
+            |c| {
+                c.controllers.failure_suspicion_hold_ms =
+                    c.controllers.failure_confirm_window_ms + 1
+            },
+            |c| c.controllers.failure_suspicion_hold_ms = c.data.read_lease_ms,
             |c| c.gossip.max_packet_bytes = crate::transport::MAX_DATAGRAM_BYTES + 1,
             |c| c.gossip.probe_rtt_ms = c.gossip.probe_period_ms,
             |c| c.gossip.gossip_fanout = 0,

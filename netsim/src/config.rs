@@ -14,8 +14,12 @@ pub const PARTITIONS_PER_TABLE: usize = 100;
 /// Agents start at a random instant within this spread (processes do not start in
 /// lock step).
 pub const START_SPREAD_US: Micros = millis(1_000);
-/// The leader's failure rule: suspected and silent this long (agent default).
+/// The leader's failure rule: silent this long (agent default
+/// `controllers.failure_confirm_window_ms`)...
 pub const FAILURE_CONFIRM_WINDOW_MS: u64 = 3_000;
+/// ...and suspected by gossip at least this long (agent default
+/// `controllers.failure_suspicion_hold_ms`).
+pub const FAILURE_SUSPICION_HOLD_MS: u64 = 2_200;
 /// Period of the leader controllers' re-check, and of the reconciler (agent default
 /// `controllers.tick_interval_ms`).
 pub const CONTROLLER_TICK_US: Micros = millis(500);
@@ -73,8 +77,10 @@ pub struct SimConfig {
     pub net: NetConfig,
     /// Gossip (the agent's defaults).
     pub gossip: GossipConfig,
-    /// The leader's failure confirmation window.
+    /// The leader's failure confirmation window (silence).
     pub failure_confirm_window_ms: u64,
+    /// How long the suspicion must have held within it.
+    pub failure_suspicion_hold_ms: u64,
     /// Whether the leader runs the Partition Assigner (`provision`; the other scenarios
     /// start with every table ACTIVE and leave it off).
     pub assigner: bool,
@@ -93,6 +99,7 @@ impl SimConfig {
             net: NetConfig::default(),
             gossip: GossipConfig::default(),
             failure_confirm_window_ms: FAILURE_CONFIRM_WINDOW_MS,
+            failure_suspicion_hold_ms: FAILURE_SUSPICION_HOLD_MS,
             assigner: false,
         }
     }

@@ -126,6 +126,10 @@ pub enum Event {
     Rebalance,
     /// A move's copy reached the target.
     MoveCopied(u64),
+    /// The Scaler plans a round (`hot-split`).
+    Scale,
+    /// A split's children are staged on the parent's nodes.
+    SplitStaged(u64),
     /// An agent's first process starts.
     Boot(NodeId),
     /// A paused process resumes.

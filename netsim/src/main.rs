@@ -33,6 +33,8 @@ enum Command {
     Partition(Common),
     /// Random crashes, pauses, partitions and loss for a while, then complete healing.
     Soak(Soak),
+    /// One partition gets 10 times its load: time to split it and move a child.
+    HotSplit(Common),
 }
 
 #[derive(Args)]
@@ -101,6 +103,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::ScaleOut(c) => (Scenario::ScaleOut, c, None, None),
         Command::Partition(c) => (Scenario::Partition, c, None, None),
         Command::Soak(s) => (Scenario::Soak, s.common, None, Some(s.duration)),
+        Command::HotSplit(c) => (Scenario::HotSplit, c, None, None),
     };
     let mut params = Params::new(common.nodes, common.partitions, common.seed);
     if let Some(loss) = loss {

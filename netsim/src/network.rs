@@ -144,6 +144,12 @@ impl Network {
         !self.cuts.is_empty() || !self.link_loss.is_empty() || self.config.loss > 0.0
     }
 
+    /// The loss of every link when no cut and no per-link loss is in force (`None`
+    /// otherwise): then all links are alike.
+    pub fn uniform_loss(&self) -> Option<f64> {
+        (self.cuts.is_empty() && self.link_loss.is_empty()).then_some(self.config.loss)
+    }
+
     /// Whether `from → to` is not cut.
     pub fn connected(&self, from: NodeId, to: NodeId) -> bool {
         from == to

@@ -9,6 +9,8 @@ use crate::time::{Micros, as_ms};
 pub struct Summary {
     /// Values summarised.
     pub count: usize,
+    /// Smallest.
+    pub min_ms: f64,
     /// Median.
     pub p50_ms: f64,
     /// 99th percentile.
@@ -27,6 +29,7 @@ impl Summary {
         sorted.sort_unstable();
         Summary {
             count: sorted.len(),
+            min_ms: as_ms(sorted[0]),
             p50_ms: as_ms(percentile(&sorted, 0.50)),
             p99_ms: as_ms(percentile(&sorted, 0.99)),
             max_ms: as_ms(*sorted.last().expect("not empty")),

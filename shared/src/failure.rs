@@ -15,8 +15,17 @@ use crate::state::MetaState;
 /// Tunables of the failure detector's final decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailureConfig {
-    /// How long a node must stay suspected, and silent, before it is declared FAILED.
+    /// How long a node must stay silent (no proof of life of any kind) before it is
+    /// declared FAILED. It must exceed the read lease, so that a primary cut off from
+    /// its replicas has stopped serving reads before another one is promoted.
     pub confirm_window_ms: u64,
+    /// How long gossip's suspicion must have held, within that silence, before the node
+    /// is declared FAILED: the node's chance to refute it. A suspicion of a node cut off
+    /// begins after the cut, whereas the silence may count from a proof of life before
+    /// it (a new leader hears a node only through gossip, its status reports come once
+    /// a second): so the hold, not the window, is what must exceed the read lease. At
+    /// most `confirm_window_ms` (a longer hold counts as the window).
+    pub suspicion_hold_ms: u64,
 }
 
 /// What gossip currently says about a node.
@@ -67,14 +76,20 @@ pub fn heartbeat_staleness_ms(obs: &NodeObservation, now_ms: UnixMillis) -> Opti
 
 /// The `NodeFailed` commands the leader `me` should propose, ordered by node id.
 ///
-/// A node committed HEALTHY or DRAINING (never `me`) is failed when gossip does not see
-/// it ALIVE, has not for a whole window (counted from `watching_since` when the start of
-/// the suspicion is unknown), and no proof of life arrived within the window, nor since
-/// this agent started watching. The node's committed registration
-/// (`last_heartbeat_at_ms`) is a proof of life too, and a suspicion never starts before
-/// it: a restarted incarnation does not inherit the old one's suspicion. A node without
-/// an observation is skipped: never fail what you have not watched. A node that never
-/// sent anything is still failed once watched for a window.
+/// A node committed HEALTHY or DRAINING (never `me`) is failed when no proof of life
+/// arrived for a whole window (`confirm_window_ms`), nor since this agent started
+/// watching, and gossip does not see it ALIVE and has not for at least
+/// `suspicion_hold_ms` (counted from `watching_since` when the start of the suspicion
+/// is unknown). The window measures the silence, from the last proof of life (for a
+/// crash, about the crash instant); the suspicion must have held long enough for a live
+/// node to refute it, and for a cut-off primary's read lease to lapse (the suspicion
+/// starts after the cut, the last proof of life may precede it). So a dead node whose
+/// first suspicion comes late is failed `suspicion_hold_ms` after it, not a whole
+/// window after it. The node's committed registration (`last_heartbeat_at_ms`) is a proof of life too, and a
+/// suspicion never starts before it: a restarted incarnation does not inherit the old
+/// one's suspicion. A node without an observation is skipped: never fail what you have
+/// not watched. A node that never sent anything is still failed once watched for a
+/// window.
 ///
 /// Isolation guard: when more than half of the other nodes in service (HEALTHY or
 /// DRAINING, watched), and at least two, gave this leader no proof of life for a whole
@@ -194,7 +209,7 @@ fn confirmed_dead(
         .max(obs.watching_since_ms)
         .max(registered);
     obs.gossip != GossipState::Alive
-        && now_ms.saturating_sub(suspected_since) >= window
+        && now_ms.saturating_sub(suspected_since) >= cfg.suspicion_hold_ms.min(window)
         && now_ms.saturating_sub(heard_or_watching) >= window
 }
 

@@ -6,7 +6,7 @@
 //!
 //! [`GossipDriver`]: super::GossipDriver
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
@@ -71,6 +71,14 @@ pub struct GossipCore {
     clock: Clock,
     version: u64,
     rng: StdRng,
+    /// Foca's belief about each member as last copied into the view: a refresh writes
+    /// only what changed (the view's lock once), not every member.
+    copied: BTreeMap<NodeId, GossipState>,
+    /// The last refresh's walk of foca's members, in foca's order (stable between its
+    /// shuffles), so a walk compares most members by position, not by a map lookup; and
+    /// a spare buffer for the next walk.
+    last_walk: Vec<(NodeId, GossipState)>,
+    spare_walk: Vec<(NodeId, GossipState)>,
 }
 
 impl GossipCore {
@@ -99,6 +107,9 @@ impl GossipCore {
             clock: parts.clock,
             version: 0,
             rng,
+            copied: BTreeMap::new(),
+            last_walk: Vec::new(),
+            spare_walk: Vec::new(),
         }
     }
 
@@ -156,13 +167,6 @@ impl GossipCore {
     pub fn discover(&mut self) {
         let now = (self.clock)();
         let me = self.local.id.node_id;
-        let registered: Vec<GossipId> = self.state.read(|s| {
-            s.nodes()
-                .filter(|n| n.node_id != me)
-                .filter(|n| !matches!(n.status, NodeStatus::Decommissioned | NodeStatus::Failed))
-                .map(|n| GossipId::new(n.node_id, n.peer_addr.clone(), n.incarnation))
-                .collect()
-        });
         // Members foca holds as down are announced to as well: after this agent was cut
         // off (everyone down, foca idle) or a member came back, this rejoins within a
         // discovery round instead of foca's minute-long announce-to-down period.
@@ -172,13 +176,22 @@ impl GossipCore {
             .filter(|m| m.state() != foca::State::Down)
             .map(|m| m.id().node_id)
             .collect();
-        let mut unknown = Vec::new();
-        for id in registered {
-            self.membership.watch(id.node_id, now);
-            if !known.contains(&id.node_id) {
-                unknown.push(id);
+        let (registered, mut unknown) = self.state.read(|s| {
+            let mut registered = Vec::new();
+            let mut unknown = Vec::new();
+            let listed = s
+                .nodes()
+                .filter(|n| n.node_id != me)
+                .filter(|n| !matches!(n.status, NodeStatus::Decommissioned | NodeStatus::Failed));
+            for n in listed {
+                registered.push(n.node_id);
+                if !known.contains(&n.node_id) {
+                    unknown.push(GossipId::new(n.node_id, n.peer_addr.clone(), n.incarnation));
+                }
             }
-        }
+            (registered, unknown)
+        });
+        self.membership.watch_all(&registered, now);
         for _ in 0..ANNOUNCES_PER_ROUND.min(unknown.len()) {
             let pick = rand::RngExt::random_range(&mut self.rng, 0..unknown.len());
             let dst = unknown.swap_remove(pick);
@@ -188,18 +201,36 @@ impl GossipCore {
         }
     }
 
-    /// Copies foca's member states into the view.
+    /// Copies foca's member states into the view: those that changed since the last
+    /// copy (foca holds one identity per node id, its address).
     pub fn refresh_states(&mut self) {
         let now = (self.clock)();
-        for member in self.foca.iter_membership_state() {
+        let mut changed: Vec<(NodeId, GossipState)> = Vec::new();
+        let mut walk = std::mem::take(&mut self.spare_walk);
+        walk.clear();
+        for (i, member) in self.foca.iter_membership_state().enumerate() {
             let state = match member.state() {
                 foca::State::Alive => GossipState::Alive,
                 foca::State::Suspect => GossipState::Suspect,
                 foca::State::Down => GossipState::Down,
             };
-            self.membership
-                .set_gossip_state(member.id().node_id, state, now);
+            let node = member.id().node_id;
+            walk.push((node, state));
+            // Every member of the last walk was copied as that walk saw it.
+            let copied = match self.last_walk.get(i) {
+                Some(&(n, s)) if n == node => Some(s),
+                _ => self.copied.get(&node).copied(),
+            };
+            if copied != Some(state) {
+                changed.push((node, state));
+            }
         }
+        self.spare_walk = std::mem::replace(&mut self.last_walk, walk);
+        if changed.is_empty() {
+            return;
+        }
+        self.copied.extend(changed.iter().copied());
+        self.membership.set_gossip_states(&changed, now);
     }
 
     /// Takes what foca asked for during the calls since the last drain (each datagram

@@ -108,8 +108,13 @@ async fn agents_converge_detect_a_crash_and_never_suspect_the_living() {
     let crashed_at = clock();
     let window = FailureConfig {
         confirm_window_ms: 3000,
+        suspicion_hold_ms: 2200,
     };
     let observer = &agents[0].membership;
+    let last_heard = observer
+        .peer(5)
+        .and_then(|p| p.last_proof_of_life_ms)
+        .expect("heard before the crash");
     let mut decided_after = None;
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -121,14 +126,25 @@ async fn agents_converge_detect_a_crash_and_never_suspect_the_living() {
                 decisions[0],
                 MetaCommand::NodeFailed { node_id: 5, .. }
             ));
+            let suspected = observer.peer(5).and_then(|p| p.suspected_since_ms);
+            let suspected = suspected.expect("suspected");
+            assert!(
+                clock() - suspected >= window.suspicion_hold_ms,
+                "not before the hold"
+            );
             decided_after = Some(clock() - crashed_at);
             break;
         }
     }
     let decided_after = decided_after.expect("the crash is decided within 10 s");
+    // The silence counts from the last message, which came (just) before the crash.
     assert!(
-        decided_after >= window.confirm_window_ms,
-        "not before the window"
+        crashed_at + decided_after - last_heard >= window.confirm_window_ms,
+        "not before a window of silence"
+    );
+    assert!(
+        decided_after < window.confirm_window_ms + window.suspicion_hold_ms,
+        "decided within the window plus the hold"
     );
     for agent in &agents[..4] {
         let peer = agent.membership.peer(5).expect("watched");

@@ -37,6 +37,17 @@ impl PeerRecord {
         }
     }
 
+    /// Records foca's belief; the suspicion clock starts when it stops being Alive and is
+    /// cleared when it is Alive again.
+    fn set_gossip(&mut self, state: GossipState, now: UnixMillis) {
+        if state == GossipState::Alive {
+            self.suspected_since_ms = None;
+        } else if self.suspected_since_ms.is_none() {
+            self.suspected_since_ms = Some(now);
+        }
+        self.gossip = state;
+    }
+
     /// Records a proof of life at `now` (never moving the last one backwards).
     fn heard(&mut self, now: UnixMillis) {
         self.last_proof_of_life_ms = Some(self.last_proof_of_life_ms.unwrap_or(0).max(now));
@@ -124,6 +135,16 @@ impl Membership {
         self.update(node, now, |_| {});
     }
 
+    /// Starts watching each of `nodes` not watched yet (the view's lock once).
+    pub fn watch_all(&self, nodes: &[NodeId], now: UnixMillis) {
+        let mut view = self.lock();
+        for &node in nodes.iter().filter(|n| **n != self.me) {
+            view.peers
+                .entry(node)
+                .or_insert_with(|| PeerRecord::new(now));
+        }
+    }
+
     /// `node` just proved it is alive (a direct message, a fresh report, a rejoin).
     pub fn proof_of_life(&self, node: NodeId, now: UnixMillis) {
         self.update(node, now, |r| r.heard(now));
@@ -132,14 +153,18 @@ impl Membership {
     /// Records foca's belief about `node`; the suspicion clock starts when it stops being
     /// Alive and is cleared when it is Alive again (refuted).
     pub fn set_gossip_state(&self, node: NodeId, state: GossipState, now: UnixMillis) {
-        self.update(node, now, |record| {
-            if state == GossipState::Alive {
-                record.suspected_since_ms = None;
-            } else if record.suspected_since_ms.is_none() {
-                record.suspected_since_ms = Some(now);
-            }
-            record.gossip = state;
-        });
+        self.update(node, now, |record| record.set_gossip(state, now));
+    }
+
+    /// [`Self::set_gossip_state`] for each of `states` (the view's lock once).
+    pub fn set_gossip_states(&self, states: &[(NodeId, GossipState)], now: UnixMillis) {
+        let mut view = self.lock();
+        for &(node, state) in states.iter().filter(|(n, _)| *n != self.me) {
+            view.peers
+                .entry(node)
+                .or_insert_with(|| PeerRecord::new(now))
+                .set_gossip(state, now);
+        }
     }
 
     /// Keeps `report` if it is the newest seen from its origin; a fresh report from
@@ -239,6 +264,35 @@ mod tests {
         let p = m.peer(2).unwrap();
         assert_eq!((p.gossip, p.suspected_since_ms), (GossipState::Alive, None));
         assert_eq!(p.watching_since_ms, 10);
+    }
+
+    #[test]
+    fn batched_updates_match_one_at_a_time() {
+        let one = Membership::new(1, GossipTraffic::default());
+        let batch = Membership::new(1, GossipTraffic::default());
+        one.watch(2, 5);
+        one.watch(3, 5);
+        batch.watch_all(&[1, 2, 3], 5);
+        let steps: [&[(NodeId, GossipState)]; 3] = [
+            &[(2, GossipState::Suspect), (4, GossipState::Alive)],
+            &[(2, GossipState::Down), (3, GossipState::Suspect)],
+            &[(2, GossipState::Alive), (1, GossipState::Down)],
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            let now = 100 * (i as u64 + 1);
+            for &(node, state) in *step {
+                one.set_gossip_state(node, state, now);
+            }
+            batch.set_gossip_states(step, now);
+            let view = |m: &Membership| {
+                m.observations()
+                    .into_iter()
+                    .map(|(n, o)| (n, o.gossip, o.suspected_since_ms, o.watching_since_ms))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(view(&one), view(&batch), "after step {i}");
+        }
+        assert!(batch.peer(1).is_none(), "never its own peer");
     }
 
     #[test]

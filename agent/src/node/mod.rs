@@ -441,6 +441,7 @@ fn spawn_controllers(
         contacts.clone(),
         shared::failure::FailureConfig {
             confirm_window_ms: config.controllers.failure_confirm_window_ms,
+            suspicion_hold_ms: config.controllers.failure_suspicion_hold_ms,
         },
         clock.clone(),
     ));

@@ -4,6 +4,7 @@
 
 mod bootstrap;
 mod crash;
+mod hot_split;
 mod lossy;
 mod partition;
 mod provision;
@@ -52,11 +53,13 @@ pub enum Scenario {
     Partition,
     /// Random faults for a while, then complete healing.
     Soak,
+    /// One partition gets 10 times its load: split, and its busier child moved.
+    HotSplit,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Bootstrap,
         Scenario::Provision,
         Scenario::Crash,
@@ -64,6 +67,7 @@ impl Scenario {
         Scenario::ScaleOut,
         Scenario::Partition,
         Scenario::Soak,
+        Scenario::HotSplit,
     ];
 
     /// Its subcommand name.
@@ -76,6 +80,7 @@ impl Scenario {
             Scenario::ScaleOut => "scale-out",
             Scenario::Partition => "partition",
             Scenario::Soak => "soak",
+            Scenario::HotSplit => "hot-split",
         }
     }
 }
@@ -237,6 +242,7 @@ pub fn run(scenario: Scenario, params: &Params) -> Result<Report, SimError> {
             Scenario::ScaleOut => scale_out::run(&mut run),
             Scenario::Partition => partition::run(&mut run),
             Scenario::Soak => soak::run(&mut run),
+            Scenario::HotSplit => hot_split::run(&mut run),
         };
         Ok(run.finish(scenario, outcome))
     }));

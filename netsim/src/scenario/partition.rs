@@ -229,6 +229,8 @@ fn report(sim: &Simulation, f: &Findings, out: &mut Outcome) {
     out.figure("leader_cut", leader_cut);
     out.figure("majority_commits", commits);
     detect.put(&mut out.figures, "detect");
+    // The margin the read lease has: the earliest failure against the latest lapse.
+    out.figure("detect_min_ms", round(detect.min_ms));
     lapse.put(&mut out.figures, "lease_lapse");
     out.figure(
         "serving_overlap_max_ms",
@@ -239,7 +241,11 @@ fn report(sim: &Simulation, f: &Findings, out: &mut Outcome) {
          entries meanwhile",
         minority.len()
     ));
-    out.line(format!("cut-off nodes failed after: {}", detect.human()));
+    out.line(format!(
+        "cut-off nodes failed after: {}, min {:.0} ms",
+        detect.human(),
+        detect.min_ms
+    ));
     out.line(format!(
         "cut-off primaries' leases lapsed after: {}",
         lapse.human()

@@ -41,6 +41,7 @@ impl Simulation {
             clock: &self.clock,
             failure: FailureConfig {
                 confirm_window_ms: self.cfg.failure_confirm_window_ms,
+                suspicion_hold_ms: self.cfg.failure_suspicion_hold_ms,
             },
             recovery: RecoveryConfig {
                 replication_factor: self.cfg.replication_factor,

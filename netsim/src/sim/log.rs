@@ -29,8 +29,17 @@ pub struct InFlight {
     pub command: MetaCommand,
     /// A controller's future waits for the outcome (otherwise nobody does).
     pub awaited: bool,
-    /// A rebalancer move to tell when the proposal commits (or never will).
-    pub then: Option<u64>,
+    /// Who to tell when the proposal commits (or never will).
+    pub then: Option<Then>,
+}
+
+/// Who hears a proposal's outcome at its commit instant (or when it never will).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// The move executor's move (`rebalance.rs`).
+    Move(u64),
+    /// The hot-split scaler's split (`scaler.rs`).
+    Split(u64),
 }
 
 impl Simulation {
@@ -40,8 +49,8 @@ impl Simulation {
         self.propose_then(from, command, None);
     }
 
-    /// Proposes `command` from `from`; the rebalancer's move `then` hears the outcome.
-    pub(crate) fn propose_then(&mut self, from: NodeId, command: MetaCommand, then: Option<u64>) {
+    /// Proposes `command` from `from`; `then` hears the outcome.
+    pub(crate) fn propose_then(&mut self, from: NodeId, command: MetaCommand, then: Option<Then>) {
         let id = self.proposals.lock().next_id();
         self.send_proposal(id, from, command, false);
         if let Some(p) = self.inflight.get_mut(&id) {
@@ -166,7 +175,7 @@ impl Simulation {
         self.after_commit(index, &command, &result);
         let then = self.inflight.get_mut(&id).and_then(|p| p.then.take());
         if let Some(then) = then {
-            self.on_move_outcome(then, Some(&result));
+            self.on_then(then, Some(&result));
         }
         match self.proposer(id) {
             Some(from) => {
@@ -297,11 +306,19 @@ impl Simulation {
         }
     }
 
+    /// Tells `then` the outcome of its proposal (`None`: it never commits).
+    fn on_then(&mut self, then: Then, result: Option<&MetaResult>) {
+        match then {
+            Then::Move(id) => self.on_move_outcome(id, result),
+            Then::Split(id) => self.on_split_outcome(id, result),
+        }
+    }
+
     pub(super) fn on_proposal_deadline(&mut self, id: ProposalId) {
         self.pending_outcomes.remove(&id);
         let then = self.inflight.get_mut(&id).and_then(|p| p.then.take());
         if let Some(then) = then {
-            self.on_move_outcome(then, None);
+            self.on_then(then, None);
         }
         let why = "no outcome within the leader wait".to_string();
         self.resolve(id, Err(MetaClientError::Unknown(why)));

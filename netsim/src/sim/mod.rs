@@ -8,6 +8,7 @@ mod gossip;
 mod log;
 mod rebalance;
 mod reconcile;
+mod scaler;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +34,7 @@ use crate::truth::Truth;
 
 pub use log::InFlight;
 pub use rebalance::{MIGRATIONS_MAX, MIGRATIONS_PER_NODE_MAX, Rebalancer};
+pub use scaler::{ChildMove, LoadModel, SimScaler, SplitDone};
 
 /// How often the node-state timeline is sampled.
 const TIMELINE_EVERY_SAMPLES: u64 = 10;
@@ -55,6 +57,7 @@ pub struct Simulation {
     pub(crate) observer: Observer,
     pub(crate) invariants: Invariants,
     pub(crate) rebalancer: Option<Rebalancer>,
+    pub(crate) scaler: Option<SimScaler>,
     samples: u64,
 }
 
@@ -91,6 +94,7 @@ impl Simulation {
             observer: Observer::default(),
             cfg,
             rebalancer: None,
+            scaler: None,
             samples: 0,
         })
     }
@@ -251,6 +255,8 @@ impl Simulation {
             Event::Boot(node) => self.boot_agent(node, self.now()),
             Event::Rebalance => self.on_rebalance(),
             Event::MoveCopied(id) => self.on_move_copied(id),
+            Event::Scale => self.on_scale(),
+            Event::SplitStaged(id) => self.on_split_staged(id),
             Event::Resume { node, generation } => self.on_resume(node, generation),
             Event::Fault(fault) => self.on_fault(fault),
             Event::Sample => self.on_sample(),

@@ -5,14 +5,20 @@
 //! `FinishOperation`) with a drawn copy time, within concurrency limits; primary moves
 //! are one `RepairPartitions` once no replica move is left. One plan is carried out
 //! completely before the next is made, so moves in flight are never planned twice.
+//!
+//! Without planning (`enable_move_executor`), it only carries out the moves others queue
+//! (`queue_moves`): the hot-split Scaler's (`scaler.rs`).
 
 use std::collections::{BTreeMap, VecDeque};
 
 use shared::command::{MetaCommand, MetaOutcome, MetaResult, PartitionChange};
-use shared::model::{NodeId, OperationId, OperationKind, OperationStatus, OperationStep};
+use shared::model::{
+    NodeId, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
+};
 use shared::rebalance::{RebalanceConfig, ReplicaMove, plan_rebalance};
 
 use super::Simulation;
+use super::log::Then;
 use crate::config::{CONTROLLER_TICK_US, FILL_MAX_US, FILL_MIN_US};
 use crate::event::Event;
 use crate::time::Micros;
@@ -45,6 +51,8 @@ struct Move {
 /// The rebalancer's progress and figures.
 #[derive(Debug, Default)]
 pub struct Rebalancer {
+    /// Whether it plans (scale-out) or only carries out queued moves.
+    planning: bool,
     pending: VecDeque<ReplicaMove>,
     running: BTreeMap<u64, Move>,
     next_id: u64,
@@ -60,13 +68,39 @@ pub struct Rebalancer {
     pub primary_moves: usize,
     /// When a plan first came out empty.
     pub balanced_at: Option<Micros>,
+    /// When each partition's last move committed (`CommitMove`).
+    pub committed_at: BTreeMap<PartitionId, Micros>,
+}
+
+impl Rebalancer {
+    /// Whether no move is waiting or running.
+    pub fn idle(&self) -> bool {
+        self.pending.is_empty() && self.running.is_empty()
+    }
 }
 
 impl Simulation {
     /// Starts rebalancing on the controllers' tick.
     pub fn enable_rebalancer(&mut self) {
+        self.rebalancer = Some(Rebalancer {
+            planning: true,
+            ..Rebalancer::default()
+        });
+        self.queue.push(self.now(), Event::Rebalance);
+    }
+
+    /// Starts carrying out queued moves (`queue_moves`) on the controllers' tick, with
+    /// no planning of its own.
+    pub fn enable_move_executor(&mut self) {
         self.rebalancer = Some(Rebalancer::default());
         self.queue.push(self.now(), Event::Rebalance);
+    }
+
+    /// Queues replica moves for the executor (started on its next tick, within limits).
+    pub(crate) fn queue_moves(&mut self, moves: impl IntoIterator<Item = ReplicaMove>) {
+        if let Some(r) = self.rebalancer.as_mut() {
+            r.pending.extend(moves);
+        }
     }
 
     /// The rebalancer, once enabled.
@@ -80,11 +114,11 @@ impl Simulation {
         let Some(leader) = self.log.leader else {
             return;
         };
-        let idle = self
+        let plans = self
             .rebalancer
             .as_ref()
-            .is_some_and(|r| r.pending.is_empty() && r.running.is_empty());
-        if idle {
+            .is_some_and(|r| r.planning && r.idle());
+        if plans {
             self.plan_moves(leader);
         }
         self.start_moves();
@@ -181,7 +215,7 @@ impl Simulation {
             .leader
             .or_else(|| self.alive_agents().into_iter().next());
         if let Some(from) = from {
-            self.propose_then(from, cmd, Some(id));
+            self.propose_then(from, cmd, Some(Then::Move(id)));
         }
     }
 
@@ -254,9 +288,11 @@ impl Simulation {
                 return;
             }
         };
+        let now = self.now();
         let r = self.rebalancer.as_mut().expect("enabled");
         if step == Step::Committing {
             r.moved += 1;
+            r.committed_at.insert(planned.partition_id, now);
         }
         r.running.get_mut(&id).expect("running").step = next_step;
         if let Some(cmd) = cmd {

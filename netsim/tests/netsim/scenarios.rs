@@ -41,8 +41,9 @@ fn crashes_of_one_five_and_a_zone_are_detected_and_repaired() {
     let report = run(Scenario::Crash, &Params::new(NODES, PARTITIONS, 1));
     assert_eq!(report.figures["false_positives"], 0);
     let detect = report.figures["detect_max_ms"].as_f64().expect("measured");
-    // Suspicion (probe period, indirect probes, suspect-to-down) plus the 3 s window.
-    assert!(detect < 10_000.0, "detection took {detect} ms");
+    // The first suspicion (a probe every 300 ms, indirect probes) plus the suspicion
+    // hold, or the 3 s window of silence, whichever ends later: the 5 s goal.
+    assert!(detect < 5_000.0, "detection took {detect} ms");
 }
 
 #[test]
@@ -71,8 +72,8 @@ fn scale_out_moves_near_the_optimum() {
 
 #[test]
 fn a_cut_off_minority_is_failed_without_two_serving_primaries_and_rejoins() {
-    // Seed 22 cuts the leader off with the minority; seed 1 a follower voter.
-    for (seed, leader_cut) in [(1, false), (22, true)] {
+    // Seed 1 cuts the leader off with the minority; seed 22 a follower voter.
+    for (seed, leader_cut) in [(1, true), (22, false)] {
         let report = run(Scenario::Partition, &Params::new(NODES, PARTITIONS, seed));
         assert_eq!(report.figures["leader_cut"], leader_cut, "seed {seed}");
         assert_eq!(report.figures["serving_overlap_max_ms"], 0.0, "seed {seed}");
@@ -86,4 +87,19 @@ fn a_short_soak_of_random_faults_heals_completely() {
     let mut params = Params::new(20, 100, 1);
     params.duration_s = SOAK_CI_S;
     run(Scenario::Soak, &params);
+}
+
+#[test]
+fn a_hot_partition_is_split_and_its_busier_child_moved() {
+    let report = run(Scenario::HotSplit, &Params::new(NODES, PARTITIONS, 1));
+    let split = report.figures["split_ms"].as_f64().expect("split");
+    let moved = report.figures["child_moved_ms"].as_f64().expect("moved");
+    // Hot for the Scaler's whole 60 s window, noticed on its 5 s rounds.
+    assert!(
+        (60_000.0..80_000.0).contains(&split),
+        "split after {split} ms"
+    );
+    assert!(moved > split, "the child moves after the split");
+    assert_eq!(report.figures["failed_splits"], 0);
+    assert_eq!(report.figures["failed_moves"], 0);
 }

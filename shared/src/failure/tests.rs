@@ -4,11 +4,13 @@ use super::*;
 use crate::testkit::cluster;
 
 const WINDOW: u64 = 10_000;
+const HOLD: u64 = 3_000;
 const START: u64 = 1_000_000;
 
 fn cfg() -> FailureConfig {
     FailureConfig {
         confirm_window_ms: WINDOW,
+        suspicion_hold_ms: HOLD,
     }
 }
 
@@ -82,6 +84,43 @@ fn a_recent_suspicion_blocks_the_decision() {
     let now = START + 5 * WINDOW;
     let o = obs(GossipState::Suspect, Some(now - 1), Some(START));
     assert!(decide(&s, &[(3, o)], now).is_empty());
+    let o = obs(GossipState::Suspect, Some(now - HOLD + 1), Some(START));
+    assert!(decide(&s, &[(3, o)], now).is_empty());
+    let o = obs(GossipState::Suspect, Some(now - HOLD), Some(START));
+    assert_eq!(decide(&s, &[(3, o)], now), vec![3]);
+}
+
+#[test]
+fn silence_counts_from_the_last_proof_of_life_not_from_the_suspicion() {
+    let s = state();
+    let crash = START + 5;
+    // Gossip suspects the dead node late, 8 s after its last message: failed once the
+    // suspicion has held for HOLD, not a whole window after it.
+    let late = crash + 8_000;
+    let o = obs(GossipState::Suspect, Some(late), Some(crash));
+    assert!(decide(&s, &[(2, o.clone())], late + HOLD - 1).is_empty());
+    assert_eq!(decide(&s, &[(2, o.clone())], late + HOLD), vec![2]);
+    // Suspected early: the silence still needs the whole window.
+    let early = crash + 500;
+    let o = obs(GossipState::Suspect, Some(early), Some(crash));
+    assert!(decide(&s, &[(2, o.clone())], crash + WINDOW - 1).is_empty());
+    assert_eq!(decide(&s, &[(2, o)], crash + WINDOW), vec![2]);
+}
+
+#[test]
+fn a_hold_longer_than_the_window_is_capped_at_the_window() {
+    let s = state();
+    let long = FailureConfig {
+        confirm_window_ms: WINDOW,
+        suspicion_hold_ms: 3 * WINDOW,
+    };
+    let o = obs(GossipState::Down, Some(START), Some(START));
+    let observations = BTreeMap::from([(2, o)]);
+    assert!(nodes_to_fail(&s, 1, &observations, START + WINDOW - 1, &long).is_empty());
+    assert_eq!(
+        failed_ids(&nodes_to_fail(&s, 1, &observations, START + WINDOW, &long)),
+        vec![2]
+    );
 }
 
 #[test]
@@ -248,4 +287,61 @@ fn a_leader_that_hears_from_fewer_than_half_of_the_nodes_fails_none() {
         (5, heard(at)),
     ];
     assert_eq!(decide(&s, &view, at), vec![2, 3]);
+}
+
+mod props {
+    //! The rule against a brute-force restatement, on random observations: a node is
+    //! never failed while heard from within the window or seen ALIVE, nor before its
+    //! suspicion held for the hold; and it is failed once both held (guard aside).
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn observation() -> impl Strategy<Value = NodeObservation> {
+        (
+            prop_oneof![
+                Just(GossipState::Alive),
+                Just(GossipState::Suspect),
+                Just(GossipState::Down),
+                Just(GossipState::Unknown),
+            ],
+            prop::option::of(0u64..3 * WINDOW),
+            prop::option::of(0u64..3 * WINDOW),
+            0u64..WINDOW,
+        )
+            .prop_map(|(gossip, suspected, heard, watching)| NodeObservation {
+                gossip,
+                suspected_since_ms: suspected.map(|t| START + t),
+                last_proof_of_life_ms: heard.map(|t| START + t),
+                watching_since_ms: START + watching,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn one_node_is_failed_exactly_when_silent_for_the_window_and_suspected_for_the_hold(
+            o in observation(),
+            now in 0u64..4 * WINDOW,
+            hold in 0u64..=WINDOW,
+        ) {
+            // Eight nodes, the others heard from: the isolation guard stays out.
+            let s = cluster(&["a", "b", "c", "a", "b", "c", "a", "b"]);
+            let now = START + now;
+            let cfg = FailureConfig { confirm_window_ms: WINDOW, suspicion_hold_ms: hold };
+            let mut observations: BTreeMap<_, _> = (3..=8)
+                .map(|n| (n, obs(GossipState::Alive, None, Some(now))))
+                .collect();
+            observations.insert(2, o.clone());
+            let failed = failed_ids(&nodes_to_fail(&s, 1, &observations, now, &cfg)) == vec![2];
+            let last_heard = o.last_proof_of_life_ms.unwrap_or(0).max(o.watching_since_ms);
+            let suspected = o.suspected_since_ms.unwrap_or(o.watching_since_ms);
+            let silent = now >= last_heard + WINDOW;
+            let held = o.gossip != GossipState::Alive && now >= suspected + hold;
+            prop_assert_eq!(failed, silent && held, "{:?} at {}", o, now);
+            if failed {
+                prop_assert!(now >= last_heard + WINDOW, "never within the window of a proof of life");
+            }
+        }
+    }
 }
