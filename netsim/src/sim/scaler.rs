@@ -358,7 +358,10 @@ impl Simulation {
                             at: now,
                         })
                     }
-                    MoveReason::Rebalance => scaler.rebalance_moves += 1,
+                    // Co-location comes with capacity decreases, which no scenario makes.
+                    MoveReason::Rebalance | MoveReason::CoLocate { .. } => {
+                        scaler.rebalance_moves += 1
+                    }
                 }
                 self.queue_moves([ReplicaMove {
                     partition_id,
