@@ -230,6 +230,10 @@ pub struct GossipConfig {
     pub status_interval_ms: u64,
     /// Each agent announces itself to one random member this often (heals partitions).
     pub announce_interval_ms: u64,
+    /// Each agent also announces itself this often to the members it considers down...
+    pub down_announce_interval_ms: u64,
+    /// ...up to this many of them each time.
+    pub down_announce_fanout: usize,
 }
 
 impl Default for GossipConfig {
@@ -245,6 +249,8 @@ impl Default for GossipConfig {
             max_packet_bytes: 1100,
             status_interval_ms: 1000,
             announce_interval_ms: 30_000,
+            down_announce_interval_ms: 1000,
+            down_announce_fanout: 128,
         }
     }
 }
@@ -512,8 +518,15 @@ impl Config {
         if g.suspect_to_down_after_ms == 0 || g.gossip_interval_ms == 0 {
             return bad("gossip.suspect_to_down_after_ms and gossip_interval_ms must be positive");
         }
-        if g.status_interval_ms == 0 || g.announce_interval_ms == 0 {
-            return bad("gossip.status_interval_ms and announce_interval_ms must be positive");
+        if g.status_interval_ms == 0
+            || g.announce_interval_ms == 0
+            || g.down_announce_interval_ms == 0
+            || g.down_announce_fanout == 0
+        {
+            return bad(
+                "gossip.status_interval_ms, announce_interval_ms, down_announce_interval_ms \
+                 and down_announce_fanout must be positive",
+            );
         }
         if !(MIN_GOSSIP_PACKET_BYTES..=crate::transport::MAX_DATAGRAM_BYTES)
             .contains(&g.max_packet_bytes)

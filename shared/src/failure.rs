@@ -93,7 +93,10 @@ pub fn heartbeat_staleness_ms(obs: &NodeObservation, now_ms: UnixMillis) -> Opti
 ///
 /// Isolation guard: when more than half of the other nodes in service (HEALTHY or
 /// DRAINING, watched), and at least two, gave this leader no proof of life for a whole
-/// window, it fails none. Relayed status reports keep a live node heard from even when it does not talk
+/// window or are not seen ALIVE by its gossip, it fails none. (Counting suspicions too
+/// matters at the start of a cut: the nodes last heard just before it are suspected
+/// already but not yet silent for a window, while one that happened to be quiet a
+/// moment longer would be failed alone.) Relayed status reports keep a live node heard from even when it does not talk
 /// to the leader directly, so a leader hearing from fewer than half of the nodes is
 /// more likely cut off itself (its outgoing traffic lost while its voter quorum still
 /// commits: the others then stop gossiping to it) than looking at half of the cluster
@@ -120,7 +123,9 @@ pub fn nodes_to_fail(
         .collect();
     let silent: Vec<UnixMillis> = watched
         .iter()
-        .filter(|(n, obs)| silent_for_window(n, obs, now_ms, cfg))
+        .filter(|(n, obs)| {
+            obs.gossip != GossipState::Alive || silent_for_window(n, obs, now_ms, cfg)
+        })
         .map(|(n, obs)| last_heard(n, obs))
         .collect();
     // One silent node is never a sign of this leader's isolation; and the guard holds

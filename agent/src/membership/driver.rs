@@ -51,6 +51,13 @@ pub fn foca_config(c: &GossipConfig) -> foca::Config {
         frequency: ms(c.announce_interval_ms),
         num_members: NonZeroUsize::MIN,
     });
+    // A member that cannot hear this agent (a one-way cut) declares it down, but still
+    // hears it: these announcements are its proof of life for the leader, so that a
+    // leader whose own messages are cut off does not fail the nodes it cannot reach.
+    config.periodic_announce_to_down_members = Some(PeriodicParams {
+        frequency: ms(c.down_announce_interval_ms),
+        num_members: NonZeroUsize::new(c.down_announce_fanout).unwrap_or(NonZeroUsize::MIN),
+    });
     config
 }
 
