@@ -373,7 +373,11 @@ pub fn gossip_views_true(agents: &BTreeMap<NodeId, SimAgent>) -> Result<(), Stri
         for other in running.iter().filter(|o| **o != agent.id) {
             let seen = agent.membership.peer(*other).map(|p| p.gossip);
             if seen != Some(GossipState::Alive) {
-                return Err(format!("agent {} sees agent {other} as {seen:?}", agent.id));
+                let foca = agent.core.as_ref().and_then(|c| c.foca_state(*other));
+                return Err(format!(
+                    "agent {} sees agent {other} as {seen:?} (its foca: {foca:?})",
+                    agent.id
+                ));
             }
         }
     }

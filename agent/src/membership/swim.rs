@@ -13,7 +13,7 @@ use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use shared::failure::GossipState;
-use shared::model::{NodeId, NodeStatus};
+use shared::model::{NodeId, NodeStatus, UnixMillis};
 
 use super::GossipId;
 use super::driver::{LocalMember, StatusSource, foca_config};
@@ -51,6 +51,9 @@ pub struct CoreParts {
     pub seed: Option<u64>,
 }
 
+/// A suspicion held this many times `suspect_to_down_after` has lost its down timer.
+const STALE_SUSPECT_FACTOR: u64 = 3;
+
 /// What foca asked for during the calls since the last [`GossipCore::drain`].
 #[derive(Default)]
 pub struct GossipEffects {
@@ -79,6 +82,10 @@ pub struct GossipCore {
     /// a spare buffer for the next walk.
     last_walk: Vec<(NodeId, GossipState)>,
     spare_walk: Vec<(NodeId, GossipState)>,
+    /// Members foca holds SUSPECT: the identity and incarnation, and since when.
+    suspects: BTreeMap<NodeId, (GossipId, foca::Incarnation, UnixMillis)>,
+    /// A suspicion older than this has lost its down timer (see `sweep_stale_suspects`).
+    stale_suspect_after_ms: u64,
 }
 
 impl GossipCore {
@@ -110,6 +117,11 @@ impl GossipCore {
             copied: BTreeMap::new(),
             last_walk: Vec::new(),
             spare_walk: Vec::new(),
+            suspects: BTreeMap::new(),
+            stale_suspect_after_ms: parts
+                .config
+                .suspect_to_down_after_ms
+                .saturating_mul(STALE_SUSPECT_FACTOR),
         }
     }
 
@@ -201,6 +213,18 @@ impl GossipCore {
         }
     }
 
+    /// What foca itself believes of `node` now (the view holds its last copy).
+    pub fn foca_state(&self, node: NodeId) -> Option<GossipState> {
+        self.foca
+            .iter_membership_state()
+            .find(|m| m.id().node_id == node)
+            .map(|m| match m.state() {
+                foca::State::Alive => GossipState::Alive,
+                foca::State::Suspect => GossipState::Suspect,
+                foca::State::Down => GossipState::Down,
+            })
+    }
+
     /// Copies foca's member states into the view: those that changed since the last
     /// copy (foca holds one identity per node id, its address).
     pub fn refresh_states(&mut self) {
@@ -216,6 +240,18 @@ impl GossipCore {
             };
             let node = member.id().node_id;
             walk.push((node, state));
+            if state == GossipState::Suspect {
+                let incarnation = member.incarnation();
+                match self.suspects.get(&node) {
+                    Some((id, inc, _)) if id == member.id() && *inc == incarnation => {}
+                    _ => {
+                        let entry = (member.id().clone(), incarnation, now);
+                        self.suspects.insert(node, entry);
+                    }
+                }
+            } else if !self.suspects.is_empty() {
+                self.suspects.remove(&node);
+            }
             // Every member of the last walk was copied as that walk saw it.
             let copied = match self.last_walk.get(i) {
                 Some(&(n, s)) if n == node => Some(s),
@@ -226,11 +262,44 @@ impl GossipCore {
             }
         }
         self.spare_walk = std::mem::replace(&mut self.last_walk, walk);
+        self.sweep_stale_suspects(now);
         if changed.is_empty() {
             return;
         }
         self.copied.extend(changed.iter().copied());
         self.membership.set_gossip_states(&changed, now);
+    }
+
+    /// Declares down the members foca has held SUSPECT (at one incarnation) for far
+    /// longer than `suspect_to_down_after`: their down timer was dropped. Foca drops
+    /// every pending timer when this agent is itself declared down and rejoins, and a
+    /// member it suspected then stays suspected until it refutes, which it does only if
+    /// the suspicion reaches it. This does what the lost timer would have done (the
+    /// down state is gossiped; a live member rejoins, answering the announcements to
+    /// down members).
+    fn sweep_stale_suspects(&mut self, now: UnixMillis) {
+        let stale: Vec<foca::Member<GossipId>> = self
+            .suspects
+            .values()
+            .filter(|(_, _, since)| now.saturating_sub(*since) > self.stale_suspect_after_ms)
+            .map(|(id, inc, _)| foca::Member::new(id.clone(), *inc, foca::State::Down))
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        for m in &stale {
+            tracing::info!(
+                node_id = m.id().node_id,
+                "gossip suspicion outlived its timer; down"
+            );
+            self.suspects.remove(&m.id().node_id);
+        }
+        if let Err(e) = self
+            .foca
+            .apply_many(stale.into_iter(), true, &mut self.runtime)
+        {
+            tracing::debug!(error = %e, "gossip stale suspicion");
+        }
     }
 
     /// Takes what foca asked for during the calls since the last drain (each datagram
