@@ -633,12 +633,7 @@ pub fn decrease_completion_seconds(
     let first_wave: Vec<usize> = parts
         .chunks_exact(2)
         .take(merges)
-        .map(|pair| {
-            pair[1]
-                .all_nodes()
-                .filter(|n| !pair[0].all_nodes().any(|m| m == *n))
-                .count()
-        })
+        .map(|pair| plan::co_location_moves(pair[0], pair[1]))
         .collect();
     let later = merges.saturating_sub(first_wave.len());
     let copies = parts.first().map_or(0, |p| p.all_nodes().count());

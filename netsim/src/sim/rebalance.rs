@@ -221,11 +221,7 @@ impl Simulation {
 
     /// A move's command committed (or never will: `result` is `None`).
     pub(super) fn on_move_outcome(&mut self, id: u64, result: Option<&MetaResult>) {
-        let Some(m) = self
-            .rebalancer
-            .as_mut()
-            .and_then(|r| r.running.get_mut(&id))
-        else {
+        let Some(m) = self.running_move(id) else {
             return;
         };
         if let Some(Ok(MetaOutcome::OperationStarted { operation_id })) = result {
@@ -300,13 +296,14 @@ impl Simulation {
         }
     }
 
+    /// Move `id` if it still runs.
+    fn running_move(&mut self, id: u64) -> Option<&mut Move> {
+        self.rebalancer.as_mut()?.running.get_mut(&id)
+    }
+
     /// The copy of move `id` is done: it catches up.
     pub(super) fn on_move_copied(&mut self, id: u64) {
-        let Some(m) = self
-            .rebalancer
-            .as_mut()
-            .and_then(|r| r.running.get_mut(&id))
-        else {
+        let Some(m) = self.running_move(id) else {
             return;
         };
         let Some(operation_id) = m.operation else {

@@ -830,9 +830,14 @@ struct MergePair<'p> {
 /// Steps to bring `r`'s copies onto `l`'s nodes (for ranking pairs): one move per copy
 /// of `r` on a node outside `l`, and a primary hand-over if the primaries differ.
 fn co_location_steps(l: &Partition, r: &Partition) -> usize {
-    let lset: BTreeSet<NodeId> = l.all_nodes().collect();
-    let moves = r.all_nodes().filter(|n| !lset.contains(n)).count();
-    moves + usize::from(l.primary_node_id != r.primary_node_id)
+    co_location_moves(l, r) + usize::from(l.primary_node_id != r.primary_node_id)
+}
+
+/// Copies of `r` on nodes that hold no copy of `l`: the moves that bring them together.
+pub(super) fn co_location_moves(l: &Partition, r: &Partition) -> usize {
+    r.all_nodes()
+        .filter(|n| !l.all_nodes().any(|m| m == *n))
+        .count()
 }
 
 /// An `f64` ordered by `total_cmp`, for sort keys (loads are finite here).

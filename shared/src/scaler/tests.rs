@@ -544,17 +544,23 @@ fn a_scaling_table_at_its_count_is_complete() {
 
 // ---- Merges -----------------------------------------------------------------------
 
-/// One node holding a table of 4 partitions, scaled down to 1.
-fn shrinking() -> (Fx, Vec<PartitionId>) {
-    let mut s = cluster(&[""]);
-    let t = add_table(&mut s, "orders", provisioned(1, 4000), 1);
+/// Nodes in `zones` holding a table of `write_units / 1000` partitions of `rf` copies,
+/// scaled down to 1, each partition steady at `ops`.
+fn shrunk(zones: &[&str], write_units: u64, rf: usize, ops: f64) -> (Fx, Vec<PartitionId>) {
+    let mut s = cluster(zones);
+    let t = add_table(&mut s, "orders", provisioned(1, write_units), rf);
     rescale(&mut s, "orders", provisioned(1, 1000));
     let mut fx = Fx::new(s);
     let p = fx.pids(t);
     for &pid in &p {
-        fx.steady(pid, 10.0);
+        fx.steady(pid, ops);
     }
     (fx, p)
+}
+
+/// One node holding a table of 4 partitions, scaled down to 1.
+fn shrinking() -> (Fx, Vec<PartitionId>) {
+    shrunk(&[""], 4000, 1, 10.0)
 }
 
 fn merging() -> ScalerConfig {
@@ -619,14 +625,7 @@ fn merges_need_cold_observed_partitions_on_the_same_nodes() {
     // (p1, p2) would do too; pairs at even positions come first.
     assert_eq!(merges(&fx.plan_with(merging())), vec![(p[2], p[3])]);
     // Different replica sets.
-    let mut s = cluster(&["", "", ""]);
-    let t = add_table(&mut s, "orders", provisioned(1, 2000), 2);
-    rescale(&mut s, "orders", provisioned(1, 1000));
-    let mut fx = Fx::new(s);
-    let p = fx.pids(t);
-    for &pid in &p {
-        fx.steady(pid, 1.0);
-    }
+    let (mut fx, p) = shrunk(&["", "", ""], 2000, 2, 1.0);
     let differ =
         fx.s.partition(p[0])
             .unwrap()
@@ -734,14 +733,7 @@ fn carry_out(s: &mut MetaState, action: &ScalerAction) {
 #[test]
 fn pairs_apart_are_brought_together_step_by_step_then_merged() {
     // Six nodes in three zones, 2 partitions of 3 copies: placed apart.
-    let mut s = cluster(&["a", "b", "c", "a", "b", "c"]);
-    let t = add_table(&mut s, "orders", provisioned(1, 2000), 3);
-    rescale(&mut s, "orders", provisioned(1, 1000));
-    let mut fx = Fx::new(s);
-    let p = fx.pids(t);
-    for &pid in &p {
-        fx.steady(pid, 1.0);
-    }
+    let (mut fx, p) = shrunk(&["a", "b", "c", "a", "b", "c"], 2000, 3, 1.0);
     let zones = |s: &MetaState, pid| {
         let p = s.partition(pid).unwrap();
         let z: BTreeSet<String> = p
