@@ -228,6 +228,8 @@ pub struct GossipConfig {
     pub max_packet_bytes: usize,
     /// Each agent gossips a fresh status report (its heartbeat) this often.
     pub status_interval_ms: u64,
+    /// Others' reports an agent re-gossips at once: the latest fresh ones it took in.
+    pub max_relayed_reports: usize,
     /// Each agent announces itself to one random member this often (heals partitions).
     pub announce_interval_ms: u64,
     /// Each agent also announces itself this often to the members it considers down...
@@ -248,6 +250,7 @@ impl Default for GossipConfig {
             max_transmissions: 10,
             max_packet_bytes: 1100,
             status_interval_ms: 1000,
+            max_relayed_reports: 128,
             announce_interval_ms: 30_000,
             down_announce_interval_ms: 1000,
             down_announce_fanout: 128,
@@ -519,13 +522,14 @@ impl Config {
             return bad("gossip.suspect_to_down_after_ms and gossip_interval_ms must be positive");
         }
         if g.status_interval_ms == 0
+            || g.max_relayed_reports == 0
             || g.announce_interval_ms == 0
             || g.down_announce_interval_ms == 0
             || g.down_announce_fanout == 0
         {
             return bad(
-                "gossip.status_interval_ms, announce_interval_ms, down_announce_interval_ms \
-                 and down_announce_fanout must be positive",
+                "gossip.status_interval_ms, max_relayed_reports, announce_interval_ms, \
+                 down_announce_interval_ms and down_announce_fanout must be positive",
             );
         }
         if !(MIN_GOSSIP_PACKET_BYTES..=crate::transport::MAX_DATAGRAM_BYTES)

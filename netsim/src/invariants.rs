@@ -197,13 +197,18 @@ pub fn node_failed_justified(
 
 /// The partitions of every table tile its key space.
 pub fn partitions_tile(state: &MetaState) -> Result<(), String> {
-    for table in state.tables() {
-        let parts = state.partitions_of(table.table_id);
-        if parts.is_empty() {
-            continue;
-        }
-        let ranges: Vec<KeyRange> = parts.iter().map(|p| p.range).collect();
-        check_tiling(&ranges).map_err(|e| format!("table {}: {e}", table.table_name))?;
+    // One walk over the partitions (`partitions_of` per table walks them all each time:
+    // 10^8 steps per routing commit at 1,000 tables and 100,000 partitions).
+    let mut ranges: BTreeMap<TableId, Vec<KeyRange>> = BTreeMap::new();
+    for p in state.partitions() {
+        ranges.entry(p.table_id).or_default().push(p.range);
+    }
+    for (table_id, mut ranges) in ranges {
+        ranges.sort_by_key(|r| r.low);
+        check_tiling(&ranges).map_err(|e| {
+            let name = state.table(table_id).map_or("?", |t| t.table_name.as_str());
+            format!("table {name}: {e}")
+        })?;
     }
     Ok(())
 }

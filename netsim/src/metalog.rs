@@ -3,16 +3,25 @@
 //! timers and tasks are not reproducible under a seed); how entries reach it and the
 //! replicas is the event loop's job (`sim::log`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use shared::command::{MetaCommand, MetaResult};
 use shared::model::NodeId;
 use shared::state::MetaState;
 
+/// States kept at most, so a replica cut off for long does not hold every version.
+pub const MAX_KEPT_VERSIONS: usize = 4096;
+
 /// The log.
 pub struct SimLog {
     state: MetaState,
     entries: Vec<MetaCommand>,
+    /// The state after each recent entry, oldest first: copies share all they did not
+    /// change, so a replica takes the one it reaches instead of applying the entries
+    /// again (apply is deterministic: same entries, same state).
+    versions: VecDeque<MetaState>,
+    /// Index of the entry after which `versions[0]` was taken.
+    first_version: u64,
     /// The leader, while there is one.
     pub leader: Option<NodeId>,
     /// Current term (grows with every election).
@@ -29,6 +38,8 @@ impl SimLog {
         SimLog {
             state,
             entries: Vec::new(),
+            versions: VecDeque::new(),
+            first_version: 1,
             leader: None,
             term: 0,
             voters: BTreeSet::new(),
@@ -55,7 +66,25 @@ impl SimLog {
     pub fn commit(&mut self, cmd: MetaCommand) -> (u64, MetaResult) {
         let result = self.state.apply(&cmd);
         self.entries.push(cmd);
+        self.versions.push_back(self.state.clone());
+        if self.versions.len() > MAX_KEPT_VERSIONS {
+            self.forget_versions_before(self.first_version + 1);
+        }
         (self.commit_index(), result)
+    }
+
+    /// The state right after entry `index`, if still kept.
+    pub fn version(&self, index: u64) -> Option<&MetaState> {
+        let offset = index.checked_sub(self.first_version)?;
+        self.versions.get(usize::try_from(offset).ok()?)
+    }
+
+    /// Drops the kept states of entries before `index` (every replica that will apply
+    /// is past them; the others apply the entries themselves).
+    pub fn forget_versions_before(&mut self, index: u64) {
+        while self.first_version < index && self.versions.pop_front().is_some() {
+            self.first_version += 1;
+        }
     }
 
     /// Votes needed for a quorum.

@@ -15,6 +15,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Policy;
@@ -29,39 +30,58 @@ use crate::model::{
 /// The replicated metadata: cluster id, tables, schema versions, partitions, nodes,
 /// access control (principals, access policies, signing keys, revocations) and
 /// multi-step operations (splits and moves).
+///
+/// Its maps are persistent ([`OrdMap`]): a clone is cheap and shares every entry the
+/// two copies have not changed since.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetaState {
     cluster_id: Option<String>,
-    tables: BTreeMap<TableId, Table>,
-    table_ids_by_name: BTreeMap<String, TableId>,
+    tables: OrdMap<TableId, Table>,
+    table_ids_by_name: OrdMap<String, TableId>,
     /// Schema versions by table, then by version number. Nested rather than keyed by
     /// a tuple so the state also serializes to JSON (for debugging dumps).
-    schemas: BTreeMap<TableId, BTreeMap<u32, SchemaVersion>>,
-    partitions: BTreeMap<PartitionId, Partition>,
-    nodes: BTreeMap<NodeId, Node>,
+    schemas: OrdMap<TableId, BTreeMap<u32, SchemaVersion>>,
+    partitions: OrdMap<PartitionId, Partition>,
+    nodes: OrdMap<NodeId, Node>,
     next_table_id: u64,
     next_partition_id: u64,
     /// Principals by ARN.
     #[serde(default)]
-    principals: BTreeMap<String, Principal>,
+    principals: OrdMap<String, Principal>,
     /// Access policies by table, then by principal ARN (nested like `schemas`). Those
     /// of a DELETING table stay until it is purged but are not usable.
     #[serde(default)]
-    policies: BTreeMap<TableId, BTreeMap<String, Policy>>,
+    policies: OrdMap<TableId, BTreeMap<String, Policy>>,
     /// Published signing keys (public halves) by key id.
     #[serde(default)]
-    signing_keys: BTreeMap<String, SigningKeyRecord>,
+    signing_keys: OrdMap<String, SigningKeyRecord>,
     /// Revoked credential ids, each with the time its token expires.
     #[serde(default)]
-    revocations: BTreeMap<String, UnixMillis>,
+    revocations: OrdMap<String, UnixMillis>,
     /// Multi-step operations (split, move) by id: every running one, and the latest
     /// `MAX_FINISHED_OPERATIONS` finished ones.
     #[serde(default)]
-    operations: BTreeMap<OperationId, Operation>,
+    operations: OrdMap<OperationId, Operation>,
     /// The id of the next operation; ids below it and absent from `operations` belong
     /// to finished operations dropped from the history.
     #[serde(default = "first_id")]
     next_operation_id: u64,
+}
+
+/// Drops the entries of `map` that `keep` refuses (`OrdMap` has no `retain`); entries
+/// kept are not touched, so they stay shared with other copies of the state.
+fn retain_entries<K: Ord + Clone, V: Clone>(
+    map: &mut OrdMap<K, V>,
+    mut keep: impl FnMut(&K, &V) -> bool,
+) {
+    let doomed: Vec<K> = map
+        .iter()
+        .filter(|(k, v)| !keep(k, v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in doomed {
+        map.remove(&key);
+    }
 }
 
 /// Ids start at 1 so 0 can never name a real entity (also the default of id counters
@@ -74,18 +94,18 @@ impl Default for MetaState {
     fn default() -> Self {
         MetaState {
             cluster_id: None,
-            tables: BTreeMap::new(),
-            table_ids_by_name: BTreeMap::new(),
-            schemas: BTreeMap::new(),
-            partitions: BTreeMap::new(),
-            nodes: BTreeMap::new(),
+            tables: OrdMap::new(),
+            table_ids_by_name: OrdMap::new(),
+            schemas: OrdMap::new(),
+            partitions: OrdMap::new(),
+            nodes: OrdMap::new(),
             next_table_id: first_id(),
             next_partition_id: first_id(),
-            principals: BTreeMap::new(),
-            policies: BTreeMap::new(),
-            signing_keys: BTreeMap::new(),
-            revocations: BTreeMap::new(),
-            operations: BTreeMap::new(),
+            principals: OrdMap::new(),
+            policies: OrdMap::new(),
+            signing_keys: OrdMap::new(),
+            revocations: OrdMap::new(),
+            operations: OrdMap::new(),
             next_operation_id: first_id(),
         }
     }
@@ -210,7 +230,7 @@ impl MetaState {
 
     /// Direct access for tests of other modules that need states no command makes yet.
     #[cfg(test)]
-    pub(crate) fn nodes_mut_for_tests(&mut self) -> &mut BTreeMap<NodeId, Node> {
+    pub(crate) fn nodes_mut_for_tests(&mut self) -> &mut OrdMap<NodeId, Node> {
         &mut self.nodes
     }
 
@@ -246,11 +266,11 @@ impl MetaState {
 #[cfg(debug_assertions)]
 fn epochs_grew(
     before: &BTreeMap<PartitionId, (TableId, KeyRange, u64)>,
-    after: &BTreeMap<PartitionId, Partition>,
+    after: &OrdMap<PartitionId, Partition>,
 ) -> Result<(), String> {
     let gone: Vec<&(TableId, KeyRange, u64)> = before
         .iter()
-        .filter(|(id, _)| !after.contains_key(id))
+        .filter(|(id, _)| !after.contains_key(*id))
         .map(|(_, v)| v)
         .collect();
     for (id, p) in after {

@@ -96,7 +96,11 @@ impl GossipCore {
             None => rand::make_rng::<StdRng>(),
         };
         let foca_rng = StdRng::from_rng(&mut rng);
-        let handler = StatusBroadcasts::new(parts.membership.clone(), parts.clock.clone());
+        let handler = StatusBroadcasts::new(
+            parts.membership.clone(),
+            parts.clock.clone(),
+            parts.config.max_relayed_reports,
+        );
         let foca = Foca::with_custom_broadcast(
             parts.local.id.clone(),
             foca_config(&parts.config),

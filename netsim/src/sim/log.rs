@@ -259,10 +259,14 @@ impl Simulation {
             return;
         }
         let agent = &self.agents[&node];
-        for index in from + 1..=upto {
-            // The log's result is the one reported; apply is deterministic, so the
-            // replica's is the same.
-            let _ = agent.replica.apply_detached(index, self.log.entry(index));
+        if let Some(state) = self.log.version(upto) {
+            agent.replica.install_detached(state.clone(), upto);
+        } else {
+            for index in from + 1..=upto {
+                // The log's result is the one reported; apply is deterministic, so the
+                // replica's is the same.
+                let _ = agent.replica.apply_detached(index, self.log.entry(index));
+            }
         }
         let now = self.now();
         self.observer.applied(node, from, upto, now);
@@ -381,6 +385,14 @@ impl Simulation {
             }
         }
         self.maintain_voters(leader);
+        let oldest_needed = self
+            .agents
+            .values()
+            .filter(|a| a.is_alive())
+            .map(|a| a.applied() + 1)
+            .min()
+            .unwrap_or(commit);
+        self.log.forget_versions_before(oldest_needed);
         self.queue
             .push(now + RAFT_HEARTBEAT_US, Event::Heartbeat { term });
     }

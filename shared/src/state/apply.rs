@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::MetaState;
+use super::{MetaState, retain_entries};
 use crate::command::{
     MetaCommand, MetaError, MetaOutcome, MetaResult, PartitionAssignment, TableSpec,
 };
@@ -532,9 +532,17 @@ impl MetaState {
             .filter(|p| p.table_id == table_id)
             .map(|p| p.partition_id)
             .collect();
-        self.partitions.retain(|id, _| !doomed.contains(id));
-        for node in self.nodes.values_mut() {
-            node.partition_ids.retain(|id| !doomed.contains(id));
+        retain_entries(&mut self.partitions, |id, _| !doomed.contains(id));
+        let holders: Vec<NodeId> = self
+            .nodes
+            .values()
+            .filter(|n| n.partition_ids.iter().any(|id| doomed.contains(id)))
+            .map(|n| n.node_id)
+            .collect();
+        for node_id in holders {
+            if let Some(node) = self.nodes.get_mut(&node_id) {
+                node.partition_ids.retain(|id| !doomed.contains(id));
+            }
         }
         Ok(MetaOutcome::Done)
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use ed25519_dalek::VerifyingKey;
 
-use super::MetaState;
+use super::{MetaState, retain_entries};
 use super::apply::wrong_status;
 use crate::auth::secret::validate_principal_name;
 use crate::auth::{self, Action, Effect, Policy, SecretHash};
@@ -267,11 +267,20 @@ impl MetaState {
             return Err(MetaError::LastAdmin(arn.to_string()));
         }
         self.principals.remove(arn);
-        for by_principal in self.policies.values_mut() {
-            by_principal.remove(arn);
+        let tables: Vec<TableId> = self
+            .policies
+            .iter()
+            .filter(|(_, by_principal)| by_principal.contains_key(arn))
+            .map(|(table, _)| *table)
+            .collect();
+        for table in tables {
+            if let Some(by_principal) = self.policies.get_mut(&table) {
+                by_principal.remove(arn);
+            }
         }
-        self.policies
-            .retain(|_, by_principal| !by_principal.is_empty());
+        retain_entries(&mut self.policies, |_, by_principal| {
+            !by_principal.is_empty()
+        });
         Ok(MetaOutcome::Done)
     }
 
@@ -386,7 +395,7 @@ impl MetaState {
 
     fn drop_expired_keys(&mut self, now_ms: UnixMillis) -> MetaResult {
         let before = self.signing_keys.len();
-        self.signing_keys.retain(|_, k| k.is_trusted_at(now_ms));
+        retain_entries(&mut self.signing_keys, |_, k| k.is_trusted_at(now_ms));
         Ok(changed(self.signing_keys.len() != before))
     }
 
@@ -410,8 +419,9 @@ impl MetaState {
 
     fn gc_revocations(&mut self, now_ms: UnixMillis) -> MetaResult {
         let before = self.revocations.len();
-        self.revocations
-            .retain(|_, expires_at_ms| *expires_at_ms > now_ms);
+        retain_entries(&mut self.revocations, |_, expires_at_ms| {
+            *expires_at_ms > now_ms
+        });
         Ok(changed(self.revocations.len() != before))
     }
 }
