@@ -11,6 +11,7 @@
 //! every tick and proposes each plan's single `RepairPartitions` command; a plan made
 //! against an old epoch is rejected as `StaleEpoch` and simply made again next tick.
 
+use std::cell::OnceCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -163,8 +164,9 @@ struct Batch<'a> {
     candidates: Vec<(NodeId, &'a str)>,
     /// Replicas (primary included) held per node.
     replicas: BTreeMap<NodeId, usize>,
-    /// Primaries held per node.
-    primaries: BTreeMap<NodeId, usize>,
+    /// Primaries held per node, counted on first use (a walk of every partition, which
+    /// a round that promotes nobody does not need).
+    primaries: OnceCell<BTreeMap<NodeId, usize>>,
     handled: BTreeSet<PartitionId>,
 }
 
@@ -175,10 +177,6 @@ impl<'a> Batch<'a> {
         durable_lsn: DurableLsn<'a>,
         excluded: &BTreeSet<NodeId>,
     ) -> Self {
-        let mut primaries = BTreeMap::new();
-        for p in state.partitions() {
-            *primaries.entry(p.primary_node_id).or_default() += 1;
-        }
         Batch {
             state,
             durable_lsn,
@@ -192,7 +190,7 @@ impl<'a> Batch<'a> {
                 .nodes()
                 .map(|n| (n.node_id, n.partition_ids.len()))
                 .collect(),
-            primaries,
+            primaries: OnceCell::new(),
             handled: BTreeSet::new(),
         }
     }
@@ -487,9 +485,11 @@ impl<'a> Batch<'a> {
             *self.replicas.entry(n).or_default() += 1;
         }
         if primary != p.primary_node_id {
-            let old = self.primaries.entry(p.primary_node_id).or_default();
+            self.primaries();
+            let primaries = self.primaries.get_mut().expect("counted just above");
+            let old = primaries.entry(p.primary_node_id).or_default();
             *old = old.saturating_sub(1);
-            *self.primaries.entry(primary).or_default() += 1;
+            *primaries.entry(primary).or_default() += 1;
         }
     }
 
@@ -497,8 +497,18 @@ impl<'a> Batch<'a> {
         self.replicas.get(&n).copied().unwrap_or(0)
     }
 
+    fn primaries(&self) -> &BTreeMap<NodeId, usize> {
+        self.primaries.get_or_init(|| {
+            let mut primaries = BTreeMap::new();
+            for p in self.state.partitions() {
+                *primaries.entry(p.primary_node_id).or_default() += 1;
+            }
+            primaries
+        })
+    }
+
     fn primaries_of(&self, n: NodeId) -> usize {
-        self.primaries.get(&n).copied().unwrap_or(0)
+        self.primaries().get(&n).copied().unwrap_or(0)
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{MetaState, retain_entries};
 use super::apply::wrong_status;
+use super::{MetaState, retain_entries};
 use crate::auth::secret::validate_principal_name;
 use crate::auth::{self, Action, Effect, Policy, SecretHash};
 use crate::command::{MetaCommand, MetaError, MetaOutcome, MetaResult};

@@ -35,7 +35,11 @@ impl MetaState {
                 }
             }
         }
-        if let Some(id) = self.schemas.keys().find(|id| !self.tables.contains_key(*id)) {
+        if let Some(id) = self
+            .schemas
+            .keys()
+            .find(|id| !self.tables.contains_key(*id))
+        {
             return Err(format!("schema versions of unknown table {id}"));
         }
         // Computed once: a scan per table would make this O(tables x partitions).
