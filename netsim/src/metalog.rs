@@ -92,3 +92,49 @@ impl SimLog {
         self.voters.len() / 2 + 1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(node_id: NodeId) -> MetaCommand {
+        MetaCommand::RegisterNode {
+            node_id,
+            endpoint: format!("http://n{node_id}"),
+            peer_addr: format!("n{node_id}:7100"),
+            zone: "a".into(),
+            incarnation: 1,
+            now_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_kept_version_is_the_state_after_its_entry() {
+        let mut log = SimLog::new(MetaState::new());
+        let mut replayed = MetaState::new();
+        for node in 1..=3 {
+            let (index, _) = log.commit(register(node));
+            replayed.apply(&register(node)).unwrap();
+            assert_eq!(log.version(index), Some(&replayed));
+        }
+        assert_eq!(log.version(0), None);
+        assert_eq!(log.version(4), None, "not committed yet");
+        log.forget_versions_before(3);
+        assert_eq!(log.version(2), None);
+        assert_eq!(log.version(3), Some(log.state()));
+        log.forget_versions_before(1);
+        assert!(log.version(3).is_some(), "forgetting never goes back");
+    }
+
+    #[test]
+    fn at_most_max_kept_versions_are_kept() {
+        let mut log = SimLog::new(MetaState::new());
+        for _ in 0..=MAX_KEPT_VERSIONS {
+            log.commit(MetaCommand::GcRevocations { now_ms: 0 });
+        }
+        let last = log.commit_index();
+        assert!(log.version(last).is_some());
+        assert!(log.version(last - MAX_KEPT_VERSIONS as u64 + 1).is_some());
+        assert!(log.version(last - MAX_KEPT_VERSIONS as u64).is_none());
+    }
+}
