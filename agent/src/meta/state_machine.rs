@@ -11,7 +11,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use shared::command::{MetaCommand, MetaOutcome, MetaResult};
+use shared::command::{MetaOutcome, MetaResult};
 use shared::state::MetaState;
 use tokio::sync::watch;
 
@@ -74,21 +74,8 @@ impl StateHandle {
         }
     }
 
-    /// Applies `cmd` as log entry `index` to this replica: the simulator, which has no
-    /// Raft, replicates its simulated log into each agent's detached handle this way.
-    pub fn apply_detached(&self, index: u64, cmd: &MetaCommand) -> MetaResult {
-        let result = self
-            .shared
-            .state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .apply(cmd);
-        self.shared.applied.send_replace(index);
-        result
-    }
-
-    /// Replaces this replica by `state` as of log entry `index` (a snapshot install, for
-    /// the simulator's restarted agents).
+    /// Replaces this replica by `state` as of log entry `index`: the simulator, which has
+    /// no Raft, brings each agent's detached handle up to date this way.
     pub fn install_detached(&self, state: MetaState, index: u64) {
         *self
             .shared

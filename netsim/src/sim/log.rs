@@ -258,22 +258,23 @@ impl Simulation {
         if upto <= from {
             return;
         }
-        let agent = &self.agents[&node];
-        if let Some(state) = self.log.version(upto) {
-            agent.replica.install_detached(state.clone(), upto);
-        } else {
-            for index in from + 1..=upto {
-                // The log's result is the one reported; apply is deterministic, so the
-                // replica's is the same.
-                let _ = agent.replica.apply_detached(index, self.log.entry(index));
-            }
-        }
+        // The log's state as of `upto` is what applying the entries gives (apply is
+        // deterministic). A replica so far behind that it is no longer kept gets the
+        // current state, as openraft sends a snapshot to a follower behind its purged log.
+        let (upto, state) = match self.log.version(upto) {
+            Some(state) => (upto, state),
+            None => (self.log.commit_index(), self.log.state()),
+        };
+        self.agents[&node]
+            .replica
+            .install_detached(state.clone(), upto);
         let now = self.now();
         self.observer.applied(node, from, upto, now);
         self.deliver_outcomes(node);
         self.wake_controllers(node);
         let assigns = (from + 1..=upto).any(|i| assigns_copy(self.log.entry(i), node));
         let agent = self.agents.get_mut(&node).expect("known");
+        agent.apply_target = agent.apply_target.max(upto);
         if !assigns && agent.reconciled_idle == Some(from) {
             // Nothing applied can give this agent a copy to report: the last pass's
             // empty plan still holds (and the plan is not free: it scans operations).
