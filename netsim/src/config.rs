@@ -2,6 +2,7 @@
 
 use agent::config::GossipConfig;
 
+use crate::metalog::DEFAULT_KEPT_VERSIONS;
 use crate::network::NetConfig;
 use crate::time::{Micros, millis, secs};
 
@@ -84,6 +85,9 @@ pub struct SimConfig {
     /// Whether the leader runs the Partition Assigner (`provision`; the other scenarios
     /// start with every table ACTIVE and leave it off).
     pub assigner: bool,
+    /// The log keeps its state after each of its last `kept_versions` entries for the
+    /// replicas to take; one further behind gets the current state (with 0, every one).
+    pub kept_versions: usize,
 }
 
 impl SimConfig {
@@ -101,6 +105,7 @@ impl SimConfig {
             failure_confirm_window_ms: FAILURE_CONFIRM_WINDOW_MS,
             failure_suspicion_hold_ms: FAILURE_SUSPICION_HOLD_MS,
             assigner: false,
+            kept_versions: DEFAULT_KEPT_VERSIONS,
         }
     }
 

@@ -9,8 +9,9 @@ use shared::command::{MetaCommand, MetaResult};
 use shared::model::NodeId;
 use shared::state::MetaState;
 
-/// States kept at most, so a replica cut off for long does not hold every version.
-pub const MAX_KEPT_VERSIONS: usize = 4096;
+/// States kept at most by default (`SimConfig::kept_versions`), so a replica cut off
+/// for long does not hold every version in memory.
+pub const DEFAULT_KEPT_VERSIONS: usize = 4096;
 
 /// The log.
 pub struct SimLog {
@@ -22,6 +23,10 @@ pub struct SimLog {
     versions: VecDeque<MetaState>,
     /// Index of the entry after which `versions[0]` was taken.
     first_version: u64,
+    /// At most this many in `versions`.
+    kept_versions: usize,
+    /// Replicas that took the current state because theirs was no longer kept.
+    pub snapshot_installs: u64,
     /// The leader, while there is one.
     pub leader: Option<NodeId>,
     /// Current term (grows with every election).
@@ -33,13 +38,16 @@ pub struct SimLog {
 }
 
 impl SimLog {
-    /// A log whose state before entry 1 is `state`.
-    pub fn new(state: MetaState) -> Self {
+    /// A log whose state before entry 1 is `state`, keeping the states after its last
+    /// `kept_versions` entries.
+    pub fn new(state: MetaState, kept_versions: usize) -> Self {
         SimLog {
             state,
             entries: Vec::new(),
             versions: VecDeque::new(),
             first_version: 1,
+            kept_versions,
+            snapshot_installs: 0,
             leader: None,
             term: 0,
             voters: BTreeSet::new(),
@@ -67,7 +75,7 @@ impl SimLog {
         let result = self.state.apply(&cmd);
         self.entries.push(cmd);
         self.versions.push_back(self.state.clone());
-        if self.versions.len() > MAX_KEPT_VERSIONS {
+        if self.versions.len() > self.kept_versions {
             self.forget_versions_before(self.first_version + 1);
         }
         (self.commit_index(), result)
@@ -110,7 +118,7 @@ mod tests {
 
     #[test]
     fn a_kept_version_is_the_state_after_its_entry() {
-        let mut log = SimLog::new(MetaState::new());
+        let mut log = SimLog::new(MetaState::new(), DEFAULT_KEPT_VERSIONS);
         let mut replayed = MetaState::new();
         for node in 1..=3 {
             let (index, _) = log.commit(register(node));
@@ -127,14 +135,15 @@ mod tests {
     }
 
     #[test]
-    fn at_most_max_kept_versions_are_kept() {
-        let mut log = SimLog::new(MetaState::new());
-        for _ in 0..=MAX_KEPT_VERSIONS {
+    fn at_most_kept_versions_are_kept() {
+        let kept = 8;
+        let mut log = SimLog::new(MetaState::new(), kept);
+        for _ in 0..=kept {
             log.commit(MetaCommand::GcRevocations { now_ms: 0 });
         }
         let last = log.commit_index();
         assert!(log.version(last).is_some());
-        assert!(log.version(last - MAX_KEPT_VERSIONS as u64 + 1).is_some());
-        assert!(log.version(last - MAX_KEPT_VERSIONS as u64).is_none());
+        assert!(log.version(last - kept as u64 + 1).is_some());
+        assert!(log.version(last - kept as u64).is_none());
     }
 }

@@ -263,7 +263,10 @@ impl Simulation {
         // current state, as openraft sends a snapshot to a follower behind its purged log.
         let (upto, state) = match self.log.version(upto) {
             Some(state) => (upto, state),
-            None => (self.log.commit_index(), self.log.state()),
+            None => {
+                self.log.snapshot_installs += 1;
+                (self.log.commit_index(), self.log.state())
+            }
         };
         self.agents[&node]
             .replica

@@ -80,7 +80,7 @@ impl Simulation {
         let window = millis(cfg.failure_confirm_window_ms);
         Ok(Simulation {
             invariants: Invariants::new(&state, window),
-            log: SimLog::new(state),
+            log: SimLog::new(state, cfg.kept_versions),
             clock: VirtualClock::default(),
             queue: EventQueue::default(),
             rng,
@@ -202,6 +202,12 @@ impl Simulation {
     /// The invariant checker.
     pub fn invariants(&self) -> &Invariants {
         &self.invariants
+    }
+
+    /// Replicas that took the log's current state, theirs being no longer kept (as a
+    /// follower behind the purged log gets a snapshot).
+    pub fn snapshot_installs(&self) -> u64 {
+        self.log.snapshot_installs
     }
 
     /// The trace.
