@@ -139,7 +139,8 @@ mod tests {
         let kept = 8;
         let mut log = SimLog::new(MetaState::new(), kept);
         for _ in 0..=kept {
-            log.commit(MetaCommand::GcRevocations { now_ms: 0 });
+            let (_, result) = log.commit(MetaCommand::GcRevocations { now_ms: 0 });
+            result.unwrap();
         }
         let last = log.commit_index();
         assert!(log.version(last).is_some());
