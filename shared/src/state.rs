@@ -84,6 +84,25 @@ fn retain_entries<K: Ord + Clone, V: Clone>(
     }
 }
 
+/// Runs `change` on the entries of `map` that `select` picks (`OrdMap` has no
+/// `values_mut`); only those are copied out of what other copies of the state share.
+fn update_entries<K: Ord + Clone, V: Clone>(
+    map: &mut OrdMap<K, V>,
+    select: impl Fn(&V) -> bool,
+    mut change: impl FnMut(&mut V),
+) {
+    let picked: Vec<K> = map
+        .iter()
+        .filter(|(_, v)| select(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in picked {
+        if let Some(value) = map.get_mut(&key) {
+            change(value);
+        }
+    }
+}
+
 /// Ids start at 1 so 0 can never name a real entity (also the default of id counters
 /// missing from older snapshots).
 fn first_id() -> u64 {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{MetaState, retain_entries};
+use super::{MetaState, retain_entries, update_entries};
 use crate::command::{
     MetaCommand, MetaError, MetaOutcome, MetaResult, PartitionAssignment, TableSpec,
 };
@@ -533,17 +533,11 @@ impl MetaState {
             .map(|p| p.partition_id)
             .collect();
         retain_entries(&mut self.partitions, |id, _| !doomed.contains(id));
-        let holders: Vec<NodeId> = self
-            .nodes
-            .values()
-            .filter(|n| n.partition_ids.iter().any(|id| doomed.contains(id)))
-            .map(|n| n.node_id)
-            .collect();
-        for node_id in holders {
-            if let Some(node) = self.nodes.get_mut(&node_id) {
-                node.partition_ids.retain(|id| !doomed.contains(id));
-            }
-        }
+        update_entries(
+            &mut self.nodes,
+            |n| n.partition_ids.iter().any(|id| doomed.contains(id)),
+            |n| n.partition_ids.retain(|id| !doomed.contains(id)),
+        );
         Ok(MetaOutcome::Done)
     }
 }

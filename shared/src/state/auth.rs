@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use ed25519_dalek::VerifyingKey;
 
 use super::apply::wrong_status;
-use super::{MetaState, retain_entries};
+use super::{MetaState, retain_entries, update_entries};
 use crate::auth::secret::validate_principal_name;
 use crate::auth::{self, Action, Effect, Policy, SecretHash};
 use crate::command::{MetaCommand, MetaError, MetaOutcome, MetaResult};
@@ -267,17 +267,13 @@ impl MetaState {
             return Err(MetaError::LastAdmin(arn.to_string()));
         }
         self.principals.remove(arn);
-        let tables: Vec<TableId> = self
-            .policies
-            .iter()
-            .filter(|(_, by_principal)| by_principal.contains_key(arn))
-            .map(|(table, _)| *table)
-            .collect();
-        for table in tables {
-            if let Some(by_principal) = self.policies.get_mut(&table) {
+        update_entries(
+            &mut self.policies,
+            |by_principal| by_principal.contains_key(arn),
+            |by_principal| {
                 by_principal.remove(arn);
-            }
-        }
+            },
+        );
         retain_entries(&mut self.policies, |_, by_principal| {
             !by_principal.is_empty()
         });
