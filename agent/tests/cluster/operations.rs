@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent::client::ApiClient;
+use agent::config::Config;
 use agent::data_client::{DataClient, RetryPolicy};
 use serde_json::{Value, json};
 use shared::api::PartitionDescription;
@@ -489,14 +490,18 @@ fn a_killed_move_source_or_split_leader_ends_every_operation_and_loses_nothing()
 
 const MERGE_HTTP_BASE: u16 = 22800;
 
+/// A Scaler that plans every 500 ms over a 3 s load window, so a test sees its load
+/// observed (hot, or cold enough to merge) within seconds.
+fn quick_load_window(c: &mut Config) {
+    c.scaler.planning_interval_ms = 500;
+    c.scaler.hot_window_ms = 3000;
+    c.scaler.max_sample_gap_ms = 1500;
+}
+
 #[test]
 fn a_capacity_decrease_merges_cold_partitions_under_load() {
-    let cluster = TestCluster::start(5, MERGE_HTTP_BASE, |c| {
-        c.scaler.planning_interval_ms = 500;
-        // Merges need the pair's load observed over a covered window.
-        c.scaler.hot_window_ms = 3000;
-        c.scaler.max_sample_gap_ms = 1500;
-    });
+    // Merges need the pair's load observed over a covered window.
+    let cluster = TestCluster::start(5, MERGE_HTTP_BASE, quick_load_window);
     let admin = cluster.client(1);
     ready_table(&admin, &table_request(TABLE, 8000));
     assert_eq!(partitions(&admin).len(), 8);
@@ -556,9 +561,7 @@ const HOT_HTTP_BASE: u16 = 22750;
 #[test]
 fn a_hot_partition_is_split_and_its_busier_child_moved() {
     let cluster = TestCluster::start(5, HOT_HTTP_BASE, |c| {
-        c.scaler.planning_interval_ms = 500;
-        c.scaler.hot_window_ms = 3000;
-        c.scaler.max_sample_gap_ms = 1500;
+        quick_load_window(c);
         c.scaler.hot_min_ops_per_sec = 20;
     });
     let admin = cluster.client(1);

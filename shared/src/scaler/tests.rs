@@ -1022,15 +1022,20 @@ fn plans_do_not_depend_on_the_order_of_the_inputs() {
     assert_eq!(fx.plan(), plan);
 }
 
-#[test]
-fn a_decrease_estimate_counts_the_co_location_moves_and_the_bytes() {
-    let est = OpEstimates {
+/// Operation timings for the estimate tests: 2 s splits, 60 s moves, 5 s rounds.
+fn estimates() -> OpEstimates {
+    OpEstimates {
         split_ms: 2_000,
         migration_ms: 60_000,
         planning_interval_ms: 5_000,
         concurrent_splits: 4,
         concurrent_migrations: 2,
-    };
+    }
+}
+
+#[test]
+fn a_decrease_estimate_counts_the_co_location_moves_and_the_bytes() {
+    let est = estimates();
     assert_eq!(migration_estimate_ms(0), MIN_MIGRATION_ESTIMATE_MS);
     assert_eq!(migration_estimate_ms(10 * MIGRATION_BYTES_PER_SEC), 10_000);
     // One node: 4 partitions all together, 4 -> 2 is one merge wave and no move.
@@ -1055,13 +1060,7 @@ fn a_decrease_estimate_counts_the_co_location_moves_and_the_bytes() {
 
 #[test]
 fn estimates_count_waves() {
-    let est = OpEstimates {
-        split_ms: 2_000,
-        migration_ms: 60_000,
-        planning_interval_ms: 5_000,
-        concurrent_splits: 4,
-        concurrent_migrations: 2,
-    };
+    let est = estimates();
     assert_eq!(estimated_completion_seconds(0, 0, &est), 0);
     assert_eq!(estimated_completion_seconds(4, 0, &est), 7);
     assert_eq!(estimated_completion_seconds(5, 0, &est), 14);
