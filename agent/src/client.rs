@@ -16,8 +16,8 @@ use shared::api::operations::{
 };
 use shared::api::{
     CapacityRequest, ClusterResponse, CreateTableRequest, CreateTableResponse, DrainNodeResponse,
-    ErrorBody, ListTablesResponse, NodesResponse, PartitionsResponse, SchemaRequest,
-    SchemaResponse, TableDescription, UpdateCapacityResponse,
+    ErrorBody, ListTablesResponse, MetadataReplicaResponse, NodesResponse, PartitionsResponse,
+    SchemaRequest, SchemaResponse, TableDescription, UpdateCapacityResponse,
 };
 
 use crate::auth::admin::PrincipalCredentials;
@@ -262,6 +262,11 @@ impl ApiClient {
     /// `GET /cluster`.
     pub fn cluster(&self) -> Result<ClusterResponse, ClientError> {
         self.call(Method::Get, "/cluster", None::<&()>)
+    }
+
+    /// `GET /cluster/metadata`: the agent's own replica of the metadata (cluster admins).
+    pub fn metadata_replica(&self) -> Result<MetadataReplicaResponse, ClientError> {
+        self.call(Method::Get, "/cluster/metadata", None::<&()>)
     }
 
     /// `GET /clusters/{id}/nodes`.

@@ -173,6 +173,21 @@ pub struct ClusterResponse {
     pub applied_index: u64,
 }
 
+/// `GET /cluster/metadata` response: the answering agent's own replica of the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataReplicaResponse {
+    /// Node answering.
+    pub node_id: NodeId,
+    /// Index of the last entry applied to this replica.
+    pub applied_index: u64,
+    /// `None` when every structural invariant holds in this replica; else the first
+    /// violation found.
+    pub invariant_violation: Option<String>,
+    /// SHA-256 of this replica's encoded state (hex): equal on every agent that applied
+    /// the same entries.
+    pub digest: String,
+}
+
 /// One node in `GET /clusters/{id}/nodes`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeDescription {

@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use shared::api::{
-    ClusterResponse, DrainNodeResponse, NodeDescription, NodeMetrics, NodesResponse, format_millis,
+    ClusterResponse, DrainNodeResponse, MetadataReplicaResponse, NodeDescription, NodeMetrics,
+    NodesResponse, format_millis,
 };
 use shared::command::MetaCommand;
 use shared::model::{Node, NodeId};
@@ -39,6 +40,43 @@ pub async fn cluster(State(app): State<AppState>) -> Result<Json<ClusterResponse
         commit_index,
         applied_index: app.state.applied_index(),
     }))
+}
+
+/// Reads of the state `GET /cluster/metadata` tries before giving up because entries
+/// kept being applied during each.
+const METADATA_READ_ATTEMPTS: usize = 20;
+
+/// `GET /cluster/metadata` (cluster admins): this agent's own replica of the metadata,
+/// read locally without asking the leader: its applied index, whether its invariants
+/// hold, and a digest to compare replicas by. The index is read on both sides of the
+/// state, so the digest is of the state at exactly that index.
+pub async fn metadata(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<MetadataReplicaResponse>, ApiError> {
+    use sha2::Digest;
+    require_cluster_admin(&caller)?;
+    for _ in 0..METADATA_READ_ATTEMPTS {
+        let before = app.state.applied_index();
+        let (violation, encoded) = app
+            .state
+            .read(|s| (s.check_invariants().err(), postcard::to_allocvec(s)));
+        let encoded =
+            encoded.map_err(|e| ApiError::internal(format!("encoding the state: {e}")))?;
+        if app.state.applied_index() != before {
+            continue;
+        }
+        let digest = sha2::Sha256::digest(&encoded);
+        return Ok(Json(MetadataReplicaResponse {
+            node_id: app.meta.node_id(),
+            applied_index: before,
+            invariant_violation: violation,
+            digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        }));
+    }
+    Err(ApiError::unavailable(
+        "the metadata changed during every read: try again",
+    ))
 }
 
 /// 404 unless `cluster_id` names this cluster.
