@@ -9,9 +9,13 @@
 //!   routes (through any agent it can reach) and retries, at most
 //!   [`RetryPolicy::max_attempts`] times with a capped exponential backoff, then answers
 //!   [`DataClientError::Exhausted`].
-//! - Put and delete are idempotent, so retrying one whose outcome was unknown (a 503 or a
-//!   connection lost after sending) is safe while no other client writes the same item;
-//!   an `Exhausted` write may or may not have applied.
+//! - A write is sent again only when the first attempt certainly did not apply: a 503
+//!   (the primary refused it before writing), a 421, or a connection that never opened.
+//!   A write sent without an answer back (a timeout, a connection lost after sending)
+//!   answers [`DataClientError::OutcomeUnknown`] and is not resent: a copy applied after
+//!   another client's write of the same item would undo that write, and the item would
+//!   go back in time (the testbed found this under a paused primary). An `Exhausted`
+//!   write may or may not have applied too.
 
 mod cache;
 mod credentials;
@@ -76,8 +80,8 @@ impl RetryPolicy {
     }
 }
 
-/// Why an item call failed. Only `Exhausted` (after 503s or connection errors) and
-/// `Transport` on a write leave the outcome unknown; every other error changed nothing.
+/// Why an item call failed. Only `OutcomeUnknown`, `Exhausted` and a 5xx other than 503
+/// on a write leave the outcome unknown; every other error changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum DataClientError {
     /// An agent answered with an error status, could not be reached, or answered
@@ -95,6 +99,9 @@ pub enum DataClientError {
         /// Table.
         table: String,
     },
+    /// A write was sent and no answer came back: it may or may not have applied.
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
     /// Every attempt failed with a retryable error; `last` is the last of them.
     #[error("gave up after {attempts} attempts: {last}")]
     Exhausted {
@@ -457,7 +464,13 @@ impl DataClient {
             request.body.as_deref(),
             auth.as_deref(),
         );
-        let reply = reply.inspect_err(|_| self.forget_hint(&target.endpoint))?;
+        let reply = reply.inspect_err(|e| {
+            self.forget_hint(&target.endpoint);
+            if matches!(e, DataClientError::OutcomeUnknown(_)) {
+                // Not retried, but the primary may be gone: the next call routes afresh.
+                self.write_cache().remove_table(request.table);
+            }
+        })?;
         if (200..300).contains(&reply.status) {
             return Ok(reply);
         }
@@ -651,14 +664,30 @@ impl DataClient {
                 reason,
             })
         };
-        let mut response = result.map_err(|e| transport(e.to_string()))?;
+        let write = matches!(method, Method::Put | Method::Delete | Method::Post);
+        let unknown =
+            |reason: String| DataClientError::OutcomeUnknown(format!("{endpoint}: {reason}"));
+        let mut response = result.map_err(|e| {
+            if write && !never_sent(&e) {
+                unknown(e.to_string())
+            } else {
+                transport(e.to_string())
+            }
+        })?;
         let status = response.status().as_u16();
         let text = response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_string()
-            .map_err(|e| transport(format!("reading the response: {e}")))?;
+            .map_err(|e| {
+                let reason = format!("reading the response: {e}");
+                if write {
+                    unknown(reason)
+                } else {
+                    transport(reason)
+                }
+            })?;
         Ok(Reply {
             endpoint: endpoint.to_string(),
             status,
@@ -742,6 +771,17 @@ fn item_url(target: &OwnedRouteTarget, request: &ItemRequest<'_>) -> String {
     url
 }
 
+/// Whether a request certainly never reached the agent (no connection was opened), so
+/// sending it again cannot apply it twice.
+fn never_sent(e: &ureq::Error) -> bool {
+    match e {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Timeout(t) => matches!(t, ureq::Timeout::Resolve | ureq::Timeout::Connect),
+        ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
+        _ => false,
+    }
+}
+
 /// Percent-encodes everything but RFC 3986's unreserved characters, so the text is one
 /// path segment or one query value whatever it contains (`/`, `?`, `+`, `%`, spaces...).
 pub fn encode_component(text: &str) -> String {
@@ -759,6 +799,21 @@ pub fn encode_component(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_connection_never_opened_is_never_sent() {
+        assert!(never_sent(&ureq::Error::ConnectionFailed));
+        assert!(never_sent(&ureq::Error::Timeout(ureq::Timeout::Connect)));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(never_sent(&ureq::Error::Io(refused)));
+        // Sent, then no answer: the write may have applied.
+        assert!(!never_sent(&ureq::Error::Timeout(ureq::Timeout::Global)));
+        assert!(!never_sent(&ureq::Error::Timeout(
+            ureq::Timeout::RecvResponse
+        )));
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(!never_sent(&ureq::Error::Io(reset)));
+    }
 
     #[test]
     fn components_are_percent_encoded() {

@@ -159,6 +159,15 @@ fn update_ports(path: &Path, i: u16, ports: PortPlan) -> anyhow::Result<()> {
 /// Starts `agent run --config FILE` with its output appended to a log next to the config.
 /// The child is killed if the thread that started it dies (Linux parent-death signal).
 pub fn spawn_agent(binary: &Path, config: &Path) -> anyhow::Result<Child> {
+    spawn_agent_with_env(binary, config, &[])
+}
+
+/// [`spawn_agent`] with extra environment variables (e.g. libfaketime's, in tests).
+pub fn spawn_agent_with_env(
+    binary: &Path,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Child> {
     let log_path = config.with_file_name(LOG_FILE);
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -169,6 +178,7 @@ pub fn spawn_agent(binary: &Path, config: &Path) -> anyhow::Result<Child> {
         .arg("run")
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -239,6 +249,14 @@ impl Children {
             let _ = child.wait();
         }
         self.children.clear();
+    }
+
+    /// How agent `index` exited, once it has (it is then forgotten); `None` while it runs.
+    pub fn exit_status(&mut self, index: u16) -> Option<std::process::ExitStatus> {
+        let pos = self.children.iter().position(|(i, _)| *i == index)?;
+        let status = self.children[pos].1.try_wait().ok()??;
+        self.children.remove(pos);
+        Some(status)
     }
 
     /// Removes and returns the indices of agents that exited on their own.

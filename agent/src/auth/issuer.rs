@@ -290,7 +290,7 @@ impl CredentialIssuer {
 
     /// Commits `cmd`; a rejection or an unknown outcome is an error.
     pub async fn commit(&self, cmd: MetaCommand) -> Result<(), LeaderCallError> {
-        match self.meta.propose(cmd).await {
+        match self.meta.propose_as_leader(cmd).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(LeaderCallError::Invalid(e.to_string())),
             Err(e) => Err(LeaderCallError::Unavailable(e.to_string())),

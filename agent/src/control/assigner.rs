@@ -77,7 +77,7 @@ impl PartitionAssigner {
             for warning in &action.warnings {
                 tracing::warn!(%warning, "placement");
             }
-            match self.meta.propose(action.command.clone()).await {
+            match self.meta.propose_as_leader(action.command.clone()).await {
                 Ok(Ok(_)) => {}
                 // A racing change (e.g. a delete) made the step moot: the next wake re-plans.
                 Ok(Err(e)) => {

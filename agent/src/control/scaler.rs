@@ -146,7 +146,7 @@ impl Scaler {
                     table_id: table.table_id,
                     now_ms: (self.clock)(),
                 };
-                if let Err(e) = self.meta.propose(cmd).await {
+                if let Err(e) = self.meta.propose_as_leader(cmd).await {
                     tracing::debug!(table = table.table_id, error = %e, "scaler: not activated");
                 }
             }
@@ -255,7 +255,7 @@ impl Scaler {
             requested_by: SCALER_PRINCIPAL.to_string(),
             now_ms: (self.clock)(),
         };
-        match self.meta.propose(cmd).await {
+        match self.meta.propose_as_leader(cmd).await {
             Ok(Ok(MetaOutcome::OperationStarted { operation_id })) if hot => {
                 self.memory
                     .lock()

@@ -65,6 +65,10 @@ impl VoterManager {
                 .iter()
                 .map(|&id| {
                     let h = match s.node(id).map(|n| n.status) {
+                        // This leader runs: a FAILED record of itself is stale and its
+                        // rejoin is under way. Removing itself would leave it outside the
+                        // membership with a vote no one supersedes (issue 14).
+                        Some(NodeStatus::Failed) if id == metrics.id => MemberHealth::Live,
                         None => MemberHealth::Unregistered,
                         Some(NodeStatus::Failed | NodeStatus::Decommissioned) => MemberHealth::Gone,
                         Some(_) => MemberHealth::Live,

@@ -157,16 +157,28 @@ async fn healthz(
     if let Err(fatal) = &app.meta.raft().metrics().borrow().running_state {
         return ApiError::unavailable(format!("metadata store stopped: {fatal}")).into_response();
     }
-    if app.caught_up.load(Ordering::Acquire) {
-        (
+    if !app.caught_up.load(Ordering::Acquire) {
+        return ApiError::unavailable("metadata replica is still catching up").into_response();
+    }
+    // Every API call needs a leader this agent can reach (to forward, or for a read
+    // index): healthy means one answers now. A deposed, wedged agent once answered 200
+    // here while every call failed (issue 14).
+    match tokio::time::timeout(HEALTH_LEADER_WAIT, app.meta.read_index()).await {
+        Ok(Ok(_)) => (
             StatusCode::OK,
             axum::Json(serde_json::json!({"status": "ok"})),
         )
-            .into_response()
-    } else {
-        ApiError::unavailable("metadata replica is still catching up").into_response()
+            .into_response(),
+        Ok(Err(e)) => ApiError::unavailable(e.to_string()).into_response(),
+        Err(_) => ApiError::unavailable(format!(
+            "no metadata leader confirmed within {HEALTH_LEADER_WAIT:?}"
+        ))
+        .into_response(),
     }
 }
+
+/// How long `/healthz` waits for the metadata leader to confirm a read index.
+const HEALTH_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `GET /.well-known/jwks.json`: the public keys every agent trusts for credentials
 /// (RFC 8037 OKP keys), from the local metadata replica. Open: keys are public.
@@ -194,7 +206,7 @@ async fn metrics(
     let view = RaftView {
         term: raft.current_term,
         applied_index: app.state.applied_index(),
-        is_leader: raft.current_leader == Some(raft.id),
+        is_leader: crate::node::meta_client::leads(&raft),
         voters: membership.voter_ids().count(),
         learners: membership.learner_ids().count(),
     };

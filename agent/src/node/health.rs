@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use shared::failure::{heartbeat_staleness_ms, view_status};
-use shared::model::{Node, NodeId, NodeStatus, UnixMillis};
+use shared::model::{Node, NodeStatus, UnixMillis};
 
 use crate::membership::Membership;
 use crate::meta::state_machine::StateHandle;
 use crate::metrics::NodeSample;
 use crate::node::Clock;
 use crate::node::lag::ApplyLag;
-use crate::node::meta_client::MetaClient;
+use crate::node::meta_client::{LeaderRoute, MetaClient};
 
 /// One node's health as this agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +93,13 @@ impl HealthView {
 
     /// The leader's applied index: its own if this agent leads, else as last gossiped.
     pub fn leader_applied(&self) -> Option<u64> {
-        let leader: Option<NodeId> = self.meta.raft().metrics().borrow().current_leader;
-        let leader = leader?;
-        if leader == self.meta.node_id() {
-            return Some(self.state.applied_index());
+        match self.meta.leader() {
+            LeaderRoute::Local => Some(self.state.applied_index()),
+            LeaderRoute::Remote(leader, _) => {
+                self.membership.report(leader).map(|r| r.applied_index)
+            }
+            LeaderRoute::Unknown => None,
         }
-        self.membership.report(leader).map(|r| r.applied_index)
     }
 
     /// Entries the leader applied that this agent has not.

@@ -16,6 +16,8 @@ use crate::transport::RpcClient;
 
 /// Redirects followed within one join attempt (seed → leader → new leader ...).
 const MAX_REDIRECTS: usize = 4;
+/// A failed join attempt is logged as a warning once every this many attempts.
+const JOIN_WARN_EVERY: u64 = 20;
 
 /// What registering needs.
 pub struct Registration {
@@ -36,24 +38,35 @@ pub struct Registration {
 /// long pause, a network partition): a failed node comes back as a new incarnation.
 pub async fn register(reg: Registration, mut incarnation: u64) {
     let retry = Duration::from_millis(reg.config.controllers.join_retry_interval_ms);
-    if reg.config.bootstrap {
+    // Only a cluster this replica never saw named is initialised. A restarted bootstrap
+    // agent can be far behind and already removed from the membership: it must ask to
+    // join before anything else that needs a leader (waiting on a repeated InitCluster,
+    // it never did, and stayed out for good: issue 14).
+    let unnamed = reg.meta.state().read(|s| s.cluster_id().is_none());
+    if reg.config.bootstrap && unnamed {
         let cmd = MetaCommand::InitCluster {
             cluster_id: reg.config.cluster_name.clone(),
         };
         while !matches!(reg.meta.propose(cmd.clone()).await, Ok(Ok(_))) {
             tokio::time::sleep(retry).await;
         }
-        crate::auth::admin::ensure_bootstrap_admin(
-            &reg.meta,
-            &reg.config.data_dir,
-            &reg.config.cluster_name,
-            &reg.clock,
-            retry,
-        )
-        .await;
     }
+    let mut admin_checked = !reg.config.bootstrap;
     loop {
         join_until_registered(&reg, incarnation, retry).await;
+        if !admin_checked {
+            // A no-op once the admin exists; creates it on the first start (or after a
+            // crash between the cluster's creation and the admin's).
+            crate::auth::admin::ensure_bootstrap_admin(
+                &reg.meta,
+                &reg.config.data_dir,
+                &reg.config.cluster_name,
+                &reg.clock,
+                retry,
+            )
+            .await;
+            admin_checked = true;
+        }
         wait_until_declared_failed(&reg, incarnation, retry).await;
         if decommissioned(&reg) {
             // An operator removed this node: it stays out, restarted or not.
@@ -74,7 +87,7 @@ async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Dura
         zone: config.zone.clone(),
         incarnation,
     };
-    loop {
+    for attempt in 1u64.. {
         match try_join(
             &reg.meta,
             reg.peers.as_ref(),
@@ -91,6 +104,10 @@ async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Dura
                     "registered with the cluster"
                 );
                 return;
+            }
+            // A join that keeps failing is an agent outside its cluster: say so now and then.
+            Err(why) if attempt % JOIN_WARN_EVERY == 0 => {
+                tracing::warn!(%why, attempt, "still not registered with the cluster; retrying")
             }
             Err(why) => tracing::debug!(%why, "join attempt failed; retrying"),
         }

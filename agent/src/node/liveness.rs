@@ -126,7 +126,7 @@ impl MetaFreshness {
     /// Whether the metadata was confirmed current within `window`.
     pub fn within(&self, window: Duration) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        if metrics.current_leader != Some(metrics.id) {
+        if !crate::node::meta_client::leads(&metrics) {
             let last = *self
                 .leader_contact
                 .lock()

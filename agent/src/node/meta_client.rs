@@ -51,7 +51,7 @@ impl MetaLog for MetaClient {
     }
 
     fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
-        Box::pin(MetaClient::propose(self, cmd))
+        Box::pin(MetaClient::propose_as_leader(self, cmd))
     }
 
     fn metrics(&self) -> &AgentMetrics {
@@ -129,6 +129,40 @@ impl MetaClient {
     /// node's replica has applied it too (so what the caller reads next reflects it).
     pub async fn propose(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
         self.propose_indexed(cmd).await.map(|(_, result)| result)
+    }
+
+    /// Commits `cmd` only on this node and only while it leads: what leader-only
+    /// controllers propose. Their decisions come from this leader's view (its gossip, its
+    /// replica, its clock), so one is never forwarded to a newer leader, whose own
+    /// controllers decide afresh. Forwarding them once let a deposed leader's stale
+    /// `NodeFailed` reach the node it named, which, newly elected, committed its own
+    /// failure and removed itself from the voters (issue 14's wedge).
+    pub async fn propose_as_leader(&self, cmd: MetaCommand) -> Result<MetaResult, MetaClientError> {
+        if self.leader() != LeaderRoute::Local {
+            return Err(MetaClientError::NoLeader("this node does not lead".into()));
+        }
+        let start = std::time::Instant::now();
+        let result = match write_on_leader(&self.raft, cmd, self.leader_wait).await {
+            Ok(committed) => {
+                if let Err(e) = self.wait_applied(committed.index).await {
+                    tracing::warn!(error = %e, "committed, but the local replica lags");
+                }
+                Ok(committed.result)
+            }
+            // The entry may have reached followers before leadership moved.
+            Err(ForwardError::NotLeader { .. }) => Err(MetaClientError::Unknown(
+                "leadership moved while committing".into(),
+            )),
+            Err(ForwardError::Unavailable(why)) => Err(MetaClientError::Unknown(why)),
+        };
+        let outcome = match &result {
+            Ok(Ok(_)) => "applied",
+            Ok(Err(_)) => "rejected",
+            Err(_) => "unavailable",
+        };
+        let committed = result.is_ok().then(|| start.elapsed().as_secs_f64());
+        self.metrics.observe_proposal(outcome, committed);
+        result
     }
 
     /// Like [`MetaClient::propose`], also returning the command's log index (another
@@ -321,12 +355,24 @@ impl LeaderRoute {
     }
 }
 
+/// Whether `metrics` show this node leading: the vote names it leader *and* it runs as
+/// leader. openraft derives `current_leader` from the vote alone, and a leader removed
+/// from the membership keeps that vote as a follower (it never campaigns again, so no
+/// higher vote reaches it): taking the vote for leadership made such a node route every
+/// write and read to itself forever (issue 14's wedge).
+pub fn leads(metrics: &openraft::RaftMetrics<NodeId, openraft::BasicNode>) -> bool {
+    metrics.current_leader == Some(metrics.id) && metrics.state == openraft::ServerState::Leader
+}
+
 /// The current leader as `raft`'s metrics show it.
 pub fn leader_route(raft: &Raft) -> LeaderRoute {
     let metrics = raft.metrics();
     let metrics = metrics.borrow();
+    if leads(&metrics) {
+        return LeaderRoute::Local;
+    }
     match metrics.current_leader {
-        Some(id) if id == metrics.id => LeaderRoute::Local,
+        Some(id) if id == metrics.id => LeaderRoute::Unknown,
         Some(id) => match metrics.membership_config.membership().get_node(&id) {
             Some(node) => LeaderRoute::Remote(id, node.addr.clone()),
             None => LeaderRoute::Unknown,
@@ -403,5 +449,24 @@ fn variant_name(resp: &PeerResponse) -> &'static str {
         PeerResponse::IssueCredential(_) => "IssueCredential",
         PeerResponse::RotateKey(_) => "RotateKey",
         PeerResponse::BadRequest(_) => "BadRequest",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_leads_only_while_it_runs_as_leader() {
+        let mut metrics = openraft::RaftMetrics::<NodeId, openraft::BasicNode>::new_initial(4);
+        metrics.current_leader = Some(4);
+        metrics.state = openraft::ServerState::Leader;
+        assert!(leads(&metrics));
+        // Removed from the membership while leading: the vote still names it (issue 14).
+        metrics.state = openraft::ServerState::Follower;
+        assert!(!leads(&metrics));
+        metrics.state = openraft::ServerState::Leader;
+        metrics.current_leader = Some(1);
+        assert!(!leads(&metrics));
     }
 }

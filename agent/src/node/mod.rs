@@ -278,16 +278,39 @@ impl RunningNode {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.http, router(self.app, self.max_body_bytes))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP")?;
+        let serve = axum::serve(self.http, router(self.app, self.max_body_bytes))
+            .with_graceful_shutdown(shutdown);
+        tokio::select! {
+            served = serve => served.context("serving HTTP")?,
+            why = raft_stopped(self.meta.raft().clone()) => {
+                // No agent without its metadata replica: exit non-zero so the service
+                // manager restarts it. It once kept serving, forwarding every call, on a
+                // replica frozen by a panicked Raft core (issue 14).
+                tracing::error!(%why, "the metadata store stopped; exiting");
+                self.transport.close();
+                anyhow::bail!("the metadata store stopped: {why}");
+            }
+        }
         tracing::info!("shutting down");
         let _ = self.meta.raft().shutdown().await;
         self.transport.close();
         // Lets peers learn of the close at once; bounded so shutdown never hangs on a dead peer.
         let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.transport.wait_idle()).await;
         Ok(())
+    }
+}
+
+/// Completes when the Raft core stops on its own (a fatal storage error or a panic): it
+/// drops the metrics it publishes when its task ends.
+async fn raft_stopped(raft: Raft) -> String {
+    let mut metrics = raft.metrics();
+    loop {
+        if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            return fatal.to_string();
+        }
+        if metrics.changed().await.is_err() {
+            return "the Raft core exited".to_string();
+        }
     }
 }
 

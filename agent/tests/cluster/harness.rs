@@ -8,7 +8,7 @@ use agent::auth::admin::PrincipalCredentials;
 use agent::client::{ApiClient, Authorization, ClientError};
 use agent::config::Config;
 use agent::data_client::DataClient;
-use agent::dev::{Children, PortPlan, spawn_agent, write_cluster_files};
+use agent::dev::{Children, PortPlan, spawn_agent, spawn_agent_with_env, write_cluster_files};
 use shared::api::auth::IssueCredentialRequest;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::model::CapacityMode;
@@ -115,6 +115,19 @@ impl TestCluster {
         let binary = Path::new(env!("CARGO_BIN_EXE_agent"));
         let child = spawn_agent(binary, &self.configs[usize::from(i) - 1]).expect("spawn agent");
         self.children.push(i, child);
+    }
+
+    /// Starts agent `i` with extra environment variables.
+    pub fn start_node_with_env(&mut self, i: u16, env: &[(&str, &str)]) {
+        let binary = Path::new(env!("CARGO_BIN_EXE_agent"));
+        let config = &self.configs[usize::from(i) - 1];
+        let child = spawn_agent_with_env(binary, config, env).expect("spawn agent");
+        self.children.push(i, child);
+    }
+
+    /// How agent `i` exited, once it has; `None` while it runs.
+    pub fn exit_status(&mut self, i: u16) -> Option<std::process::ExitStatus> {
+        self.children.exit_status(i)
     }
 
     /// `kill -9` agent `i`.

@@ -7,5 +7,7 @@ mod data;
 mod dev;
 mod failover;
 mod harness;
+mod health;
 mod operations;
 mod recovery;
+mod rejoin;

@@ -1,0 +1,100 @@
+//! Answers that must tell the truth under failure (bugs the testbed found, issue 14):
+//! `/healthz` is 200 only while the agent can serve, and a write whose answer never
+//! came back is reported as unknown, never sent again.
+
+use agent::data_client::{DataClient, DataClientError};
+use serde_json::json;
+use shared::model::TableStatus;
+
+use crate::harness::{TestCluster, create_table, no_scaler, table_request, wait_for};
+
+const HEALTH_HTTP_BASE: u16 = 24100;
+const UNANSWERED_HTTP_BASE: u16 = 24150;
+const STOPPED_HTTP_BASE: u16 = 24170;
+/// libfaketime's multi-threaded build, as Debian's `faketime` package installs it
+/// (`.ci/run` installs it).
+const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+#[test]
+fn healthz_is_503_while_the_agent_cannot_reach_a_metadata_quorum() {
+    let cluster = TestCluster::start(3, HEALTH_HTTP_BASE, no_scaler);
+    let client = cluster.client(1);
+    wait_for("3 voters", || {
+        (client.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    wait_for("agent 1 healthy", || client.healthy().then_some(()));
+    // Two of three voters frozen: no quorum, so agent 1 can neither write nor read the
+    // metadata linearizably. It used to answer 200 anyway.
+    cluster.pause(2);
+    cluster.pause(3);
+    wait_for("agent 1 to report it cannot serve", || {
+        (!client.healthy()).then_some(())
+    });
+    cluster.resume(2);
+    cluster.resume(3);
+    for i in 1..=3 {
+        let agent = cluster.anonymous(i);
+        wait_for(&format!("agent {i} healthy again"), || {
+            agent.healthy().then_some(())
+        });
+    }
+}
+
+#[test]
+fn a_write_left_unanswered_is_unknown_and_not_sent_again() {
+    let (cluster, client) = TestCluster::single(UNANSWERED_HTTP_BASE, |c| {
+        c.placement.replication_factor = 1;
+        no_scaler(c);
+    });
+    create_table(&client, &table_request("cells", 100));
+    wait_for("table ACTIVE", || {
+        (client.get_table("cells").ok()?.status == TableStatus::Active).then_some(())
+    });
+    let data: DataClient = cluster.data_client(cluster.endpoints());
+    data.put("cells", "a", None, &json!({"v": 1}))
+        .expect("a write to a live primary");
+    // A frozen primary's kernel still accepts the connection and the request: the write
+    // is delivered and would apply on resume. Sending it again could apply the copy
+    // after another client's later write, taking the item back in time.
+    cluster.pause(1);
+    let result = data.put("cells", "a", None, &json!({"v": 2}));
+    cluster.resume(1);
+    // Before the fix the client resent it until its attempts ran out (`Exhausted`).
+    assert!(
+        matches!(result, Err(DataClientError::OutcomeUnknown(_))),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn an_agent_whose_metadata_store_stops_exits_non_zero() {
+    assert!(
+        std::path::Path::new(FAKETIME).exists(),
+        "{FAKETIME} is missing: install Debian's faketime package (.ci/run does)"
+    );
+    // Agent 3, a follower, runs under libfaketime.
+    let mut cluster = TestCluster::start_some(3, 2, STOPPED_HTTP_BASE, no_scaler);
+    let clock = cluster.dir().join("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let clock_path = clock.to_string_lossy().into_owned();
+    cluster.start_node_with_env(
+        3,
+        &[
+            ("LD_PRELOAD", FAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &clock_path),
+            ("FAKETIME_CACHE_DURATION", "1"),
+        ],
+    );
+    let client = cluster.client(1);
+    wait_for("3 voters", || {
+        (client.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    let follower = cluster.anonymous(3);
+    wait_for("agent 3 healthy", || follower.healthy().then_some(()));
+    // The monotonic clock going back stops openraft's core at the next heartbeat (it
+    // asserts that time only grows). No real clock does that; here it is a way to stop
+    // the core from outside.
+    std::fs::write(&clock, "-30\n").unwrap();
+    let status = wait_for("agent 3 to exit", || cluster.exit_status(3));
+    assert!(!status.success(), "exited with {status}");
+}
