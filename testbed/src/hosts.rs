@@ -200,7 +200,6 @@ impl Hosts {
             .arg("run")
             .arg("--config")
             .arg(&files.config)
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -213,8 +212,9 @@ impl Hosts {
                 .env("LD_PRELOAD", library)
                 .env("FAKETIME_TIMESTAMP_FILE", &files.clock_file)
                 .env("FAKETIME_CACHE_DURATION", FAKETIME_REREAD_SECS)
-                // Without this, libfaketime reports the agent's own start time as "now".
-                .env("FAKETIME_DONT_RESET", "1");
+                // Only the wall clock moves: no real monotonic clock jumps or runs
+                // backwards, and openraft's core stops if it does.
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         spawn_in_namespace(&mut command, OwnedFd::from(netns))?;
         let child = command

@@ -17,6 +17,11 @@ use serde::{Deserialize, Serialize};
 use crate::hosts::{CLOCK_RIGHT, Hosts, http_endpoint, zone_of};
 use crate::net::{DropRule, Network, Rules};
 
+/// Shortest pause of a majority of the voters: past the failure window, so the paused
+/// voters are failed and replaced while they sleep and wake up deposed (the wedge of
+/// issue 14 needed 12 s).
+pub const PAUSE_MAJORITY_HOLD: Duration = Duration::from_secs(12);
+
 /// Every kind of fault. The order is the order of the report's tables.
 #[derive(
     Debug,
@@ -176,6 +181,17 @@ impl Nemesis {
             rng: StdRng::seed_from_u64(seed ^ 0x4e_4e_4d),
             admin,
             table: table.to_string(),
+        }
+    }
+
+    /// How long a fault of `kind` is held: random in `[min, max]`, but a majority of
+    /// the voters stays paused at least [`PAUSE_MAJORITY_HOLD`].
+    pub fn hold(&mut self, kind: FaultKind, min: Duration, max: Duration) -> Duration {
+        let drawn = self.duration(min, max);
+        if kind == FaultKind::PauseMajority {
+            drawn.max(PAUSE_MAJORITY_HOLD)
+        } else {
+            drawn
         }
     }
 

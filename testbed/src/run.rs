@@ -179,6 +179,19 @@ pub fn run(config: RunConfig) -> anyhow::Result<(RunResult, Vec<Event>)> {
     )?;
     let result = drive(&config, &network, &mut hosts);
     hosts.stop_all(Duration::ZERO);
+    if !matches!(&result, Ok((r, _)) if r.failures.is_empty()) {
+        // The data tmpfs go with the hosts: keep a copy to look into.
+        for i in 1..=hosts.len() {
+            let data = &hosts.files(i).data_dir;
+            let kept = hosts.files(i).dir.join("data-kept");
+            if let Err(e) = net::run(
+                "cp",
+                &["-a", &data.to_string_lossy(), &kept.to_string_lossy()],
+            ) {
+                eprintln!("testbed: keeping host {i}'s data: {e:#}");
+            }
+        }
+    }
     result
 }
 
@@ -665,7 +678,7 @@ impl Director<'_> {
                 self.recorder.now_ns(),
             );
             let active = active.with_context(|| format!("starting fault {}", kind.name()))?;
-            let hold = nemesis.duration(self.config.fault_min, self.config.fault_max);
+            let hold = nemesis.hold(kind, self.config.fault_min, self.config.fault_max);
             let held = self.idle(hold);
             let record = nemesis.end(active, self.hosts, self.network, self.recorder.now_ns())?;
             eprintln!(

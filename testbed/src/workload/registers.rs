@@ -253,16 +253,19 @@ fn through_client(
     }
 }
 
-/// How a routing client's error leaves a write. Its contract says only an exhausted
-/// retry or a lost connection leave the outcome unknown; a 5xx is taken as unknown too
-/// (the testbed does not trust what it checks), and a garbled answer.
+/// How a routing client's error leaves a write: certainly not applied only when the
+/// agent refused it (a 4xx, or a 503, which the primary answers before writing) or the
+/// client never sent it; anything else may have applied (the testbed does not trust
+/// what it checks, so a 5xx is unknown too).
 fn client_error_kind(e: &DataClientError) -> EventType {
     match e {
-        DataClientError::Exhausted { .. }
-        | DataClientError::Call(ClientError::Transport { .. })
-        | DataClientError::Call(ClientError::Decode(_)) => EventType::Info,
-        DataClientError::Call(ClientError::Api { status, .. }) if *status >= 500 => EventType::Info,
-        _ => EventType::Fail,
+        DataClientError::Call(ClientError::Api { status, .. })
+            if *status < 500 || *status == 503 =>
+        {
+            EventType::Fail
+        }
+        DataClientError::Invalid(_) | DataClientError::NoRoute { .. } => EventType::Fail,
+        _ => EventType::Info,
     }
 }
 
@@ -293,8 +296,9 @@ fn through_http(
     }
 }
 
-/// Reads an HTTP answer: a 5xx to a write leaves it unknown (the forwarding agent may
-/// have lost the primary's answer); any 4xx means it was refused before it applied.
+/// Reads an HTTP answer as the API documents it: a 503 or any 4xx means the write was
+/// refused before it applied (trusted, so the checker tests that promise); another 5xx
+/// (504 `OutcomeUnknown`) leaves it unknown.
 fn http_outcome(write: bool, status: u16, body: &str) -> Outcome {
     let error = || format!("{status}: {}", body.chars().take(200).collect::<String>());
     match status {
@@ -310,7 +314,7 @@ fn http_outcome(write: bool, status: u16, body: &str) -> Outcome {
             Err(e) => Outcome::failed(EventType::Fail, e),
         },
         404 if !write && body.contains(ITEM_NOT_FOUND_CODE) => Outcome::ok(None),
-        500..=599 if write => Outcome::failed(EventType::Info, error()),
+        500..=599 if write && status != 503 => Outcome::failed(EventType::Info, error()),
         _ => Outcome::failed(EventType::Fail, error()),
     }
 }
@@ -330,7 +334,8 @@ mod tests {
         let no_table = r#"{"error":{"code":"TableNotFound","message":"no table"}}"#;
         assert_eq!(http_outcome(false, 404, no_table).kind, EventType::Fail);
         assert_eq!(http_outcome(true, 200, "{}").kind, EventType::Ok);
-        assert_eq!(http_outcome(true, 503, "").kind, EventType::Info);
+        assert_eq!(http_outcome(true, 503, "").kind, EventType::Fail);
+        assert_eq!(http_outcome(true, 500, "").kind, EventType::Info);
         assert_eq!(http_outcome(true, 504, "").kind, EventType::Info);
         assert_eq!(http_outcome(true, 421, "").kind, EventType::Fail);
         assert_eq!(http_outcome(false, 503, "").kind, EventType::Fail);
@@ -347,6 +352,8 @@ mod tests {
             last: Box::new(DataClientError::NoRoute { table: "t".into() }),
         };
         assert_eq!(client_error_kind(&exhausted), EventType::Info);
+        let unanswered = DataClientError::OutcomeUnknown("timed out".into());
+        assert_eq!(client_error_kind(&unanswered), EventType::Info);
         let refused = DataClientError::Call(ClientError::Api {
             status: 403,
             code: "Forbidden".into(),
