@@ -353,31 +353,59 @@ fn control(s: &mut String, r: &RunResult) {
     s.push('\n');
 }
 
+/// One process's samples: (time, RSS, open files).
+type Series = Vec<(u64, u64, u64)>;
+
+/// Each host's longest-lived process, as samples (a restart starts a new process).
+fn longest_series(r: &RunResult) -> BTreeMap<u16, Series> {
+    let mut by_process: BTreeMap<(u16, u32), Series> = BTreeMap::new();
+    for u in &r.usage {
+        by_process
+            .entry((u.host, u.pid))
+            .or_default()
+            .push((u.time_ns, u.rss_bytes, u.open_files));
+    }
+    let mut longest: BTreeMap<u16, Series> = BTreeMap::new();
+    for ((host, _), series) in by_process {
+        let span = |s: &Series| s.last().map_or(0, |l| l.0) - s.first().map_or(0, |f| f.0);
+        if longest
+            .get(&host)
+            .is_none_or(|kept| span(&series) > span(kept))
+        {
+            longest.insert(host, series);
+        }
+    }
+    longest
+}
+
+/// Mean of `f` over the first (or last) tenth of `series`, at least one sample.
+fn tenth_mean(series: &Series, last: bool, f: impl Fn(&(u64, u64, u64)) -> u64) -> f64 {
+    let n = (series.len() / 10).max(1);
+    let slice = if last {
+        &series[series.len() - n..]
+    } else {
+        &series[..n]
+    };
+    slice.iter().map(&f).sum::<u64>() as f64 / n as f64
+}
+
 fn usage(s: &mut String, r: &RunResult) {
     let _ = writeln!(
         s,
-        "## Agents' memory and open files\n\nSampled every 2 s while faults ran (a restarted agent starts again from its own baseline).\n\n| Host | samples | RSS first MiB | RSS last MiB | RSS max MiB | files first | files last | files max |\n|---|---|---|---|---|---|---|---|"
+        "## Agents' memory and open files\n\nSampled every 2 s. For each host, its longest-running agent process: the mean of the first and of the last tenth of its samples (growth shows as last above first), and the maximum.\n\n| Host | minutes | RSS first MiB | RSS last MiB | RSS max MiB | files first | files last | files max |\n|---|---|---|---|---|---|---|---|"
     );
-    let mut by_host: BTreeMap<u16, Vec<(u64, u64)>> = BTreeMap::new();
-    for u in &r.usage {
-        by_host
-            .entry(u.host)
-            .or_default()
-            .push((u.rss_bytes, u.open_files));
-    }
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    for (host, v) in by_host {
-        let (first, last) = (v[0], v[v.len() - 1]);
+    let mib = |b: f64| b / (1u64 << 20) as f64;
+    for (host, v) in longest_series(r) {
+        let minutes = (v[v.len() - 1].0 - v[0].0) as f64 / 60e9;
         let _ = writeln!(
             s,
-            "| {host} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} |",
-            v.len(),
-            mib(first.0),
-            mib(last.0),
-            mib(v.iter().map(|x| x.0).max().unwrap_or(0)),
-            first.1,
-            last.1,
-            v.iter().map(|x| x.1).max().unwrap_or(0)
+            "| {host} | {minutes:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            mib(tenth_mean(&v, false, |x| x.1)),
+            mib(tenth_mean(&v, true, |x| x.1)),
+            mib(v.iter().map(|x| x.1).max().unwrap_or(0) as f64),
+            tenth_mean(&v, false, |x| x.2),
+            tenth_mean(&v, true, |x| x.2),
+            v.iter().map(|x| x.2).max().unwrap_or(0)
         );
     }
     s.push('\n');
@@ -435,7 +463,8 @@ fn shade_faults<DB: DrawingBackend>(
         .draw_series(r.faults.iter().map(|f| {
             Text::new(
                 f.kind.name(),
-                (f.start_ns as f64 / 1e9, high),
+                // Below the caption, at the window's left edge.
+                (f.start_ns as f64 / 1e9, low + (high - low) * 0.93),
                 ("sans-serif", 10).into_font(),
             )
         }))
@@ -606,6 +635,14 @@ mod tests {
         assert_eq!(longest_stall(&ok, 65, 100), 30);
         assert_eq!(longest_stall(&[], 5, 15), 10);
         assert_eq!(longest_stall(&ok, 15, 25), 5);
+    }
+
+    #[test]
+    fn growth_is_read_off_each_hosts_longest_process() {
+        let series: Series = (0..20u64).map(|i| (i, 100 + i * 10, 20)).collect();
+        assert_eq!(tenth_mean(&series, false, |x| x.1), 105.0);
+        assert_eq!(tenth_mean(&series, true, |x| x.1), 285.0);
+        assert_eq!(tenth_mean(&series[..1].to_vec(), true, |x| x.2), 20.0);
     }
 
     #[test]

@@ -119,6 +119,8 @@ pub struct UsageSample {
     pub time_ns: u64,
     /// Host.
     pub host: u16,
+    /// The agent's process id (a restart starts a new series).
+    pub pid: u32,
     /// Resident memory, bytes.
     pub rss_bytes: u64,
     /// Open file descriptors.
@@ -626,10 +628,13 @@ impl Director<'_> {
             self.last_sample = Some(Instant::now());
             let now = self.recorder.now_ns();
             for host in self.members() {
-                if let Some((rss, fds)) = self.hosts.usage(host) {
+                if let (Some((rss, fds)), Some(pid)) =
+                    (self.hosts.usage(host), self.hosts.pid(host))
+                {
                     self.usage.push(UsageSample {
                         time_ns: now,
                         host,
+                        pid,
                         rss_bytes: rss,
                         open_files: fds,
                     });
