@@ -111,7 +111,7 @@ pub struct DataPlane {
     /// Routes of every table, rebuilt when the metadata changed.
     routes: Mutex<(u64, Arc<RoutingTable>)>,
     /// One write at a time per partition led here (LSN order).
-    writers: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
+    writers: Mutex<HashMap<PartitionId, Arc<tokio::sync::RwLock<()>>>>,
     /// Replica side: the highest epoch accepted from a primary, per partition.
     accepted: Mutex<HashMap<PartitionId, u64>>,
     /// Replica side: one append or snapshot at a time per partition.
@@ -655,8 +655,10 @@ impl DataPlane {
         lock(&self.replica_locks).entry(pid).or_default().clone()
     }
 
-    /// The write lock of partition `pid`.
-    fn writer(&self, pid: PartitionId) -> Arc<tokio::sync::Mutex<()>> {
+    /// The write lock of partition `pid`: held exclusively by a write (and by the
+    /// operations that pause writes), shared by reads, so a read never sees a write
+    /// whose outcome is not known yet.
+    fn writer(&self, pid: PartitionId) -> Arc<tokio::sync::RwLock<()>> {
         lock(&self.writers).entry(pid).or_default().clone()
     }
 }

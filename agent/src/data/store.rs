@@ -25,6 +25,8 @@ use shared::data::{LogPosition, WriteOp, WriteRecord, item_key, split_item_key};
 use shared::keyspace::hash_partition_key;
 use shared::model::PartitionId;
 
+use self::db::Db;
+
 /// File name of the partition database inside the data dir.
 pub const PARTITIONS_FILE: &str = "partitions.redb";
 const TABLE_PREFIX: &str = "partition-";
@@ -183,7 +185,7 @@ impl PartitionMeta {
 /// and then kept in memory: only this store changes it, and the reconciler asks for it on
 /// every applied metadata entry.
 pub struct PartitionStore {
-    db: Database,
+    db: Db,
     local: Mutex<BTreeSet<PartitionId>>,
     /// Held across the transactions that allocate or drop partitions and the update of
     /// `local` that follows, so the set follows the disk's order of commits.
@@ -210,11 +212,12 @@ impl PartitionStore {
     /// Opens (or creates) the partition database in `data_dir`. Partitions allocated by an
     /// older version (item table only) get their log and metadata here.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(data_dir.join(PARTITIONS_FILE)).map_err(redb_err)?;
+        let path = data_dir.join(PARTITIONS_FILE);
+        let db = Database::create(&path).map_err(redb_err)?;
         discard_staged(&db)?;
         let (local, missing_meta) = read_local(&db)?;
         let store = PartitionStore {
-            db,
+            db: Db::new(&path, db),
             local: Mutex::new(local),
             layout: Mutex::new(()),
             rewrites: Mutex::default(),
@@ -315,7 +318,7 @@ impl PartitionStore {
             store_meta(&mut positions, pid, &meta)?;
             meta
         };
-        txn.commit().map_err(redb_err)?;
+        self.db.commit(txn)?;
         Ok(after.position)
     }
 
@@ -326,7 +329,7 @@ impl PartitionStore {
         partition_key: &[u8],
         sort_key: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
         let key = item_key(partition_key, sort_key);
         let value = items.get(key.as_slice()).map_err(redb_err)?;
@@ -344,7 +347,7 @@ impl PartitionStore {
         to: Option<&[u8]>,
         limit: usize,
     ) -> Result<(KeyValues, bool), StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
         if let (Some(from), Some(to)) = (from, to)
             && from > to
@@ -381,7 +384,7 @@ impl PartitionStore {
         after: u64,
         max_records: usize,
     ) -> Result<Option<Vec<WriteRecord>>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
         if after >= meta.position.lsn {
             return Ok(Some(Vec::new()));
@@ -402,7 +405,7 @@ impl PartitionStore {
     /// Epoch of the record at `lsn` if it is still in the log (`lsn` 0 → `Some(0)`; the
     /// last record's epoch is known from the position even when trimmed).
     pub fn epoch_at(&self, pid: PartitionId, lsn: u64) -> Result<Option<u64>, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
         if lsn == 0 {
             return Ok(Some(0));
@@ -428,7 +431,7 @@ impl PartitionStore {
 
     /// A consistent snapshot (one read transaction).
     pub fn snapshot(&self, pid: PartitionId) -> Result<PartitionSnapshot, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
         let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
         let mut out = Vec::with_capacity(usize::try_from(meta.item_count).unwrap_or(0));
@@ -452,7 +455,7 @@ impl PartitionStore {
         chunk_bytes: usize,
         mut sink: impl FnMut(SnapshotChunk) -> Result<(), StoreError>,
     ) -> Result<LogPosition, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
         let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
         let mut chunk = SnapshotChunk {
@@ -560,7 +563,7 @@ impl PartitionStore {
     /// The distinct partition-key hashes of a partition's items (what the split point is
     /// chosen from), with the position they reflect (one read transaction).
     pub fn key_hashes(&self, pid: PartitionId) -> Result<(Vec<u64>, LogPosition), StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         let meta = load_meta(&open_read(&txn, POSITIONS, pid)?, pid)?;
         let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
         let mut hashes = Vec::new();
@@ -597,16 +600,16 @@ impl PartitionStore {
             meta.first_lsn = new_first;
             store_meta(&mut positions, pid, &meta)?;
         }
-        txn.commit().map_err(redb_err)
+        self.db.commit(txn)
     }
 
     fn read_meta(&self, pid: PartitionId) -> Result<PartitionMeta, StoreError> {
-        let txn = self.db.begin_read().map_err(redb_err)?;
+        let txn = self.db.begin_read()?;
         load_meta(&open_read(&txn, POSITIONS, pid)?, pid)
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self.db.begin_write().map_err(redb_err)?;
+        let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)
             .map_err(redb_err)?;
         Ok(txn)
@@ -619,7 +622,7 @@ impl PartitionStore {
     ) -> Result<(), StoreError> {
         let txn = self.begin_write()?;
         f(&txn)?;
-        txn.commit().map_err(redb_err)
+        self.db.commit(txn)
     }
 }
 
@@ -826,6 +829,7 @@ fn read_local(db: &Database) -> Result<(BTreeSet<PartitionId>, Vec<PartitionId>)
     Ok((local, missing))
 }
 
+mod db;
 mod derive;
 #[cfg(test)]
 mod tests;

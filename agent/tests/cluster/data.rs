@@ -19,6 +19,7 @@ use crate::harness::{TestCluster, create_table, no_scaler, read, table_request, 
 const FAILOVER_HTTP_BASE: u16 = 21900;
 const DEPOSED_HTTP_BASE: u16 = 21950;
 const REJECT_HTTP_BASE: u16 = 22300;
+const IN_FLIGHT_HTTP_BASE: u16 = 24250;
 const WRITERS: usize = 4;
 const KEYS_PER_WRITER: usize = 2000;
 /// Every this many keys is written twice; the second value must be the one read back.
@@ -338,4 +339,44 @@ fn rejected_item_requests_change_nothing() {
     );
     cluster.resume(3);
     unchanged();
+}
+
+#[test]
+fn a_read_never_returns_a_write_still_in_flight() {
+    let cluster = TestCluster::start(3, IN_FLIGHT_HTTP_BASE, |c| {
+        no_scaler(c);
+        // The replica stays a (silent) member: the write ends in doubt, not in a drop.
+        c.controllers.failure_confirm_window_ms = 60_000;
+        c.data.replica_drop_after_ms = 120_000;
+    });
+    let table = "cells";
+    let parts = wait_ready(&cluster, table, 1000);
+    let client = patient(&cluster, endpoints(&cluster));
+    let key = "k";
+    put_until_acked(&client, table, key, &json!({"v": "acknowledged"}));
+    let p = partition_of(&parts, key).clone();
+    let primary = cluster.item_client(p.primary_node_id as u16, table);
+    let path = format!("/tables/{table}/items/{key}?epoch={}", p.epoch);
+    // A frozen replica holds the next write in flight for the replica timeout (1 s).
+    cluster.pause(p.replica_node_ids[0] as u16);
+    let writer = primary.clone();
+    let write_path = path.clone();
+    let write = std::thread::spawn(move || {
+        let answer = writer.raw(Method::Put, &write_path, Some(r#"{"v":"in flight"}"#));
+        (answer.map(|(status, _)| status), Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let read = primary.raw(Method::Get, &path, None);
+    let read_done = Instant::now();
+    let (write_status, write_done) = write.join().unwrap();
+    cluster.resume(p.replica_node_ids[0] as u16);
+    // The write may end either way; until it has, no read may show it (it was shown,
+    // then lost when the next primary lacked it).
+    if let Ok((200, text)) = &read {
+        let item: Value = serde_json::from_str(text).unwrap();
+        assert!(
+            item["value"] == json!({"v": "acknowledged"}) || read_done >= write_done,
+            "read {text} while the write was in flight (write answered {write_status:?})"
+        );
+    }
 }

@@ -66,6 +66,18 @@ impl Fences {
         }
     }
 
+    /// Whether this node may hold a record of `pid` at `epoch` that other copies lack
+    /// (a write in doubt, or one a previous run of the process may have made): until
+    /// the partition moves to a new epoch, reading it here could return a value the
+    /// next primary does not have.
+    pub(super) fn in_doubt(&self, pid: PartitionId, epoch: u64) -> bool {
+        let state = lock(&self.state);
+        state
+            .fenced
+            .get(&pid)
+            .is_some_and(|(fenced, _)| epoch <= *fenced)
+    }
+
     /// Whether a write of `pid` at `epoch` may proceed.
     pub(super) fn check(&self, pid: PartitionId, epoch: u64, now: Instant) -> FenceCheck {
         let mut state = lock(&self.state);
@@ -105,8 +117,11 @@ mod tests {
         assert_eq!(f.check(1, 3, now + REPROPOSE_AFTER), FenceCheck::Propose);
         assert_eq!(f.check(1, 4, now), FenceCheck::Write, "new epoch");
         assert_eq!(f.check(1, 4, now), FenceCheck::Write);
+        assert!(!f.in_doubt(1, 4));
         f.fence(1, 4);
+        assert!(f.in_doubt(1, 4), "reads wait for the new epoch too");
         assert_eq!(f.check(1, 4, now), FenceCheck::Propose, "a write in doubt");
         assert_eq!(f.check(1, 5, now), FenceCheck::Write);
+        assert!(!f.in_doubt(1, 5));
     }
 }

@@ -438,12 +438,12 @@ impl DataPlane {
     /// checks this agent still leads it at `epoch`.
     async fn pause_writes<'a>(
         &self,
-        writer: &'a tokio::sync::Mutex<()>,
+        writer: &'a tokio::sync::RwLock<()>,
         table_id: u64,
         pid: PartitionId,
         epoch: u64,
-    ) -> Result<(tokio::sync::MutexGuard<'a, ()>, Instant, Leadership), StepFailed> {
-        let fenced = writer.lock().await;
+    ) -> Result<(tokio::sync::RwLockWriteGuard<'a, ()>, Instant, Leadership), StepFailed> {
+        let fenced = writer.write().await;
         let paused = Instant::now();
         let lead = self
             .leadership(table_id, pid, Some(epoch), false)
@@ -637,7 +637,7 @@ impl DataPlane {
             )));
         }
         let writer = self.writer(pid);
-        let _paused_writes = writer.lock().await;
+        let _paused_writes = writer.write().await;
         let paused = Instant::now();
         let lead = self.leadership(table_id, pid, Some(epoch), false)?;
         let position = self.store.position(pid).map_err(unavailable)?;

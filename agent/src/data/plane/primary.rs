@@ -88,7 +88,7 @@ impl DataPlane {
                 sort_key,
                 ..
             } => {
-                self.ensure_lease(pid, &lead).await?;
+                let _no_write_in_flight = self.readable(pid, &lead).await?;
                 self.activity.record_op(pid);
                 let value = self
                     .store
@@ -103,7 +103,7 @@ impl DataPlane {
                 limit,
                 ..
             } => {
-                self.ensure_lease(pid, &lead).await?;
+                let _no_write_in_flight = self.readable(pid, &lead).await?;
                 self.activity.record_op(pid);
                 let (mut items, mut more) = self
                     .store
@@ -176,6 +176,25 @@ impl DataPlane {
         })
     }
 
+    /// Waits until no write of `pid` is in flight, then checks that this primary may
+    /// serve a read: nothing here in doubt, and a live lease. The guard keeps writes out
+    /// until the read is done. A read once returned a write still in flight, which its
+    /// failure then left on this node only: the next primary lacked it (issue 14).
+    async fn readable(
+        &self,
+        pid: PartitionId,
+        lead: &Leadership,
+    ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, ItemError> {
+        let guard = self.writer(pid).read_owned().await;
+        if self.fences.in_doubt(pid, lead.epoch) {
+            return Err(ItemError::Unavailable(format!(
+                "partition {pid} is moving to a new epoch after a write in doubt; retry"
+            )));
+        }
+        self.ensure_lease(pid, lead).await?;
+        Ok(guard)
+    }
+
     /// Reads need a live lease: every replica confirmed this primary within the lease
     /// (or, without replicas, the metadata did). A lapsed lease is renewed on the spot
     /// when the replicas answer; otherwise the read is refused.
@@ -226,7 +245,7 @@ impl DataPlane {
     ) -> ItemResult {
         let pid = at.partition_id;
         let writer = self.writer(pid);
-        let _one_at_a_time = writer.lock().await;
+        let _one_at_a_time = writer.write().await;
         // The epoch may have moved while this write waited for the lock.
         let lead = match self.leadership(at.table_id, pid, Some(lead.epoch), true) {
             Ok(current) => current,
@@ -612,7 +631,7 @@ impl DataPlane {
                 primary: None,
             })?;
         let writer = self.writer(pid);
-        let _one_at_a_time = writer.lock().await;
+        let _one_at_a_time = writer.write().await;
         let lead = self.leadership(table_id, pid, Some(epoch), false)?;
         if !lead.replicas.contains(&replica) {
             return Err(ItemError::Invalid(format!(

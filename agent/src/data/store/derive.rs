@@ -6,7 +6,7 @@
 //! staged ahead of it while writes go on ([`PartitionStore::stage`]) and finished under
 //! it by applying the few records logged since ([`PartitionStore::finish_stage`]).
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use shared::data::{LogPosition, WriteOp, WriteRecord, derived_position, item_key};
 use shared::keyspace::hash_partition_key;
 use shared::model::{KeyRange, PartitionId};
@@ -212,7 +212,7 @@ impl PartitionStore {
         for &source in sources {
             // Counted before the read: a replacement after it shows at the finish.
             let rewrites = self.rewrites_of(source);
-            let read = self.db.begin_read().map_err(redb_err)?;
+            let read = self.db.begin_read()?;
             let meta = load_meta(&open_read(&read, POSITIONS, source)?, source)?;
             staged.sources.push(StagedSource {
                 pid: source,
@@ -268,7 +268,7 @@ impl PartitionStore {
                 put_item(*child, &mut tables[i], meta, &key, &value)?;
             }
         }
-        txn.commit().map_err(redb_err)
+        self.db.commit(txn)
     }
 
     /// Brings a staging closer to its sources before the fence, in one durable
@@ -280,7 +280,7 @@ impl PartitionStore {
         let txn = self.begin_write()?;
         check_staged(&txn, staged)?;
         let (finals, metas) = apply_tail(&txn, staged, |pid| self.rewrites_of(pid))?;
-        txn.commit().map_err(redb_err)?;
+        self.db.commit(txn)?;
         for (source, fin) in staged.sources.iter_mut().zip(finals) {
             source.position = fin;
         }

@@ -908,3 +908,67 @@ fn a_snapshot_travels_in_chunks_and_a_half_installed_copy_is_at_zero() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+/// A tmpfs mounted for one test (needs root, as `.ci/run` has), unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "store-test"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mounting a tmpfs needs root");
+        SmallDisk { dir }
+    }
+
+    /// Writes a file taking every free byte.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.path().join("filler")).unwrap();
+        while f.write(&[0u8; 4096]).is_ok_and(|n| n > 0) {}
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.path().join("filler")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_storage_recovers_when_space_returns() {
+    let disk = SmallDisk::mount(8 << 20);
+    let store = PartitionStore::open(disk.dir.path()).unwrap();
+    store.allocate(&[1]).unwrap();
+    store.append(1, &[put(1, 1, "a", None, "1")]).unwrap();
+    disk.fill();
+    let big = "x".repeat(256 * 1024);
+    let mut lsn = 2;
+    let failed = loop {
+        match store.append(1, &[put(lsn, 1, "b", None, &big)]) {
+            Ok(_) => lsn += 1,
+            Err(e) => break e,
+        }
+        assert!(lsn < 100, "the full disk never failed a write");
+    };
+    assert!(matches!(failed, StoreError::Redb(_)), "{failed}");
+    disk.free();
+    // Space is back: the next write at the same LSN goes through (it once failed with
+    // "previous I/O error" until the agent restarted), and nothing acknowledged is lost.
+    let position = store.append(1, &[put(lsn, 1, "c", None, "3")]).unwrap();
+    assert_eq!(position, pos(lsn, 1));
+    assert_eq!(get(&store, 1, "a", None).as_deref(), Some("1"));
+    assert_eq!(get(&store, 1, "c", None).as_deref(), Some("3"));
+}
