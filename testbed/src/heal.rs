@@ -58,8 +58,14 @@ pub struct Expectation<'a> {
     pub admin: &'a Authorization,
 }
 
-/// Polls until the cluster is healed or `bound` passes.
-pub fn await_healed(expect: &Expectation<'_>, bound: Duration) -> HealReport {
+/// Polls until the cluster is healed or `bound` passes; `between_polls` runs between
+/// two polls (the testbed restarts agents that exited there) and ends the wait early by
+/// answering false.
+pub fn await_healed(
+    expect: &Expectation<'_>,
+    bound: Duration,
+    between_polls: &mut dyn FnMut() -> bool,
+) -> HealReport {
     let start = Instant::now();
     loop {
         let views: Vec<AgentView> = expect
@@ -72,7 +78,7 @@ pub fn await_healed(expect: &Expectation<'_>, bound: Duration) -> HealReport {
             problems.extend(cluster_problems(expect, leader as u16));
         }
         let done = problems.is_empty();
-        if done || start.elapsed() >= bound {
+        if done || start.elapsed() >= bound || !between_polls() {
             return HealReport {
                 healed: done,
                 after_ms: done.then(|| start.elapsed().as_millis() as u64),

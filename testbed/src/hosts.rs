@@ -54,7 +54,8 @@ pub fn http_endpoint(i: u16) -> String {
     format!("http://{}:{HTTP_PORT}", host_addr(i))
 }
 
-/// Unmounts every data tmpfs under `root` (leftovers of a crashed run there).
+/// Unmounts every data tmpfs under `root` (leftovers of a crashed run there); under
+/// `/` that is every one the testbed ever mounted.
 pub fn unmount_leftovers(root: &Path) -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts")?;
     for line in mounts.lines() {
@@ -102,6 +103,8 @@ impl HostFiles {
 pub struct HostsConfig {
     /// The `agent` binary.
     pub binary: PathBuf,
+    /// The agents' `RUST_LOG` (`None`: the agent's default).
+    pub log_filter: Option<String>,
     /// Where the hosts' directories go.
     pub root: PathBuf,
     /// Size of each host's data tmpfs, in MiB.
@@ -115,6 +118,8 @@ struct Host {
     files: HostFiles,
     child: Option<Child>,
     paused: bool,
+    /// How the agent exited on its own, until the director takes it.
+    exited: Option<std::process::ExitStatus>,
 }
 
 /// All hosts of a run. Dropping it kills every agent and unmounts the data tmpfs.
@@ -145,6 +150,7 @@ impl Hosts {
                 files,
                 child: None,
                 paused: false,
+                exited: None,
             });
         }
         Ok(Hosts {
@@ -201,6 +207,9 @@ impl Hosts {
             .arg("--config")
             .arg(&files.config)
             .stdin(Stdio::null());
+        if let Some(filter) = &self.config.log_filter {
+            command.env("RUST_LOG", filter);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -231,13 +240,26 @@ impl Hosts {
         let host = self.host_mut(i);
         match host.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(None)) => true,
-            Some(_) => {
+            Some(Ok(Some(status))) => {
+                host.exited = Some(status);
+                host.child = None;
+                host.paused = false;
+                false
+            }
+            Some(Err(_)) => {
                 host.child = None;
                 host.paused = false;
                 false
             }
             None => false,
         }
+    }
+
+    /// How host `i`'s agent exited on its own since the last call, if it did (a kill by
+    /// the testbed is not an exit on its own).
+    pub fn take_exit(&mut self, i: u16) -> Option<std::process::ExitStatus> {
+        self.is_running(i);
+        self.host_mut(i).exited.take()
     }
 
     /// Whether host `i` is paused (SIGSTOP).

@@ -42,7 +42,8 @@ enum Command {
         /// Namespace prefix of that run.
         #[arg(long, default_value = "tb")]
         prefix: String,
-        /// Its output folder (data mounts under it are unmounted).
+        /// Unmount only the data disks under this output folder (default: every data
+        /// disk any testbed run mounted).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -110,6 +111,10 @@ struct RunArgs {
     /// Explored states per key before the linearizability search gives up.
     #[arg(long, default_value_t = DEFAULT_BUDGET)]
     search_budget: u64,
+    /// The agents' log filter (`RUST_LOG`, e.g. `info,agent=debug`; default: the
+    /// agent's own).
+    #[arg(long)]
+    agent_log: Option<String>,
 }
 
 fn parse_kinds(text: &str) -> anyhow::Result<Vec<FaultKind>> {
@@ -174,6 +179,7 @@ fn run_command(args: RunArgs) -> anyhow::Result<bool> {
         out: out.clone(),
         prefix: args.prefix,
         agent_binary,
+        agent_log: args.agent_log,
         search_budget: args.search_budget,
     };
     catch_interrupts();
@@ -209,9 +215,11 @@ fn main() -> ExitCode {
         } => check_command(&history, search_budget),
         Command::Clean { prefix, out } => {
             testbed::net::remove_leftovers(&prefix).and_then(|removed| {
-                if let Some(out) = out {
-                    testbed::hosts::unmount_leftovers(&std::path::absolute(out)?)?;
-                }
+                let root = match out {
+                    Some(out) => std::path::absolute(out)?,
+                    None => PathBuf::from("/"),
+                };
+                testbed::hosts::unmount_leftovers(&root)?;
                 println!("removed {removed:?}");
                 Ok(true)
             })

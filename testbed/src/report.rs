@@ -115,6 +115,7 @@ fn markdown(r: &RunResult, ops: &[Completed]) -> String {
     unavailability(&mut s, r, ops);
     fault_log(&mut s, r);
     control(&mut s, r);
+    exits(&mut s, r);
     usage(&mut s, r);
     let _ = writeln!(s, "![latency, throughput and memory over time](report.svg)");
     s
@@ -349,6 +350,32 @@ fn control(s: &mut String, r: &RunResult) {
     }
     for (action, c) in counts {
         let _ = writeln!(s, "| {action} | {} | {} | {} |", c[0], c[1], c[2]);
+    }
+    s.push('\n');
+}
+
+fn exits(s: &mut String, r: &RunResult) {
+    let _ = writeln!(
+        s,
+        "## Agents that exited on their own\n\nEach was restarted {} s later, as its service manager would. An exit is by design where the agent cannot go on (its metadata store failed); a panic is a bug and fails the run.\n",
+        crate::run::RESTART_DELAY.as_secs()
+    );
+    if r.exits.is_empty() && r.panics.is_empty() {
+        let _ = writeln!(s, "None.\n");
+        return;
+    }
+    let _ = writeln!(s, "| at s | host | status |\n|---|---|---|");
+    for e in &r.exits {
+        let _ = writeln!(
+            s,
+            "| {:.1} | {} | {} |",
+            e.time_ns as f64 / 1e9,
+            e.host,
+            e.status
+        );
+    }
+    for (host, line) in &r.panics {
+        let _ = writeln!(s, "\nPanic on host {host}: `{line}`");
     }
     s.push('\n');
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use agent::auth::admin::{ADMIN_CREDENTIALS_FILE, PrincipalCredentials};
 use agent::client::{ApiClient, Authorization, ClientError};
-use agent::data_client::DataClient;
+use agent::data_client::{DataClient, RetryPolicy};
 use anyhow::{Context, bail};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -48,6 +48,11 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 const FINAL_READ_ATTEMPTS: usize = 5;
 /// How long stopping agents may take before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// An agent that exits on its own is restarted after this long (systemd's
+/// `RestartSec`, as `deploy/agent.service` would).
+pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+/// The final reads, all together, give up after this long (what is left is unverified).
+const FINAL_READS_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Set by SIGINT/SIGTERM: the run stops early, tears everything down, and fails.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -108,6 +113,8 @@ pub struct RunConfig {
     pub prefix: String,
     /// The `agent` binary.
     pub agent_binary: PathBuf,
+    /// The agents' `RUST_LOG` (`None`: the agent's default).
+    pub agent_log: Option<String>,
     /// The linearizability search budget per key.
     pub search_budget: u64,
 }
@@ -125,6 +132,17 @@ pub struct UsageSample {
     pub rss_bytes: u64,
     /// Open file descriptors.
     pub open_files: u64,
+}
+
+/// An agent that exited on its own (the testbed restarts it, as systemd would).
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentExit {
+    /// Nanoseconds since the run began, when the exit was seen.
+    pub time_ns: u64,
+    /// Host.
+    pub host: u16,
+    /// Exit code or signal.
+    pub status: String,
 }
 
 /// What a run found.
@@ -150,6 +168,10 @@ pub struct RunResult {
     pub storage: StorageReport,
     /// Resource samples.
     pub usage: Vec<UsageSample>,
+    /// Agents that exited on their own, each restarted after [`RESTART_DELAY`].
+    pub exits: Vec<AgentExit>,
+    /// Panics found in the agents' logs: (host, the panic's line).
+    pub panics: Vec<(u16, String)>,
     /// Nanoseconds since the start when the last fault ended.
     pub faults_end_ns: u64,
     /// Every check that failed (empty: the run passed).
@@ -174,6 +196,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<(RunResult, Vec<Event>)> {
         &network,
         HostsConfig {
             binary: config.agent_binary.clone(),
+            log_filter: config.agent_log.clone(),
             root: config.out.join("hosts"),
             disk_mib: config.disk_mib,
             initial: config.hosts,
@@ -243,6 +266,8 @@ fn drive(
         recorder: &recorder,
         usage: Vec::new(),
         last_sample: None,
+        exits: Vec::new(),
+        restarts: Vec::new(),
     };
     let register_config = RegisterConfig {
         table: TABLE.to_string(),
@@ -298,11 +323,16 @@ fn drive(
             admin: &admin_auth,
         },
         config.heal_timeout,
+        &mut || director.supervise().is_ok() && !interrupted(),
     );
     final_reads(&recorder, &cluster, &admin_auth);
     let routing = final_routing(&members, &admin_auth);
     let usage = std::mem::take(&mut director.usage);
+    let exits = std::mem::take(&mut director.exits);
     director.hosts.stop_all(STOP_GRACE);
+    let panics = (1..=director.hosts.len())
+        .flat_map(|i| panics_in(i, &director.hosts.files(i).log))
+        .collect();
     if interrupted() {
         bail!("interrupted");
     }
@@ -333,11 +363,23 @@ fn drive(
         lost: check::lost_writes(&events),
         storage,
         usage,
+        exits,
+        panics,
         faults_end_ns,
         failures: Vec::new(),
     };
     result.failures = failures(&result);
     Ok((result, events))
+}
+
+/// The panics an agent's log records (each a bug, whatever the agent did next).
+fn panics_in(host: u16, log: &Path) -> Vec<(u16, String)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("panicked at"))
+        .map(|l| (host, l.chars().take(300).collect()))
+        .collect()
 }
 
 /// The host drained mid-run: the last of the initial ones (not a seed).
@@ -474,7 +516,12 @@ fn final_reads(recorder: &Recorder, cluster: &Cluster, admin: &Authorization) {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let endpoints = members.iter().map(|m| http_endpoint(*m)).collect();
-    let data = DataClient::new(endpoints).with_authorization(admin.clone());
+    let data = DataClient::new(endpoints)
+        .with_authorization(admin.clone())
+        .with_retry(RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        });
     let mut keys: Vec<String> = Vec::new();
     for e in recorder.events() {
         if e.key.starts_with(UNIQUE_PREFIX) || e.key.starts_with(REGISTER_PREFIX) {
@@ -485,7 +532,12 @@ fn final_reads(recorder: &Recorder, cluster: &Cluster, admin: &Authorization) {
     keys.dedup();
     // One process per read: a failed one never overlaps the next.
     let mut process = u64::MAX / 2;
+    let deadline = Instant::now() + FINAL_READS_DEADLINE;
     for key in keys {
+        if Instant::now() >= deadline || interrupted() {
+            // The rest stays unread: the lost-write check counts them as unverified.
+            break;
+        }
         for _ in 0..FINAL_READ_ATTEMPTS {
             process += 1;
             if final_read(&data, TABLE, process, &key, recorder) == crate::history::EventType::Ok {
@@ -580,6 +632,9 @@ fn failures(r: &RunResult) -> Vec<String> {
     if !r.storage.unreadable.is_empty() {
         out.push(format!("unreadable storage: {:?}", r.storage.unreadable));
     }
+    if !r.panics.is_empty() {
+        out.push(format!("{} panics in the agents' logs", r.panics.len()));
+    }
     let served: Vec<_> = r.control.revocations.iter().filter(|p| p.served).collect();
     if !served.is_empty() {
         out.push(format!(
@@ -599,6 +654,9 @@ struct Director<'a> {
     recorder: &'a Recorder,
     usage: Vec<UsageSample>,
     last_sample: Option<Instant>,
+    exits: Vec<AgentExit>,
+    /// Agents that exited on their own, restarted at these times.
+    restarts: Vec<(Instant, u16)>,
 }
 
 impl Director<'_> {
@@ -622,8 +680,37 @@ impl Director<'_> {
         Ok(())
     }
 
+    /// Restarts, after [`RESTART_DELAY`], agents that exited on their own.
+    fn supervise(&mut self) -> anyhow::Result<()> {
+        for host in self.members() {
+            if let Some(status) = self.hosts.take_exit(host) {
+                let status = status.to_string();
+                eprintln!("testbed: agent {host} exited on its own ({status}); restarting it");
+                self.exits.push(AgentExit {
+                    time_ns: self.recorder.now_ns(),
+                    host,
+                    status,
+                });
+                self.restarts.push((Instant::now() + RESTART_DELAY, host));
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<u16> = self
+            .restarts
+            .iter()
+            .filter(|r| r.0 <= now)
+            .map(|r| r.1)
+            .collect();
+        self.restarts.retain(|r| r.0 > now);
+        for host in due {
+            self.hosts.start(host)?;
+        }
+        Ok(())
+    }
+
     /// Samples usage; starts the joining host when its time comes.
     fn periodic(&mut self) -> anyhow::Result<()> {
+        self.supervise()?;
         if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             self.last_sample = Some(Instant::now());
             let now = self.recorder.now_ns();

@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::meta::rpc::{ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse};
 use crate::node::Clock;
-use crate::node::meta_client::{LeaderRoute, MetaClient};
+use crate::node::liveness::MetaFreshness;
+use crate::node::meta_client::{LeaderRoute, MetaClient, read_index_on_leader};
 use crate::transport::RpcClient;
 
 /// Redirects followed within one join attempt (seed → leader → new leader ...).
@@ -31,6 +32,8 @@ pub struct Registration {
     pub clock: Clock,
     /// Gossip view (tells when gossip declared this agent down).
     pub membership: Membership,
+    /// When this agent last heard from a leader.
+    pub freshness: Arc<MetaFreshness>,
 }
 
 /// Registers this agent with the cluster, retrying until it succeeds; then rejoins with
@@ -116,13 +119,18 @@ async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Dura
 }
 
 /// Returns once this incarnation is known to be failed: the local metadata says so, or
-/// gossip declared this agent down and the leader confirms the failure (or no longer
-/// counts this agent as a member: the local metadata stops advancing then, so it would
-/// never learn it). A gossip "down" alone is no failure: foca also renews the identity of
-/// members that refuted a suspicion, and re-registering for those would be noise.
+/// the leader confirms the failure (or no longer counts this agent as a member: the local
+/// metadata stops advancing then, so it would never learn it). The leader is asked when
+/// gossip declared this agent down, and whenever no leader was heard from for
+/// [`SILENT_LEADER_ASKS_AFTER`]: a node removed from the membership while cut off hears
+/// no leader again, and a gossip "down" can come and go while this agent cannot tell (it
+/// once stayed out of its cluster for good). A gossip "down" alone is no failure: foca
+/// also renews the identity of members that refuted a suspicion, and re-registering for
+/// those would be noise.
 async fn wait_until_declared_failed(reg: &Registration, incarnation: u64, poll: Duration) {
     let declared_down = reg.membership.declared_down();
     let me = reg.config.node_id;
+    let mut last_asked = tokio::time::Instant::now();
     loop {
         let gossip_down = tokio::select! {
             _ = declared_down.notified() => true,
@@ -132,14 +140,24 @@ async fn wait_until_declared_failed(reg: &Registration, incarnation: u64, poll: 
             s.node(me)
                 .is_some_and(|n| n.status == NodeStatus::Failed && n.incarnation == incarnation)
         });
-        if failed_locally
-            || decommissioned(reg)
-            || (gossip_down && leader_says_failed(reg, incarnation, poll).await)
-        {
+        let silent = !reg.freshness.within(SILENT_LEADER_ASKS_AFTER)
+            && last_asked.elapsed() >= SILENT_LEADER_ASKS_AFTER;
+        if failed_locally || decommissioned(reg) {
             return;
+        }
+        if gossip_down || silent {
+            last_asked = tokio::time::Instant::now();
+            if leader_says_failed(reg, incarnation, poll).await {
+                return;
+            }
         }
     }
 }
+
+/// No word from a leader for this long makes an agent ask the leader whether it still
+/// counts as a member (above the failure window, so a live member is not asking all the
+/// time during an election).
+const SILENT_LEADER_ASKS_AFTER: Duration = Duration::from_secs(5);
 
 /// Whether the local metadata says an operator removed this agent.
 fn decommissioned(reg: &Registration) -> bool {
@@ -159,11 +177,16 @@ async fn leader_says_failed(reg: &Registration, incarnation: u64, retry: Duratio
     let me = reg.config.node_id;
     for _ in 0..RECORD_ATTEMPTS {
         let record = match reg.meta.leader() {
-            LeaderRoute::Local => Some(reg.meta.state().read(|s| NodeRecord {
-                status: s.node(me).map(|n| n.status),
-                incarnation: s.node(me).map_or(0, |n| n.incarnation),
-                in_membership: true,
-            })),
+            // Only a leader a quorum still follows answers for the cluster: a deposed one
+            // (cut off, not told yet) would answer from its stale replica.
+            LeaderRoute::Local => match read_index_on_leader(reg.meta.raft()).await {
+                Ok(_) => Some(reg.meta.state().read(|s| NodeRecord {
+                    status: s.node(me).map(|n| n.status),
+                    incarnation: s.node(me).map_or(0, |n| n.incarnation),
+                    in_membership: true,
+                })),
+                Err(_) => None,
+            },
             _ => {
                 let targets = targets(&reg.meta, &reg.config.seeds, me);
                 match ask_leader(reg.peers.as_ref(), targets, &PeerRequest::NodeRecord(me)).await {

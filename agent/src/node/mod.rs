@@ -158,7 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         raft.clone(),
         state.clone(),
         data.clone(),
-        freshness,
+        freshness.clone(),
         issuer.clone(),
         clock.clone(),
         leader_wait,
@@ -196,6 +196,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             config: config.clone(),
             clock: clock.clone(),
             membership: membership.clone(),
+            freshness: freshness.clone(),
         },
         incarnation,
     ));
