@@ -71,6 +71,10 @@ type DurableLsn<'a> = &'a dyn Fn(PartitionId, NodeId) -> u64;
 /// warning). When the set plus the draining node would exceed
 /// `MAX_REPLICATION_FACTOR`, the draining node leaves in one step like a FAILED one.
 ///
+/// A partition with no HEALTHY or DRAINING member is left as it is while one of its
+/// members is FAILED but not removed: that node may come back with its copy. Only when
+/// every member was removed by an operator does it start empty on new nodes.
+///
 /// A lost primary is replaced by a ready survivor if there is one, then the one with the
 /// highest durable LSN (then a HEALTHY rather than a DRAINING one, then fewest primaries
 /// counting this pass, then lowest id); missing replicas go to nodes that accept new
@@ -92,8 +96,8 @@ pub fn plan_node_recovery(
 /// HEALTHY or DRAINING nodes, so a partition short of replicas is repaired as soon as a
 /// node joins. Later plans skip partitions an earlier plan of the pass already changes
 /// (each command is planned against the current epochs), and every plan books the load
-/// of the ones before it. Plans without a command are left out, unless they report a
-/// blocked drain (so the operator hears of it).
+/// of the ones before it. Plans without a command are left out, unless they warn (a
+/// blocked drain, a partition with no live copy: the operator hears of it).
 pub fn plan_repairs(
     state: &MetaState,
     cfg: &RecoveryConfig,
@@ -108,7 +112,7 @@ pub fn plan_repairs(
         .collect();
     let mut plans: Vec<RecoveryPlan> = leaving.into_iter().map(|n| batch.plan_node(n)).collect();
     plans.push(batch.plan_under_replicated());
-    plans.retain(|p| p.command.is_some() || !p.drain_blocked.is_empty());
+    plans.retain(|p| p.command.is_some() || !p.warnings.is_empty());
     plans
 }
 
@@ -305,6 +309,15 @@ impl<'a> Batch<'a> {
         plan: &mut RecoveryPlan,
     ) -> Option<PartitionChange> {
         let survivors = self.survivors(p, leaving);
+        if survivors.is_empty() && self.may_return(p) {
+            // FAILED is no proof the data is gone (a pause or a network partition fails
+            // a node too): wait for a holder to come back rather than start the
+            // partition empty. It once lost every write of a partition whose three
+            // holders were cut off at once (issue 14's testbed).
+            plan.under_replicated.push(p.partition_id);
+            plan.warnings.push(self.no_live_copy_warning(p));
+            return None;
+        }
         let mut set = survivors.clone();
         self.fill(&mut set, target);
         if set.len() < target {
@@ -440,6 +453,26 @@ impl<'a> Batch<'a> {
         };
         plan.promoted.push((p.partition_id, primary));
         primary
+    }
+
+    /// Whether a member of `p` is FAILED but not removed by an operator: it may come
+    /// back with its copy.
+    fn may_return(&self, p: &Partition) -> bool {
+        p.all_nodes().any(|n| {
+            self.state
+                .node(n)
+                .is_some_and(|n| n.status == NodeStatus::Failed && !n.remove_when_drained)
+        })
+    }
+
+    fn no_live_copy_warning(&self, p: &Partition) -> String {
+        let holders: Vec<NodeId> = p.all_nodes().collect();
+        format!(
+            "partition {} has no live copy (its holders {holders:?} are FAILED): left as it \
+             is, unavailable until one of them comes back; if they are gone for good, \
+             remove them and it starts empty",
+            p.partition_id
+        )
     }
 
     fn no_survivor_warning(&self, p: &Partition, new_primary: NodeId) -> String {

@@ -298,10 +298,48 @@ fn a_draining_survivor_stays_when_another_node_fails() {
 }
 
 #[test]
-fn one_replica_lost_with_its_node_is_recreated_empty_with_a_warning() {
+fn a_partition_whose_every_holder_failed_waits_for_one_to_come_back() {
+    let mut s = cluster(&["a", "b", "c", "a"]);
+    let ids = table_on(&mut s, "orders", &[&[1, 2, 3]]);
+    for n in [1, 2, 3] {
+        fail(&mut s, n);
+    }
+    // Cut off or paused, not necessarily gone: nothing starts empty on node 4.
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    assert!(plans.iter().all(|p| p.command.is_none()), "{plans:?}");
+    assert!(plans.iter().any(|p| p.under_replicated == ids));
+    assert!(plans[0].warnings[0].contains("no live copy"), "{plans:?}");
+    // Node 2 comes back (a new incarnation): it is promoted, and the set is refilled.
+    let rejoin = MetaCommand::RegisterNode {
+        node_id: 2,
+        endpoint: "http://b".into(),
+        peer_addr: "b:1".into(),
+        zone: "b".into(),
+        incarnation: s.node(2).unwrap().incarnation + 1,
+        now_ms: NOW,
+    };
+    s.apply(&rejoin).unwrap();
+    let plans = plan_repairs(&s, &rf(3), &no_lsn, &BTreeSet::new());
+    apply(&mut s, &plans[0]);
+    let (primary, replicas) = members(&s, ids[0]);
+    assert_eq!(primary, 2);
+    assert!(replicas.contains(&4), "{replicas:?}");
+}
+
+#[test]
+fn a_partition_whose_every_holder_was_removed_starts_empty_with_a_warning() {
     let mut s = cluster(&["a", "b"]);
     let ids = table_on(&mut s, "orders", &[&[1], &[2]]);
     fail(&mut s, 1);
+    let plan = plan_node_recovery(&s, 1, &rf(1), &no_lsn, &BTreeSet::new());
+    assert_eq!(plan.command, None, "node 1 may come back");
+    // The operator removes it: its copy is gone for good.
+    let remove = MetaCommand::DrainNode {
+        node_id: 1,
+        remove: true,
+        now_ms: NOW,
+    };
+    s.apply(&remove).unwrap();
     let plan = plan_node_recovery(&s, 1, &rf(1), &no_lsn, &BTreeSet::new());
     assert_eq!(plan.promoted, vec![(ids[0], 2)]);
     assert_eq!(plan.warnings.len(), 1);
