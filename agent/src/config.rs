@@ -107,6 +107,18 @@ pub struct ListenConfig {
     pub advertise_http: Option<String>,
 }
 
+impl ListenConfig {
+    /// Listening on `peer` and `http`, advertising the same addresses.
+    pub fn on(peer: SocketAddr, http: SocketAddr) -> ListenConfig {
+        ListenConfig {
+            peer,
+            http,
+            advertise_peer: None,
+            advertise_http: None,
+        }
+    }
+}
+
 /// Paths of the PEM files for mutual TLS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -454,6 +466,36 @@ impl Default for HttpConfig {
 }
 
 impl Config {
+    /// Agent `node_id` of cluster `cluster_name` with every tunable section at its
+    /// default: no zone, no seeds, not the bootstrap agent.
+    pub fn with_defaults(
+        node_id: u64,
+        cluster_name: &str,
+        data_dir: PathBuf,
+        listen: ListenConfig,
+        tls: TlsConfig,
+    ) -> Config {
+        Config {
+            node_id,
+            zone: String::new(),
+            data_dir,
+            cluster_name: cluster_name.to_string(),
+            bootstrap: false,
+            seeds: Vec::new(),
+            listen,
+            tls,
+            raft: Default::default(),
+            placement: Default::default(),
+            voters: Default::default(),
+            gossip: Default::default(),
+            controllers: Default::default(),
+            http: Default::default(),
+            data: Default::default(),
+            auth: Default::default(),
+            scaler: Default::default(),
+        }
+    }
+
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::client::ApiClient;
-use crate::config::{Config, ListenConfig, TlsConfig};
+use crate::config::{Config, ListenConfig};
 use crate::transport::tls::{self, CertPair, NodeTls, TlsFiles};
 
 /// Zones assigned round-robin to local agents, so placement spreads across zones.
@@ -103,38 +103,14 @@ fn write_node_files(dir: &Path, i: u16, ca: &CertPair, ports: PortPlan) -> anyho
         ca_cert_pem: ca.cert_pem.clone(),
         node,
     })?;
-    let config = Config {
-        node_id: u64::from(i),
-        zone: DEV_ZONES[usize::from(i - 1) % DEV_ZONES.len()].to_string(),
-        data_dir: node_dir.join("data"),
-        cluster_name: "dev".to_string(),
-        bootstrap: i == 1,
-        seeds: if i == 1 {
-            vec![]
-        } else {
-            vec![ports.peer(1).to_string()]
-        },
-        listen: ListenConfig {
-            peer: ports.peer(i),
-            http: ports.http(i),
-            advertise_peer: None,
-            advertise_http: None,
-        },
-        tls: TlsConfig {
-            ca_cert: files.ca_cert,
-            cert: files.cert,
-            key: files.key,
-        },
-        raft: Default::default(),
-        placement: Default::default(),
-        voters: Default::default(),
-        gossip: Default::default(),
-        controllers: Default::default(),
-        http: Default::default(),
-        data: Default::default(),
-        auth: Default::default(),
-        scaler: Default::default(),
-    };
+    let listen = ListenConfig::on(ports.peer(i), ports.http(i));
+    let data_dir = node_dir.join("data");
+    let mut config = Config::with_defaults(u64::from(i), "dev", data_dir, listen, files.into());
+    config.zone = DEV_ZONES[usize::from(i - 1) % DEV_ZONES.len()].to_string();
+    config.bootstrap = i == 1;
+    if i != 1 {
+        config.seeds = vec![ports.peer(1).to_string()];
+    }
     config.validate()?;
     std::fs::write(&config_path, toml::to_string_pretty(&config)?)?;
     Ok(config_path)

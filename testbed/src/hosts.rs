@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use agent::config::{Config, ListenConfig, TlsConfig};
+use agent::config::{Config, ListenConfig};
 use agent::transport::tls::{self, CertPair, NodeTls, TlsFiles};
 use anyhow::Context;
 
@@ -428,34 +428,21 @@ fn write_host_files(files: &HostFiles, i: u16, ca: &CertPair, hosts: u16) -> any
         .filter(|s| *s != i)
         .map(|s| format!("{}:{PEER_PORT}", host_addr(s)))
         .collect();
-    let config = Config {
-        node_id: u64::from(i),
-        zone: zone_of(i).to_string(),
-        data_dir: files.data_dir.clone(),
-        cluster_name: CLUSTER_NAME.to_string(),
-        bootstrap: i == 1,
-        seeds,
-        listen: ListenConfig {
-            peer: (host_addr(i), PEER_PORT).into(),
-            http: (host_addr(i), HTTP_PORT).into(),
-            advertise_peer: None,
-            advertise_http: None,
-        },
-        tls: TlsConfig {
-            ca_cert: tls_files.ca_cert,
-            cert: tls_files.cert,
-            key: tls_files.key,
-        },
-        raft: Default::default(),
-        placement: Default::default(),
-        voters: Default::default(),
-        gossip: Default::default(),
-        controllers: Default::default(),
-        http: Default::default(),
-        data: Default::default(),
-        auth: Default::default(),
-        scaler: Default::default(),
-    };
+    let listen = ListenConfig::on(
+        (host_addr(i), PEER_PORT).into(),
+        (host_addr(i), HTTP_PORT).into(),
+    );
+    let data_dir = files.data_dir.clone();
+    let mut config = Config::with_defaults(
+        u64::from(i),
+        CLUSTER_NAME,
+        data_dir,
+        listen,
+        tls_files.into(),
+    );
+    config.zone = zone_of(i).to_string();
+    config.bootstrap = i == 1;
+    config.seeds = seeds;
     config.validate()?;
     std::fs::write(&files.config, toml::to_string_pretty(&config)?)?;
     Ok(())

@@ -37,6 +37,12 @@ enum Command {
         #[arg(long, default_value_t = DEFAULT_BUDGET)]
         search_budget: u64,
     },
+    /// Lists every partition copy in agents' data directories (e.g. the `data-kept`
+    /// copies a failed run leaves): host, log position and key count, per partition.
+    Storage {
+        /// Data directories, one per host, in host order (`h1/data-kept h2/data-kept ...`).
+        dirs: Vec<PathBuf>,
+    },
     /// Removes namespaces and mounts an earlier run left behind (after a kill -9).
     Clean {
         /// Namespace prefix of that run.
@@ -205,6 +211,34 @@ fn check_command(path: &std::path::Path, budget: u64) -> anyhow::Result<bool> {
         && lost.lost.is_empty())
 }
 
+fn storage_command(dirs: &[PathBuf]) -> anyhow::Result<bool> {
+    let hosts: Vec<(u16, &std::path::Path)> =
+        (1u16..).zip(dirs.iter().map(PathBuf::as_path)).collect();
+    let (copies, unreadable) = testbed::check::storage::inventory(&hosts);
+    for (pid, copies) in copies {
+        let listed: Vec<String> = copies
+            .iter()
+            .map(|c| {
+                let (lsn, epoch) = c.position;
+                let range = match (c.hashes.first(), c.hashes.last()) {
+                    (Some(low), Some(high)) => format!(" in {low:#018x}..={high:#018x}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "h{}: {} keys{range} at {lsn}@{epoch}",
+                    c.host,
+                    c.hashes.len()
+                )
+            })
+            .collect();
+        println!("partition {pid}: {}", listed.join(", "));
+    }
+    for (host, why) in &unreadable {
+        println!("h{host}: unreadable: {why}");
+    }
+    Ok(unreadable.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
@@ -213,6 +247,7 @@ fn main() -> ExitCode {
             history,
             search_budget,
         } => check_command(&history, search_budget),
+        Command::Storage { dirs } => storage_command(&dirs),
         Command::Clean { prefix, out } => {
             testbed::net::remove_leftovers(&prefix).and_then(|removed| {
                 let root = match out {

@@ -60,7 +60,7 @@ pub enum FaultKind {
     Zone,
     /// Step one agent's wall clock by seconds to a minute.
     ClockSkew,
-    /// Run one agent's clocks fast or slow.
+    /// Run one agent's wall clock fast or slow.
     ClockRate,
     /// Fill one agent's data disk.
     DiskFull,
@@ -384,7 +384,7 @@ impl Nemesis {
                 let h = self.one(members);
                 let rate = *[0.5, 0.8, 1.25, 2.0].choose(&mut self.rng).expect("rates");
                 hosts.set_clock(h, &format!("+0 x{rate}"))?;
-                record.detail = format!("clocks at x{rate}");
+                record.detail = format!("wall clock at x{rate}");
                 record.targets = vec![h];
                 Undo::ClockRight(h)
             }

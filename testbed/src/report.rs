@@ -7,14 +7,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use plotters::prelude::*;
+mod picture;
 
 use crate::history::{Event, EventType, Function};
 use crate::nemesis::FaultKind;
 use crate::run::RunResult;
 
-/// Picture size in pixels.
-const SIZE: (u32, u32) = (1200, 900);
 /// After a fault ends, how long its window still counts for its unavailability (the
 /// recovery it caused).
 const AFTERMATH_NS: u64 = 5_000_000_000;
@@ -84,7 +82,7 @@ pub fn longest_stall(ok_times: &[u64], from: u64, to: u64) -> u64 {
 pub fn write(out: &Path, result: &RunResult, events: &[Event]) -> anyhow::Result<()> {
     let ops = completed(events);
     std::fs::write(out.join("report.md"), markdown(result, &ops))?;
-    picture(&out.join("report.svg"), result, &ops)
+    picture::write(&out.join("report.svg"), result, &ops)
 }
 
 fn markdown(r: &RunResult, ops: &[Completed]) -> String {
@@ -190,6 +188,12 @@ fn checks(s: &mut String, r: &RunResult) {
         r.storage.misrouted.len(),
         r.storage.partitions,
         r.storage.keys
+    );
+    let missing: usize = r.storage.divergent.iter().map(|d| d.2).sum();
+    let _ = writeln!(
+        s,
+        "| Copies that lack keys another copy of their partition holds | {} copies, {missing} keys |",
+        r.storage.divergent.len()
     );
     let _ = writeln!(
         s,
@@ -436,219 +440,6 @@ fn usage(s: &mut String, r: &RunResult) {
         );
     }
     s.push('\n');
-}
-
-fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("drawing the report: {e}")
-}
-
-/// Latency (log scale) and throughput over time with the faults shaded, and memory.
-fn picture(path: &Path, r: &RunResult, ops: &[Completed]) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_error)?;
-    let panels = root.split_evenly((3, 1));
-    let end_s = ops
-        .iter()
-        .map(|o| o.complete_ns)
-        .max()
-        .unwrap_or(0)
-        .max(r.faults_end_ns) as f64
-        / 1e9;
-    let end_s = end_s.max(1.0);
-    latency_panel(&panels[0], r, ops, end_s)?;
-    throughput_panel(&panels[1], r, ops, end_s)?;
-    memory_panel(&panels[2], r, end_s)?;
-    root.present().map_err(plot_error)?;
-    Ok(())
-}
-
-type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
-
-fn shade_faults<DB: DrawingBackend>(
-    chart: &mut ChartContext<
-        '_,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    r: &RunResult,
-    low: f64,
-    high: f64,
-) -> anyhow::Result<()> {
-    let shade = RGBColor(255, 200, 120).mix(0.35).filled();
-    chart
-        .draw_series(r.faults.iter().map(|f| {
-            Rectangle::new(
-                [
-                    (f.start_ns as f64 / 1e9, low),
-                    (f.end_ns as f64 / 1e9, high),
-                ],
-                shade,
-            )
-        }))
-        .map_err(plot_error)?;
-    chart
-        .draw_series(r.faults.iter().map(|f| {
-            Text::new(
-                f.kind.name(),
-                // Below the caption, at the window's left edge.
-                (f.start_ns as f64 / 1e9, low + (high - low) * 0.93),
-                ("sans-serif", 10).into_font(),
-            )
-        }))
-        .map_err(plot_error)?;
-    Ok(())
-}
-
-fn latency_panel(
-    area: &Area<'_>,
-    r: &RunResult,
-    ops: &[Completed],
-    end_s: f64,
-) -> anyhow::Result<()> {
-    let max_ms = ops.iter().map(Completed::latency_ms).fold(10.0, f64::max) * 1.2;
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "testbed seed {}: latency of successful operations (faults shaded)",
-                r.config.seed
-            ),
-            ("sans-serif", 16),
-        )
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..end_s, (0.1..max_ms).log_scale())
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("s")
-        .y_desc("ms (log)")
-        .draw()
-        .map_err(plot_error)?;
-    let mut shaded = ChartBuilder::on(area)
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..end_s, 0.0..1.0)
-        .map_err(plot_error)?;
-    shade_faults(&mut shaded, r, 0.0, 1.0)?;
-    for (f, color) in [(Function::Read, BLUE), (Function::Write, RED)] {
-        chart
-            .draw_series(
-                ops.iter()
-                    .filter(|o| o.f == f && o.kind == EventType::Ok)
-                    .map(|o| {
-                        Circle::new(
-                            (o.complete_ns as f64 / 1e9, o.latency_ms().max(0.1)),
-                            1,
-                            color.mix(0.5).filled(),
-                        )
-                    }),
-            )
-            .map_err(plot_error)?
-            .label(format!("{f:?}"))
-            .legend(move |(x, y)| Circle::new((x, y), 3, color.filled()));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(plot_error)?;
-    Ok(())
-}
-
-fn throughput_panel(
-    area: &Area<'_>,
-    r: &RunResult,
-    ops: &[Completed],
-    end_s: f64,
-) -> anyhow::Result<()> {
-    let seconds = end_s.ceil() as usize + 1;
-    let mut per_sec = vec![[0usize; 2]; seconds];
-    for o in ops {
-        let i = (o.complete_ns / 1_000_000_000) as usize;
-        if let Some(slot) = per_sec.get_mut(i) {
-            slot[usize::from(o.kind != EventType::Ok)] += 1;
-        }
-    }
-    let top = per_sec
-        .iter()
-        .map(|s| s[0].max(s[1]))
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64
-        * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption("operations per second", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..end_s, 0.0..top)
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("s")
-        .y_desc("ops/s")
-        .draw()
-        .map_err(plot_error)?;
-    shade_faults(&mut chart, r, 0.0, top)?;
-    for (i, label, color) in [(0, "ok", GREEN), (1, "fail or info", RED)] {
-        chart
-            .draw_series(LineSeries::new(
-                per_sec
-                    .iter()
-                    .enumerate()
-                    .map(|(t, c)| (t as f64, c[i] as f64)),
-                color.stroke_width(1),
-            ))
-            .map_err(plot_error)?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(plot_error)?;
-    Ok(())
-}
-
-fn memory_panel(area: &Area<'_>, r: &RunResult, end_s: f64) -> anyhow::Result<()> {
-    let mut by_host: BTreeMap<u16, Vec<(f64, f64)>> = BTreeMap::new();
-    for u in &r.usage {
-        by_host.entry(u.host).or_default().push((
-            u.time_ns as f64 / 1e9,
-            u.rss_bytes as f64 / (1u64 << 20) as f64,
-        ));
-    }
-    let top = by_host.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption("agents' resident memory", ("sans-serif", 16))
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(55)
-        .build_cartesian_2d(0.0..end_s, 0.0..top)
-        .map_err(plot_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("s")
-        .y_desc("MiB")
-        .draw()
-        .map_err(plot_error)?;
-    for (i, (host, points)) in by_host.into_iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(1)))
-            .map_err(plot_error)?
-            .label(format!("host {host}"))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .draw()
-        .map_err(plot_error)?;
-    Ok(())
 }
 
 #[cfg(test)]

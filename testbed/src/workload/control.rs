@@ -186,12 +186,7 @@ impl<'a> ControlDriver<'a> {
 
     /// An admin client of a random member.
     fn client(&mut self) -> (u16, ApiClient) {
-        let members = self
-            .cluster
-            .members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let members = self.cluster.members();
         let node = *members.choose(&mut self.rng).expect("members");
         let client = ApiClient::new(&(self.cluster.endpoint)(node)).with_authorization(&self.admin);
         (node, client)
@@ -323,12 +318,7 @@ impl<'a> ControlDriver<'a> {
             Ok(p) => p,
             Err(e) => return ("-".into(), outcome::<()>(Err(e))),
         };
-        let members = self
-            .cluster
-            .members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let members = self.cluster.members();
         let Some(p) = parts.choose(&mut self.rng).cloned() else {
             return ("-".into(), "refused: no partition".into());
         };
@@ -420,12 +410,7 @@ impl<'a> ControlDriver<'a> {
             Ok(c) => c.commit_index,
             Err(e) => return (issued.jti, format!("revoked; {}", outcome::<()>(Err(e)))),
         };
-        let members = self
-            .cluster
-            .members
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let members = self.cluster.members();
         let mut probed = 0;
         for node in members {
             if let Some(probe) = self.probe_revoked(node, committed, &issued.jti, &issued.token) {

@@ -14,6 +14,8 @@ use crate::history::{Event, EventType, Function};
 pub struct Recorder {
     start: Instant,
     events: Mutex<Vec<Event>>,
+    /// Write-once keys whose write was acknowledged (read back now and then).
+    unique: Mutex<Vec<String>>,
     next_value: AtomicU64,
     stop: AtomicBool,
 }
@@ -24,6 +26,7 @@ impl Recorder {
         Recorder {
             start: Instant::now(),
             events: Mutex::default(),
+            unique: Mutex::default(),
             next_value: AtomicU64::new(1),
             stop: AtomicBool::new(false),
         }
@@ -52,6 +55,20 @@ impl Recorder {
         let time = event.time_ns;
         events.push(event);
         time
+    }
+
+    /// Notes that the write of write-once `key` was acknowledged.
+    pub fn note_unique(&self, key: String) {
+        self.unique
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+    }
+
+    /// A random acknowledged write-once key, if any.
+    pub fn acknowledged_unique(&self, rng: &mut impl rand::Rng) -> Option<String> {
+        let keys = self.unique.lock().unwrap_or_else(|e| e.into_inner());
+        (!keys.is_empty()).then(|| keys[rand::RngExt::random_range(rng, 0..keys.len())].clone())
     }
 
     /// Asks every worker to finish its current operation and stop.

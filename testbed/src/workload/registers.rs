@@ -16,6 +16,7 @@ use agent::client::{ApiClient, Authorization, ClientError, Method};
 use agent::data_client::{DataClient, DataClientError, encode_component};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use shared::api::auth::IssueCredentialRequest;
 use shared::api::{ITEM_NOT_FOUND_CODE, ItemResponse};
 
 use super::{Op, Recorder};
@@ -27,6 +28,8 @@ pub const REGISTER_PREFIX: &str = "r";
 pub const UNIQUE_PREFIX: &str = "u";
 /// The `via` of the final reads (through the routing client, after the faults).
 pub const FINAL_VIA: &str = "final";
+/// Share of reads, in percent, that read back an acknowledged write-once key.
+const REREAD_PERCENT: u32 = 20;
 
 /// What the register workers do.
 #[derive(Debug, Clone)]
@@ -65,26 +68,57 @@ impl Via {
 /// Everything a worker shares with the others.
 pub struct Cluster {
     /// Host indices whose agents serve clients (grows when a host joins).
-    pub members: RwLock<Vec<u16>>,
+    members: RwLock<Vec<u16>>,
     /// HTTP endpoint of a host.
     pub endpoint: fn(u16) -> String,
     /// How the routing clients authenticate (a principal: they get credentials).
     pub principal: Authorization,
-    /// The credential the HTTP workers send (renewed when refused).
-    pub token: RwLock<String>,
+    /// The credential the HTTP workers send.
+    token: RwLock<String>,
 }
 
 impl Cluster {
-    fn members(&self) -> Vec<u16> {
+    /// A cluster of `members`, reached at `endpoint(host)`.
+    pub fn new(
+        members: Vec<u16>,
+        endpoint: fn(u16) -> String,
+        principal: Authorization,
+        token: String,
+    ) -> Cluster {
+        Cluster {
+            members: RwLock::new(members),
+            endpoint,
+            principal,
+            token: RwLock::new(token),
+        }
+    }
+
+    /// Hosts whose agents serve clients now.
+    pub fn members(&self) -> Vec<u16> {
         self.members
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    /// Replaces the HTTP workers' credential (e.g. after its signing key was rotated out).
-    pub fn set_token(&self, token: String) {
-        *self.token.write().unwrap_or_else(|e| e.into_inner()) = token;
+    /// Issues the HTTP workers a new credential for `table`: theirs was refused (it
+    /// expired, or its signing key was rotated out).
+    fn renew_token(&self, table: &str) {
+        let Authorization::Principal(principal) = &self.principal else {
+            return;
+        };
+        let request = IssueCredentialRequest {
+            principal_arn: principal.principal_arn.clone(),
+            ttl_seconds: None,
+            actions: None,
+        };
+        for m in self.members() {
+            let client = ApiClient::new(&(self.endpoint)(m)).with_authorization(&self.principal);
+            if let Ok(issued) = client.issue_credential(table, &request) {
+                *self.token.write().unwrap_or_else(|e| e.into_inner()) = issued.token;
+                return;
+            }
+        }
     }
 
     /// Adds a host whose agent serves clients.
@@ -167,7 +201,13 @@ fn one_operation(
 ) -> EventType {
     let read = rng.random_range(0..100) < config.read_percent;
     let (f, key, value) = if read {
-        let key = format!("{REGISTER_PREFIX}{}", rng.random_range(0..config.keys));
+        // Now and then an old write-once key: a loss shows when it happens, not only
+        // in the final reads.
+        let old = (rng.random_range(0..100) < REREAD_PERCENT)
+            .then(|| recorder.acknowledged_unique(rng))
+            .flatten();
+        let key =
+            old.unwrap_or_else(|| format!("{REGISTER_PREFIX}{}", rng.random_range(0..config.keys)));
         (Function::Read, key, None)
     } else {
         let value = recorder.unique_value();
@@ -192,6 +232,9 @@ fn one_operation(
     };
     let kind = outcome.kind;
     op.complete(outcome.kind, outcome.read, outcome.error);
+    if kind == EventType::Ok && f == Function::Write && key.starts_with(UNIQUE_PREFIX) {
+        recorder.note_unique(key);
+    }
     kind
 }
 
@@ -289,6 +332,9 @@ fn through_http(
         Some(v) => client.raw(Method::Put, &path, Some(&item_value(v).to_string())),
         None => client.raw(Method::Get, &path, None),
     };
+    if matches!(result, Ok((401, _))) {
+        cluster.renew_token(table);
+    }
     match result {
         Err(e) if write => Outcome::failed(EventType::Info, e),
         Err(e) => Outcome::failed(EventType::Fail, e),
