@@ -180,10 +180,10 @@ impl<'a> Director<'a> {
         let mut records = Vec::new();
         let end = self.recorder.start() + self.config.duration;
         for kind in plan {
+            self.idle(self.config.gap)?;
             if Instant::now() >= end {
                 break;
             }
-            self.idle(self.config.gap)?;
             let members = self.running_members();
             let active = nemesis.start(
                 kind,
