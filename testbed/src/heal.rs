@@ -1,12 +1,16 @@
 //! Healing: once the faults stop, the cluster must return to full health within a
 //! bound. Each poll asks every member directly and lists what is still wrong; the
-//! cluster is healed when a poll finds nothing.
+//! cluster is healed when a poll finds nothing. Healthy includes: every copy of every
+//! partition holds as many items as the others (replicas caught up), and every member
+//! accepts a credential issued now (no wall clock still wrong).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use agent::client::{ApiClient, Authorization, Method};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use shared::api::auth::IssueCredentialRequest;
+use shared::auth::Action;
 use shared::model::NodeStatus;
 
 use crate::hosts::http_endpoint;
@@ -15,7 +19,7 @@ use crate::hosts::http_endpoint;
 const POLL_PAUSE: Duration = Duration::from_millis(500);
 
 /// What an agent says about itself.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AgentView {
     /// Host.
     pub host: u16,
@@ -29,10 +33,13 @@ pub struct AgentView {
     pub says_leader: bool,
     /// Its metadata replica: applied index, invariant violation, digest.
     pub replica: Option<(u64, Option<String>, String)>,
+    /// Items per partition stored here (`agent_partition_items`).
+    #[serde(default)]
+    pub items: BTreeMap<u64, u64>,
 }
 
 /// The outcome of waiting for the cluster to heal.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HealReport {
     /// Whether every condition held in one poll within the bound.
     pub healed: bool,
@@ -54,8 +61,12 @@ pub struct Expectation<'a> {
     pub members: &'a [u16],
     /// A host whose drain was asked: DRAINING or DECOMMISSIONED is fine for it.
     pub drained: Option<u16>,
-    /// How the checks authenticate.
+    /// How the checks authenticate (a principal: the checks obtain credentials).
     pub admin: &'a Authorization,
+    /// The table whose credentials the checks obtain.
+    pub table: &'a str,
+    /// Whether a running operation (split, merge, move) is a problem too.
+    pub quiet: bool,
 }
 
 /// Polls until the cluster is healed or `bound` passes; `between_polls` runs between
@@ -75,7 +86,8 @@ pub fn await_healed(
             .collect();
         let mut problems = agent_problems(&views);
         if let Some(leader) = views.iter().find_map(|v| v.leader) {
-            problems.extend(cluster_problems(expect, leader as u16));
+            problems.extend(cluster_problems(expect, leader as u16, &views));
+            problems.extend(credential_problems(expect));
         }
         let done = problems.is_empty();
         if done || start.elapsed() >= bound || !between_polls() {
@@ -110,10 +122,13 @@ fn view(host: u16, admin: &Authorization) -> AgentView {
         .map(|(s, _)| s)
         .unwrap_or(0);
     let cluster = client.cluster().ok();
-    let says_leader = client
+    let metrics = client
         .raw(Method::Get, "/metrics", None)
-        .map(|(_, text)| text.lines().any(|l| l.trim() == "agent_raft_is_leader 1"))
-        .unwrap_or(false);
+        .map(|(_, text)| text)
+        .unwrap_or_default();
+    let says_leader = metrics
+        .lines()
+        .any(|l| l.trim() == "agent_raft_is_leader 1");
     let replica = client
         .metadata_replica()
         .ok()
@@ -125,7 +140,20 @@ fn view(host: u16, admin: &Authorization) -> AgentView {
         leader: cluster.and_then(|c| c.leader_id),
         says_leader,
         replica,
+        items: partition_items(&metrics),
     }
+}
+
+/// The `agent_partition_items` series of a metrics page, by partition.
+fn partition_items(metrics: &str) -> BTreeMap<u64, u64> {
+    metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("agent_partition_items{partition_id=\"")?;
+            let (pid, rest) = rest.split_once("\"}")?;
+            Some((pid.parse().ok()?, rest.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// What is wrong in the agents' own answers.
@@ -175,8 +203,9 @@ fn agent_problems(views: &[AgentView]) -> Vec<String> {
     out
 }
 
-/// Node statuses and replication, as the leader's agent tells them.
-fn cluster_problems(expect: &Expectation<'_>, leader: u16) -> Vec<String> {
+/// Node statuses and replication, as the leader's agent tells them, and whether the
+/// copies of each partition hold the same number of items (`views`).
+fn cluster_problems(expect: &Expectation<'_>, leader: u16, views: &[AgentView]) -> Vec<String> {
     let client = ApiClient::new(&http_endpoint(leader)).with_authorization(expect.admin);
     let mut out = Vec::new();
     let cluster_id = match client.cluster().ok().and_then(|c| c.cluster_id) {
@@ -218,6 +247,11 @@ fn cluster_problems(expect: &Expectation<'_>, leader: u16) -> Vec<String> {
                                 t.table_name
                             ));
                         }
+                        for p in &p.partitions {
+                            let mut holders = p.replica_node_ids.clone();
+                            holders.push(p.primary_node_id);
+                            out.extend(copies_differ(p.partition_id, &holders, views));
+                        }
                     }
                     Err(e) => out.push(format!("table {}: {e}", t.table_name)),
                 }
@@ -225,7 +259,76 @@ fn cluster_problems(expect: &Expectation<'_>, leader: u16) -> Vec<String> {
         }
         Err(e) => out.push(format!("listing tables: {e}")),
     }
+    if expect.quiet {
+        match client.operations(true) {
+            Ok(list) if list.operations.is_empty() => {}
+            Ok(list) => out.push(format!(
+                "operations running: {:?}",
+                list.operations
+                    .iter()
+                    .map(|o| (o.operation_id, o.kind.as_str(), o.partition_id))
+                    .collect::<Vec<_>>()
+            )),
+            Err(e) => out.push(format!("listing operations: {e}")),
+        }
+    }
     out
+}
+
+/// A problem when the copies of `pid` on `holders` do not hold the same number of
+/// items (a replica still catching up, or one that never will).
+fn copies_differ(pid: u64, holders: &[u64], views: &[AgentView]) -> Option<String> {
+    let counts: Vec<(u64, Option<u64>)> = holders
+        .iter()
+        .map(|h| {
+            let view = views.iter().find(|v| u64::from(v.host) == *h);
+            (*h, view.and_then(|v| v.items.get(&pid).copied()))
+        })
+        .collect();
+    let distinct: BTreeSet<Option<u64>> = counts.iter().map(|(_, n)| *n).collect();
+    (distinct.len() > 1 || distinct.contains(&None))
+        .then(|| format!("partition {pid}: copies hold different item counts {counts:?}"))
+}
+
+/// Whether every member accepts a credential the leader issued just now: a wall clock
+/// still wrong, on the leader or on a member, shows as a refusal.
+fn credential_problems(expect: &Expectation<'_>) -> Vec<String> {
+    let Authorization::Principal(principal) = expect.admin else {
+        return Vec::new();
+    };
+    let request = IssueCredentialRequest {
+        principal_arn: principal.principal_arn.clone(),
+        ttl_seconds: None,
+        actions: Some([Action::Read].into()),
+    };
+    let Some(first) = expect.members.first() else {
+        return Vec::new();
+    };
+    let issued = match ApiClient::new(&http_endpoint(*first))
+        .with_authorization(expect.admin)
+        .issue_credential(expect.table, &request)
+    {
+        Ok(issued) => issued,
+        Err(e) => return vec![format!("issuing a credential through agent {first}: {e}")],
+    };
+    let bearer = Authorization::Token(issued.token);
+    let path = format!("/tables/{}/partitions", expect.table);
+    expect
+        .members
+        .iter()
+        .filter_map(|m| {
+            let answer = ApiClient::new(&http_endpoint(*m))
+                .with_authorization(&bearer)
+                .raw(Method::Get, &path, None);
+            match answer {
+                Ok((200, _)) => None,
+                Ok((status, body)) => Some(format!(
+                    "agent {m} answers {status} to a credential issued now: {body}"
+                )),
+                Err(e) => Some(format!("agent {m}: {e}")),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -240,6 +343,7 @@ mod tests {
             leader: Some(1),
             says_leader: host == 1,
             replica: Some((10, None, "d".into())),
+            items: BTreeMap::from([(7, 5)]),
         }
     }
 
@@ -270,5 +374,26 @@ mod tests {
         broken.replica = Some((10, Some("tiling gap".into()), "d".into()));
         let found = agent_problems(&[healthy(1), healthy(2), broken]);
         assert!(found.iter().any(|p| p.contains("tiling gap")), "{found:?}");
+    }
+
+    #[test]
+    fn item_counts_are_read_off_the_metrics_page() {
+        let page = "# TYPE agent_partition_items gauge\n\
+                    agent_partition_items{partition_id=\"9\"} 3\n\
+                    agent_partition_items{partition_id=\"12\"} 0\n\
+                    agent_partition_ops_per_second{partition_id=\"9\"} 1.5\n";
+        assert_eq!(partition_items(page), BTreeMap::from([(9, 3), (12, 0)]));
+    }
+
+    #[test]
+    fn copies_with_different_counts_or_a_missing_copy_are_a_problem() {
+        let views = [healthy(1), healthy(2), healthy(3)];
+        assert_eq!(copies_differ(7, &[1, 2, 3], &views), None);
+        let mut behind = healthy(2);
+        behind.items.insert(7, 4);
+        let views = [healthy(1), behind, healthy(3)];
+        let found = copies_differ(7, &[1, 2, 3], &views).expect("a problem");
+        assert!(found.contains("(2, Some(4))"), "{found}");
+        assert!(copies_differ(8, &[1, 2], &[healthy(1), healthy(2)]).is_some());
     }
 }

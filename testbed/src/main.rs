@@ -43,6 +43,12 @@ enum Command {
         /// Data directories, one per host, in host order (`h1/data-kept h2/data-kept ...`).
         dirs: Vec<PathBuf>,
     },
+    /// Writes a run's report.md and report.svg again from its result.json and
+    /// history.jsonl (after the report itself changed); the verdict is the recorded one.
+    Report {
+        /// The run's output folder.
+        dir: PathBuf,
+    },
     /// Removes namespaces and mounts an earlier run left behind (after a kill -9).
     Clean {
         /// Namespace prefix of that run.
@@ -211,6 +217,18 @@ fn check_command(path: &std::path::Path, budget: u64) -> anyhow::Result<bool> {
         && lost.lost.is_empty())
 }
 
+fn report_command(dir: &std::path::Path) -> anyhow::Result<bool> {
+    let path = dir.join("result.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let result: testbed::run::RunResult = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not a run's result: {e}", path.display()))?;
+    let events = history::read(&dir.join("history.jsonl"))?;
+    testbed::report::write(dir, &result, &events)?;
+    println!("report: {}", dir.join("report.md").display());
+    Ok(result.failures.is_empty())
+}
+
 fn storage_command(dirs: &[PathBuf]) -> anyhow::Result<bool> {
     let hosts: Vec<(u16, &std::path::Path)> =
         (1u16..).zip(dirs.iter().map(PathBuf::as_path)).collect();
@@ -248,6 +266,7 @@ fn main() -> ExitCode {
             search_budget,
         } => check_command(&history, search_budget),
         Command::Storage { dirs } => storage_command(&dirs),
+        Command::Report { dir } => report_command(&dir),
         Command::Clean { prefix, out } => {
             testbed::net::remove_leftovers(&prefix).and_then(|removed| {
                 let root = match out {

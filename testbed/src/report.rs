@@ -9,6 +9,7 @@ use std::path::Path;
 
 mod picture;
 
+use crate::heal::HealReport;
 use crate::history::{Event, EventType, Function};
 use crate::nemesis::FaultKind;
 use crate::run::RunResult;
@@ -229,7 +230,21 @@ fn checks(s: &mut String, r: &RunResult) {
     };
     let _ = writeln!(
         s,
-        "| Healing (one leader, replicas equal, all HEALTHY, fully replicated, /healthz true) | {heal} |"
+        "| Healing (one leader, metadata replicas equal, all HEALTHY, fully replicated, copies of equal size, a fresh credential accepted everywhere, /healthz true) | {heal} |"
+    );
+    let settle = match &r.settle {
+        None => "not recorded (a run from before this check)".to_string(),
+        Some(HealReport {
+            after_ms: Some(ms), ..
+        }) => format!("settled {:.1} s after the final reads", *ms as f64 / 1e3),
+        Some(settle) => format!(
+            "NOT settled: {} (the storage checks may see copies mid-change)",
+            settle.problems.join("; ")
+        ),
+    };
+    let _ = writeln!(
+        s,
+        "| Settled before stopping (healed, no operation running) | {settle} |"
     );
     let _ = writeln!(
         s,

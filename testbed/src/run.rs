@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use agent::client::Authorization;
 use anyhow::bail;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use self::director::Director;
 pub use self::director::{AgentExit, RESTART_DELAY, UsageSample};
@@ -34,6 +34,9 @@ use crate::workload::registers::{Cluster, RegisterConfig, Via, run_worker};
 pub const TABLE: &str = "registers";
 /// How long stopping agents may take before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long the cluster may take to settle after the final reads (see
+/// [`RunResult::settle`]); past it, the storage is compared as it is.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Set by SIGINT/SIGTERM: the run stops early, tears everything down, and fails.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -56,7 +59,7 @@ pub(crate) fn interrupted() -> bool {
 }
 
 /// Everything a run is told.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunConfig {
     /// Hosts that form the cluster.
     pub hosts: u16,
@@ -101,7 +104,7 @@ pub struct RunConfig {
 }
 
 /// What a run found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RunResult {
     /// The configuration.
     pub config: RunConfig,
@@ -113,6 +116,10 @@ pub struct RunResult {
     pub control: ControlLog,
     /// Healing after the faults.
     pub heal: HealReport,
+    /// Settling after the final reads (healed, and no operation running), before the
+    /// agents stop and their storage is compared (`None` in results of older runs).
+    #[serde(default)]
+    pub settle: Option<HealReport>,
     /// Register linearizability and stale reads.
     pub registers: Option<check::register::RegisterReport>,
     /// Why the register check could not run.
@@ -261,16 +268,23 @@ fn drive(
     })?;
     let faults_end_ns = recorder.now_ns();
     let members = cluster.members();
-    let heal = heal::await_healed(
-        &heal::Expectation {
-            members: &members,
-            drained,
-            admin: &admin_auth,
-        },
-        config.heal_timeout,
-        &mut || director.supervise().is_ok() && !interrupted(),
-    );
+    let mut expect = heal::Expectation {
+        members: &members,
+        drained,
+        admin: &admin_auth,
+        table: TABLE,
+        quiet: false,
+    };
+    let heal = heal::await_healed(&expect, config.heal_timeout, &mut || {
+        director.supervise().is_ok() && !interrupted()
+    });
     final_reads(&recorder, &cluster, &admin_auth);
+    // The Scaler may answer the final reads' load with a split or a move: the copies
+    // are compared once none runs and every replica has caught up.
+    expect.quiet = true;
+    let settle = heal::await_healed(&expect, SETTLE_TIMEOUT, &mut || {
+        director.supervise().is_ok() && !interrupted()
+    });
     let routing = final_routing(&members, &admin_auth);
     let operations = final_operations(&members, &admin_auth);
     let usage = std::mem::take(&mut director.usage);
@@ -307,6 +321,7 @@ fn drive(
         skipped,
         control,
         heal,
+        settle: Some(settle),
         registers,
         register_error,
         lost: check::lost_writes(&events),

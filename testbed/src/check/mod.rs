@@ -6,13 +6,13 @@ pub mod storage;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Event, EventType, Function};
 use crate::workload::registers::{FINAL_VIA, UNIQUE_PREFIX};
 
 /// Acknowledged write-once items against the final reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LostReport {
     /// Write-once items whose write was acknowledged.
     pub acknowledged: usize,

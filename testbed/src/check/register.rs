@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Event, EventType, Function};
 
@@ -28,7 +28,7 @@ use crate::history::{Event, EventType, Function};
 mod tests;
 
 /// An invoke paired with its completion (operations that failed are not kept).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Operation {
     /// The logical client.
     pub process: u64,
@@ -108,7 +108,7 @@ pub enum HistoryError {
 }
 
 /// The outcome of checking one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Verdict {
     /// Some order of the operations, consistent with real time, is a legal register history.
@@ -126,7 +126,7 @@ pub enum Verdict {
 }
 
 /// The verdict of one key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyVerdict {
     /// The register.
     pub key: String,
@@ -138,7 +138,7 @@ pub struct KeyVerdict {
 
 /// An ok read that real time proves stale: it saw `value` although `newer` was written
 /// after `value`'s write completed and before the read was invoked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaleRead {
     /// The register.
     pub key: String,
@@ -155,7 +155,7 @@ pub struct StaleRead {
 }
 
 /// An ok read of a value no write of its key ever invoked: always a violation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhantomRead {
     /// The register.
     pub key: String,
@@ -168,7 +168,7 @@ pub struct PhantomRead {
 }
 
 /// The register check of a whole history.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterReport {
     /// One verdict per key, in key order.
     pub keys: Vec<KeyVerdict>,

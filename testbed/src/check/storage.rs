@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use agent::data::store::PartitionStore;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A partition of the final routing table: its key range and the nodes holding it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
     /// Table name.
     pub table: String,
@@ -23,7 +23,7 @@ pub struct Owner {
 }
 
 /// What the stores hold, against the final routing.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StorageReport {
     /// Partitions read, over every host.
     pub partitions: usize,

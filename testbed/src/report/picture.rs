@@ -13,6 +13,12 @@ use crate::run::RunResult;
 
 /// Picture size in pixels.
 const SIZE: (u32, u32) = (1200, 900);
+/// Above this many successful operations of one function, the latency panel draws a
+/// summary per time slice instead of a dot per operation (a long run's picture would
+/// otherwise weigh tens of megabytes).
+const MAX_LATENCY_DOTS: usize = 20_000;
+/// Time slices of a summarised latency panel (about one per pixel column).
+const LATENCY_SLICES: usize = 1_000;
 
 fn plot_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing the report: {e}")
@@ -103,9 +109,15 @@ fn latency_panel(
     end_s: f64,
 ) -> anyhow::Result<()> {
     let max_ms = ops.iter().map(Completed::latency_ms).fold(10.0, f64::max) * 1.2;
+    let many = ops.iter().filter(|o| o.kind == EventType::Ok).count() > MAX_LATENCY_DOTS;
     let caption = format!(
-        "testbed seed {}: latency of successful operations (faults shaded)",
-        r.config.seed
+        "testbed seed {}: latency of successful operations (faults shaded{})",
+        r.config.seed,
+        if many {
+            "; per time slice: fastest, median, slowest"
+        } else {
+            ""
+        }
     );
     let mut chart = builder(area, &caption)
         .build_cartesian_2d(0.0..end_s, (0.1..max_ms).log_scale())
@@ -121,23 +133,43 @@ fn latency_panel(
         .map_err(plot_error)?;
     shade_faults(&mut shaded, r, 0.0, 1.0)?;
     for (f, color) in [(Function::Read, BLUE), (Function::Write, RED)] {
+        let dots: Vec<(f64, f64)> = ops
+            .iter()
+            .filter(|o| o.f == f && o.kind == EventType::Ok)
+            .map(|o| (o.complete_ns as f64 / 1e9, o.latency_ms().max(0.1)))
+            .collect();
         chart
             .draw_series(
-                ops.iter()
-                    .filter(|o| o.f == f && o.kind == EventType::Ok)
-                    .map(|o| {
-                        Circle::new(
-                            (o.complete_ns as f64 / 1e9, o.latency_ms().max(0.1)),
-                            1,
-                            color.mix(0.5).filled(),
-                        )
-                    }),
+                summarised(dots, end_s, many)
+                    .into_iter()
+                    .map(|dot| Circle::new(dot, 1, color.mix(0.5).filled())),
             )
             .map_err(plot_error)?
             .label(format!("{f:?}"))
             .legend(move |(x, y)| Circle::new((x, y), 3, color.filled()));
     }
     legend(&mut chart)
+}
+
+/// `dots` (seconds, milliseconds) as they are, or, when there are too `many`, the
+/// fastest, the median and the slowest of each time slice (outliers stay visible).
+fn summarised(dots: Vec<(f64, f64)>, end_s: f64, many: bool) -> Vec<(f64, f64)> {
+    if !many {
+        return dots;
+    }
+    let width = end_s / LATENCY_SLICES as f64;
+    let mut slices: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for (t, ms) in dots {
+        slices.entry((t / width) as u64).or_default().push(ms);
+    }
+    slices
+        .into_iter()
+        .flat_map(|(slice, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let t = (slice as f64 + 0.5) * width;
+            [v[0], v[v.len() / 2], v[v.len() - 1]].map(|ms| (t, ms))
+        })
+        .collect()
 }
 
 fn throughput_panel(
@@ -214,4 +246,35 @@ fn memory_panel(area: &Area<'_>, r: &RunResult, end_s: f64) -> anyhow::Result<()
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
     }
     legend(&mut chart)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_dots_are_drawn_as_they_are() {
+        let dots = vec![(0.5, 3.0), (1.5, 900.0)];
+        assert_eq!(summarised(dots.clone(), 2.0, false), dots);
+    }
+
+    #[test]
+    fn many_dots_become_three_per_slice_and_keep_the_slowest() {
+        let mut dots: Vec<(f64, f64)> = (0..MAX_LATENCY_DOTS * 2)
+            .map(|i| {
+                (
+                    i as f64 / (MAX_LATENCY_DOTS * 2) as f64 * 100.0,
+                    1.0 + (i % 7) as f64,
+                )
+            })
+            .collect();
+        dots.push((50.0, 29_754.6));
+        let out = summarised(dots, 100.0, true);
+        assert_eq!(out.len(), LATENCY_SLICES * 3);
+        assert!(out.iter().any(|d| d.1 == 29_754.6));
+        assert!(
+            out.iter()
+                .all(|d| (1.0..=7.0).contains(&d.1) || d.1 == 29_754.6)
+        );
+    }
 }

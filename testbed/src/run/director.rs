@@ -8,7 +8,7 @@ use agent::client::Authorization;
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{RunConfig, TABLE, interrupted};
 use crate::hosts::Hosts;
@@ -26,7 +26,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 pub const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// One sample of an agent's resources.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UsageSample {
     /// Nanoseconds since the run began.
     pub time_ns: u64,
@@ -41,7 +41,7 @@ pub struct UsageSample {
 }
 
 /// An agent that exited on its own (the testbed restarts it, as systemd would).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentExit {
     /// Nanoseconds since the run began, when the exit was seen.
     pub time_ns: u64,

@@ -14,7 +14,7 @@ use agent::data_client::encode_component;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shared::api::auth::{IssueCredentialRequest, PutPolicyRequest, RevokeCredentialRequest};
 use shared::api::operations::{MergePartitionRequest, MovePartitionRequest};
 use shared::api::{CapacityRequest, CreateTableRequest, PartitionDescription};
@@ -37,7 +37,7 @@ const CALL_RETRY_PAUSE: Duration = Duration::from_millis(500);
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// One control-plane action as run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// Nanoseconds since the run began, at the start.
     pub start_ns: u64,
@@ -53,7 +53,7 @@ pub struct ActionRecord {
 
 /// One request made with a revoked credential to an agent that had applied the
 /// revocation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RevocationProbe {
     /// Nanoseconds since the run began.
     pub time_ns: u64,
@@ -68,7 +68,7 @@ pub struct RevocationProbe {
 }
 
 /// What the driver did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ControlLog {
     /// Every action.
     pub actions: Vec<ActionRecord>,
