@@ -32,10 +32,18 @@ const FAKETIME_LIBRARIES: [&str; 2] = [
 ];
 /// How often libfaketime rereads a host's clock file, in seconds.
 const FAKETIME_REREAD_SECS: &str = "1";
-/// The clock file's content when the clock is right.
-pub const CLOCK_RIGHT: &str = "+0\n";
+/// The clock file's content when the clock is right. The rate is explicit: libfaketime
+/// keeps the last rate it read when a spec names none, so a host once slowed to x0.5
+/// stayed slow after "+0" and drifted minutes behind (the long run, seed 7).
+pub const CLOCK_RIGHT: &str = "+0 x1\n";
 /// Mount source name of the testbed's data tmpfs mounts (how leftovers are found).
 const TMPFS_SOURCE: &str = "testbed-data";
+
+/// The libfaketime spec for a clock that runs at `rate` from `elapsed` seconds after
+/// the process started and reads the right time at that instant.
+fn rate_spec(elapsed: f64, rate: f64) -> String {
+    format!("{:+.3} x{rate}", elapsed * (1.0 - rate))
+}
 
 /// The libfaketime library, if installed.
 pub fn faketime_library() -> Option<&'static str> {
@@ -118,6 +126,8 @@ struct Host {
     files: HostFiles,
     child: Option<Child>,
     paused: bool,
+    /// When the agent process started (libfaketime's rates count from there).
+    started: Option<std::time::Instant>,
     /// How the agent exited on its own, until the director takes it.
     exited: Option<std::process::ExitStatus>,
 }
@@ -150,6 +160,7 @@ impl Hosts {
                 files,
                 child: None,
                 paused: false,
+                started: None,
                 exited: None,
             });
         }
@@ -232,6 +243,7 @@ impl Hosts {
         let host = self.host_mut(i);
         host.child = Some(child);
         host.paused = false;
+        host.started = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -294,11 +306,23 @@ impl Hosts {
         Ok(())
     }
 
-    /// Writes host `i`'s libfaketime clock file (e.g. `+30` or `+0 x1.5`).
+    /// Writes host `i`'s libfaketime clock file (e.g. `+30 x1`; name the rate, see
+    /// [`CLOCK_RIGHT`]).
     pub fn set_clock(&self, i: u16, spec: &str) -> anyhow::Result<()> {
         anyhow::ensure!(self.faketime.is_some(), "libfaketime is not installed");
         std::fs::write(&self.host(i).files.clock_file, format!("{spec}\n"))?;
         Ok(())
+    }
+
+    /// Makes host `i`'s wall clock run at `rate` from now on, without a jump.
+    /// libfaketime applies a rate to the time since the process started, so the offset
+    /// takes back what that would add at once.
+    pub fn set_clock_rate(&self, i: u16, rate: f64) -> anyhow::Result<()> {
+        let elapsed = self
+            .host(i)
+            .started
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        self.set_clock(i, &rate_spec(elapsed, rate))
     }
 
     /// Fills host `i`'s data tmpfs (a filler file up to the last byte).
@@ -446,4 +470,17 @@ fn write_host_files(files: &HostFiles, i: u16, ca: &CertPair, hosts: u16) -> any
     config.validate()?;
     std::fs::write(&files.config, toml::to_string_pretty(&config)?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_starts_from_the_right_time_and_every_spec_names_its_rate() {
+        // faked = start + offset + elapsed * rate: at 100 s, x0.5 needs +50 s.
+        assert_eq!(rate_spec(100.0, 0.5), "+50.000 x0.5");
+        assert_eq!(rate_spec(100.0, 2.0), "-100.000 x2");
+        assert!(CLOCK_RIGHT.trim().ends_with("x1"));
+    }
 }

@@ -375,7 +375,7 @@ impl Nemesis {
                 let h = self.one(members);
                 let secs: i64 =
                     self.rng.random_range(5..=60) * if self.rng.random() { 1 } else { -1 };
-                hosts.set_clock(h, &format!("{secs:+}"))?;
+                hosts.set_clock(h, &format!("{secs:+} x1"))?;
                 record.detail = format!("wall clock {secs:+} s");
                 record.targets = vec![h];
                 Undo::ClockRight(h)
@@ -383,7 +383,7 @@ impl Nemesis {
             FaultKind::ClockRate => {
                 let h = self.one(members);
                 let rate = *[0.5, 0.8, 1.25, 2.0].choose(&mut self.rng).expect("rates");
-                hosts.set_clock(h, &format!("+0 x{rate}"))?;
+                hosts.set_clock_rate(h, rate)?;
                 record.detail = format!("wall clock at x{rate}");
                 record.targets = vec![h];
                 Undo::ClockRight(h)

@@ -330,7 +330,7 @@ impl PartitionStore {
         sort_key: Option<&[u8]>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
-        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        let items = open_items(&txn, pid)?;
         let key = item_key(partition_key, sort_key);
         let value = items.get(key.as_slice()).map_err(redb_err)?;
         Ok(value.map(|v| v.value().to_vec()))
@@ -348,7 +348,7 @@ impl PartitionStore {
         limit: usize,
     ) -> Result<(KeyValues, bool), StoreError> {
         let txn = self.db.begin_read()?;
-        let items = open_read(&txn, ItemTable::new(&table_name(pid)), pid)?;
+        let items = open_items(&txn, pid)?;
         if let (Some(from), Some(to)) = (from, to)
             && from > to
         {
@@ -728,6 +728,17 @@ fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
         TableError::TableDoesNotExist(_) => StoreError::NotAllocated(pid),
         e => redb_err(e),
     })
+}
+
+/// The items of an allocated partition. A split's or merge's child being staged has an
+/// items table but no position until its staging finishes: it reads as not allocated (a
+/// primary once served "not found" from a staging a full disk had cut short, issue 14).
+fn open_items(
+    txn: &ReadTransaction,
+    pid: PartitionId,
+) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, StoreError> {
+    load_meta(&open_read(txn, POSITIONS, pid)?, pid)?;
+    open_read(txn, ItemTable::new(&table_name(pid)), pid)
 }
 
 fn load_meta(
