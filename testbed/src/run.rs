@@ -275,16 +275,13 @@ fn drive(
         table: TABLE,
         quiet: false,
     };
-    let heal = heal::await_healed(&expect, config.heal_timeout, &mut || {
-        director.supervise().is_ok() && !interrupted()
-    });
+    let mut keep_waiting = || director.supervise().is_ok() && !interrupted();
+    let heal = heal::await_healed(&expect, config.heal_timeout, &mut keep_waiting);
     final_reads(&recorder, &cluster, &admin_auth);
     // The Scaler may answer the final reads' load with a split or a move: the copies
     // are compared once none runs and every replica has caught up.
     expect.quiet = true;
-    let settle = heal::await_healed(&expect, SETTLE_TIMEOUT, &mut || {
-        director.supervise().is_ok() && !interrupted()
-    });
+    let settle = heal::await_healed(&expect, SETTLE_TIMEOUT, &mut keep_waiting);
     let routing = final_routing(&members, &admin_auth);
     let operations = final_operations(&members, &admin_auth);
     let usage = std::mem::take(&mut director.usage);

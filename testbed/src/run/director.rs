@@ -87,11 +87,6 @@ impl<'a> Director<'a> {
         }
     }
 
-    /// Hosts whose agent is a cluster member now.
-    fn members(&self) -> Vec<u16> {
-        self.cluster.members()
-    }
-
     /// Waits `d`, doing the periodic work meanwhile.
     fn idle(&mut self, d: Duration) -> anyhow::Result<()> {
         let until = Instant::now() + d;
@@ -105,7 +100,7 @@ impl<'a> Director<'a> {
 
     /// Restarts, after [`RESTART_DELAY`], agents that exited on their own.
     pub(super) fn supervise(&mut self) -> anyhow::Result<()> {
-        for host in self.members() {
+        for host in self.cluster.members() {
             if let Some(status) = self.hosts.take_exit(host) {
                 let status = status.to_string();
                 eprintln!("testbed: agent {host} exited on its own ({status}); restarting it");
@@ -137,7 +132,7 @@ impl<'a> Director<'a> {
         if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             self.last_sample = Some(Instant::now());
             let now = self.recorder.now_ns();
-            for host in self.members() {
+            for host in self.cluster.members() {
                 if let (Some((rss, fds)), Some(pid)) =
                     (self.hosts.usage(host), self.hosts.pid(host))
                 {
@@ -153,7 +148,7 @@ impl<'a> Director<'a> {
         }
         let joiner = self.config.hosts + 1;
         if self.config.join
-            && !self.members().contains(&joiner)
+            && !self.cluster.members().contains(&joiner)
             && self.recorder.start().elapsed() >= self.config.duration * 2 / 5
         {
             self.hosts.start(joiner)?;
@@ -214,7 +209,7 @@ impl<'a> Director<'a> {
 
     /// Members whose agent process runs (not paused, not killed).
     fn running_members(&mut self) -> Vec<u16> {
-        let members = self.members();
+        let members = self.cluster.members();
         members
             .into_iter()
             .filter(|m| self.hosts.is_running(*m) && !self.hosts.is_paused(*m))
