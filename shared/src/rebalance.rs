@@ -32,7 +32,8 @@
 //! copy can only move within its zone, so a zone's total is fixed), the planner goes on
 //! with *relaxed* moves (lower `over + under`), then the shortest *chain* of moves from
 //! a node above the band to one below it (each node between gives one copy and takes
-//! one), then *evening* moves between a node out of the band and one at least two
+//! one; a node may also give by taking over a planned move of a partition it holds
+//! too, whose source then keeps its copy: no move added), then *evening* moves between a node out of the band and one at least two
 //! away (within a zone, typically). Every step lowers the sum of squared counts, so
 //! planning ends; it ends when no single allowed move can bring an out-of-band node
 //! closer to the others (or at `max_moves`). A step that would take a copy off a node
@@ -476,11 +477,18 @@ impl<'a> Planner<'a> {
             let Some(steps) = self.next_replica_steps(ideal) else {
                 return false;
             };
-            if self.planned.iter().flatten().count() + steps.len() > max {
+            let added = steps
+                .iter()
+                .filter(|s| matches!(s.2, Give::Copy(_)))
+                .count();
+            if self.planned.iter().flatten().count() + added > max {
                 return true;
             }
-            for (u, v, i) in steps {
-                self.move_replica(u, v, i);
+            for (u, v, give) in steps {
+                match give {
+                    Give::Copy(i) => self.move_replica(u, v, i),
+                    Give::Resource(k) => self.resource(k, u),
+                }
             }
         }
         unreachable!("replica planning did not converge");
@@ -501,37 +509,56 @@ impl<'a> Planner<'a> {
     /// The next replica move, or chain of moves (each intermediate node gives one copy
     /// and takes one): strict or relaxed single moves first, then the shortest strict
     /// chain, then evening moves.
-    fn next_replica_steps(&self, ideal: &Ideal) -> Option<Vec<Step>> {
+    fn next_replica_steps(&self, ideal: &Ideal) -> Option<Vec<(usize, usize, Give)>> {
         let t = &ideal.replicas;
         let b = Balance::of(&self.replicas, t);
         if b.within_tolerance() {
             return None;
         }
         let ob = (b.over, b.under);
-        let direct = |class| self.direct_replica(ideal, ob, class).map(|step| vec![step]);
-        // Any allowed copy makes an edge; the chain found then takes the best ones.
+        let direct = |class| {
+            let (u, v, i) = self.direct_replica(ideal, ob, class)?;
+            Some(vec![(u, v, Give::Copy(i))])
+        };
+        // Any allowed copy makes an edge, and so does a planned move `x` may take over;
+        // the chain found then takes the best copies.
         let edges = |x: usize| {
-            (0..self.nodes.len())
+            let copies = (0..self.nodes.len())
                 .filter(|&y| y != x && self.may_reach(x, y))
                 .filter_map(|y| {
                     let mut copies = self.held[x].iter();
                     copies
                         .find(|&&i| self.allowed_copy(i, x, y))
-                        .map(|&i| (i, y))
-                })
-                .collect()
+                        .map(|&i| (Give::Copy(i), y))
+                });
+            copies.chain(self.resources(x)).collect()
         };
         let chain = || {
-            let chain: Vec<Step> = shortest_chain(&self.replicas, t, ob, edges)?;
-            let found: BTreeSet<usize> = chain.iter().map(|s| s.2).collect();
+            let chain = shortest_chain(&self.replicas, t, ob, edges)?;
+            let partition = |give: Give| match give {
+                Give::Copy(i) => i,
+                Give::Resource(k) => self.planned[k].expect("taken-over moves are planned").2,
+            };
+            let found: BTreeSet<usize> = chain.iter().map(|s| partition(s.2)).collect();
             if found.len() < chain.len() {
                 return None;
             }
-            let best: Vec<Step> = chain
+            let taken: BTreeSet<usize> = chain
                 .iter()
-                .filter_map(|&(x, y, _)| self.best_replica(x, y, ideal).map(|i| (x, y, i)))
+                .filter(|s| matches!(s.2, Give::Resource(_)))
+                .map(|s| partition(s.2))
                 .collect();
-            let distinct: BTreeSet<usize> = best.iter().map(|s| s.2).collect();
+            let best: Vec<(usize, usize, Give)> = chain
+                .iter()
+                .filter_map(|&(x, y, give)| match give {
+                    Give::Copy(_) => self
+                        .best_replica(x, y, ideal)
+                        .filter(|i| !taken.contains(i))
+                        .map(|i| (x, y, Give::Copy(i))),
+                    Give::Resource(_) => Some((x, y, give)),
+                })
+                .collect();
+            let distinct: BTreeSet<usize> = best.iter().map(|s| partition(s.2)).collect();
             Some(if distinct.len() == chain.len() {
                 best
             } else {
@@ -542,6 +569,48 @@ impl<'a> Planner<'a> {
             .or_else(|| direct(Class::Relaxed))
             .or_else(chain)
             .or_else(|| direct(Class::Even))
+    }
+
+    /// Planned moves whose copy `x` also holds and may send instead of their source:
+    /// taking one over, `x` gives one copy and the source keeps its own (no move added).
+    /// A node whose copies all belong to partitions already migrating can still shed
+    /// one this way (6 nodes, one excluded, 3 joining, 41 x 3: a node stayed above the
+    /// band with 36 moves, where 37 reach it).
+    /// Those that leave every primary where it is come first.
+    fn resources(&self, x: usize) -> Vec<(Give, usize)> {
+        let mut found: Vec<(bool, usize, usize)> = self
+            .planned
+            .iter()
+            .enumerate()
+            .filter_map(|(k, planned)| {
+                let (w, y, p) = (*planned)?;
+                let part = &self.parts[p];
+                let may = w != x
+                    && part.local.contains(&x)
+                    && !self.primary_moved[p]
+                    && part.spread_gain(self.zone[x], self.zone[y]) >= 0;
+                let shifts_primary = [x, y].iter().any(|&n| part.primary == self.nodes[n]);
+                may.then_some((shifts_primary, k, w))
+            })
+            .collect();
+        found.sort_unstable();
+        found
+            .into_iter()
+            .map(|(_, k, w)| (Give::Resource(k), w))
+            .collect()
+    }
+
+    /// Planned move `k` takes its copy from `x` instead of its source.
+    fn resource(&mut self, k: usize, x: usize) {
+        let (w, y, p) = self.planned[k].expect("taken-over moves are planned");
+        self.unmove(p, w, y);
+        self.mark_moved(p, true);
+        self.carry_primary(p, x, y);
+        self.replicas[x] -= 1;
+        self.replicas[w] += 1;
+        self.sent[w].retain(|&r| r != k);
+        self.sent[x].push(k);
+        self.planned[k] = Some((x, y, p));
     }
 
     /// The best single replica move of `class`: most loaded source, then least loaded
@@ -864,6 +933,16 @@ impl<'a> Planner<'a> {
             expected_epoch: part.p.epoch,
         }
     }
+}
+
+/// How a node gives one replica to another in a planning step.
+#[derive(Debug, Clone, Copy)]
+enum Give {
+    /// Migrates this (unmoved) partition's copy.
+    Copy(usize),
+    /// Takes over planned move `k` (index into `Planner::planned`): the giver sends its
+    /// copy of that partition instead, and the move's source keeps its own.
+    Resource(usize),
 }
 
 /// One primary moved from one node to another.
