@@ -7,10 +7,13 @@ pub mod control;
 pub mod data;
 pub mod data_client;
 pub mod dev;
+#[cfg(test)]
+mod golden;
 pub mod host;
 pub mod http;
 pub mod membership;
 pub mod meta;
 pub mod metrics;
 pub mod node;
+pub mod store_format;
 pub mod transport;

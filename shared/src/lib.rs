@@ -10,6 +10,7 @@ pub mod auth;
 pub mod command;
 pub mod data;
 pub mod failure;
+pub mod format;
 pub mod keyspace;
 pub mod lifecycle;
 pub mod model;

@@ -22,10 +22,12 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 use shared::data::{LogPosition, WriteOp, WriteRecord, item_key, split_item_key};
+use shared::format::PARTITION_STORE_FORMAT;
 use shared::keyspace::hash_partition_key;
 use shared::model::PartitionId;
 
 use self::db::Db;
+use crate::store_format::{StoreFormatError, check_store_format};
 
 /// File name of the partition database inside the data dir.
 pub const PARTITIONS_FILE: &str = "partitions.redb";
@@ -82,6 +84,9 @@ pub enum StoreError {
     /// Stored data could not be decoded or breaks an invariant. Nothing changed.
     #[error("partition storage corrupt: {0}")]
     Corrupt(String),
+    /// The file holds a format this agent does not read. Nothing was read or changed.
+    #[error("{0}")]
+    Format(shared::format::FormatError),
 }
 
 /// The partition-key hash of a stored item key.
@@ -133,7 +138,7 @@ pub struct PartitionSnapshot {
 /// What `positions` keeps per partition. The log holds exactly `first_lsn..=position.lsn`
 /// (empty when `first_lsn == position.lsn + 1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-struct PartitionMeta {
+pub(crate) struct PartitionMeta {
     position: LogPosition,
     first_lsn: u64,
     item_count: u64,
@@ -141,6 +146,22 @@ struct PartitionMeta {
 }
 
 impl PartitionMeta {
+    /// A record with these figures (golden-bytes samples).
+    #[cfg(test)]
+    pub(crate) fn sample(
+        position: LogPosition,
+        first_lsn: u64,
+        item_count: u64,
+        bytes: u64,
+    ) -> Self {
+        PartitionMeta {
+            position,
+            first_lsn,
+            item_count,
+            bytes,
+        }
+    }
+
     /// An empty partition whose next record is `position.lsn + 1`.
     fn at(position: LogPosition) -> Self {
         PartitionMeta {
@@ -214,6 +235,15 @@ impl PartitionStore {
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let path = data_dir.join(PARTITIONS_FILE);
         let db = Database::create(&path).map_err(redb_err)?;
+        check_store_format(
+            &db,
+            "the partition store (partitions.redb)",
+            PARTITION_STORE_FORMAT,
+        )
+        .map_err(|e| match e {
+            StoreFormatError::Format(e) => StoreError::Format(e),
+            StoreFormatError::Db(e) => redb_err(e),
+        })?;
         discard_staged(&db)?;
         let (local, missing_meta) = read_local(&db)?;
         let store = PartitionStore {

@@ -15,6 +15,9 @@ use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use shared::format::META_LOG_FORMAT;
+
+use crate::store_format::check_store_format;
 
 use super::types::{
     Entry, LogId, LogState, StorageError, StoreError, TypeConfig, Vote, begin_durable_write,
@@ -46,6 +49,7 @@ pub struct LogReader {
 impl LogStore {
     /// Opens the log in `db`, creating its tables on first use.
     pub fn open(db: Arc<Database>) -> Result<Self, StoreError> {
+        check_store_format(&db, "the metadata log (meta.redb)", META_LOG_FORMAT)?;
         // Creating the tables up front lets read transactions open them unconditionally
         // (a table that was never written gives `TableDoesNotExist` when read).
         let txn = begin_durable_write(&db)?;

@@ -12,6 +12,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use shared::command::{MetaOutcome, MetaResult};
+use shared::format::{snapshot_header, split_snapshot};
 use shared::state::MetaState;
 use tokio::sync::watch;
 
@@ -27,10 +28,10 @@ const KEY_DATA: &str = "data";
 
 /// What a snapshot's data holds (postcard-encoded).
 #[derive(Default, Serialize, Deserialize)]
-struct SnapshotImage {
-    state: MetaState,
-    last_applied: Option<LogId>,
-    membership: StoredMembership,
+pub(crate) struct SnapshotImage {
+    pub(crate) state: MetaState,
+    pub(crate) last_applied: Option<LogId>,
+    pub(crate) membership: StoredMembership,
 }
 
 /// State shared between the state machine and its read handles.
@@ -169,9 +170,15 @@ fn index_of(log_id: Option<LogId>) -> u64 {
     log_id.map_or(0, |id| id.index)
 }
 
+/// A snapshot's data: the format header, then the postcard image.
+pub(crate) fn encode_image(image: &SnapshotImage) -> Result<Vec<u8>, StoreError> {
+    Ok(postcard::to_extend(image, snapshot_header().to_vec())?)
+}
+
 /// Decodes a snapshot's data; the meta is authoritative for the applied id and membership.
 fn restore_image(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotImage, StoreError> {
-    let image: SnapshotImage = postcard::from_bytes(data)?;
+    let (_version, payload) = split_snapshot(data)?;
+    let image: SnapshotImage = postcard::from_bytes(payload)?;
     Ok(SnapshotImage {
         state: image.state,
         last_applied: meta.last_log_id,
@@ -235,7 +242,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         );
         let signature = meta.signature();
         let data = blocking(move || {
-            let data = postcard::to_allocvec(&image)?;
+            let data = encode_image(&image)?;
             persist_snapshot(&db, &meta, &data)?;
             Ok(data)
         })

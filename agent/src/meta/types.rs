@@ -50,6 +50,15 @@ pub enum StoreError {
     /// A blocking task panicked or was cancelled.
     #[error("metadata store task failed: {0}")]
     Task(String),
+    /// The file or a snapshot holds a format this agent does not read.
+    #[error("{0}")]
+    Format(#[from] crate::store_format::StoreFormatError),
+}
+
+impl From<shared::format::FormatError> for StoreError {
+    fn from(e: shared::format::FormatError) -> Self {
+        StoreError::Format(e.into())
+    }
 }
 
 /// Converts every redb error type into `StoreError` so `?` works across redb calls.

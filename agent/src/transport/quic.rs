@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, warn};
 
-use super::tls::AGENT_SERVER_NAME;
+use shared::format::PEER_FORMAT;
+
+use super::tls::{AGENT_SERVER_NAME, alpn_protocol};
 use super::{
     BoxFuture, DatagramHandler, DatagramSender, MAX_DATAGRAM_BYTES, MAX_MESSAGE_BYTES, RpcClient,
     RpcHandler, TransportError,
@@ -180,7 +182,7 @@ impl QuicTransport {
             .map_err(|e| connect_error(addr, error_chain(&e)))?;
         let conn = connecting
             .await
-            .map_err(|e| connect_error(addr, error_chain(&e)))?;
+            .map_err(|e| connect_error(addr, handshake_failure(&e)))?;
         debug!(peer = addr, "connected");
         // The peer may send datagrams on the connection we opened: read them too.
         tokio::spawn(read_datagrams(conn.clone(), self.inner.clone()));
@@ -357,8 +359,8 @@ async fn serve_connection(
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
-            // Includes peers rejected by mutual TLS.
-            warn!(%remote, error = %error_chain(&e), "incoming peer connection failed");
+            // Includes peers rejected by mutual TLS or speaking another protocol version.
+            warn!(%remote, error = %handshake_failure(&e), "incoming peer connection failed");
             return;
         }
     };
@@ -443,6 +445,27 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// TLS alert `no_application_protocol`: the peers share no ALPN protocol.
+const NO_APPLICATION_PROTOCOL_ALERT: u8 = 120;
+
+/// Why a handshake failed, naming a peer-protocol version mismatch as such.
+fn handshake_failure(e: &ConnectionError) -> String {
+    let alert = quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL_ALERT);
+    let code = match e {
+        ConnectionError::ConnectionClosed(close) => Some(close.error_code),
+        ConnectionError::TransportError(error) => Some(error.code),
+        _ => None,
+    };
+    if code == Some(alert) {
+        format!(
+            "no common peer protocol version (this agent speaks {}): the peer runs an incompatible agent release",
+            String::from_utf8_lossy(&alpn_protocol(PEER_FORMAT))
+        )
+    } else {
+        error_chain(e)
+    }
 }
 
 /// A [`TransportError::Connect`] for `addr`.
@@ -558,6 +581,37 @@ mod tests {
             a.call(&addr_b, too_large).await,
             Err(TransportError::TooLarge)
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_of_another_protocol_version_is_refused_by_name() {
+        let cluster = Cluster::new();
+        let (server, echo) = start(&cluster.node(1));
+        let tls = cluster.node(2);
+        let newer = QuicTransport::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            tls::server_config_speaking(&tls, PEER_FORMAT + 1).unwrap(),
+            tls::client_config_speaking(&tls, PEER_FORMAT + 1).unwrap(),
+            TEST_TIMEOUT,
+        )
+        .unwrap();
+        newer.serve(Arc::new(Echo::default()));
+
+        let result = newer
+            .call(&server.local_addr().to_string(), b"hello".to_vec())
+            .await;
+        let Err(TransportError::Connect { reason, .. }) = result else {
+            panic!("{result:?}")
+        };
+        assert!(reason.contains("peer protocol version"), "{reason}");
+        let result = server
+            .call(&newer.local_addr().to_string(), b"hello".to_vec())
+            .await;
+        let Err(TransportError::Connect { reason, .. }) = result else {
+            panic!("{result:?}")
+        };
+        assert!(reason.contains("peer protocol version"), "{reason}");
+        assert_eq!(echo.0.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]

@@ -22,12 +22,16 @@ use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls::{RootCertStore, version::TLS13};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use shared::format::PEER_FORMAT;
 
 /// Server name every node certificate carries and every client connects with.
 pub const AGENT_SERVER_NAME: &str = "agent";
 
-/// ALPN protocol of the peer transport; bump it on incompatible wire changes.
-pub const ALPN_PROTOCOL: &[u8] = b"agent-peer/1";
+/// ALPN protocol of the peer transport: `agent-peer/<version>`, one per version of
+/// `shared::format::PEER_FORMAT`. Peers that share none fail the handshake.
+pub fn alpn_protocol(version: u16) -> Vec<u8> {
+    format!("agent-peer/{version}").into_bytes()
+}
 
 /// Interval of QUIC keep-alive pings: keeps idle connections (and NAT state) alive and
 /// lets a dead peer be noticed within [`MAX_IDLE_TIMEOUT`].
@@ -218,6 +222,14 @@ impl From<TlsFiles> for crate::config::TlsConfig {
 
 /// The QUIC server configuration: TLS 1.3, client certificates from the cluster CA required.
 pub fn server_config(tls: &NodeTls) -> Result<quinn::ServerConfig, TlsError> {
+    server_config_speaking(tls, PEER_FORMAT)
+}
+
+/// [`server_config`] speaking peer-protocol version `version` (tests).
+pub fn server_config_speaking(
+    tls: &NodeTls,
+    version: u16,
+) -> Result<quinn::ServerConfig, TlsError> {
     let provider = provider();
     let roots = Arc::new(root_store(&tls.ca_cert_pem)?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone()).build()?;
@@ -226,7 +238,7 @@ pub fn server_config(tls: &NodeTls) -> Result<quinn::ServerConfig, TlsError> {
         .with_protocol_versions(&[&TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
+    config.alpn_protocols = vec![alpn_protocol(version)];
     let crypto = QuicServerConfig::try_from(config)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport_config());
@@ -235,12 +247,20 @@ pub fn server_config(tls: &NodeTls) -> Result<quinn::ServerConfig, TlsError> {
 
 /// The QUIC client configuration: trusts only the cluster CA and presents the node certificate.
 pub fn client_config(tls: &NodeTls) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_speaking(tls, PEER_FORMAT)
+}
+
+/// [`client_config`] speaking peer-protocol version `version` (tests).
+pub fn client_config_speaking(
+    tls: &NodeTls,
+    version: u16,
+) -> Result<quinn::ClientConfig, TlsError> {
     let (chain, key) = parse_pair(&tls.node)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&TLS13])?
         .with_root_certificates(root_store(&tls.ca_cert_pem)?)
         .with_client_auth_cert(chain, key)?;
-    config.alpn_protocols = vec![ALPN_PROTOCOL.to_vec()];
+    config.alpn_protocols = vec![alpn_protocol(version)];
     let crypto = QuicClientConfig::try_from(config)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));
     client.transport_config(transport_config());

@@ -181,8 +181,11 @@ pub struct ListKeysResponse {
 pub struct RotateKeyResponse {
     /// The new signing key.
     pub kid: String,
-    /// The key it replaced (now retired, still trusted for its grace period).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The key it replaced (now retired, still trusted for its grace period); `null`
+    /// when the old key was never published. Always serialized: this answer also
+    /// travels between agents in postcard, which cannot skip a field (a skipped `None`
+    /// made a forwarded rotation undecodable).
+    #[serde(default)]
     pub retired_kid: Option<String>,
 }
 

@@ -531,7 +531,7 @@ fn drop_removes_items_log_and_meta() {
             .map(|t| t.name().to_string())
             .collect()
     };
-    assert_eq!(names.len(), 5, "{names:?}"); // 2 item tables, 2 logs, positions
+    assert_eq!(names.len(), 6, "{names:?}"); // 2 item tables, 2 logs, positions, format
 }
 
 #[test]
