@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use agent::client::ApiClient;
 use agent::config::Config;
 use agent::dev::{PortPlan, admin_client, wait_for_voters, write_cluster_files};
-use agent::node::meta_client::LeaderRoute;
+use agent::seam::LeaderRoute;
 use shared::api::{CapacityRequest, CreateTableRequest};
 use shared::command::MetaCommand;
 use shared::model::{CapacityMode, TableStatus};
@@ -23,8 +23,8 @@ const HTTP_BASE: u16 = 23070;
 
 /// The bootstrap agent, which leads.
 struct Leader {
-    meta: std::sync::Arc<agent::node::meta_client::MetaClient>,
-    state: agent::meta::state_machine::StateHandle,
+    meta: std::sync::Arc<agent::meta::client::MetaClient>,
+    state: agent::seam::StateHandle,
 }
 const NODES: u16 = 3;
 /// Worker threads of each agent's runtime.

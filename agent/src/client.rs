@@ -22,7 +22,6 @@ use shared::api::{
 
 use crate::auth::admin::PrincipalCredentials;
 use crate::auth::authn::basic_header;
-use crate::data_client::encode_component;
 
 /// Timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -460,4 +459,18 @@ pub(crate) fn with_auth<B>(
         Some(value) => request.header("authorization", value),
         None => request,
     }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so the text is one
+/// path segment or one query value whatever it contains (`/`, `?`, `+`, `%`, spaces...).
+pub fn encode_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text.as_bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -33,7 +33,7 @@ use shared::api::{
 
 pub use self::cache::{KeyTypes, RouteCache, RouteTarget, route_entries};
 use self::credentials::Credentials;
-use crate::client::{Authorization, ClientError, Method, with_auth};
+use crate::client::{Authorization, ClientError, Method, encode_component, with_auth};
 use shared::api::auth::{IssueCredentialRequest, IssueCredentialResponse};
 
 /// Timeout of one item request (a write waits for every replica to make it durable).
@@ -780,20 +780,6 @@ fn never_sent(e: &ureq::Error) -> bool {
         ureq::Error::Io(io) => io.kind() == std::io::ErrorKind::ConnectionRefused,
         _ => false,
     }
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, so the text is one
-/// path segment or one query value whatever it contains (`/`, `?`, `+`, `%`, spaces...).
-pub fn encode_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for &b in text.as_bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

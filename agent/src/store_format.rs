@@ -117,33 +117,4 @@ mod tests {
         );
         assert!(err.to_string().contains("the partition store"), "{err}");
     }
-
-    #[test]
-    fn the_agents_stores_refuse_a_file_of_a_newer_format() {
-        use crate::data::store::{PARTITIONS_FILE, PartitionStore, StoreError};
-        use shared::format::{META_LOG_FORMAT, PARTITION_STORE_FORMAT};
-
-        let dir = tempfile::tempdir().unwrap();
-        let partitions = dir.path().join(PARTITIONS_FILE);
-        let db = Database::create(&partitions).unwrap();
-        record_store_format(&db, PARTITION_STORE_FORMAT + 1).unwrap();
-        drop(db);
-        let Err(err) = PartitionStore::open(dir.path()) else {
-            panic!("opened a newer partition store")
-        };
-        assert!(
-            matches!(err, StoreError::Format(FormatError::Newer { .. })),
-            "{err}"
-        );
-
-        let db = Database::create(dir.path().join("meta.redb")).unwrap();
-        record_store_format(&db, META_LOG_FORMAT + 1).unwrap();
-        let Err(err) = crate::meta::log_store::LogStore::open(std::sync::Arc::new(db)) else {
-            panic!("opened a newer metadata log")
-        };
-        assert!(
-            err.to_string().contains("newer than this agent reads"),
-            "{err}"
-        );
-    }
 }

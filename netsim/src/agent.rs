@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use agent::membership::report::LoadSummary;
 use agent::membership::{CoreParts, GossipCore, GossipId, LocalMember, Membership};
-use agent::meta::state_machine::StateHandle;
 use agent::metrics::GossipTraffic;
+use agent::seam::StateHandle;
 use shared::model::NodeId;
 
 use crate::cluster::{endpoint, peer_addr};

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use agent::control::recovery::ReplicaPositions;
 use agent::metrics::AgentMetrics;
-use agent::node::liveness::ContactAges;
-use agent::node::meta_client::{MetaClientError, MetaLog};
+use agent::seam::ContactAges;
+use agent::seam::ReplicaPositions;
+use agent::seam::{MetaClientError, MetaLog};
 use agent::transport::BoxFuture;
 use shared::command::{MetaCommand, MetaResult};
 use shared::data::LogPosition;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use agent::node::Clock;
+use agent::seam::Clock;
 
 /// Virtual microseconds since the start of a run.
 pub type Micros = u64;

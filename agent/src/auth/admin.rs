@@ -14,8 +14,8 @@ use shared::auth::{hash_secret, new_secret, principal_arn};
 use shared::command::{MetaCommand, MetaError};
 
 use crate::auth::keys::write_private;
-use crate::node::Clock;
-use crate::node::meta_client::MetaClient;
+use crate::meta::client::MetaClient;
+use crate::seam::Clock;
 
 /// File of the bootstrap admin's credentials in the bootstrap agent's data dir.
 pub const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";

@@ -22,9 +22,10 @@ use tokio::time::Instant;
 
 use crate::auth::keys::{NodeSigningKey, SigningKeySlot};
 use crate::config::AuthConfig;
+use crate::meta::client::{MetaClient, read_index_on_leader};
 use crate::meta::rpc::{IssueRequest, LeaderCallError, PeerRequest, PeerResponse};
-use crate::node::Clock;
-use crate::node::meta_client::{LeaderRoute, MetaClient, read_index_on_leader};
+use crate::seam::Clock;
+use crate::seam::LeaderRoute;
 
 /// Random bytes in a credential id (`jti`).
 const TOKEN_ID_BYTES: usize = 16;

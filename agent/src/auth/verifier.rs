@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use shared::auth::{Action, Claims, Denied, TokenError, check_request, token_id_hash, verify};
 use shared::model::UnixMillis;
 
-use crate::meta::state_machine::StateHandle;
+use crate::seam::StateHandle;
 
 /// Why a request's credential was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

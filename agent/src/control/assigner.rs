@@ -10,10 +10,10 @@ use tokio::time::Instant;
 use shared::lifecycle::{AssignerConfig, assigner_actions};
 use shared::model::NodeId;
 
-use crate::meta::state_machine::StateHandle;
-use crate::node::Clock;
-use crate::node::liveness::PeerContacts;
-use crate::node::meta_client::MetaClient;
+use crate::meta::client::MetaClient;
+use crate::seam::Clock;
+use crate::seam::PeerContacts;
+use crate::seam::StateHandle;
 
 /// The assigner of one (leader) node.
 pub struct PartitionAssigner {

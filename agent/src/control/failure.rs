@@ -11,10 +11,12 @@ use shared::failure::{FailureConfig, NodeObservation, nodes_to_fail};
 use shared::model::NodeId;
 
 use crate::membership::Membership;
-use crate::meta::state_machine::StateHandle;
-use crate::node::Clock;
-use crate::node::liveness::{ContactAges, PeerContacts};
-use crate::node::meta_client::{MetaClient, MetaLog};
+use crate::meta::client::MetaClient;
+use crate::seam::Clock;
+use crate::seam::ContactAges;
+use crate::seam::MetaLog;
+use crate::seam::PeerContacts;
+use crate::seam::StateHandle;
 
 /// The failure detector of one (leader) node, over a metadata log `M` (openraft in the
 /// agent, simulated in `netsim`) and a record `C` of the peers that answered it.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use shared::command::MetaCommand;
 
 use crate::auth::issuer::CredentialIssuer;
-use crate::node::Clock;
+use crate::seam::Clock;
 
 /// The key keeper of one (leader) node.
 pub struct SigningKeyKeeper {

@@ -11,8 +11,9 @@ pub mod voters;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::meta::state_machine::StateHandle;
-use crate::node::meta_client::{LeaderRoute, MetaClient};
+use crate::meta::client::MetaClient;
+use crate::seam::LeaderRoute;
+use crate::seam::StateHandle;
 
 /// Runs `step` whenever the state machine applies something, leadership or membership
 /// changes, or `tick` elapses, while this node is the leader. Returns once Raft stops.

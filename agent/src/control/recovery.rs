@@ -15,33 +15,14 @@ use shared::recovery::{RecoveryConfig, nodes_to_decommission, plan_repairs};
 
 use crate::data::plane::DataPlane;
 use crate::membership::Membership;
-use crate::meta::state_machine::StateHandle;
-use crate::node::Clock;
-use crate::node::meta_client::{MetaClient, MetaLog};
-use crate::transport::BoxFuture;
+use crate::meta::client::MetaClient;
+use crate::seam::Clock;
+use crate::seam::MetaLog;
+use crate::seam::ReplicaPositions;
+use crate::seam::StateHandle;
 
 /// Distinct warnings remembered to log each once; beyond this the memory starts over.
 const MAX_REMEMBERED_WARNINGS: usize = 1024;
-
-/// Where the copies of partitions stand: the durable log position of each asked
-/// partition on each asked node (missing when a node does not answer). The agent asks
-/// its data plane's peers; `netsim` answers from its model.
-pub trait ReplicaPositions: Send + Sync + 'static {
-    /// Positions of `wanted` (node → its partitions to report).
-    fn collect_positions(
-        &self,
-        wanted: BTreeMap<NodeId, Vec<PartitionId>>,
-    ) -> BoxFuture<'_, HashMap<(PartitionId, NodeId), LogPosition>>;
-}
-
-impl ReplicaPositions for DataPlane {
-    fn collect_positions(
-        &self,
-        wanted: BTreeMap<NodeId, Vec<PartitionId>>,
-    ) -> BoxFuture<'_, HashMap<(PartitionId, NodeId), LogPosition>> {
-        Box::pin(DataPlane::collect_positions(self, wanted))
-    }
-}
 
 /// The recovery coordinator of one (leader) node, over a metadata log `M` (openraft in
 /// the agent, simulated in `netsim`) and a source `D` of replica log positions.

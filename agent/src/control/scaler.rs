@@ -21,9 +21,10 @@ use shared::scaler::{
 
 use crate::data::plane::DataPlane;
 use crate::membership::Membership;
-use crate::meta::state_machine::StateHandle;
-use crate::node::Clock;
-use crate::node::meta_client::{LeaderRoute, MetaClient};
+use crate::meta::client::MetaClient;
+use crate::seam::Clock;
+use crate::seam::LeaderRoute;
+use crate::seam::StateHandle;
 use shared::failure::GossipState;
 
 /// Who the Scaler's operations are recorded as requested by.

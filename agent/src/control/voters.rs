@@ -12,8 +12,8 @@ use shared::model::{NodeId, NodeStatus};
 use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
 
 use crate::membership::Membership;
-use crate::meta::state_machine::StateHandle;
 use crate::meta::types::Raft;
+use crate::seam::StateHandle;
 
 /// The voter manager of one (leader) node.
 pub struct VoterManager {

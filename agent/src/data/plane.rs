@@ -25,12 +25,12 @@ use shared::model::{AttributeType, NodeId, PartitionId, TableStatus};
 
 pub use activity::{PartitionActivity, PartitionSample};
 
-use crate::config::DataConfig;
+use super::DataConfig;
 use crate::data::store::PartitionStore;
+use crate::meta::client::MetaClient;
+use crate::meta::freshness::MetaFreshness;
 use crate::meta::rpc::{PeerRequest, PeerResponse};
-use crate::meta::state_machine::StateHandle;
-use crate::node::liveness::MetaFreshness;
-use crate::node::meta_client::MetaClient;
+use crate::seam::{BoxFuture, ReplicaLoads, ReplicaPositions, StateHandle};
 use crate::transport::{RpcClient, TransportError};
 
 /// What an item call does.
@@ -133,7 +133,7 @@ pub struct DataPlane {
     /// Operations with a driver running on this agent.
     driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
     /// Clock seam (operation timestamps).
-    clock: crate::node::Clock,
+    clock: crate::seam::Clock,
     /// This data plane itself, for tasks that must outlive a cancelled caller.
     this: Weak<DataPlane>,
 }
@@ -155,7 +155,7 @@ pub struct DataPlaneParts {
     /// `[data]` settings.
     pub config: DataConfig,
     /// Clock seam (operation timestamps).
-    pub clock: crate::node::Clock,
+    pub clock: crate::seam::Clock,
 }
 
 impl DataPlane {
@@ -528,17 +528,30 @@ impl DataPlane {
     /// The loads reported by every node in `nodes` (this one included); unreachable
     /// nodes are absent.
     pub async fn collect_loads(&self, nodes: Vec<NodeId>) -> Vec<PartitionLoadReport> {
-        let asks = nodes.into_iter().map(|node| async move {
+        let asks = nodes.into_iter().map(|n| (n, DataPeerRequest::Loads));
+        self.ask_each(asks, |_, reply| match reply {
+            DataPeerReply::Loads(list) => list,
+            _ => Vec::new(),
+        })
+        .await
+    }
+
+    /// Sends each request to its node (this one answers itself) at once, and gathers
+    /// what `pick` takes from each answer; nodes that do not answer in
+    /// `POSITIONS_TIMEOUT` give nothing.
+    async fn ask_each<T>(
+        &self,
+        asks: impl Iterator<Item = (NodeId, DataPeerRequest)>,
+        pick: impl Fn(NodeId, DataPeerReply) -> Vec<T>,
+    ) -> Vec<T> {
+        let pick = &pick;
+        let asks = asks.map(|(node, request)| async move {
             let reply = if node == self.me {
-                Ok(DataPeerReply::Loads(self.loads()))
+                Ok(self.handle_peer(request).await)
             } else {
-                self.rpc(node, DataPeerRequest::Loads, POSITIONS_TIMEOUT)
-                    .await
+                self.rpc(node, request, POSITIONS_TIMEOUT).await
             };
-            match reply {
-                Ok(DataPeerReply::Loads(list)) => list,
-                _ => Vec::new(),
-            }
+            reply.map(|r| pick(node, r)).unwrap_or_default()
         });
         futures::future::join_all(asks)
             .await
@@ -612,26 +625,17 @@ impl DataPlane {
         &self,
         wanted: BTreeMap<NodeId, Vec<PartitionId>>,
     ) -> HashMap<(PartitionId, NodeId), LogPosition> {
-        let asks = wanted.into_iter().map(|(node, pids)| async move {
-            let reply = if node == self.me {
-                Ok(self.handle_peer(DataPeerRequest::Positions(pids)).await)
-            } else {
-                self.rpc(node, DataPeerRequest::Positions(pids), POSITIONS_TIMEOUT)
-                    .await
-            };
-            match reply {
-                Ok(DataPeerReply::Positions(list)) => list
-                    .into_iter()
-                    .map(|(pid, pos)| ((pid, node), pos))
-                    .collect::<Vec<_>>(),
-                _ => Vec::new(),
-            }
-        });
-        futures::future::join_all(asks)
-            .await
+        let asks = wanted
             .into_iter()
-            .flatten()
-            .collect()
+            .map(|(node, pids)| (node, DataPeerRequest::Positions(pids)));
+        let positions = self.ask_each(asks, |node, reply| match reply {
+            DataPeerReply::Positions(list) => list
+                .into_iter()
+                .map(|(pid, pos)| ((pid, node), pos))
+                .collect(),
+            _ => Vec::new(),
+        });
+        positions.await.into_iter().collect()
     }
 
     /// Every `TRIM_EVERY` records (when the log grew from LSN `before` to `after` past a
@@ -666,4 +670,19 @@ impl DataPlane {
 /// Locks a std mutex whose holders cannot leave it inconsistent (poison ignored).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ReplicaPositions for DataPlane {
+    fn collect_positions(
+        &self,
+        wanted: BTreeMap<NodeId, Vec<PartitionId>>,
+    ) -> BoxFuture<'_, HashMap<(PartitionId, NodeId), LogPosition>> {
+        Box::pin(DataPlane::collect_positions(self, wanted))
+    }
+}
+
+impl ReplicaLoads for DataPlane {
+    fn collect_loads(&self, nodes: Vec<NodeId>) -> BoxFuture<'_, Vec<PartitionLoadReport>> {
+        Box::pin(DataPlane::collect_loads(self, nodes))
+    }
 }

@@ -11,8 +11,8 @@ use shared::model::{NodeId, PartitionId};
 
 use crate::data::plane::DataPlane;
 use crate::data::store::PartitionStore;
-use crate::meta::state_machine::StateHandle;
-use crate::node::meta_client::MetaClient;
+use crate::meta::client::MetaClient;
+use crate::seam::StateHandle;
 
 /// Reconciles the local partitions of one agent.
 pub struct Reconciler {

@@ -8,7 +8,7 @@ use shared::command::{ErrorClass, MetaError};
 use shared::data::ItemError;
 
 use crate::meta::rpc::LeaderCallError;
-use crate::node::meta_client::MetaClientError;
+use crate::seam::MetaClientError;
 
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 1;

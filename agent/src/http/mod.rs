@@ -3,7 +3,9 @@
 pub mod access;
 mod cluster;
 pub mod error;
+pub mod health;
 mod items;
+mod lag;
 mod operations;
 mod tables;
 
@@ -24,11 +26,11 @@ use crate::auth::issuer::CredentialIssuer;
 use crate::auth::verifier::TokenVerifier;
 use crate::data::store::PartitionStore;
 use crate::http::error::ApiError;
-use crate::meta::state_machine::StateHandle;
+use crate::http::health::HealthView;
+use crate::meta::client::MetaClient;
 use crate::metrics::{PartitionFigures, RaftView, ScrapeView};
-use crate::node::Clock;
-use crate::node::health::HealthView;
-use crate::node::meta_client::MetaClient;
+use crate::seam::Clock;
+use crate::seam::StateHandle;
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -206,7 +208,7 @@ async fn metrics(
     let view = RaftView {
         term: raft.current_term,
         applied_index: app.state.applied_index(),
-        is_leader: crate::node::meta_client::leads(&raft),
+        is_leader: crate::meta::client::leads(&raft),
         voters: membership.voter_ids().count(),
         learners: membership.learner_ids().count(),
     };

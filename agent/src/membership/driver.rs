@@ -14,8 +14,8 @@ use super::report::LoadSummary;
 use super::swim::{CoreParts, GossipCore};
 use super::view::Membership;
 use crate::config::GossipConfig;
-use crate::meta::state_machine::StateHandle;
-use crate::node::Clock;
+use crate::seam::Clock;
+use crate::seam::StateHandle;
 use crate::transport::{DatagramHandler, DatagramSender};
 
 /// Datagrams waiting for the driver; beyond this they are dropped, like a full UDP buffer.

@@ -10,7 +10,7 @@ use shared::model::NodeId;
 
 use super::GossipId;
 use super::view::Membership;
-use crate::node::Clock;
+use crate::seam::Clock;
 
 /// Load figures an agent reports about itself.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

@@ -20,8 +20,8 @@ use super::driver::{LocalMember, StatusSource, foca_config};
 use super::report::{StatusBroadcasts, StatusReport};
 use super::view::Membership;
 use crate::config::GossipConfig;
-use crate::meta::state_machine::StateHandle;
-use crate::node::Clock;
+use crate::seam::Clock;
+use crate::seam::StateHandle;
 
 /// Bytes before foca's packet in every datagram: the sender's node id, so any datagram
 /// counts as a direct proof of life even when foca discards it (e.g. from a member it

@@ -13,9 +13,9 @@ use tokio::task::JoinHandle;
 use super::report::LoadSummary;
 use super::{DriverParts, GossipDriver, GossipId, LocalMember, Membership};
 use crate::config::GossipConfig;
-use crate::meta::state_machine::StateHandle;
 use crate::metrics::GossipTraffic;
-use crate::node::Clock;
+use crate::seam::Clock;
+use crate::seam::StateHandle;
 use crate::transport::memory::MemoryNetwork;
 
 const NODES: u64 = 5;

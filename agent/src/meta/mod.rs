@@ -1,6 +1,9 @@
-//! The Raft metadata store: openraft types, the redb-backed log and state machine, and the
-//! peer network that carries Raft RPCs over the agent transport.
+//! The Raft metadata store: openraft types, the redb-backed log and state machine, the
+//! peer network that carries Raft RPCs over the agent transport, and the client that
+//! proposes and reads through the leader.
 
+pub mod client;
+pub mod freshness;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
@@ -15,5 +18,5 @@ pub use network::{PeerNetwork, PeerNetworkFactory};
 pub use rpc::{
     Committed, ForwardError, JoinRequest, PeerRequest, PeerResponse, handle_raft_request,
 };
-pub use state_machine::{StateHandle, StateMachineStore};
+pub use state_machine::StateMachineStore;
 pub use types::{Raft, StoreError, TypeConfig};

@@ -5,7 +5,7 @@
 //! re-applies the committed log after it (the log store persists the committed id).
 
 use std::io::Cursor;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use shared::command::{MetaOutcome, MetaResult};
 use shared::format::{snapshot_header, split_snapshot};
 use shared::state::MetaState;
-use tokio::sync::watch;
+
+use crate::seam::StateHandle;
 
 use super::types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoreError, StoredMembership, TypeConfig,
@@ -34,68 +35,10 @@ pub(crate) struct SnapshotImage {
     pub(crate) membership: StoredMembership,
 }
 
-/// State shared between the state machine and its read handles.
-struct Shared {
-    state: RwLock<MetaState>,
-    applied: watch::Sender<u64>,
-}
-
-/// Cheap, clonable read access to the replicated `MetaState` for the rest of the agent.
-#[derive(Clone)]
-pub struct StateHandle {
-    shared: Arc<Shared>,
-}
-
-impl StateHandle {
-    /// Runs `f` on the current state under a read lock; never hold it across an `.await`.
-    pub fn read<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
-        // A poisoned lock means `apply` panicked, which stops Raft anyway; keep readers alive.
-        let state = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(&state)
-    }
-
-    /// Index of the last applied log entry (0 if nothing was applied).
-    pub fn applied_index(&self) -> u64 {
-        *self.shared.applied.borrow()
-    }
-
-    /// A handle on a fixed state that no Raft updates: for tests and the simulator, which
-    /// run controllers and the gossip driver without a metadata store.
-    pub fn detached(state: MetaState) -> StateHandle {
-        let (applied, _) = watch::channel(0);
-        StateHandle {
-            shared: Arc::new(Shared {
-                state: RwLock::new(state),
-                applied,
-            }),
-        }
-    }
-
-    /// Replaces this replica by `state` as of log entry `index`: the simulator, which has
-    /// no Raft, brings each agent's detached handle up to date this way.
-    pub fn install_detached(&self, state: MetaState, index: u64) {
-        *self
-            .shared
-            .state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = state;
-        self.shared.applied.send_replace(index);
-    }
-
-    /// Watches the applied index; it changes after every apply batch and snapshot install.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.shared.applied.subscribe()
-    }
-}
-
 /// The openraft state machine of the metadata store.
 pub struct StateMachineStore {
     db: Arc<Database>,
-    shared: Arc<Shared>,
+    replica: StateHandle,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     /// Snapshots built by this process, to make snapshot ids unique.
@@ -112,49 +55,42 @@ impl StateMachineStore {
             Some((meta, data)) => restore_image(&meta, &data)?,
             None => SnapshotImage::default(),
         };
-        let (applied, _) = watch::channel(index_of(image.last_applied));
-        let shared = Arc::new(Shared {
-            state: RwLock::new(image.state),
-            applied,
-        });
+        let replica = StateHandle::new(image.state, index_of(image.last_applied));
         let store = Self {
             db,
-            shared: shared.clone(),
+            replica: replica.clone(),
             last_applied: image.last_applied,
             last_membership: image.membership,
             snapshots_built: 0,
         };
-        Ok((store, StateHandle { shared }))
+        Ok((store, replica))
     }
 
     /// Applies a batch under one write lock, so readers see whole batches.
     fn apply_batch(&mut self, entries: impl IntoIterator<Item = Entry>) -> Vec<MetaResult> {
-        let mut state = self
-            .shared
-            .state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut responses = Vec::new();
-        for entry in entries {
-            self.last_applied = Some(entry.log_id);
-            let response = match entry.payload {
-                EntryPayload::Blank => Ok(MetaOutcome::Done),
-                // A rejected command is a committed no-op: its `Err` is the response.
-                EntryPayload::Normal(cmd) => state.apply(&cmd),
-                EntryPayload::Membership(membership) => {
-                    self.last_membership = StoredMembership::new(Some(entry.log_id), membership);
-                    Ok(MetaOutcome::Done)
-                }
-            };
-            responses.push(response);
-        }
-        responses
+        let replica = self.replica.clone();
+        replica.write(|state| {
+            let mut responses = Vec::new();
+            for entry in entries {
+                self.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => Ok(MetaOutcome::Done),
+                    // A rejected command is a committed no-op: its `Err` is the response.
+                    EntryPayload::Normal(cmd) => state.apply(&cmd),
+                    EntryPayload::Membership(membership) => {
+                        self.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
+                        Ok(MetaOutcome::Done)
+                    }
+                };
+                responses.push(response);
+            }
+            responses
+        })
     }
 
     fn publish_applied(&self) {
-        self.shared
-            .applied
-            .send_replace(index_of(self.last_applied));
+        self.replica.publish_applied(index_of(self.last_applied));
     }
 
     fn next_snapshot_id(&mut self) -> String {
@@ -278,12 +214,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_membership: self.last_membership.clone(),
             snapshot_id: self.next_snapshot_id(),
         };
-        let state = self
-            .shared
-            .state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let state = self.replica.read(MetaState::clone);
         let image = SnapshotImage {
             state,
             last_applied: self.last_applied,
@@ -313,11 +244,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
-        *self
-            .shared
-            .state
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = image.state;
+        self.replica.write(|state| *state = image.state);
         self.last_applied = image.last_applied;
         self.last_membership = image.membership;
         self.publish_applied();

@@ -1,17 +1,10 @@
 //! An agent's start-up and wiring: metadata store, peer transport, controllers,
 //! reconciler and HTTP API.
 
-pub mod health;
-pub mod join;
-pub mod lag;
-pub mod liveness;
-pub mod meta_client;
-pub mod peer;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use openraft::{BasicNode, SnapshotPolicy};
@@ -33,21 +26,25 @@ use crate::data::plane::{DataPlane, DataPlaneParts};
 use crate::data::reconciler::Reconciler;
 use crate::data::store::PartitionStore;
 use crate::host::HostSampler;
+use crate::http::health::HealthView;
 use crate::http::{AppState, router};
+use crate::join;
 use crate::membership::report::LoadSummary;
 use crate::membership::{
     DriverParts, GossipDriver, GossipId, LocalMember, Membership, StatusSource,
 };
+use crate::meta::client::MetaClient;
+use crate::meta::freshness::MetaFreshness;
 use crate::meta::log_store::LogStore;
 use crate::meta::network::PeerNetworkFactory;
-use crate::meta::state_machine::{StateHandle, StateMachineStore};
+use crate::meta::state_machine::StateMachineStore;
 use crate::meta::types::Raft;
 use crate::metrics::AgentMetrics;
-use crate::node::health::HealthView;
-use crate::node::liveness::{MetaFreshness, ObservedClient, PeerContacts};
-use crate::node::meta_client::MetaClient;
-use crate::node::peer::PeerHandler;
+use crate::peer_server::PeerHandler;
+use crate::seam::PeerContacts;
+use crate::seam::{Clock, StateHandle, system_clock};
 use crate::transport::RpcClient;
+use crate::transport::observed::ObservedClient;
 use crate::transport::quic::QuicTransport;
 use crate::transport::tls;
 
@@ -63,18 +60,6 @@ const SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How often the leader's failure detector re-checks the gossip view: a decision is due
 /// at an instant no commit wakes it for.
 const FAILURE_CHECK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// The clock seam: Unix milliseconds.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    })
-}
 
 /// A started agent: metadata store, peer transport, controllers and reconciler running;
 /// the HTTP API is served by [`RunningNode::serve_http`].

@@ -1,15 +1,12 @@
 //! Peer transport: the seam between agents. Production runs it over QUIC with mutual TLS
 //! ([`quic`]); tests and `netsim` run the same code over an in-memory network.
 
-use std::future::Future;
-use std::pin::Pin;
-
 pub mod memory;
+pub mod observed;
 pub mod quic;
 pub mod tls;
 
-/// A boxed, sendable future (object-safe async trait methods).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::seam::BoxFuture;
 
 /// Largest request or response carried by one RPC, in bytes (a snapshot chunk fits).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;

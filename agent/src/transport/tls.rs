@@ -210,16 +210,6 @@ pub fn issue_node_cert(ca: &CertPair, node_id: u64) -> Result<CertPair, TlsError
     })
 }
 
-impl From<TlsFiles> for crate::config::TlsConfig {
-    fn from(files: TlsFiles) -> Self {
-        crate::config::TlsConfig {
-            ca_cert: files.ca_cert,
-            cert: files.cert,
-            key: files.key,
-        }
-    }
-}
-
 /// The QUIC server configuration: TLS 1.3, client certificates from the cluster CA required.
 pub fn server_config(tls: &NodeTls) -> Result<quinn::ServerConfig, TlsError> {
     server_config_speaking(tls, PEER_FORMAT)

@@ -7,7 +7,7 @@ use shared::command::{MetaCommand, MetaResult};
 use shared::model::{NodeId, NodeStatus};
 use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
 
-use agent::node::meta_client::MetaClientError;
+use agent::seam::MetaClientError;
 
 use super::Simulation;
 use crate::cluster::peer_addr;

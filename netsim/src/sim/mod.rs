@@ -12,7 +12,7 @@ mod scaler;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agent::meta::state_machine::StateHandle;
+use agent::seam::StateHandle;
 use shared::model::NodeId;
 use shared::placement::{VoterCandidate, VoterConfig, learners_to_promote, voter_target};
 

@@ -18,7 +18,7 @@ use crate::event::Event;
 impl Simulation {
     /// The agent's join loop: while its replica does not show its current incarnation
     /// registered, it (re-)registers; an incarnation committed FAILED while the process
-    /// runs is given up for the next one, as `agent::node::join` does.
+    /// runs is given up for the next one, as `agent::meta::join` does.
     pub(super) fn keep_registered(&mut self, node: NodeId) {
         let agent = self.agents.get_mut(&node).expect("known");
         let record = agent

@@ -12,8 +12,9 @@
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use agent::client::encode_component;
 use agent::client::{ApiClient, Authorization, ClientError, Method};
-use agent::data_client::{DataClient, DataClientError, encode_component};
+use agent::data_client::{DataClient, DataClientError};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use shared::api::auth::IssueCredentialRequest;

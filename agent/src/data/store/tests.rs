@@ -998,3 +998,32 @@ fn a_staged_partition_reads_as_not_allocated_until_its_staging_finishes() {
     store.finish_stage(&staged).unwrap();
     assert_eq!(get(&store, 7, "a", Some("k01")), Some("v1".into()));
 }
+
+#[test]
+fn the_agents_stores_refuse_a_file_of_a_newer_format() {
+    use crate::store_format::record_store_format;
+    use shared::format::{FormatError, META_LOG_FORMAT, PARTITION_STORE_FORMAT};
+
+    let dir = tempfile::tempdir().unwrap();
+    let partitions = dir.path().join(PARTITIONS_FILE);
+    let db = redb::Database::create(&partitions).unwrap();
+    record_store_format(&db, PARTITION_STORE_FORMAT + 1).unwrap();
+    drop(db);
+    let Err(err) = PartitionStore::open(dir.path()) else {
+        panic!("opened a newer partition store")
+    };
+    assert!(
+        matches!(err, StoreError::Format(FormatError::Newer { .. })),
+        "{err}"
+    );
+
+    let db = redb::Database::create(dir.path().join("meta.redb")).unwrap();
+    record_store_format(&db, META_LOG_FORMAT + 1).unwrap();
+    let Err(err) = crate::meta::log_store::LogStore::open(std::sync::Arc::new(db)) else {
+        panic!("opened a newer metadata log")
+    };
+    assert!(
+        err.to_string().contains("newer than this agent reads"),
+        "{err}"
+    );
+}

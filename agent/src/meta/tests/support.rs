@@ -14,9 +14,10 @@ use tempfile::TempDir;
 
 use crate::meta::types::{LogId, TypeConfig};
 use crate::meta::{
-    LogStore, PeerNetworkFactory, PeerRequest, PeerResponse, Raft, StateHandle, StateMachineStore,
+    LogStore, PeerNetworkFactory, PeerRequest, PeerResponse, Raft, StateMachineStore,
     handle_raft_request,
 };
+use crate::seam::StateHandle;
 use crate::transport::{BoxFuture, RpcClient, RpcHandler, TransportError};
 
 /// Upper bound for anything a test waits on.

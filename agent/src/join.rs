@@ -9,10 +9,11 @@ use shared::model::NodeStatus;
 
 use crate::config::Config;
 use crate::membership::Membership;
+use crate::meta::client::{MetaClient, read_index_on_leader};
+use crate::meta::freshness::MetaFreshness;
 use crate::meta::rpc::{ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse};
-use crate::node::Clock;
-use crate::node::liveness::MetaFreshness;
-use crate::node::meta_client::{LeaderRoute, MetaClient, read_index_on_leader};
+use crate::seam::Clock;
+use crate::seam::LeaderRoute;
 use crate::transport::RpcClient;
 
 /// Redirects followed within one join attempt (seed → leader → new leader ...).

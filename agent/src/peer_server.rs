@@ -10,15 +10,15 @@ use shared::command::MetaCommand;
 
 use crate::auth::issuer::CredentialIssuer;
 use crate::data::plane::DataPlane;
+use crate::meta::client::{leader_route, read_index_on_leader, write_on_leader};
+use crate::meta::freshness::MetaFreshness;
 use crate::meta::rpc::{
     Committed, ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
     handle_raft_request,
 };
-use crate::meta::state_machine::StateHandle;
 use crate::meta::types::{NodeId, Raft};
-use crate::node::Clock;
-use crate::node::liveness::MetaFreshness;
-use crate::node::meta_client::{leader_route, read_index_on_leader, write_on_leader};
+use crate::seam::Clock;
+use crate::seam::StateHandle;
 use crate::transport::{BoxFuture, RpcHandler};
 
 /// Handles every request arriving on the peer transport.

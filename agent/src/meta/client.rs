@@ -9,41 +9,14 @@ use shared::command::{MetaCommand, MetaResult};
 use shared::model::NodeId;
 use tokio::time::Instant;
 
-use crate::meta::rpc::{Committed, ForwardError, PeerRequest, PeerResponse};
-use crate::meta::state_machine::StateHandle;
-use crate::meta::types::Raft;
+use super::rpc::{Committed, ForwardError, PeerRequest, PeerResponse};
+use super::types::Raft;
 use crate::metrics::AgentMetrics;
-use crate::transport::{BoxFuture, RpcClient, TransportError};
+use crate::seam::{BoxFuture, LeaderRoute, MetaClientError, MetaLog, StateHandle};
+use crate::transport::{RpcClient, TransportError};
 
 /// Pause before asking again when no leader is known.
 const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
-
-/// Why a proposal or read barrier did not complete. Maps to 503 at the API edge.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum MetaClientError {
-    /// No leader answered within the wait budget; the command was not applied.
-    #[error("no metadata leader reachable: {0}")]
-    NoLeader(String),
-    /// The leader was reached but the outcome is unknown (the command may have applied).
-    #[error("outcome unknown: {0}")]
-    Unknown(String),
-}
-
-/// The seam between the leader-only controllers and the metadata log: who proposes,
-/// proposing one command, and the proposer's metrics. The local replica is read through
-/// a [`StateHandle`]. [`MetaClient`] implements it over openraft; `netsim` implements it
-/// with a simulated linearizable log, so the same controllers run in both.
-pub trait MetaLog: Send + Sync + 'static {
-    /// The proposing node's id.
-    fn node_id(&self) -> NodeId;
-
-    /// Commits `cmd` and returns the state machine's result once the proposer's local
-    /// replica applied it; an error says whether the command may have applied.
-    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>>;
-
-    /// The proposing agent's metrics.
-    fn metrics(&self) -> &AgentMetrics;
-}
 
 impl MetaLog for MetaClient {
     fn node_id(&self) -> NodeId {
@@ -67,17 +40,6 @@ pub struct MetaClient {
     peers: Arc<dyn RpcClient>,
     leader_wait: Duration,
     metrics: Arc<AgentMetrics>,
-}
-
-/// Where the current leader is, as this node knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaderRoute {
-    /// This node leads.
-    Local,
-    /// Another node leads, reachable at this peer address.
-    Remote(NodeId, String),
-    /// No leader is known.
-    Unknown,
 }
 
 impl MetaClient {

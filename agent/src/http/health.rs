@@ -7,12 +7,13 @@ use std::sync::Arc;
 use shared::failure::{heartbeat_staleness_ms, view_status};
 use shared::model::{Node, NodeStatus, UnixMillis};
 
+use crate::http::lag::ApplyLag;
 use crate::membership::Membership;
-use crate::meta::state_machine::StateHandle;
+use crate::meta::client::MetaClient;
 use crate::metrics::NodeSample;
-use crate::node::Clock;
-use crate::node::lag::ApplyLag;
-use crate::node::meta_client::{LeaderRoute, MetaClient};
+use crate::seam::Clock;
+use crate::seam::LeaderRoute;
+use crate::seam::StateHandle;
 
 /// One node's health as this agent sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,64 @@
+//! Whether this agent's metadata replica is fresh: it leads with a quorum of voters
+//! answering, or it heard from the leader recently.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::model::NodeId;
+use tokio::time::Instant;
+
+use crate::seam::PeerContacts;
+
+/// Whether this agent's metadata replica is known to be current: it heard from a Raft
+/// leader (a leader: from a majority of voters) recently. Read leases are granted and
+/// held only while this is so, so a partition whose copies are all cut off from the
+/// majority (which may already have moved it elsewhere) stops serving reads.
+pub struct MetaFreshness {
+    raft: super::types::Raft,
+    contacts: Arc<PeerContacts>,
+    leader_contact: Mutex<Option<Instant>>,
+}
+
+impl MetaFreshness {
+    /// Freshness of the agent running `raft`, whose peer RPCs are recorded in `contacts`.
+    pub fn new(raft: super::types::Raft, contacts: Arc<PeerContacts>) -> Self {
+        MetaFreshness {
+            raft,
+            contacts,
+            leader_contact: Mutex::new(None),
+        }
+    }
+
+    /// A leader's AppendEntries (heartbeat or log) was just accepted here.
+    pub fn heard_from_leader(&self) {
+        *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+
+    /// Whether the metadata was confirmed current within `window`.
+    pub fn within(&self, window: Duration) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        if !super::client::leads(&metrics) {
+            let last = *self
+                .leader_contact
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            return last.is_some_and(|t| t.elapsed() <= window);
+        }
+        let membership = metrics.membership_config.membership();
+        let ages = self.contacts.ages();
+        let voters: Vec<(NodeId, String)> = membership
+            .voter_ids()
+            .filter_map(|id| Some((id, membership.get_node(&id)?.addr.clone())))
+            .collect();
+        let answered = voters
+            .iter()
+            .filter(|(id, addr)| {
+                *id == metrics.id || ages.get(addr).is_some_and(|age| *age <= window)
+            })
+            .count();
+        answered * 2 > voters.len()
+    }
+}
