@@ -22,6 +22,7 @@ const MAX_REDIRECTS: usize = 4;
 const JOIN_WARN_EVERY: u64 = 20;
 
 /// What registering needs.
+#[derive(Clone)]
 pub struct Registration {
     /// Proposals through this agent.
     pub meta: Arc<MetaClient>,

@@ -19,4 +19,5 @@ pub mod node;
 pub mod peer_server;
 pub mod seam;
 pub mod store_format;
+pub mod supervisor;
 pub mod transport;

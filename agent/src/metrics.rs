@@ -107,6 +107,13 @@ fn pause_histogram() -> Histogram {
     ))
 }
 
+/// A long-lived task of the agent, by name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// The task's name (`assigner`, `reconciler`, ...).
+    pub task: &'static str,
+}
+
 /// Outcome of a credential check: `verified` (signature checked), `cached`, `refused`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TokenCheckLabels {
@@ -155,6 +162,8 @@ pub struct AgentMetrics {
     pub token_checks: Family<TokenCheckLabels, Counter>,
     /// Gossip traffic.
     pub gossip: GossipTraffic,
+    /// Long-lived tasks that panicked or stopped unexpectedly, by task.
+    pub task_failures: Family<TaskLabels, Counter>,
     node_staleness_seconds: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     nodes_by_status: Family<StatusLabels, Gauge>,
     meta_applied_lag_entries: Gauge,
@@ -232,6 +241,7 @@ impl AgentMetrics {
             operations_finished: Family::default(),
             credentials_issued: Counter::default(),
             token_checks: Family::default(),
+            task_failures: Family::default(),
             gossip: GossipTraffic::default(),
             node_staleness_seconds: Family::default(),
             nodes_by_status: Family::default(),
@@ -312,6 +322,11 @@ impl AgentMetrics {
             "token_checks",
             "Credential checks on the data path by outcome (verified, cached, refused)",
             self.token_checks.clone(),
+        );
+        r.register(
+            "task_failures",
+            "Long-lived tasks that panicked or stopped unexpectedly, by task",
+            self.task_failures.clone(),
         );
         let g = &self.gossip;
         r.register(

@@ -8,6 +8,9 @@ pub mod recovery;
 pub mod scaler;
 pub mod voters;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 use std::time::Duration;
 

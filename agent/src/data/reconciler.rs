@@ -15,6 +15,7 @@ use crate::meta::client::MetaClient;
 use crate::seam::StateHandle;
 
 /// Reconciles the local partitions of one agent.
+#[derive(Clone)]
 pub struct Reconciler {
     node_id: NodeId,
     data: Arc<DataPlane>,

@@ -43,6 +43,7 @@ use crate::metrics::AgentMetrics;
 use crate::peer_server::PeerHandler;
 use crate::seam::PeerContacts;
 use crate::seam::{Clock, StateHandle, system_clock};
+use crate::supervisor::Supervisor;
 use crate::transport::RpcClient;
 use crate::transport::observed::ObservedClient;
 use crate::transport::quic::QuicTransport;
@@ -72,6 +73,7 @@ pub struct RunningNode {
     http: tokio::net::TcpListener,
     max_body_bytes: usize,
     transport: QuicTransport,
+    tasks: Supervisor,
 }
 
 /// Runs the agent until Ctrl-C or SIGTERM.
@@ -148,10 +150,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         clock.clone(),
         leader_wait,
     );
-    transport.serve(Arc::new(handler));
-    tokio::spawn(data.clone().run_leases());
-    tokio::spawn(data.clone().run_operations(config.tick_interval()));
-    tokio::spawn(count_leader_changes(raft.clone(), metrics.clone()));
+    let tasks = Supervisor::new(metrics.clone());
+    tasks.watch_essential("peer-server", transport.serve(Arc::new(handler)));
+    let tick = config.tick_interval();
+    tasks.keep_running("read-leases", {
+        let data = data.clone();
+        move || data.clone().run_leases()
+    });
+    tasks.keep_running("operation-drivers", {
+        let data = data.clone();
+        move || data.clone().run_operations(tick)
+    });
+    tasks.keep_running("leader-changes", {
+        let (raft, metrics) = (raft.clone(), metrics.clone());
+        move || count_leader_changes(raft.clone(), metrics.clone())
+    });
     if config.bootstrap {
         bootstrap_if_new(&raft, &config).await?;
     }
@@ -165,30 +178,50 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         membership.clone(),
         clock.clone(),
     );
-    start_gossip(
-        &config,
-        &transport,
-        incarnation,
-        &health,
-        &data,
-        &state,
-        &clock,
+    tasks.essential(
+        "gossip",
+        gossip_driver(
+            &config,
+            &transport,
+            incarnation,
+            &health,
+            &data,
+            &state,
+            &clock,
+        ),
     );
-    tokio::spawn(join::register(
-        join::Registration {
-            meta: meta.clone(),
-            peers,
-            config: config.clone(),
-            clock: clock.clone(),
-            membership: membership.clone(),
-            freshness: freshness.clone(),
-        },
-        incarnation,
-    ));
+    let registration = join::Registration {
+        meta: meta.clone(),
+        peers,
+        config: config.clone(),
+        clock: clock.clone(),
+        membership: membership.clone(),
+        freshness: freshness.clone(),
+    };
+    tasks.run_until_done("join", move || {
+        join::register(registration.clone(), incarnation)
+    });
     let caught_up = Arc::new(AtomicBool::new(false));
-    tokio::spawn(catch_up(meta.clone(), caught_up.clone()));
-    tokio::spawn(data.clone().arm_fences(caught_up.clone()));
-    spawn_controllers(&config, &meta, &state, &clock, contacts, &membership, &data);
+    tasks.run_until_done("catch-up", {
+        let (meta, caught_up) = (meta.clone(), caught_up.clone());
+        move || catch_up(meta.clone(), caught_up.clone())
+    });
+    tasks.run_until_done("fences", {
+        let (data, caught_up) = (data.clone(), caught_up.clone());
+        move || data.clone().arm_fences(caught_up.clone())
+    });
+    spawn_controllers(
+        &tasks,
+        &config,
+        LeaderSeams {
+            meta: &meta,
+            state: &state,
+            clock: &clock,
+            contacts,
+            membership: &membership,
+            data: &data,
+        },
+    );
     if config.scaler.enabled {
         let checked = config
             .scaler_config()
@@ -203,18 +236,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
             clock.clone(),
         ));
         let interval = Duration::from_millis(config.scaler.planning_interval_ms);
-        tokio::spawn(scaler.run(interval));
+        tasks.keep_running("scaler", move || scaler.clone().run(interval));
     }
     let keeper = Arc::new(SigningKeyKeeper::new(issuer.clone(), clock.clone()));
-    tokio::spawn(run_on_leader(
-        meta.clone(),
-        state.clone(),
-        config.tick_interval(),
-        move || {
-            let keeper = keeper.clone();
-            async move { keeper.step().await }
-        },
-    ));
+    on_leader(&tasks, "key-keeper", &meta, &state, tick, move || {
+        let keeper = keeper.clone();
+        async move { keeper.step().await }
+    });
     let reconciler = Reconciler::new(
         config.node_id,
         data.clone(),
@@ -222,7 +250,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         meta.clone(),
         caught_up.clone(),
     );
-    tokio::spawn(reconciler.run(config.tick_interval()));
+    tasks.keep_running("reconciler", move || reconciler.clone().run(tick));
 
     let app = AppState {
         meta: meta.clone(),
@@ -255,6 +283,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         http,
         max_body_bytes: config.http.max_body_bytes,
         transport,
+        tasks,
     })
 }
 
@@ -273,11 +302,18 @@ impl RunningNode {
                 // manager restarts it. It once kept serving, forwarding every call, on a
                 // replica frozen by a panicked Raft core (issue 14).
                 tracing::error!(%why, "the metadata store stopped; exiting");
+                self.tasks.stop_all();
                 self.transport.close();
                 anyhow::bail!("the metadata store stopped: {why}");
             }
+            why = self.tasks.essential_failed() => {
+                self.tasks.stop_all();
+                self.transport.close();
+                anyhow::bail!("{why}");
+            }
         }
         tracing::info!("shutting down");
+        self.tasks.stop_all();
         let _ = self.meta.raft().shutdown().await;
         self.transport.close();
         // Lets peers learn of the close at once; bounded so shutdown never hangs on a dead peer.
@@ -356,8 +392,9 @@ async fn catch_up(meta: Arc<MetaClient>, caught_up: Arc<AtomicBool>) {
     }
 }
 
-/// Starts the gossip driver on the peer transport's datagrams.
-fn start_gossip(
+/// The gossip driver, fed by the peer transport's datagrams (its inbox is wired once, so
+/// it is not restarted: its end stops the agent).
+fn gossip_driver(
     config: &Config,
     transport: &QuicTransport,
     incarnation: u64,
@@ -365,7 +402,7 @@ fn start_gossip(
     data: &Arc<DataPlane>,
     state: &StateHandle,
     clock: &Clock,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let host = HostSampler::new(&config.data_dir);
     let status = status_source(config.node_id, host, data.clone(), state.clone());
     let (driver, inbox) = GossipDriver::new(DriverParts {
@@ -383,7 +420,7 @@ fn start_gossip(
         seed: None,
     });
     transport.serve_datagrams(inbox);
-    tokio::spawn(driver.run());
+    driver.run()
 }
 
 /// The dynamic part of this agent's gossiped status report: host figures, and the data
@@ -421,15 +458,25 @@ async fn count_leader_changes(raft: Raft, metrics: Arc<AgentMetrics>) {
     }
 }
 
-fn spawn_controllers(
-    config: &Config,
-    meta: &Arc<MetaClient>,
-    state: &StateHandle,
-    clock: &Clock,
+/// What the leader-only controllers run over.
+struct LeaderSeams<'a> {
+    meta: &'a Arc<MetaClient>,
+    state: &'a StateHandle,
+    clock: &'a Clock,
     contacts: Arc<PeerContacts>,
-    membership: &Membership,
-    data: &Arc<DataPlane>,
-) {
+    membership: &'a Membership,
+    data: &'a Arc<DataPlane>,
+}
+
+fn spawn_controllers(tasks: &Supervisor, config: &Config, seams: LeaderSeams<'_>) {
+    let LeaderSeams {
+        meta,
+        state,
+        clock,
+        contacts,
+        membership,
+        data,
+    } = seams;
     let assigner_config = AssignerConfig {
         placement: config.placement_config(),
         delete_release_timeout_ms: config.controllers.delete_release_timeout_ms,
@@ -472,42 +519,47 @@ fn spawn_controllers(
         config.voters.promote_max_lag_entries,
     ));
     let tick = config.tick_interval();
-    tokio::spawn(run_on_leader(
-        meta.clone(),
-        state.clone(),
-        tick,
-        move || {
-            let assigner = assigner.clone();
-            async move { assigner.step().await }
-        },
-    ));
-    tokio::spawn(run_on_leader(
-        meta.clone(),
-        state.clone(),
-        tick,
-        move || {
-            let voters = voters.clone();
-            async move { voters.step().await }
-        },
-    ));
-    tokio::spawn(run_on_leader(
-        meta.clone(),
-        state.clone(),
+    on_leader(tasks, "assigner", meta, state, tick, move || {
+        let assigner = assigner.clone();
+        async move { assigner.step().await }
+    });
+    on_leader(tasks, "voter-manager", meta, state, tick, move || {
+        let voters = voters.clone();
+        async move { voters.step().await }
+    });
+    on_leader(
+        tasks,
+        "failure-detector",
+        meta,
+        state,
         FAILURE_CHECK_INTERVAL,
         move || {
             let detector = detector.clone();
             async move { detector.step().await }
         },
-    ));
-    tokio::spawn(run_on_leader(
-        meta.clone(),
-        state.clone(),
-        tick,
-        move || {
-            let recovery = recovery.clone();
-            async move { recovery.step().await }
-        },
-    ));
+    );
+    on_leader(tasks, "recovery", meta, state, tick, move || {
+        let recovery = recovery.clone();
+        async move { recovery.step().await }
+    });
+}
+
+/// Runs a leader-only controller's `step` under `tasks` (see `run_on_leader`).
+fn on_leader<F, Fut>(
+    tasks: &Supervisor,
+    name: &'static str,
+    meta: &Arc<MetaClient>,
+    state: &StateHandle,
+    tick: Duration,
+    step: F,
+) where
+    F: FnMut() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (meta, state) = (meta.clone(), state.clone());
+    tasks.keep_running(name, move || {
+        run_on_leader(meta.clone(), state.clone(), tick, step.clone())
+    });
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,135 @@
+//! The leader's controllers under the agent's supervisor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shared::command::{MetaCommand, MetaOutcome, MetaResult};
+use shared::failure::{FailureConfig, GossipState};
+use shared::model::NodeId;
+use shared::state::MetaState;
+
+use super::failure::FailureDetector;
+use crate::membership::Membership;
+use crate::metrics::{AgentMetrics, GossipTraffic, TaskLabels};
+use crate::seam::{BoxFuture, ContactAges, MetaClientError, MetaLog, StateHandle};
+use crate::supervisor::Supervisor;
+
+const T0: u64 = 1_796_601_600_000;
+
+/// A metadata log that records what the controllers commit.
+#[derive(Default)]
+struct RecordingLog {
+    committed: Mutex<Vec<MetaCommand>>,
+    metrics: AgentMetrics,
+}
+
+impl MetaLog for RecordingLog {
+    fn node_id(&self) -> NodeId {
+        1
+    }
+
+    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
+        self.committed.lock().unwrap().push(cmd);
+        Box::pin(std::future::ready(Ok(Ok(MetaOutcome::Done))))
+    }
+
+    fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
+    }
+}
+
+/// Raft contacts whose first read panics: the injected fault.
+#[derive(Default)]
+struct PanicsOnce(AtomicUsize);
+
+impl ContactAges for PanicsOnce {
+    fn ages(&self) -> HashMap<String, Duration> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("injected panic in the failure detector");
+        }
+        HashMap::new()
+    }
+}
+
+/// Four agents registered at `T0`; node 2 went silent then, and gossip declared it down.
+fn cluster_with_a_dead_node(now: u64) -> (StateHandle, Membership) {
+    let mut state = MetaState::new();
+    for id in 1..=4u64 {
+        state
+            .apply(&MetaCommand::RegisterNode {
+                node_id: id,
+                endpoint: format!("http://127.0.0.1:{}", 7000 + id),
+                peer_addr: format!("127.0.0.1:{}", 8000 + id),
+                zone: "z1".into(),
+                incarnation: T0,
+                now_ms: T0,
+            })
+            .unwrap();
+    }
+    let membership = Membership::new(1, GossipTraffic::default());
+    membership.watch_all(&[2, 3, 4], T0);
+    membership.set_gossip_state(2, GossipState::Down, T0 + 1_000);
+    for id in [3, 4] {
+        membership.set_gossip_state(id, GossipState::Alive, T0);
+        membership.proof_of_life(id, now);
+    }
+    (StateHandle::detached(state), membership)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_controller_that_panics_is_counted_restarted_and_decides_again() {
+    let now = T0 + 20_000;
+    let (state, membership) = cluster_with_a_dead_node(now);
+    let log = Arc::new(RecordingLog::default());
+    let contacts = Arc::new(PanicsOnce::default());
+    let detector = Arc::new(FailureDetector::new(
+        log.clone(),
+        state,
+        membership,
+        contacts.clone(),
+        FailureConfig {
+            confirm_window_ms: 3_000,
+            suspicion_hold_ms: 2_000,
+        },
+        Arc::new(move || now),
+    ));
+    let metrics = Arc::new(AgentMetrics::new());
+    let tasks = Supervisor::new(metrics.clone());
+    tasks.keep_running("failure-detector", move || {
+        let detector = detector.clone();
+        async move {
+            loop {
+                detector.step().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let failures = metrics
+        .task_failures
+        .get_or_create(&TaskLabels {
+            task: "failure-detector",
+        })
+        .get();
+    assert_eq!(failures, 1, "the panic is counted once");
+    assert!(
+        contacts.0.load(Ordering::SeqCst) > 2,
+        "the detector runs again"
+    );
+    let committed = log.committed.lock().unwrap().clone();
+    let failed: BTreeMap<NodeId, u64> = committed
+        .iter()
+        .filter_map(|c| match c {
+            MetaCommand::NodeFailed {
+                node_id,
+                incarnation,
+                ..
+            } => Some((*node_id, *incarnation)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, BTreeMap::from([(2, T0)]), "{committed:?}");
+}
