@@ -16,9 +16,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agent::api_client::Authorization;
+use agent::api_client::{ApiClient, Method};
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::Authorization;
-use agent::client::{ApiClient, Method};
 use agent::data_client::DataClient;
 use agent::dev::{
     Children, PortPlan, admin_client, admin_credentials_path, spawn_agent, wait_for_voters,

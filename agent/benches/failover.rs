@@ -12,8 +12,8 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use agent::api_client::ApiClient;
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::ApiClient;
 use agent::dev::{
     Children, PortPlan, admin_client, admin_credentials_path, spawn_agent, wait_for_voters,
     write_cluster_files,

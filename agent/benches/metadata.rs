@@ -9,7 +9,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use agent::client::ApiClient;
+use agent::api_client::ApiClient;
 use agent::config::Config;
 use agent::dev::{PortPlan, admin_client, wait_for_voters, write_cluster_files};
 use agent::seam::LeaderRoute;

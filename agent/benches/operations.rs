@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use agent::api_client::{ApiClient, Authorization};
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::{ApiClient, Authorization};
 use agent::data_client::DataClient;
 use agent::dev::{
     Children, PortPlan, admin_client, admin_credentials_path, spawn_agent, wait_for_voters,
@@ -67,7 +67,8 @@ fn finished(admin: &ApiClient, op: OperationDescription) -> OperationDescription
 /// Bytes of partition `pid` as the agent at `endpoint` reports them in its metrics.
 fn partition_bytes(endpoint: &str, pid: u64) -> u64 {
     let series = format!("agent_partition_bytes{{partition_id=\"{pid}\"}} ");
-    let Ok((_, text)) = ApiClient::new(endpoint).raw(agent::client::Method::Get, "/metrics", None)
+    let Ok((_, text)) =
+        ApiClient::new(endpoint).raw(agent::api_client::Method::Get, "/metrics", None)
     else {
         return 0;
     };

@@ -33,7 +33,7 @@ use shared::api::{
 
 pub use self::cache::{KeyTypes, RouteCache, RouteTarget, route_entries};
 use self::credentials::Credentials;
-use crate::client::{Authorization, ClientError, Method, encode_component, with_auth};
+use crate::api_client::{Authorization, ClientError, Method, encode_component, with_auth};
 use shared::api::auth::{IssueCredentialRequest, IssueCredentialResponse};
 
 /// Timeout of one item request (a write waits for every replica to make it durable).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::client::ApiClient;
+use crate::api_client::ApiClient;
 use crate::config::{Config, ListenConfig};
 use crate::transport::tls::{self, CertPair, NodeTls, TlsFiles};
 

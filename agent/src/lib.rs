@@ -1,7 +1,7 @@
 //! The agent daemon and `agentctl`: all IO around the pure core in `shared`.
 
+pub mod api_client;
 pub mod auth;
-pub mod client;
 pub mod config;
 pub mod control;
 pub mod data;

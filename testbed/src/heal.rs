@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use agent::client::{ApiClient, Authorization, Method};
+use agent::api_client::{ApiClient, Authorization, Method};
 use serde::{Deserialize, Serialize};
 use shared::api::auth::IssueCredentialRequest;
 use shared::auth::Action;

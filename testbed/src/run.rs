@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agent::client::Authorization;
+use agent::api_client::Authorization;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 

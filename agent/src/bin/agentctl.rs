@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use std::path::{Path, PathBuf};
 
+use agent::api_client::{ApiClient, Authorization, ClientError};
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::{ApiClient, Authorization, ClientError};
 use agent::dev::{DEFAULT_DEV_DIR, admin_credentials_path};
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::Table as TextTable;

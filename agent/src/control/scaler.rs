@@ -34,10 +34,11 @@ pub const SCALER_PRINCIPAL: &str = "scaler";
 /// interval, and then some (the planner ignores what is older than its window).
 const MAX_SAMPLES_PER_PARTITION: usize = 256;
 
-/// What the Scaler remembers between rounds (lost on a leader change, which only delays
-/// a hot decision by one window).
+/// What the Scaler remembers between rounds: each partition's load history and the
+/// hot splits it started (lost on a leader change, which only delays a hot decision by
+/// one window).
 #[derive(Default)]
-struct Memory {
+struct LoadHistory {
     loads: BTreeMap<u64, PartitionLoad>,
     /// Hot splits started by this Scaler, until they finish.
     hot_splits: HashMap<OperationId, u64>,
@@ -53,7 +54,7 @@ pub struct Scaler {
     data: Arc<DataPlane>,
     config: CheckedScalerConfig,
     clock: Clock,
-    memory: Mutex<Memory>,
+    memory: Mutex<LoadHistory>,
 }
 
 impl Scaler {
@@ -85,7 +86,7 @@ impl Scaler {
                 self.step().await;
             } else {
                 // A new leader starts from fresh observations.
-                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Memory::default();
+                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = LoadHistory::default();
             }
         }
     }
@@ -166,7 +167,7 @@ impl Scaler {
     }
 
     /// Turns completed hot splits into child pairs for the planner.
-    fn note_finished_splits(&self, memory: &mut Memory) {
+    fn note_finished_splits(&self, memory: &mut LoadHistory) {
         let now = (self.clock)();
         let finished: Vec<(OperationId, Option<SplitChildren>)> = self.state.read(|s| {
             memory
@@ -275,7 +276,7 @@ impl Scaler {
 
 /// Appends this round's reports to each partition's series (bounded), and forgets
 /// partitions no primary reported (gone, or their primary unreachable).
-fn record_loads(memory: &mut Memory, reports: &[shared::data::PartitionLoadReport], now: u64) {
+fn record_loads(memory: &mut LoadHistory, reports: &[shared::data::PartitionLoadReport], now: u64) {
     let reported: BTreeSet<u64> = reports.iter().map(|r| r.partition_id).collect();
     memory.loads.retain(|pid, _| reported.contains(pid));
     for r in reports {

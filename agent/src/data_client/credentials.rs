@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::client::Authorization;
+use crate::api_client::Authorization;
 
 /// Share of a credential's lifetime after which the client asks for a new one.
 const RENEW_AT_FRACTION: f64 = 0.8;

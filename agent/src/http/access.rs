@@ -25,12 +25,10 @@ use shared::validate::validate_table_name;
 use crate::auth::audit::ANONYMOUS;
 use crate::auth::authn::{AuthnError, Caller, Presented, authenticate, parse_authorization};
 use crate::auth::verifier::{CheckPath, CredentialRefused};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::{AppState, JsonBody, QueryParams};
 use crate::meta::rpc::IssueRequest;
 use crate::metrics::TokenCheckLabels;
-
-type ApiResult<T> = Result<T, ApiError>;
 
 /// Most audit entries one `GET /audit` returns.
 pub const MAX_AUDIT_ENTRIES_PER_CALL: usize = 1000;

@@ -13,6 +13,9 @@ use crate::seam::MetaClientError;
 /// Seconds a client should wait before retrying after a 503.
 pub const RETRY_AFTER_SECONDS: u64 = 1;
 
+/// What every handler returns.
+pub type ApiResult<T> = Result<T, ApiError>;
+
 /// An API error: status, stable code and message.
 #[derive(Debug)]
 pub struct ApiError {

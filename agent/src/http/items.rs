@@ -19,11 +19,9 @@ use shared::validate::validate_table_name;
 use crate::data::plane::{ItemCall, ItemCallKind};
 use crate::data_client::KeyTypes;
 use crate::http::access::check_credential;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::{AppState, QueryParams};
 use shared::auth::Action;
-
-type ApiResult<T> = Result<T, ApiError>;
 
 /// Query parameters of the item endpoints; any other is a 400.
 #[derive(Debug, Default, Deserialize)]

@@ -15,10 +15,8 @@ use shared::state::MetaState;
 
 use crate::auth::authn::Caller;
 use crate::http::access::require_table_admin;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::{AppState, JsonBody, QueryParams};
-
-type ApiResult<T> = Result<T, ApiError>;
 
 fn parse_partition(text: &str) -> ApiResult<PartitionId> {
     text.parse().map_err(|_| {

@@ -21,10 +21,8 @@ use shared::validate::validate_table_name;
 
 use crate::auth::authn::Caller;
 use crate::http::access::{require_cluster_admin, require_table_admin};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ApiResult};
 use crate::http::{AppState, JsonBody, QueryParams};
-
-type ApiResult<T> = Result<T, ApiError>;
 
 fn cluster_id(s: &MetaState) -> String {
     s.cluster_id().unwrap_or("unknown").to_string()

@@ -162,11 +162,11 @@ impl MetaClient {
             let attempt = match self.leader() {
                 LeaderRoute::Local => self.propose_local(&cmd).await,
                 LeaderRoute::Remote(_, addr) => self.propose_remote(&addr, &cmd).await,
-                LeaderRoute::Unknown => Err(Retry(last.clone())),
+                LeaderRoute::Unknown => Attempt::Retry(last.clone()),
             };
             match attempt {
-                Ok(result) => return result,
-                Err(Retry(why)) => last = why,
+                Attempt::Final(result) => return result,
+                Attempt::Retry(why) => last = why,
             }
             if Instant::now() >= deadline {
                 return Err(MetaClientError::NoLeader(last));
@@ -177,11 +177,13 @@ impl MetaClient {
 
     async fn propose_local(&self, cmd: &MetaCommand) -> Attempt<Committed> {
         match write_on_leader(&self.raft, cmd.clone(), self.leader_wait).await {
-            Ok(committed) => Ok(Ok(committed)),
+            Ok(committed) => Attempt::Final(Ok(committed)),
             Err(ForwardError::NotLeader { leader_id, .. }) => {
-                Err(Retry(format!("leadership moved to {leader_id:?}")))
+                Attempt::Retry(format!("leadership moved to {leader_id:?}"))
             }
-            Err(ForwardError::Unavailable(why)) => Ok(Err(MetaClientError::Unknown(why))),
+            Err(ForwardError::Unavailable(why)) => {
+                Attempt::Final(Err(MetaClientError::Unknown(why)))
+            }
         }
     }
 
@@ -191,19 +193,21 @@ impl MetaClient {
             .await
         {
             Ok(reply) => reply,
-            Err(CallError::NotDelivered(why)) => return Err(Retry(why)),
+            Err(CallError::NotDelivered(why)) => return Attempt::Retry(why),
             // Retrying could apply the command twice: the caller learns the outcome is unknown.
-            Err(CallError::MaybeDelivered(why)) => return Ok(Err(MetaClientError::Unknown(why))),
+            Err(CallError::MaybeDelivered(why)) => {
+                return Attempt::Final(Err(MetaClientError::Unknown(why)));
+            }
         };
         match reply {
-            PeerResponse::ClientWrite(Ok(committed)) => Ok(Ok(committed)),
+            PeerResponse::ClientWrite(Ok(committed)) => Attempt::Final(Ok(committed)),
             PeerResponse::ClientWrite(Err(ForwardError::NotLeader { .. })) => {
-                Err(Retry(format!("{addr} is no longer leader")))
+                Attempt::Retry(format!("{addr} is no longer leader"))
             }
             PeerResponse::ClientWrite(Err(ForwardError::Unavailable(why))) => {
-                Ok(Err(MetaClientError::Unknown(why)))
+                Attempt::Final(Err(MetaClientError::Unknown(why)))
             }
-            other => Ok(Err(MetaClientError::Unknown(format!(
+            other => Attempt::Final(Err(MetaClientError::Unknown(format!(
                 "unexpected reply {}",
                 variant_name(&other)
             )))),
@@ -218,11 +222,11 @@ impl MetaClient {
             let attempt = match self.leader() {
                 LeaderRoute::Local => self.read_index_local().await,
                 LeaderRoute::Remote(_, addr) => self.read_index_remote(&addr).await,
-                LeaderRoute::Unknown => Err(Retry(last.clone())),
+                LeaderRoute::Unknown => Attempt::Retry(last.clone()),
             };
             match attempt {
-                Ok(index) => return Ok(index),
-                Err(Retry(why)) => last = why,
+                Attempt::Final(index) => return index,
+                Attempt::Retry(why) => last = why,
             }
             if Instant::now() >= deadline {
                 return Err(MetaClientError::NoLeader(last));
@@ -231,22 +235,20 @@ impl MetaClient {
         }
     }
 
-    async fn read_index_local(&self) -> Result<u64, Retry> {
-        read_index_on_leader(&self.raft)
-            .await
-            .map_err(|e| Retry(e.to_string()))
+    async fn read_index_local(&self) -> Attempt<u64> {
+        match read_index_on_leader(&self.raft).await {
+            Ok(index) => Attempt::Final(Ok(index)),
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
     }
 
-    async fn read_index_remote(&self, addr: &str) -> Result<u64, Retry> {
+    async fn read_index_remote(&self, addr: &str) -> Attempt<u64> {
         // Reads are harmless to repeat, whatever happened to the previous attempt.
-        let reply = self
-            .call(addr, &PeerRequest::ReadIndex)
-            .await
-            .map_err(|e| Retry(e.reason()))?;
-        match reply {
-            PeerResponse::ReadIndex(Ok(index)) => Ok(index),
-            PeerResponse::ReadIndex(Err(e)) => Err(Retry(e.to_string())),
-            other => Err(Retry(format!("unexpected reply {}", variant_name(&other)))),
+        match self.call(addr, &PeerRequest::ReadIndex).await {
+            Ok(PeerResponse::ReadIndex(Ok(index))) => Attempt::Final(Ok(index)),
+            Ok(PeerResponse::ReadIndex(Err(e))) => Attempt::Retry(e.to_string()),
+            Ok(other) => Attempt::Retry(format!("unexpected reply {}", variant_name(&other))),
+            Err(e) => Attempt::Retry(e.reason()),
         }
     }
 
@@ -296,11 +298,14 @@ impl MetaClient {
     }
 }
 
-/// A failure after which the operation may be tried again, with the reason.
-struct Retry(String);
-
-/// One attempt: a final outcome, or a reason to try again.
-type Attempt<T> = Result<Result<T, MetaClientError>, Retry>;
+/// How one try of a proposal or read index through the leader ended.
+enum Attempt<T> {
+    /// Its outcome: done, or failed in a way trying again cannot fix (a write whose
+    /// outcome is unknown is never sent twice).
+    Final(Result<T, MetaClientError>),
+    /// Certainly not done, for this reason: worth trying again until the deadline.
+    Retry(String),
+}
 
 impl LeaderRoute {
     /// Unless this node leads, the error that tells a caller where the leader is.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use agent::api_client::{ApiClient, Authorization, ClientError, Method};
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::{ApiClient, Authorization, ClientError, Method};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};

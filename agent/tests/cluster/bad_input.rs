@@ -1,6 +1,6 @@
 //! Bad input over HTTP: each gets its status and a JSON error, and the state is unchanged.
 
-use agent::client::{ApiClient, Method};
+use agent::api_client::{ApiClient, Method};
 use shared::api::{ErrorBody, ListTablesResponse, TableDescription};
 use shared::model::TableStatus;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::client::{ApiClient, Authorization, Method};
+use agent::api_client::{ApiClient, Authorization, Method};
 use agent::data_client::{DataClient, RetryPolicy};
 use serde_json::{Value, json};
 use shared::api::PartitionDescription;

@@ -7,8 +7,8 @@ use std::sync::mpsc;
 
 use std::os::unix::fs::PermissionsExt;
 
+use agent::api_client::ApiClient;
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::ApiClient;
 use agent::dev::admin_credentials_path;
 
 use crate::harness::{exclusive, wait_for};

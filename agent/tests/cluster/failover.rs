@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use agent::client::{ApiClient, ClientError};
+use agent::api_client::{ApiClient, ClientError};
 use shared::api::PartitionDescription;
 use shared::model::TableStatus;
 

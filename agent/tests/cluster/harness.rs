@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use agent::api_client::{ApiClient, Authorization, ClientError};
 use agent::auth::admin::PrincipalCredentials;
-use agent::client::{ApiClient, Authorization, ClientError};
 use agent::config::Config;
 use agent::data_client::DataClient;
 use agent::dev::{Children, PortPlan, spawn_agent, spawn_agent_with_env, write_cluster_files};

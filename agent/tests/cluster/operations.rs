@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use agent::client::ApiClient;
+use agent::api_client::ApiClient;
 use agent::config::Config;
 use agent::data_client::{DataClient, RetryPolicy};
 use serde_json::{Value, json};
@@ -287,7 +287,7 @@ fn pause_seconds(cluster: &TestCluster, kind: &str) -> f64 {
         .filter_map(|i| {
             let (_, text) = cluster
                 .anonymous(i)
-                .raw(agent::client::Method::Get, "/metrics", None)
+                .raw(agent::api_client::Method::Get, "/metrics", None)
                 .ok()?;
             let line = text.lines().find(|l| l.starts_with(&series))?;
             line[series.len()..].trim().parse::<f64>().ok()

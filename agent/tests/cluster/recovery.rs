@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use agent::client::{ApiClient, Method};
+use agent::api_client::{ApiClient, Method};
 use shared::api::{NodeDescription, PartitionDescription};
 use shared::model::{NodeId, NodeStatus, TableStatus};
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use agent::client::Authorization;
+use agent::api_client::Authorization;
 use anyhow::Context;
 use rand::SeedableRng;
 use rand::rngs::StdRng;

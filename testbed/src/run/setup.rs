@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use agent::api_client::{ApiClient, Authorization, ClientError};
 use agent::auth::admin::{ADMIN_CREDENTIALS_FILE, PrincipalCredentials};
-use agent::client::{ApiClient, Authorization, ClientError};
 use agent::data_client::{DataClient, RetryPolicy};
 use anyhow::{Context, bail};
 use shared::api::auth::{IssueCredentialRequest, PutPolicyRequest};

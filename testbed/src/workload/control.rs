@@ -9,8 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use agent::client::encode_component;
-use agent::client::{ApiClient, Authorization, ClientError, Method};
+use agent::api_client::encode_component;
+use agent::api_client::{ApiClient, Authorization, ClientError, Method};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{RngExt, SeedableRng};

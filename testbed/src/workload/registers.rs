@@ -12,8 +12,8 @@
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use agent::client::encode_component;
-use agent::client::{ApiClient, Authorization, ClientError, Method};
+use agent::api_client::encode_component;
+use agent::api_client::{ApiClient, Authorization, ClientError, Method};
 use agent::data_client::{DataClient, DataClientError};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};

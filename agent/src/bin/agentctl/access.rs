@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use agent::client::ApiClient;
+use agent::api_client::ApiClient;
 use clap::{Subcommand, ValueEnum};
 use shared::api::auth::{IssueCredentialRequest, PutPolicyRequest, RevokeCredentialRequest};
 use shared::auth::{Action, Effect};

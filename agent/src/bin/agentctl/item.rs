@@ -1,6 +1,6 @@
 //! `agentctl item put|get|delete|query`: the item API through the routing client.
 
-use agent::client::Authorization;
+use agent::api_client::Authorization;
 use agent::data_client::DataClient;
 use clap::Subcommand;
 use shared::api::QueryResponse;

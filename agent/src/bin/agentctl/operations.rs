@@ -1,6 +1,6 @@
 //! `agentctl partition split|merge|move` and `agentctl operations`.
 
-use agent::client::ApiClient;
+use agent::api_client::ApiClient;
 use clap::Subcommand;
 use shared::api::operations::{MergePartitionRequest, MovePartitionRequest, OperationDescription};
 

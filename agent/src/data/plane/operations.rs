@@ -29,7 +29,7 @@ use shared::data::{
 };
 use shared::model::{
     KeyRange, NodeId, NodeStatus, Operation, OperationKind, OperationProgress, OperationStatus,
-    OperationStep, PartitionId,
+    OperationStep, PartitionId, TableId,
 };
 use shared::split::{choose_split_point, split_range};
 use shared::validate::MAX_STEP_ATTEMPTS;
@@ -173,7 +173,12 @@ impl DataPlane {
         if op.step == OperationStep::Switched {
             return Ok(Some(Ended::Completed(None)));
         }
-        let Some((table_id, epoch, range)) = self.led(pid) else {
+        let Some(OwnPartition {
+            table_id,
+            epoch,
+            range,
+        }) = self.own_partition(pid)
+        else {
             return Ok(None);
         };
         let split_point = match requested {
@@ -330,7 +335,12 @@ impl DataPlane {
         if op.step == OperationStep::Switched {
             return Ok(Some(Ended::Completed(None)));
         }
-        let Some((table_id, left_epoch, left_range)) = self.led(left) else {
+        let Some(OwnPartition {
+            table_id,
+            epoch: left_epoch,
+            range: left_range,
+        }) = self.own_partition(left)
+        else {
             return Ok(None);
         };
         // A failure may have changed one side under the operation: then it is void.
@@ -499,7 +509,10 @@ impl DataPlane {
         if op.step == OperationStep::DroppingSource {
             return Ok(Some(Ended::Completed(None)));
         }
-        let Some((table_id, epoch, _)) = self.led(pid) else {
+        let Some(OwnPartition {
+            table_id, epoch, ..
+        }) = self.own_partition(pid)
+        else {
             return Ok(None);
         };
         // A failure may have changed the partition under the operation: then it is void.
@@ -621,7 +634,12 @@ impl DataPlane {
         epoch: u64,
         to: NodeId,
     ) -> Result<(), ItemError> {
-        let Some((table_id, current, _)) = self.led(pid) else {
+        let Some(OwnPartition {
+            table_id,
+            epoch: current,
+            ..
+        }) = self.own_partition(pid)
+        else {
             return Err(ItemError::WrongPartition {
                 current_epoch: None,
                 primary: None,
@@ -760,12 +778,16 @@ impl DataPlane {
         }
     }
 
-    /// (table, epoch, range) of `pid` if this agent is its primary.
-    fn led(&self, pid: PartitionId) -> Option<(u64, u64, KeyRange)> {
+    /// What the metadata records of `pid`, if this agent is its primary.
+    fn own_partition(&self, pid: PartitionId) -> Option<OwnPartition> {
         self.state.read(|s| {
             s.partition(pid)
                 .filter(|p| p.primary_node_id == self.me)
-                .map(|p| (p.table_id, p.epoch, p.range))
+                .map(|p| OwnPartition {
+                    table_id: p.table_id,
+                    epoch: p.epoch,
+                    range: p.range,
+                })
         })
     }
 
@@ -784,6 +806,13 @@ impl DataPlane {
     fn now_ms(&self) -> u64 {
         (self.clock)()
     }
+}
+
+/// A partition this agent is the primary of, as the metadata records it.
+struct OwnPartition {
+    table_id: TableId,
+    epoch: u64,
+    range: KeyRange,
 }
 
 /// A move target registered as a learner of its partition (see `DataPlane::learners`)

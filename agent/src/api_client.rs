@@ -1,4 +1,6 @@
-//! A blocking client of the HTTP API, used by `agentctl` and the tests.
+//! A blocking client of the control-plane HTTP API of one agent (tables, cluster,
+//! nodes, access, operations): what `agentctl` and the tests use. Items have their own
+//! client, `data_client`, which routes each call straight to its partition's primary.
 
 use std::time::Duration;
 
