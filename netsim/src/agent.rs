@@ -184,11 +184,6 @@ impl SimAgent {
 
     /// Nodes this agent's gossip does not currently see alive.
     pub fn not_alive_in_view(&self) -> BTreeSet<NodeId> {
-        self.membership
-            .observations()
-            .into_iter()
-            .filter(|(_, o)| o.gossip != shared::failure::GossipState::Alive)
-            .map(|(id, _)| id)
-            .collect()
+        self.membership.not_alive()
     }
 }

@@ -1,5 +1,5 @@
-//! The leader's controllers: the agent's own `FailureDetector` and
-//! `RecoveryCoordinator`, over the simulator's seams, run as futures polled by the event
+//! The leader's controllers: the agent's own `FailureDetector`, `RecoveryCoordinator`
+//! and `PartitionAssigner`, over the simulator's seams, run as futures polled by the event
 //! loop. Like the agent's `run_on_leader`, each controller runs one step at a time; a
 //! wake-up during a step runs another step right after it.
 
@@ -9,15 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use agent::control::assigner::PartitionAssigner;
 use agent::control::failure::FailureDetector;
 use agent::control::recovery::RecoveryCoordinator;
 use agent::membership::Membership;
-use agent::seam::Clock;
-use agent::seam::MetaLog;
 use agent::seam::StateHandle;
-use shared::failure::{FailureConfig, GossipState};
-use shared::lifecycle::{AssignerConfig, assigner_actions};
-use shared::model::NodeId;
+use shared::failure::FailureConfig;
+use shared::lifecycle::AssignerConfig;
 use shared::recovery::RecoveryConfig;
 
 use crate::event::Controller;
@@ -44,7 +42,7 @@ pub struct LeaderControllers {
     pub contacts: Arc<SimContacts>,
     detector: Arc<FailureDetector<SimMeta, SimContacts>>,
     recovery: Arc<RecoveryCoordinator<SimMeta, SimPositions>>,
-    assigner: Option<Arc<SimAssigner>>,
+    assigner: Option<Arc<PartitionAssigner<SimMeta, Membership>>>,
     tasks: BTreeMap<Controller, Task>,
 }
 
@@ -81,14 +79,16 @@ impl LeaderControllers {
             parts.failure,
             clock.clone(),
         ));
+        // Members the leader's gossip does not see alive get no new copies (the agent
+        // judges by its Raft contacts, which netsim does not model per RPC).
         let assigner = parts.assigner.map(|config| {
-            Arc::new(SimAssigner {
-                meta: parts.meta.clone(),
-                replica: parts.replica.clone(),
-                membership: parts.membership.clone(),
+            Arc::new(PartitionAssigner::new(
+                parts.meta.clone(),
+                parts.replica.clone(),
                 config,
-                clock: clock.clone(),
-            })
+                clock.clone(),
+                Arc::new(parts.membership.clone()),
+            ))
         });
         let recovery = Arc::new(RecoveryCoordinator::new(
             parts.meta,
@@ -159,45 +159,6 @@ impl LeaderControllers {
                 }
                 let next = self.start(controller);
                 self.tasks.get_mut(&controller).expect("listed").step = Some(next);
-            }
-        }
-    }
-}
-
-/// The Partition Assigner's step as `agent::control::assigner::PartitionAssigner::step`
-/// runs it (that type is bound to openraft's `MetaClient`, so its loop is restated here
-/// over the `MetaLog` seam): the decisions are the real `shared::lifecycle::
-/// assigner_actions` (and so `shared::placement::plan_new_table`) on the leader's
-/// replica, proposed one after the other. "Unreachable" nodes, kept out of new
-/// placements, are those the leader's gossip does not see alive (the agent uses its
-/// Raft contacts).
-struct SimAssigner {
-    meta: Arc<SimMeta>,
-    replica: StateHandle,
-    membership: Membership,
-    config: AssignerConfig,
-    clock: Clock,
-}
-
-impl SimAssigner {
-    async fn step(&self) {
-        let now = (self.clock)();
-        let unreachable: std::collections::BTreeSet<NodeId> = self
-            .membership
-            .observations()
-            .into_iter()
-            .filter(|(_, o)| o.gossip != GossipState::Alive)
-            .map(|(id, _)| id)
-            .collect();
-        let actions = self
-            .replica
-            .read(|s| assigner_actions(s, &self.config, now, &unreachable));
-        for action in actions {
-            match self.meta.propose(action.command).await {
-                // Committed, or made moot by a racing change: the next wake re-plans.
-                Ok(_) => {}
-                // The leader cannot be reached: stop, as the agent does.
-                Err(_) => return,
             }
         }
     }

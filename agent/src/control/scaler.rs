@@ -25,7 +25,6 @@ use crate::meta::client::MetaClient;
 use crate::seam::Clock;
 use crate::seam::LeaderRoute;
 use crate::seam::StateHandle;
-use shared::failure::GossipState;
 
 /// Who the Scaler's operations are recorded as requested by.
 pub const SCALER_PRINCIPAL: &str = "scaler";
@@ -94,7 +93,7 @@ impl Scaler {
     /// One round: observe, plan, act.
     pub async fn step(&self) {
         let now = (self.clock)();
-        let unreachable = self.unreachable();
+        let unreachable = self.membership.not_alive();
         let nodes: Vec<NodeId> = self.state.read(|s| {
             s.nodes()
                 .filter(|n| n.status == NodeStatus::Healthy && !unreachable.contains(&n.node_id))
@@ -153,17 +152,6 @@ impl Scaler {
                 }
             }
         }
-    }
-
-    /// Nodes this leader's gossip view does not see alive.
-    fn unreachable(&self) -> BTreeSet<NodeId> {
-        let me = self.meta.node_id();
-        self.membership
-            .observations()
-            .into_iter()
-            .filter(|(id, obs)| *id != me && obs.gossip != GossipState::Alive)
-            .map(|(id, _)| id)
-            .collect()
     }
 
     /// Turns completed hot splits into child pairs for the planner.

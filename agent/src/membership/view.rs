@@ -2,7 +2,7 @@
 //! when each was last heard from, and its latest status report. Shared between the
 //! gossip driver (writer), the controllers and the HTTP API (readers).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shared::failure::{GossipState, NodeObservation};
@@ -10,6 +10,7 @@ use shared::model::{NodeId, UnixMillis};
 
 use super::report::StatusReport;
 use crate::metrics::GossipTraffic;
+use crate::seam::Reachability;
 
 /// What this agent knows about one other agent.
 #[derive(Debug, Clone)]
@@ -209,6 +210,15 @@ impl Membership {
             .collect()
     }
 
+    /// Members this agent's gossip does not see alive.
+    pub fn not_alive(&self) -> BTreeSet<NodeId> {
+        self.observations()
+            .into_iter()
+            .filter(|(_, o)| o.gossip != GossipState::Alive)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The newest report of `node` (this agent's own too).
     pub fn report(&self, node: NodeId) -> Option<StatusReport> {
         self.lock()
@@ -220,6 +230,12 @@ impl Membership {
     /// The view; no caller can leave it inconsistent, so poisoning is ignored.
     fn lock(&self) -> MutexGuard<'_, View> {
         self.view.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Reachability for Membership {
+    fn unreachable(&self) -> BTreeSet<NodeId> {
+        self.not_alive()
     }
 }
 

@@ -37,6 +37,7 @@ use crate::meta::client::MetaClient;
 use crate::meta::freshness::MetaFreshness;
 use crate::meta::log_store::LogStore;
 use crate::meta::network::PeerNetworkFactory;
+use crate::meta::reachability::RaftReachability;
 use crate::meta::state_machine::StateMachineStore;
 use crate::meta::types::Raft;
 use crate::metrics::AgentMetrics;
@@ -482,13 +483,17 @@ fn spawn_controllers(tasks: &Supervisor, config: &Config, seams: LeaderSeams<'_>
         delete_release_timeout_ms: config.controllers.delete_release_timeout_ms,
         merges: config.scaler.enabled && config.scaler.merge_cold_partitions,
     };
+    let reachability = Arc::new(RaftReachability::new(
+        meta.raft().clone(),
+        contacts.clone(),
+        Duration::from_millis(config.controllers.peer_unreachable_after_ms),
+    ));
     let assigner = Arc::new(PartitionAssigner::new(
         meta.clone(),
         state.clone(),
         assigner_config,
         clock.clone(),
-        contacts.clone(),
-        Duration::from_millis(config.controllers.peer_unreachable_after_ms),
+        reachability,
     ));
     let detector = Arc::new(FailureDetector::new(
         meta.clone(),

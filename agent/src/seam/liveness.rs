@@ -24,6 +24,14 @@ impl ContactAges for PeerContacts {
     }
 }
 
+/// The members a leader should not place new work on: those it cannot reach now. The
+/// Partition Assigner judges by its Raft contacts (`meta::reachability`); the Scaler,
+/// and `netsim`, by the gossip view (`membership::Membership`).
+pub trait Reachability: Send + Sync + 'static {
+    /// Members not reachable now (never this node).
+    fn unreachable(&self) -> BTreeSet<NodeId>;
+}
+
 /// When each peer address last answered an RPC.
 #[derive(Default)]
 pub struct PeerContacts {

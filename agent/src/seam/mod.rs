@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use clock::{Clock, system_clock};
-pub use liveness::{ContactAges, PeerContacts};
+pub use liveness::{ContactAges, PeerContacts, Reachability};
 pub use meta::{LeaderRoute, MetaClientError, MetaLog};
 pub use replicas::{ReplicaLoads, ReplicaPositions};
 pub use state::StateHandle;
