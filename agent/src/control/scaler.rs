@@ -22,9 +22,7 @@ use shared::scaler::{
 use crate::data::plane::DataPlane;
 use crate::membership::Membership;
 use crate::meta::client::MetaClient;
-use crate::seam::Clock;
-use crate::seam::LeaderRoute;
-use crate::seam::StateHandle;
+use crate::seam::{Clock, LeaderRoute, MetaLog, PrimaryHandOver, ReplicaLoads, StateHandle};
 
 /// Who the Scaler's operations are recorded as requested by.
 pub const SCALER_PRINCIPAL: &str = "scaler";
@@ -45,24 +43,39 @@ struct LoadHistory {
     hot_children: Vec<SplitChildren>,
 }
 
-/// The Scaler of one (leader) node.
-pub struct Scaler {
-    meta: Arc<MetaClient>,
+/// The Scaler of one (leader) node, over a metadata log `M` and the data planes `D`
+/// it gathers loads from and asks for hand-overs (the agent's peers; `netsim`'s model).
+pub struct Scaler<M = MetaClient, D = DataPlane> {
+    meta: Arc<M>,
     state: StateHandle,
     membership: Membership,
-    data: Arc<DataPlane>,
+    data: Arc<D>,
     config: CheckedScalerConfig,
     clock: Clock,
     memory: Mutex<LoadHistory>,
 }
 
 impl Scaler {
+    /// Plans every `interval` while this node leads, until the process stops.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        loop {
+            tokio::time::sleep(interval).await;
+            if self.meta.leader() == LeaderRoute::Local {
+                self.step().await;
+            } else {
+                self.forget();
+            }
+        }
+    }
+}
+
+impl<M: MetaLog, D: ReplicaLoads + PrimaryHandOver> Scaler<M, D> {
     /// Creates the Scaler.
     pub fn new(
-        meta: Arc<MetaClient>,
+        meta: Arc<M>,
         state: StateHandle,
         membership: Membership,
-        data: Arc<DataPlane>,
+        data: Arc<D>,
         config: CheckedScalerConfig,
         clock: Clock,
     ) -> Self {
@@ -77,17 +90,9 @@ impl Scaler {
         }
     }
 
-    /// Plans every `interval` while this node leads, until the process stops.
-    pub async fn run(self: Arc<Self>, interval: Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            if self.meta.leader() == LeaderRoute::Local {
-                self.step().await;
-            } else {
-                // A new leader starts from fresh observations.
-                *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = LoadHistory::default();
-            }
-        }
+    /// Forgets the load history: a new leader starts from fresh observations.
+    pub fn forget(&self) {
+        *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = LoadHistory::default();
     }
 
     /// One round: observe, plan, act.
@@ -147,7 +152,7 @@ impl Scaler {
                     table_id: table.table_id,
                     now_ms: (self.clock)(),
                 };
-                if let Err(e) = self.meta.propose_as_leader(cmd).await {
+                if let Err(e) = self.meta.propose(cmd).await {
                     tracing::debug!(table = table.table_id, error = %e, "scaler: not activated");
                 }
             }
@@ -214,7 +219,7 @@ impl Scaler {
             } => {
                 let result = self
                     .data
-                    .request_hand_over(from, partition_id, expected_epoch, to)
+                    .hand_over(from, partition_id, expected_epoch, to)
                     .await;
                 match result {
                     Ok(()) => tracing::info!(
@@ -245,7 +250,7 @@ impl Scaler {
             requested_by: SCALER_PRINCIPAL.to_string(),
             now_ms: (self.clock)(),
         };
-        match self.meta.propose_as_leader(cmd).await {
+        match self.meta.propose(cmd).await {
             Ok(Ok(MetaOutcome::OperationStarted { operation_id })) if hot => {
                 self.memory
                     .lock()

@@ -1,6 +1,6 @@
 //! The leader's controllers under the agent's supervisor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,12 +8,16 @@ use std::time::Duration;
 use shared::command::{MetaCommand, MetaOutcome, MetaResult};
 use shared::failure::{FailureConfig, GossipState};
 use shared::model::NodeId;
+use shared::placement::VoterConfig;
 use shared::state::MetaState;
 
 use super::failure::FailureDetector;
+use super::voters::VoterManager;
 use crate::membership::Membership;
 use crate::metrics::{AgentMetrics, GossipTraffic, TaskLabels};
-use crate::seam::{BoxFuture, ContactAges, MetaClientError, MetaLog, StateHandle};
+use crate::seam::{
+    BoxFuture, ContactAges, MembersView, MetaClientError, MetaLog, StateHandle, VoterMembership,
+};
 use crate::supervisor::Supervisor;
 
 const T0: u64 = 1_796_601_600_000;
@@ -132,4 +136,117 @@ async fn a_controller_that_panics_is_counted_restarted_and_decides_again() {
         })
         .collect();
     assert_eq!(failed, BTreeMap::from([(2, T0)]), "{committed:?}");
+}
+
+/// A Raft membership that records the changes asked of it.
+struct FakeRaftMembers {
+    view: MembersView,
+    changes: Mutex<Vec<String>>,
+}
+
+impl VoterMembership for FakeRaftMembers {
+    fn members(&self) -> MembersView {
+        self.view.clone()
+    }
+
+    fn remove(&self, nodes: BTreeSet<NodeId>) -> BoxFuture<'_, Result<(), String>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .push(format!("remove {nodes:?}"));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn replace_voters(&self, voters: BTreeSet<NodeId>) -> BoxFuture<'_, Result<(), String>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .push(format!("voters {voters:?}"));
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn add_learner(&self, node: NodeId, addr: String) -> BoxFuture<'_, Result<(), String>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .push(format!("learner {node} {addr}"));
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+fn voter_manager(
+    view: MembersView,
+    failed: &[NodeId],
+    alive: &[NodeId],
+) -> (VoterManager<FakeRaftMembers>, Arc<FakeRaftMembers>) {
+    let (state, membership) = cluster_with_a_dead_node(T0 + 20_000);
+    let mut meta_state = state.read(MetaState::clone);
+    for &node_id in failed {
+        meta_state
+            .apply(&MetaCommand::NodeFailed {
+                node_id,
+                incarnation: T0,
+                now_ms: T0 + 5_000,
+            })
+            .unwrap();
+    }
+    for &id in alive {
+        membership.set_gossip_state(id, GossipState::Alive, T0);
+    }
+    let raft = Arc::new(FakeRaftMembers {
+        view,
+        changes: Mutex::default(),
+    });
+    let manager = VoterManager::new(
+        raft.clone(),
+        StateHandle::detached(meta_state),
+        membership,
+        VoterConfig::default(),
+        10,
+    );
+    (manager, raft)
+}
+
+#[tokio::test]
+async fn the_voter_manager_replaces_a_failed_voter_by_a_caught_up_live_learner() {
+    let view = MembersView {
+        me: 1,
+        voters: BTreeSet::from([1, 2, 3]),
+        learners: BTreeSet::from([4]),
+        last_log_index: 100,
+        matched: BTreeMap::from([(2, 100), (3, 40), (4, 95)]),
+    };
+    let (manager, raft) = voter_manager(view, &[3], &[4]);
+    manager.step().await;
+    let changes = raft.changes.lock().unwrap().clone();
+    assert_eq!(changes, vec!["voters {1, 2, 4}".to_string()]);
+}
+
+#[tokio::test]
+async fn the_voter_manager_removes_a_failed_learner_first_and_adds_back_a_missing_node() {
+    let view = MembersView {
+        me: 1,
+        voters: BTreeSet::from([1, 2, 3]),
+        learners: BTreeSet::from([4]),
+        last_log_index: 100,
+        matched: BTreeMap::from([(2, 100), (3, 100), (4, 100)]),
+    };
+    let (manager, raft) = voter_manager(view, &[4], &[]);
+    manager.step().await;
+    assert_eq!(raft.changes.lock().unwrap().clone(), vec!["remove {4}"]);
+
+    // Node 4 rejoined (HEALTHY again) but is missing from the membership.
+    let view = MembersView {
+        me: 1,
+        voters: BTreeSet::from([1, 2, 3]),
+        learners: BTreeSet::new(),
+        last_log_index: 100,
+        matched: BTreeMap::new(),
+    };
+    let (manager, raft) = voter_manager(view, &[], &[]);
+    manager.step().await;
+    assert_eq!(
+        raft.changes.lock().unwrap().clone(),
+        vec!["learner 4 127.0.0.1:8004"]
+    );
 }

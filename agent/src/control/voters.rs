@@ -6,18 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use openraft::{BasicNode, ChangeMembers};
+use std::sync::Arc;
+
 use shared::failure::GossipState;
 use shared::model::{NodeId, NodeStatus};
 use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
 
 use crate::membership::Membership;
-use crate::meta::types::Raft;
-use crate::seam::StateHandle;
+use crate::meta::voters::RaftVoters;
+use crate::seam::{MembersView, StateHandle, VoterMembership};
 
 /// The voter manager of one (leader) node.
-pub struct VoterManager {
-    raft: Raft,
+pub struct VoterManager<V = RaftVoters> {
+    raft_members: Arc<V>,
     state: StateHandle,
     membership: Membership,
     config: VoterConfig,
@@ -35,17 +36,17 @@ enum MemberHealth {
     Unregistered,
 }
 
-impl VoterManager {
+impl<V: VoterMembership> VoterManager<V> {
     /// Creates the manager.
     pub fn new(
-        raft: Raft,
+        raft_members: Arc<V>,
         state: StateHandle,
         membership: Membership,
         config: VoterConfig,
         max_lag_entries: u64,
     ) -> Self {
         VoterManager {
-            raft,
+            raft_members,
             state,
             membership,
             config,
@@ -55,11 +56,9 @@ impl VoterManager {
 
     /// One pass: at most one membership change (openraft runs one at a time).
     pub async fn step(&self) {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership().clone();
-        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
-        let members: BTreeSet<NodeId> = voters.union(&learners).copied().collect();
+        let view = self.raft_members.members();
+        let (voters, learners) = (&view.voters, &view.learners);
+        let members: BTreeSet<NodeId> = voters.union(learners).copied().collect();
         let health = self.state.read(|s| {
             members
                 .iter()
@@ -68,7 +67,7 @@ impl VoterManager {
                         // This leader runs: a FAILED record of itself is stale and its
                         // rejoin is under way. Removing itself would leave it outside the
                         // membership with a vote no one supersedes (issue 14).
-                        Some(NodeStatus::Failed) if id == metrics.id => MemberHealth::Live,
+                        Some(NodeStatus::Failed) if id == view.me => MemberHealth::Live,
                         None => MemberHealth::Unregistered,
                         Some(NodeStatus::Failed | NodeStatus::Decommissioned) => MemberHealth::Gone,
                         Some(_) => MemberHealth::Live,
@@ -88,13 +87,16 @@ impl VoterManager {
                 ?gone_learners,
                 "removing failed learners from the membership"
             );
-            self.change(ChangeMembers::RemoveNodes(gone_learners)).await;
+            if let Err(e) = self.raft_members.remove(gone_learners).await {
+                tracing::warn!(error = %e, "membership change failed; will retry");
+            }
             return;
         }
-        if let Some(new_voters) = self.plan_voters(&metrics, &voters, &learners, &health) {
+        if let Some(new_voters) = self.plan_voters(&view, &health) {
             tracing::info!(?voters, ?new_voters, "changing the voter set");
-            self.change(ChangeMembers::ReplaceAllVoters(new_voters))
-                .await;
+            if let Err(e) = self.raft_members.replace_voters(new_voters).await {
+                tracing::warn!(error = %e, "membership change failed; will retry");
+            }
             return;
         }
         self.add_missing_learners(&members).await;
@@ -103,18 +105,17 @@ impl VoterManager {
     /// The new voter set, if the voters should change.
     fn plan_voters(
         &self,
-        metrics: &openraft::RaftMetrics<u64, BasicNode>,
-        voters: &BTreeSet<NodeId>,
-        learners: &BTreeSet<NodeId>,
+        view: &MembersView,
         health: &BTreeMap<NodeId, MemberHealth>,
     ) -> Option<BTreeSet<NodeId>> {
-        let last_index = metrics.last_log_index.unwrap_or(0);
-        let replication = metrics.replication.clone().unwrap_or_default();
+        let (voters, learners) = (&view.voters, &view.learners);
+        let last_index = view.last_log_index;
         // Only learners that have replicated something and are close to the head count;
         // a learner with no progress yet is not "caught up" just because the log is short.
         let caught_up = |id: &NodeId| {
-            matches!(replication.get(id), Some(Some(matched))
-                if matched.index + self.max_lag_entries >= last_index)
+            view.matched
+                .get(id)
+                .is_some_and(|matched| matched + self.max_lag_entries >= last_index)
         };
         self.state.read(|s| {
             let candidate = |id: NodeId| VoterCandidate {
@@ -164,19 +165,9 @@ impl VoterManager {
         });
         for (node_id, addr) in missing {
             tracing::info!(node_id, %addr, "adding a rejoined node back as a learner");
-            if let Err(e) = self
-                .raft
-                .add_learner(node_id, BasicNode::new(addr), false)
-                .await
-            {
+            if let Err(e) = self.raft_members.add_learner(node_id, addr).await {
                 tracing::warn!(node_id, error = %e, "adding the learner failed; will retry");
             }
-        }
-    }
-
-    async fn change(&self, change: ChangeMembers<u64, BasicNode>) {
-        if let Err(e) = self.raft.change_membership(change, false).await {
-            tracing::warn!(error = %e, "membership change failed; will retry");
         }
     }
 }

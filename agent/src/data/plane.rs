@@ -30,7 +30,7 @@ use crate::data::store::PartitionStore;
 use crate::meta::client::MetaClient;
 use crate::meta::freshness::MetaFreshness;
 use crate::meta::rpc::{PeerRequest, PeerResponse};
-use crate::seam::{BoxFuture, ReplicaLoads, ReplicaPositions, StateHandle};
+use crate::seam::{BoxFuture, PrimaryHandOver, ReplicaLoads, ReplicaPositions, StateHandle};
 use crate::transport::{RpcClient, TransportError};
 
 /// What an item call does.
@@ -684,5 +684,17 @@ impl ReplicaPositions for DataPlane {
 impl ReplicaLoads for DataPlane {
     fn collect_loads(&self, nodes: Vec<NodeId>) -> BoxFuture<'_, Vec<PartitionLoadReport>> {
         Box::pin(DataPlane::collect_loads(self, nodes))
+    }
+}
+
+impl PrimaryHandOver for DataPlane {
+    fn hand_over(
+        &self,
+        primary: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> BoxFuture<'_, Result<(), ItemError>> {
+        Box::pin(self.request_hand_over(primary, pid, epoch, to))
     }
 }

@@ -10,6 +10,7 @@ pub mod reachability;
 pub mod rpc;
 pub mod state_machine;
 pub mod types;
+pub mod voters;
 
 #[cfg(test)]
 mod tests;

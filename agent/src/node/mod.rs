@@ -40,6 +40,7 @@ use crate::meta::network::PeerNetworkFactory;
 use crate::meta::reachability::RaftReachability;
 use crate::meta::state_machine::StateMachineStore;
 use crate::meta::types::Raft;
+use crate::meta::voters::RaftVoters;
 use crate::metrics::AgentMetrics;
 use crate::peer_server::PeerHandler;
 use crate::seam::PeerContacts;
@@ -517,7 +518,7 @@ fn spawn_controllers(tasks: &Supervisor, config: &Config, seams: LeaderSeams<'_>
         clock.clone(),
     ));
     let voters = Arc::new(VoterManager::new(
-        meta.raft().clone(),
+        Arc::new(RaftVoters(meta.raft().clone())),
         state.clone(),
         membership.clone(),
         config.voter_config(),

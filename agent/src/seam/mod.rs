@@ -9,6 +9,7 @@ mod liveness;
 mod meta;
 mod replicas;
 mod state;
+mod voters;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,8 +17,9 @@ use std::pin::Pin;
 pub use clock::{Clock, system_clock};
 pub use liveness::{ContactAges, PeerContacts, Reachability};
 pub use meta::{LeaderRoute, MetaClientError, MetaLog};
-pub use replicas::{ReplicaLoads, ReplicaPositions};
+pub use replicas::{PrimaryHandOver, ReplicaLoads, ReplicaPositions};
 pub use state::StateHandle;
+pub use voters::{MembersView, VoterMembership};
 
 /// A boxed future, for trait methods that return one.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

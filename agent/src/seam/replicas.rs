@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use shared::data::{LogPosition, PartitionLoadReport};
+use shared::data::{ItemError, LogPosition, PartitionLoadReport};
 use shared::model::{NodeId, PartitionId};
 
 use super::BoxFuture;
@@ -24,4 +24,17 @@ pub trait ReplicaPositions: Send + Sync + 'static {
 pub trait ReplicaLoads: Send + Sync + 'static {
     /// Load reports of the primaries on `nodes`.
     fn collect_loads(&self, nodes: Vec<NodeId>) -> BoxFuture<'_, Vec<PartitionLoadReport>>;
+}
+
+/// The primary role of a partition handed to one of its ready replicas: the current
+/// primary switches it (epoch + 1), as at the end of a move, without moving data.
+pub trait PrimaryHandOver: Send + Sync + 'static {
+    /// Asks `primary`, the primary of `pid` at `epoch`, to hand its role to `to`.
+    fn hand_over(
+        &self,
+        primary: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> BoxFuture<'_, Result<(), ItemError>>;
 }
