@@ -36,8 +36,11 @@ pub enum Controller {
     Failure,
     /// `agent::control::recovery::RecoveryCoordinator`.
     Recovery,
-    /// The Partition Assigner (`shared::lifecycle::assigner_actions`), when enabled.
+    /// `agent::control::assigner::PartitionAssigner`, when enabled.
     Assigner,
+    /// `agent::control::scaler::Scaler`, when enabled: woken every planning interval
+    /// only, as the agent runs it.
+    Scaler,
 }
 
 /// Something that happens at an instant.

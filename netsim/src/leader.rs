@@ -1,5 +1,5 @@
-//! The leader's controllers: the agent's own `FailureDetector`, `RecoveryCoordinator`
-//! and `PartitionAssigner`, over the simulator's seams, run as futures polled by the event
+//! The leader's controllers: the agent's own `FailureDetector`, `RecoveryCoordinator`,
+//! `PartitionAssigner` and `Scaler`, over the simulator's seams, run as futures polled by the event
 //! loop. Like the agent's `run_on_leader`, each controller runs one step at a time; a
 //! wake-up during a step runs another step right after it.
 
@@ -12,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 use agent::control::assigner::PartitionAssigner;
 use agent::control::failure::FailureDetector;
 use agent::control::recovery::RecoveryCoordinator;
+use agent::control::scaler::Scaler;
 use agent::membership::Membership;
 use agent::seam::StateHandle;
 use shared::failure::FailureConfig;
@@ -20,6 +21,7 @@ use shared::recovery::RecoveryConfig;
 
 use crate::event::Controller;
 use crate::seam::{SimContacts, SimMeta, SimPositions};
+use crate::sim::SimLoads;
 use crate::time::VirtualClock;
 
 type Step = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -43,6 +45,13 @@ pub struct LeaderControllers {
     detector: Arc<FailureDetector<SimMeta, SimContacts>>,
     recovery: Arc<RecoveryCoordinator<SimMeta, SimPositions>>,
     assigner: Option<Arc<PartitionAssigner<SimMeta, Membership>>>,
+    /// The Scaler, once the simulation enables it (a new leader starts a fresh one, with
+    /// no load history, as the agent's does).
+    scaler: Option<Arc<Scaler<SimMeta, SimLoads>>>,
+    meta: Arc<SimMeta>,
+    replica: StateHandle,
+    membership: Membership,
+    clock: agent::seam::Clock,
     tasks: BTreeMap<Controller, Task>,
 }
 
@@ -91,12 +100,12 @@ impl LeaderControllers {
             ))
         });
         let recovery = Arc::new(RecoveryCoordinator::new(
-            parts.meta,
+            parts.meta.clone(),
             parts.replica.clone(),
             parts.membership.clone(),
             Arc::new(SimPositions),
             parts.recovery,
-            clock,
+            clock.clone(),
         ));
         LeaderControllers {
             term: parts.term,
@@ -104,7 +113,30 @@ impl LeaderControllers {
             detector,
             recovery,
             assigner,
+            scaler: None,
+            meta: parts.meta,
+            replica: parts.replica.clone(),
+            membership: parts.membership.clone(),
+            clock,
             tasks: BTreeMap::new(),
+        }
+    }
+
+    /// Gives this leader the Scaler (once), with `config` over `loads`.
+    pub fn ensure_scaler(
+        &mut self,
+        config: &shared::scaler::CheckedScalerConfig,
+        loads: impl FnOnce(&StateHandle) -> Arc<SimLoads>,
+    ) {
+        if self.scaler.is_none() {
+            self.scaler = Some(Arc::new(Scaler::new(
+                self.meta.clone(),
+                self.replica.clone(),
+                self.membership.clone(),
+                loads(&self.replica),
+                config.clone(),
+                self.clock.clone(),
+            )));
         }
     }
 
@@ -135,6 +167,10 @@ impl LeaderControllers {
             }
             Controller::Assigner => match self.assigner.clone() {
                 Some(assigner) => Box::pin(async move { assigner.step().await }),
+                None => Box::pin(async {}),
+            },
+            Controller::Scaler => match self.scaler.clone() {
+                Some(scaler) => Box::pin(async move { scaler.step().await }),
                 None => Box::pin(async {}),
             },
         }

@@ -83,6 +83,7 @@ impl Simulation {
         match controller {
             Controller::Failure => FAILURE_CHECK_US,
             Controller::Recovery | Controller::Assigner => CONTROLLER_TICK_US,
+            Controller::Scaler => unreachable!("on_scale wakes the Scaler, on its interval"),
         }
     }
 
@@ -106,11 +107,14 @@ impl Simulation {
         );
     }
 
-    /// The leader's replica applied entries: every controller wakes.
+    /// The leader's replica applied entries: every controller wakes, and the drivers
+    /// take up the operations the Scaler started (the agent's primaries start theirs
+    /// on apply too).
     pub(super) fn wake_controllers(&mut self, node: NodeId) {
         if !self.leads(node) {
             return;
         }
+        self.adopt_scaler_operations();
         let which = self.controllers();
         let controllers = self.agents.get_mut(&node).expect("known").leader.as_mut();
         let controllers = controllers.expect("leads");
@@ -124,5 +128,21 @@ impl Simulation {
         if let Some(controllers) = self.agents.get_mut(&node).and_then(|a| a.leader.as_mut()) {
             controllers.poll();
         }
+    }
+}
+
+impl Simulation {
+    /// Runs one round of the leader's Scaler (given to it on its first round).
+    pub(super) fn run_scaler(&mut self, leader: NodeId) {
+        if !self.leads(leader) {
+            return;
+        }
+        let Some(scaler) = self.scaler.as_ref() else {
+            return;
+        };
+        let controllers = self.agents.get_mut(&leader).expect("known").leader.as_mut();
+        let controllers = controllers.expect("leads");
+        controllers.ensure_scaler(scaler.config(), |replica| scaler.seams(replica));
+        controllers.wake(Controller::Scaler);
     }
 }

@@ -34,7 +34,7 @@ use crate::truth::Truth;
 
 pub use log::InFlight;
 pub use rebalance::{MIGRATIONS_MAX, MIGRATIONS_PER_NODE_MAX, Rebalancer};
-pub use scaler::{ChildMove, LoadModel, SimScaler, SplitDone};
+pub use scaler::{ChildMove, LoadModel, SharedLoadModel, SimLoads, SimScaler, SplitDone};
 
 /// How often the node-state timeline is sampled.
 const TIMELINE_EVERY_SAMPLES: u64 = 10;

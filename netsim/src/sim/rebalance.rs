@@ -6,14 +6,14 @@
 //! are one `RepairPartitions` once no replica move is left. One plan is carried out
 //! completely before the next is made, so moves in flight are never planned twice.
 //!
-//! Without planning (`enable_move_executor`), it only carries out the moves others queue
-//! (`queue_moves`): the hot-split Scaler's (`scaler.rs`).
+//! Without planning (`enable_move_executor`), it only carries out the moves the agent's
+//! Scaler starts (`scaler.rs`), from their copy on.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use shared::command::{MetaCommand, MetaOutcome, MetaResult, PartitionChange};
 use shared::model::{
-    NodeId, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
+    NodeId, Operation, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
 };
 use shared::rebalance::{RebalanceConfig, ReplicaMove, plan_rebalance};
 
@@ -96,13 +96,6 @@ impl Simulation {
         self.queue.push(self.now(), Event::Rebalance);
     }
 
-    /// Queues replica moves for the executor (started on its next tick, within limits).
-    pub(crate) fn queue_moves(&mut self, moves: impl IntoIterator<Item = ReplicaMove>) {
-        if let Some(r) = self.rebalancer.as_mut() {
-            r.pending.extend(moves);
-        }
-    }
-
     /// The rebalancer, once enabled.
     pub fn rebalancer(&self) -> Option<&Rebalancer> {
         self.rebalancer.as_ref()
@@ -111,6 +104,7 @@ impl Simulation {
     pub(super) fn on_rebalance(&mut self) {
         self.queue
             .push(self.now() + CONTROLLER_TICK_US, Event::Rebalance);
+        self.adopt_scaler_operations();
         let Some(leader) = self.log.leader else {
             return;
         };
@@ -206,6 +200,35 @@ impl Simulation {
             };
             self.propose_step(id, cmd);
         }
+    }
+
+    /// Takes up a move the Scaler started (its operation runs): the copy starts now.
+    pub(super) fn adopt_move(&mut self, op: &Operation, from: NodeId, to: NodeId) {
+        let Some(r) = self.rebalancer.as_mut() else {
+            return;
+        };
+        let expected_epoch = self
+            .log
+            .state()
+            .partition(op.partition_id)
+            .map_or(0, |p| p.epoch);
+        r.next_id += 1;
+        let id = r.next_id;
+        r.running.insert(
+            id,
+            Move {
+                planned: ReplicaMove {
+                    partition_id: op.partition_id,
+                    from,
+                    to,
+                    expected_epoch,
+                },
+                operation: Some(op.operation_id),
+                step: Step::Copying,
+            },
+        );
+        let copy = self.rng.between(FILL_MIN_US, FILL_MAX_US);
+        self.queue.push(self.now() + copy, Event::MoveCopied(id));
     }
 
     /// Proposes a move's next command from the leader (any running agent without one).

@@ -1,33 +1,33 @@
-//! The leader's Scaler for `hot-split`, over a model of per-partition load. netsim has
-//! no data plane, so load is modelled: each starting partition serves a drawn base load
-//! spread evenly over its key range, and a hot spot (`make_hot`) adds load on a drawn
-//! quarter of one partition's range; a partition's load is what its key range covers
-//! (so a split's children share their parent's load as their ranges do).
+//! The leader's Scaler for `hot-split`: **the agent's own `control::scaler::Scaler`**
+//! (its load history, `plan_scaler` with the default `ScalerConfig`, its operation
+//! starts), run on the leader every planning interval, over a model of per-partition
+//! load. netsim has no data plane, so load is modelled: each starting partition serves a
+//! drawn base load spread evenly over its key range, and a hot spot (`make_hot`) adds
+//! load on a drawn quarter of one partition's range; a partition's load is what its key
+//! range covers (so a split's children share their parent's load as their ranges do).
+//! [`SimLoads`] answers the Scaler's `ReplicaLoads` seam from that model.
 //!
-//! The decisions are **the real `shared::scaler::plan_scaler`** (default
-//! `ScalerConfig`), on the leader's replica, every planning interval, with the load
-//! samples gathered the way the agent's `control::scaler::Scaler` keeps them (its loop
-//! is restated here: the agent's type is bound to openraft's client and the data
-//! plane). A split is driven as `data::plane::operations` drives one, through the real
-//! commands: `StartOperation` (kind Split) from the leader, then from the partition's
-//! primary a drawn staging time, `AdvanceOperation` to Fencing, `SplitPartition` at the
-//! range's midpoint (what `choose_split_point` gives evenly spread keys), and
-//! `FinishOperation` with the write pause (fence to split committed). A move (the hot
-//! split's busier child, or a scale-out move) is handed to the move executor of
-//! `rebalance.rs`. Primary hand-overs and merges are not carried out (counted).
+//! The operations the Scaler starts are carried out here, as the partitions' primaries
+//! do in `data::plane::operations` (re-implemented: netsim has no data plane): a split
+//! through the real commands, a drawn staging time, `AdvanceOperation` to Fencing,
+//! `SplitPartition` at the range's midpoint (what `choose_split_point` gives evenly
+//! spread keys), and `FinishOperation` with the write pause (fence to split committed);
+//! a move by the move executor of `rebalance.rs`. Primary hand-overs (the
+//! `PrimaryHandOver` seam) are counted, not carried out; no scenario decreases a
+//! capacity, so no merge is planned.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use agent::seam::{BoxFuture, PrimaryHandOver, ReplicaLoads, StateHandle};
 use shared::command::{MetaCommand, MetaOutcome, MetaResult};
+use shared::data::{ItemError, PartitionLoadReport};
 use shared::model::{
-    KeyRange, NodeId, NodeStatus, OperationId, OperationKind, OperationStatus, OperationStep,
-    PartitionId, TableId,
+    KeyRange, NodeId, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
+    TableId,
 };
-use shared::rebalance::ReplicaMove;
-use shared::scaler::{
-    CheckedScalerConfig, LoadSample, MoveReason, PartitionLoad, ScalerAction, ScalerInput,
-    SplitChildren, SplitReason, plan_scaler, running_ops,
-};
+use shared::scaler::CheckedScalerConfig;
 use shared::split::range_midpoint;
 use shared::state::MetaState;
 
@@ -37,16 +37,12 @@ use crate::config::{FILL_MAX_US, FILL_MIN_US};
 use crate::event::Event;
 use crate::time::{Micros, millis};
 
-/// Load samples kept per partition (the agent's `MAX_SAMPLES_PER_PARTITION`).
-const MAX_SAMPLES_PER_PARTITION: usize = 256;
 /// Lowest base load of a partition, in percent of its share of its table's capacity.
 pub const BASE_LOAD_MIN_PERCENT: u64 = 20;
 /// Highest base load of a partition, in percent of its share.
 pub const BASE_LOAD_MAX_PERCENT: u64 = 60;
 /// A hot spot covers this fraction of its partition's range (1 / this).
 const HOT_SPOT_FRACTION: u64 = 4;
-/// Who the Scaler's operations are recorded as requested by (the agent's principal).
-const REQUESTED_BY: &str = "scaler";
 
 /// Load over a key range, spread evenly over it.
 #[derive(Debug, Clone, Copy)]
@@ -93,19 +89,78 @@ impl LoadModel {
     }
 }
 
+/// The modelled load, shared by the simulation (which makes spots hot) and the
+/// leader's [`SimLoads`].
+pub type SharedLoadModel = Arc<Mutex<LoadModel>>;
+
+fn lock(model: &SharedLoadModel) -> MutexGuard<'_, LoadModel> {
+    // Nothing panics while holding it.
+    model.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The Scaler's data-plane seams in netsim: each asked node reports the partitions it
+/// leads in the leader's replica, at their modelled load (sizes are not modelled);
+/// hand-overs are counted, not carried out.
+pub struct SimLoads {
+    model: SharedLoadModel,
+    replica: StateHandle,
+    hand_overs: Arc<AtomicUsize>,
+}
+
+impl SimLoads {
+    /// Loads from `model`, partitions as `replica` shows them.
+    pub fn new(model: SharedLoadModel, replica: StateHandle, hand_overs: Arc<AtomicUsize>) -> Self {
+        SimLoads {
+            model,
+            replica,
+            hand_overs,
+        }
+    }
+}
+
+impl ReplicaLoads for SimLoads {
+    fn collect_loads(&self, nodes: Vec<NodeId>) -> BoxFuture<'_, Vec<PartitionLoadReport>> {
+        let asked: BTreeSet<NodeId> = nodes.into_iter().collect();
+        let model = lock(&self.model);
+        let reports = self.replica.read(|s| {
+            s.partitions()
+                .filter(|p| asked.contains(&p.primary_node_id))
+                .map(|p| PartitionLoadReport {
+                    partition_id: p.partition_id,
+                    ops_per_sec: model.load(p.table_id, &p.range).round() as u64,
+                    bytes: 0,
+                })
+                .collect()
+        });
+        Box::pin(std::future::ready(reports))
+    }
+}
+
+impl PrimaryHandOver for SimLoads {
+    fn hand_over(
+        &self,
+        _primary: NodeId,
+        _pid: PartitionId,
+        _epoch: u64,
+        _to: NodeId,
+    ) -> BoxFuture<'_, Result<(), ItemError>> {
+        self.hand_overs.fetch_add(1, Ordering::Relaxed);
+        let refused = ItemError::Unavailable("hand-overs are not simulated".into());
+        Box::pin(std::future::ready(Err(refused)))
+    }
+}
+
 /// One split being driven.
 #[derive(Debug, Clone, Copy)]
 struct SplitDrive {
     partition_id: PartitionId,
-    hot: bool,
-    operation: Option<OperationId>,
+    operation: OperationId,
     step: SplitStep,
     fenced_at: Micros,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SplitStep {
-    Starting,
     Staging,
     Fencing,
     Committing,
@@ -125,7 +180,7 @@ pub struct SplitDone {
     pub write_pause: Micros,
 }
 
-/// A move the Scaler planned for the busier child of a hot split.
+/// A move of a child of a split, as the Scaler started it.
 #[derive(Debug, Clone, Copy)]
 pub struct ChildMove {
     /// The child.
@@ -134,23 +189,24 @@ pub struct ChildMove {
     pub from: NodeId,
     /// Where it goes.
     pub to: NodeId,
-    /// Its load when planned.
+    /// Its load when the move started.
     pub ops_per_sec: f64,
-    /// When planned.
+    /// When the move started (seen running in the log).
     pub at: Micros,
 }
 
-/// The Scaler's memory and figures.
+/// The Scaler's configuration, load model, and what became of its operations.
 #[derive(Debug)]
 pub struct SimScaler {
     config: CheckedScalerConfig,
     /// The modelled load.
-    pub model: LoadModel,
+    pub model: SharedLoadModel,
     /// Whether it still plans (`stop_scaler` ends that; driven splits go on).
     planning: bool,
-    loads: BTreeMap<PartitionId, PartitionLoad>,
-    hot_splits: BTreeMap<OperationId, PartitionId>,
-    hot_children: Vec<SplitChildren>,
+    hand_overs: Arc<AtomicUsize>,
+    /// Operations of the Scaler taken up by their drivers (splits here, moves in
+    /// `rebalance.rs`).
+    adopted: BTreeSet<OperationId>,
     drives: BTreeMap<u64, SplitDrive>,
     next_id: u64,
     /// Rounds planned.
@@ -159,14 +215,12 @@ pub struct SimScaler {
     pub splits: Vec<SplitDone>,
     /// Splits given up.
     pub failed_splits: usize,
-    /// Hot-child moves planned.
+    /// Moves of split children started.
     pub child_moves: Vec<ChildMove>,
-    /// Scale-out moves planned.
+    /// Other moves started (scale-out).
     pub rebalance_moves: usize,
     /// Primary hand-overs and merges planned but not carried out here.
     pub skipped_actions: usize,
-    /// When the first hot split was planned.
-    pub hot_planned_at: Option<Micros>,
 }
 
 impl SimScaler {
@@ -184,11 +238,10 @@ impl SimScaler {
         }
         SimScaler {
             config: CheckedScalerConfig::default(),
-            model,
+            model: Arc::new(Mutex::new(model)),
             planning: true,
-            loads: BTreeMap::new(),
-            hot_splits: BTreeMap::new(),
-            hot_children: Vec::new(),
+            hand_overs: Arc::default(),
+            adopted: BTreeSet::new(),
             drives: BTreeMap::new(),
             next_id: 0,
             rounds: 0,
@@ -197,7 +250,6 @@ impl SimScaler {
             child_moves: Vec::new(),
             rebalance_moves: 0,
             skipped_actions: 0,
-            hot_planned_at: None,
         }
     }
 
@@ -210,10 +262,24 @@ impl SimScaler {
     pub fn idle(&self) -> bool {
         self.drives.is_empty()
     }
+
+    /// The Scaler's settings.
+    pub fn config(&self) -> &CheckedScalerConfig {
+        &self.config
+    }
+
+    /// The seams the leader's Scaler plans over, on `replica`.
+    pub fn seams(&self, replica: &StateHandle) -> Arc<SimLoads> {
+        Arc::new(SimLoads::new(
+            self.model.clone(),
+            replica.clone(),
+            self.hand_overs.clone(),
+        ))
+    }
 }
 
 impl Simulation {
-    /// Starts the Scaler (and the move executor it hands moves to), every partition at a
+    /// Starts the Scaler (and the move executor its moves go to), every partition at a
     /// drawn base load.
     pub fn enable_scaler(&mut self) {
         let scaler = SimScaler::new(self.log.state(), &mut self.rng);
@@ -228,7 +294,7 @@ impl Simulation {
         self.scaler.as_ref()
     }
 
-    /// The Scaler plans no more (splits being driven and queued moves go on).
+    /// The Scaler plans no more (splits being driven and moves go on).
     pub fn stop_scaler(&mut self) {
         if let Some(s) = self.scaler.as_mut() {
             s.planning = false;
@@ -240,15 +306,16 @@ impl Simulation {
     pub fn make_hot(&mut self, pid: PartitionId, factor: f64) -> Option<(f64, f64)> {
         let p = self.log.state().partition(pid)?.clone();
         let scaler = self.scaler.as_mut()?;
-        let before = scaler.model.load(p.table_id, &p.range);
+        let mut model = lock(&scaler.model);
+        let before = model.load(p.table_id, &p.range);
         let span = (p.range.high - p.range.low) / HOT_SPOT_FRACTION;
         let low = p.range.low + self.rng.between(0, p.range.high - p.range.low - span);
         let spot = KeyRange {
             low,
             high: low + span,
         };
-        scaler.model.add(p.table_id, spot, before * (factor - 1.0));
-        Some((before, scaler.model.load(p.table_id, &p.range)))
+        model.add(p.table_id, spot, before * (factor - 1.0));
+        Some((before, model.load(p.table_id, &p.range)))
     }
 
     /// The modelled load of partition `pid` now.
@@ -256,14 +323,15 @@ impl Simulation {
         let (Some(p), Some(s)) = (self.log.state().partition(pid), self.scaler.as_ref()) else {
             return 0.0;
         };
-        s.model.load(p.table_id, &p.range)
+        lock(&s.model).load(p.table_id, &p.range)
     }
 
-    /// One round of the Scaler, as the agent's `Scaler::step`: observe, plan, act.
+    /// One round of the Scaler: the leader's `Scaler::step` (observe, plan, start).
     pub(super) fn on_scale(&mut self) {
-        let Some(scaler) = self.scaler.as_ref() else {
+        let Some(scaler) = self.scaler.as_mut() else {
             return;
         };
+        scaler.skipped_actions = scaler.hand_overs.load(Ordering::Relaxed);
         let (interval, planning) = (scaler.interval(), scaler.planning);
         self.queue.push(self.now() + interval, Event::Scale);
         let Some(leader) = self.log.leader.filter(|l| self.agents[l].is_alive()) else {
@@ -272,107 +340,80 @@ impl Simulation {
         if !planning {
             return;
         }
-        let now = self.now();
-        let now_ms = self.clock.unix_ms();
-        let agent = &self.agents[&leader];
-        let unreachable: BTreeSet<NodeId> = agent.not_alive_in_view();
-        let scaler = self.scaler.as_mut().expect("enabled");
-        let plan = agent.replica.read(|s| {
-            // The primaries' reports: every partition led by a HEALTHY reachable node.
-            let reports: Vec<(PartitionId, f64)> = s
-                .partitions()
-                .filter(|p| {
-                    s.node(p.primary_node_id).is_some_and(|n| {
-                        n.status == NodeStatus::Healthy && !unreachable.contains(&n.node_id)
-                    })
-                })
-                .map(|p| (p.partition_id, scaler.model.load(p.table_id, &p.range)))
-                .collect();
-            record_loads(&mut scaler.loads, &reports, now_ms);
-            note_finished_splits(scaler, s, now_ms);
-            let running = running_ops(s);
-            let input = ScalerInput {
-                state: s,
-                loads: &scaler.loads,
-                running: &running,
-                hot_split_children: &scaler.hot_children,
-                unreachable: &unreachable,
-                now_ms,
-            };
-            plan_scaler(&input, &scaler.config)
-        });
-        scaler.rounds += 1;
-        let settled: BTreeSet<_> = plan.settled_children.iter().copied().collect();
-        scaler.hot_children.retain(|c| !settled.contains(c));
-        for action in plan.actions {
-            self.act(leader, action, now);
+        self.scaler.as_mut().expect("enabled").rounds += 1;
+        self.run_scaler(leader);
+    }
+
+    /// Takes up the operations the Scaler started (seen running in the log): splits are
+    /// driven here, moves by the move executor.
+    pub(super) fn adopt_scaler_operations(&mut self) {
+        let Some(scaler) = self.scaler.as_ref() else {
+            return;
+        };
+        let new: Vec<shared::model::Operation> = self
+            .log
+            .state()
+            .running_operations()
+            .filter(|op| op.requested_by == agent::control::scaler::SCALER_PRINCIPAL)
+            .filter(|op| !scaler.adopted.contains(&op.operation_id))
+            .cloned()
+            .collect();
+        for op in new {
+            self.scaler
+                .as_mut()
+                .expect("enabled")
+                .adopted
+                .insert(op.operation_id);
+            match op.kind {
+                OperationKind::Split { .. } => self.adopt_split(&op),
+                OperationKind::Move { from, to } => {
+                    self.note_move(op.partition_id, from, to);
+                    self.adopt_move(&op, from, to);
+                }
+                // Planned only after a capacity decrease, which no scenario makes.
+                OperationKind::Merge { .. } => {}
+            }
         }
     }
 
-    fn act(&mut self, leader: NodeId, action: ScalerAction, now: Micros) {
+    fn adopt_split(&mut self, op: &shared::model::Operation) {
+        let now = self.now();
         let scaler = self.scaler.as_mut().expect("enabled");
-        match action {
-            ScalerAction::Split {
-                partition_id,
-                reason,
-                ..
-            } => {
-                let hot = matches!(reason, SplitReason::Hot { .. });
-                if hot {
-                    scaler.hot_planned_at.get_or_insert(now);
-                }
-                scaler.next_id += 1;
-                let id = scaler.next_id;
-                scaler.drives.insert(
-                    id,
-                    SplitDrive {
-                        partition_id,
-                        hot,
-                        operation: None,
-                        step: SplitStep::Starting,
-                        fenced_at: now,
-                    },
-                );
-                let cmd = MetaCommand::StartOperation {
-                    partition_id,
-                    kind: OperationKind::Split { split_point: None },
-                    requested_by: REQUESTED_BY.into(),
-                    now_ms: self.clock.unix_ms(),
-                };
-                self.propose_then(leader, cmd, Some(Then::Split(id)));
-            }
-            ScalerAction::Move {
-                partition_id,
+        scaler.next_id += 1;
+        let id = scaler.next_id;
+        scaler.drives.insert(
+            id,
+            SplitDrive {
+                partition_id: op.partition_id,
+                operation: op.operation_id,
+                step: SplitStep::Staging,
+                fenced_at: now,
+            },
+        );
+        // The children's copies are staged on the primary and the replicas.
+        let staging = self.rng.between(FILL_MIN_US, FILL_MAX_US);
+        self.queue.push(now + staging, Event::SplitStaged(id));
+    }
+
+    /// Counts a move the Scaler started: a split child's, or a scale-out move.
+    fn note_move(&mut self, pid: PartitionId, from: NodeId, to: NodeId) {
+        let now = self.now();
+        let load = self.partition_load(pid);
+        let scaler = self.scaler.as_mut().expect("enabled");
+        let child = scaler
+            .splits
+            .iter()
+            .any(|d| d.children.0 == pid || d.children.1 == pid);
+        if child {
+            scaler.child_moves.push(ChildMove {
+                partition_id: pid,
                 from,
                 to,
-                expected_epoch,
-                reason,
-            } => {
-                match reason {
-                    MoveReason::HotChild { ops_per_sec, .. } => {
-                        scaler.child_moves.push(ChildMove {
-                            partition_id,
-                            from,
-                            to,
-                            ops_per_sec,
-                            at: now,
-                        })
-                    }
-                    // Co-location comes with capacity decreases, which no scenario makes.
-                    MoveReason::Rebalance | MoveReason::CoLocate { .. } => {
-                        scaler.rebalance_moves += 1
-                    }
-                }
-                self.queue_moves([ReplicaMove {
-                    partition_id,
-                    from,
-                    to,
-                    expected_epoch,
-                }]);
-            }
-            ScalerAction::HandOverPrimary { .. } | ScalerAction::Merge { .. } => {
-                scaler.skipped_actions += 1;
-            }
+                ops_per_sec: load,
+                at: now,
+            });
+        } else {
+            scaler.rebalance_moves += 1;
         }
     }
 
@@ -388,30 +429,22 @@ impl Simulation {
 
     /// A split's command committed (or never will: `result` is `None`).
     pub(super) fn on_split_outcome(&mut self, id: u64, result: Option<&MetaResult>) {
-        let Some(d) = self.scaler.as_mut().and_then(|s| s.drives.get_mut(&id)) else {
+        let Some(drive) = self
+            .scaler
+            .as_ref()
+            .and_then(|s| s.drives.get(&id))
+            .copied()
+        else {
             return;
         };
-        if let Some(Ok(MetaOutcome::OperationStarted { operation_id })) = result {
-            d.operation = Some(*operation_id);
-        }
-        let drive = *d;
-        let (Some(operation_id), Some(Ok(outcome))) = (drive.operation, result) else {
+        let Some(Ok(outcome)) = result else {
             return self.give_up_split(id);
         };
         let now = self.now();
         let now_ms = self.clock.unix_ms();
-        let pid = drive.partition_id;
+        let (pid, operation_id) = (drive.partition_id, drive.operation);
         let scaler = self.scaler.as_mut().expect("enabled");
         match drive.step {
-            SplitStep::Starting => {
-                if drive.hot {
-                    scaler.hot_splits.insert(operation_id, pid);
-                }
-                scaler.drives.get_mut(&id).expect("driven").step = SplitStep::Staging;
-                // The children's copies are staged here and on the replicas.
-                let staging = self.rng.between(FILL_MIN_US, FILL_MAX_US);
-                self.queue.push(now + staging, Event::SplitStaged(id));
-            }
             SplitStep::Staging => {}
             SplitStep::Fencing => {
                 let d = scaler.drives.get_mut(&id).expect("driven");
@@ -468,11 +501,8 @@ impl Simulation {
         let Some(d) = self.scaler.as_mut().and_then(|s| s.drives.get_mut(&id)) else {
             return;
         };
-        let Some(operation_id) = d.operation else {
-            return;
-        };
         d.step = SplitStep::Fencing;
-        let pid = d.partition_id;
+        let (pid, operation_id) = (d.partition_id, d.operation);
         let cmd = MetaCommand::AdvanceOperation {
             operation_id,
             step: OperationStep::Fencing,
@@ -495,11 +525,8 @@ impl Simulation {
             return;
         }
         scaler.failed_splits += 1;
-        let Some(operation_id) = d.operation else {
-            return;
-        };
         let cmd = MetaCommand::FinishOperation {
-            operation_id,
+            operation_id: d.operation,
             status: OperationStatus::RolledBack,
             now_ms: self.clock.unix_ms(),
             write_pause_ms: None,
@@ -507,51 +534,5 @@ impl Simulation {
         if let Some(from) = self.split_driver(d.partition_id) {
             self.propose(from, cmd);
         }
-    }
-}
-
-/// Appends this round's reports to each partition's series (bounded), and forgets
-/// partitions nobody reported (the agent's `record_loads`).
-fn record_loads(
-    loads: &mut BTreeMap<PartitionId, PartitionLoad>,
-    reports: &[(PartitionId, f64)],
-    now_ms: u64,
-) {
-    let reported: BTreeSet<PartitionId> = reports.iter().map(|r| r.0).collect();
-    loads.retain(|pid, _| reported.contains(pid));
-    for &(pid, ops_per_sec) in reports {
-        let load = loads.entry(pid).or_default();
-        load.samples.push(LoadSample {
-            at_ms: now_ms,
-            ops_per_sec,
-        });
-        if load.samples.len() > MAX_SAMPLES_PER_PARTITION {
-            load.samples.remove(0);
-        }
-    }
-}
-
-/// Turns completed hot splits into child pairs for the planner (the agent's
-/// `note_finished_splits`).
-fn note_finished_splits(scaler: &mut SimScaler, s: &MetaState, now_ms: u64) {
-    let finished: Vec<(OperationId, Option<SplitChildren>)> = scaler
-        .hot_splits
-        .keys()
-        .filter_map(|id| match s.operation(*id) {
-            Some(op) if op.is_running() => None,
-            Some(op) if op.status == OperationStatus::Completed => {
-                let children = op.split.map(|r| SplitChildren {
-                    left: r.left,
-                    right: r.right,
-                    split_at_ms: op.finished_at_ms.unwrap_or(now_ms),
-                });
-                Some((*id, children))
-            }
-            _ => Some((*id, None)),
-        })
-        .collect();
-    for (id, children) in finished {
-        scaler.hot_splits.remove(&id);
-        scaler.hot_children.extend(children);
     }
 }
