@@ -676,6 +676,14 @@ fn append_one(
             got: record.lsn,
         });
     }
+    // Epochs only grow along a log: a record of an older epoch after a newer one comes
+    // from a deposed primary (its sender is behind this copy).
+    if record.epoch < meta.position.epoch {
+        return Err(StoreError::Diverged {
+            pid,
+            lsn: record.lsn,
+        });
+    }
     log.insert(record.lsn, encoded.as_slice())
         .map_err(redb_err)?;
     let key = item_key(&record.partition_key, record.sort_key.as_deref());

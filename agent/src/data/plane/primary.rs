@@ -269,6 +269,15 @@ impl DataPlane {
             )));
         }
         let position = self.store.position(pid).map_err(unavailable)?;
+        if position.epoch > lead.epoch {
+            // The log already holds records of a newer primary: this agent's metadata is
+            // behind its own copy. Writing now would put an older epoch after a newer one.
+            return Err(ItemError::Unavailable(format!(
+                "partition {pid}: this agent leads epoch {} but its copy holds epoch {}; \
+                 nothing was written",
+                lead.epoch, position.epoch
+            )));
+        }
         let record = WriteRecord {
             lsn: position.lsn + 1,
             epoch: lead.epoch,
@@ -303,7 +312,11 @@ impl DataPlane {
             ItemError::OutcomeUnknown(why)
         };
         match local {
-            Ok(Ok(_)) => {}
+            Ok(Ok(at)) => debug_assert_eq!(
+                (at.lsn, at.epoch),
+                (record.lsn, record.epoch),
+                "partition {pid}: the local log does not end at the record just appended"
+            ),
             Ok(Err(e)) => return Err(in_doubt(format!("local append: {e}"))),
             Err(e) => return Err(in_doubt(format!("local append: {e}"))),
         }

@@ -242,11 +242,17 @@ impl DataPlane {
             return Err(ReplicaError::NeedSync { position });
         }
         let store = self.store.clone();
+        let sent = records.len() as u64;
         let appended = tokio::task::spawn_blocking(move || store.append(pid, &records))
             .await
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         match appended {
             Ok(pos) => {
+                // A replica's log only grows, and never past what it was sent.
+                debug_assert!(
+                    pos >= position && pos.lsn <= prev.lsn + sent,
+                    "partition {pid}: appended to {pos:?} from {position:?} ({sent} records after {prev:?})"
+                );
                 self.maybe_trim(pid, position.lsn, pos.lsn);
                 Ok(pos)
             }

@@ -1027,3 +1027,18 @@ fn the_agents_stores_refuse_a_file_of_a_newer_format() {
         "{err}"
     );
 }
+
+#[test]
+fn a_record_of_an_older_epoch_after_a_newer_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.allocate(&[1]).unwrap();
+    store.append(1, &[put(1, 3, "a", None, "v1")]).unwrap();
+    let err = store.append(1, &[put(2, 2, "a", None, "v2")]).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Diverged { pid: 1, lsn: 2 }),
+        "{err:?}"
+    );
+    assert_eq!(store.position(1).unwrap(), pos(1, 3));
+    assert_eq!(get(&store, 1, "a", None).as_deref(), Some("v1"));
+}
