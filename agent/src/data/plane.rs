@@ -110,20 +110,48 @@ pub struct DataPlane {
     config: DataConfig,
     /// Routes of every table, rebuilt when the metadata changed.
     routes: Mutex<(u64, Arc<RoutingTable>)>,
-    /// One write at a time per partition led here (LSN order).
-    writers: Mutex<HashMap<PartitionId, Arc<tokio::sync::RwLock<()>>>>,
-    /// Replica side: the highest epoch accepted from a primary, per partition.
-    accepted: Mutex<HashMap<PartitionId, u64>>,
-    /// Replica side: one append or snapshot at a time per partition.
-    replica_locks: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// As the primary of partitions: write order, move targets, fences, activity.
+    primary: PrimarySide,
+    /// As a replica of partitions: accepted epochs, one change at a time, transfers.
+    replica: ReplicaSide,
+    /// As the driver of the operations on partitions it leads: stagings, drivers.
+    driver: DriverSide,
+    /// Read leases, held as a primary and granted as a replica: one type for both
+    /// roles, because a replica promoted to primary must not take a lease over a grant
+    /// it gave (see `lease`).
     leases: lease::Leases,
+    /// Clock seam (operation timestamps).
+    clock: crate::seam::Clock,
+    /// This data plane itself, for tasks that must outlive a cancelled caller.
+    this: Weak<DataPlane>,
+}
+
+/// A primary's state, per partition it leads.
+#[derive(Default)]
+struct PrimarySide {
+    /// One write at a time per partition (LSN order).
+    writers: Mutex<HashMap<PartitionId, Arc<tokio::sync::RwLock<()>>>>,
+    /// Targets of moves about to switch, with the epoch: every write is also sent to
+    /// them, best effort, so the switch finds them caught up.
+    learners: Mutex<HashMap<PartitionId, (u64, NodeId)>>,
     fences: fence::Fences,
     activity: PartitionActivity,
-    /// Replica side: the snapshot transfer being installed, per partition.
+}
+
+/// A replica's state, per partition it holds a copy of.
+#[derive(Default)]
+struct ReplicaSide {
+    /// The highest epoch accepted from a primary.
+    accepted: Mutex<HashMap<PartitionId, u64>>,
+    /// One append or snapshot at a time.
+    locks: Mutex<HashMap<PartitionId, Arc<tokio::sync::Mutex<()>>>>,
+    /// The snapshot transfer being installed.
     installing: Mutex<HashMap<PartitionId, u64>>,
-    /// Targets of moves about to switch, per partition led here (with the epoch): every
-    /// write is also sent to them, best effort, so the switch finds them caught up.
-    learners: Mutex<HashMap<PartitionId, (u64, NodeId)>>,
+}
+
+/// The operation drivers' state.
+#[derive(Default)]
+struct DriverSide {
     /// New partitions staged here ahead of their split or merge, by first source.
     staged: Mutex<HashMap<PartitionId, crate::data::store::StagedDerivation>>,
     /// Held by each derivation from taking its staging to storing the new partitions,
@@ -132,10 +160,6 @@ pub struct DataPlane {
     deriving: tokio::sync::Mutex<()>,
     /// Operations with a driver running on this agent.
     driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
-    /// Clock seam (operation timestamps).
-    clock: crate::seam::Clock,
-    /// This data plane itself, for tasks that must outlive a cancelled caller.
-    this: Weak<DataPlane>,
 }
 
 /// What a data plane is built from.
@@ -173,7 +197,6 @@ impl DataPlane {
         } = parts;
         Arc::new_cyclic(|this| DataPlane {
             this: this.clone(),
-            fences: fence::Fences::default(),
             me,
             state,
             store,
@@ -182,16 +205,10 @@ impl DataPlane {
             freshness,
             config,
             routes: Mutex::new((u64::MAX, Arc::new(RoutingTable::default()))),
-            writers: Mutex::default(),
-            accepted: Mutex::default(),
-            replica_locks: Mutex::default(),
+            primary: PrimarySide::default(),
+            replica: ReplicaSide::default(),
+            driver: DriverSide::default(),
             leases: lease::Leases::default(),
-            activity: PartitionActivity::default(),
-            driving: Mutex::default(),
-            staged: Mutex::default(),
-            deriving: tokio::sync::Mutex::const_new(()),
-            learners: Mutex::default(),
-            installing: Mutex::default(),
             clock,
         })
     }
@@ -209,7 +226,7 @@ impl DataPlane {
                 .map(|p| (p.partition_id, p.epoch))
                 .collect()
         });
-        self.fences.arm(led.iter().copied());
+        self.primary.fences.arm(led.iter().copied());
         self.bump_epochs(led);
     }
 
@@ -252,7 +269,7 @@ impl DataPlane {
 
     /// Per-partition activity counters (ops/sec, replica lag) of this agent.
     pub fn activity(&self) -> &PartitionActivity {
-        &self.activity
+        &self.primary.activity
     }
 
     /// Local partition storage.
@@ -505,6 +522,7 @@ impl DataPlane {
     /// the store).
     pub fn loads(&self) -> Vec<PartitionLoadReport> {
         let ops: HashMap<PartitionId, f64> = self
+            .primary
             .activity
             .samples()
             .into_iter()
@@ -656,14 +674,14 @@ impl DataPlane {
 
     /// The replica-side lock of partition `pid`.
     fn replica_lock(&self, pid: PartitionId) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.replica_locks).entry(pid).or_default().clone()
+        lock(&self.replica.locks).entry(pid).or_default().clone()
     }
 
     /// The write lock of partition `pid`: held exclusively by a write (and by the
     /// operations that pause writes), shared by reads, so a read never sees a write
     /// whose outcome is not known yet.
     fn writer(&self, pid: PartitionId) -> Arc<tokio::sync::RwLock<()>> {
-        lock(&self.writers).entry(pid).or_default().clone()
+        lock(&self.primary.writers).entry(pid).or_default().clone()
     }
 }
 

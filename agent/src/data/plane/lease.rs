@@ -130,13 +130,13 @@ impl DataPlane {
     /// series) or that no longer exist (locks, accepted epochs), once per round.
     fn forget_gone(&self, led: &[(PartitionId, u64, Vec<NodeId>)]) {
         let led: std::collections::HashSet<PartitionId> = led.iter().map(|(p, _, _)| *p).collect();
-        self.activity.retain(|pid| led.contains(&pid));
+        self.primary.activity.retain(|pid| led.contains(&pid));
         self.leases.forget_surrenders(&led);
         let exists = |pid: &PartitionId| self.state.read(|s| s.partition(*pid).is_some());
         // A lock in use is held through its Arc elsewhere: dropping the map's entry is safe.
-        lock(&self.writers).retain(|pid, _| exists(pid));
-        lock(&self.replica_locks).retain(|pid, _| exists(pid));
-        lock(&self.accepted).retain(|pid, _| exists(pid));
+        lock(&self.primary.writers).retain(|pid, _| exists(pid));
+        lock(&self.replica.locks).retain(|pid, _| exists(pid));
+        lock(&self.replica.accepted).retain(|pid, _| exists(pid));
     }
 
     /// One renewal round: one request per replica node for all partitions it holds.
@@ -204,7 +204,7 @@ impl DataPlane {
             let mut all = true;
             for r in replicas {
                 match answers.get(&(*pid, *r)) {
-                    Some(Some(true)) => self.activity.confirmed(*pid, *r),
+                    Some(Some(true)) => self.primary.activity.confirmed(*pid, *r),
                     // No answer at all: the same as a write it did not confirm.
                     Some(None) | None => {
                         all = false;

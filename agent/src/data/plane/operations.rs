@@ -93,7 +93,7 @@ impl DataPlane {
                 .collect()
         });
         for op in mine {
-            if !lock(&self.driving).insert(op.operation_id) {
+            if !lock(&self.driver.driving).insert(op.operation_id) {
                 continue;
             }
             let Some(this) = self.this.upgrade() else {
@@ -102,7 +102,7 @@ impl DataPlane {
             tokio::spawn(async move {
                 let id = op.operation_id;
                 this.drive(op).await;
-                lock(&this.driving).remove(&id);
+                lock(&this.driver.driving).remove(&id);
             });
         }
     }
@@ -229,7 +229,7 @@ impl DataPlane {
             Err(e) => {
                 // The split may have committed: no write may reach the parent until its
                 // epoch moved (or the split shows), as after a write in doubt.
-                self.fences.fence(pid, epoch);
+                self.primary.fences.fence(pid, epoch);
                 return Err(e.into());
             }
         };
@@ -394,8 +394,8 @@ impl DataPlane {
             Err(e) => {
                 // The merge may have committed: neither side takes a write until its
                 // epoch moved (or the merge shows), as after a write in doubt.
-                self.fences.fence(left, left_epoch);
-                self.fences.fence(right, right_epoch);
+                self.primary.fences.fence(left, left_epoch);
+                self.primary.fences.fence(right, right_epoch);
                 return Err(e.into());
             }
         };
@@ -430,7 +430,7 @@ impl DataPlane {
     /// Drops the new partitions staged here from `first` (the first source of a split
     /// or merge that was abandoned).
     pub(super) async fn discard_staging(&self, first: PartitionId) {
-        let Some(staged) = lock(&self.staged).remove(&first) else {
+        let Some(staged) = lock(&self.driver.staged).remove(&first) else {
             return;
         };
         let store = self.store.clone();
@@ -824,14 +824,14 @@ struct Learner<'a> {
 
 impl<'a> Learner<'a> {
     fn register(plane: &'a DataPlane, pid: PartitionId, epoch: u64, to: NodeId) -> Self {
-        lock(&plane.learners).insert(pid, (epoch, to));
+        lock(&plane.primary.learners).insert(pid, (epoch, to));
         Learner { plane, pid }
     }
 }
 
 impl Drop for Learner<'_> {
     fn drop(&mut self) {
-        lock(&self.plane.learners).remove(&self.pid);
+        lock(&self.plane.primary.learners).remove(&self.pid);
     }
 }
 

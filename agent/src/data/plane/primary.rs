@@ -79,7 +79,7 @@ impl DataPlane {
                     .await
                     .unwrap_or_else(|e| Err(ItemError::OutcomeUnknown(e.to_string())));
                 if result.is_ok() {
-                    self.activity.record_op(pid);
+                    self.primary.activity.record_op(pid);
                 }
                 result
             }
@@ -89,7 +89,7 @@ impl DataPlane {
                 ..
             } => {
                 let _no_write_in_flight = self.readable(pid, &lead).await?;
-                self.activity.record_op(pid);
+                self.primary.activity.record_op(pid);
                 let value = self
                     .store
                     .get(pid, &partition_key, sort_key.as_deref())
@@ -104,7 +104,7 @@ impl DataPlane {
                 ..
             } => {
                 let _no_write_in_flight = self.readable(pid, &lead).await?;
-                self.activity.record_op(pid);
+                self.primary.activity.record_op(pid);
                 let (mut items, mut more) = self
                     .store
                     .query(
@@ -186,7 +186,7 @@ impl DataPlane {
         lead: &Leadership,
     ) -> Result<tokio::sync::OwnedRwLockReadGuard<()>, ItemError> {
         let guard = self.writer(pid).read_owned().await;
-        if self.fences.in_doubt(pid, lead.epoch) {
+        if self.primary.fences.in_doubt(pid, lead.epoch) {
             return Err(ItemError::Unavailable(format!(
                 "partition {pid} is moving to a new epoch after a write in doubt; retry"
             )));
@@ -251,7 +251,7 @@ impl DataPlane {
             Ok(current) => current,
             Err(e) => return Err(e),
         };
-        match self.fences.check(pid, lead.epoch, Instant::now()) {
+        match self.primary.fences.check(pid, lead.epoch, Instant::now()) {
             FenceCheck::Write => {}
             check => {
                 if check == FenceCheck::Propose {
@@ -307,7 +307,7 @@ impl DataPlane {
         // From here on the record may be on some copies: any failure leaves the outcome
         // unknown, and the partition moves to a new epoch before the next write.
         let in_doubt = |why: String| {
-            self.fences.fence(pid, lead.epoch);
+            self.primary.fences.fence(pid, lead.epoch);
             self.bump_epochs(vec![(pid, lead.epoch)]);
             ItemError::OutcomeUnknown(why)
         };
@@ -332,7 +332,10 @@ impl DataPlane {
                 Err(other) => Err(other),
             };
             match outcome {
-                Ok(pos) => self.activity.record_ack(pid, replica, pos, record.lsn),
+                Ok(pos) => self
+                    .primary
+                    .activity
+                    .record_ack(pid, replica, pos, record.lsn),
                 Err(ReplicateFailure::Stale(current)) => {
                     return Err(in_doubt(format!(
                         "replica {replica} is at epoch {current}: this node is no longer the primary"
@@ -363,7 +366,7 @@ impl DataPlane {
 
     /// The move target that writes to `pid` at `epoch` also go to, if any.
     fn learner(&self, pid: PartitionId, epoch: u64) -> Option<NodeId> {
-        lock(&self.learners)
+        lock(&self.primary.learners)
             .get(&pid)
             .filter(|(e, _)| *e == epoch)
             .map(|(_, n)| *n)
@@ -388,7 +391,7 @@ impl DataPlane {
         };
         if !kept {
             tracing::debug!(partition = pid, target, "move target dropped as a learner");
-            lock(&self.learners).remove(&pid);
+            lock(&self.primary.learners).remove(&pid);
         }
     }
 
@@ -423,7 +426,7 @@ impl DataPlane {
     /// partition's replica set, so writes continue without it. The leader's recovery then
     /// adds a replacement.
     pub(super) fn replica_failing(&self, pid: PartitionId, epoch: u64, replica: NodeId, lsn: u64) {
-        let failing_for = self.activity.record_behind(pid, replica, lsn);
+        let failing_for = self.primary.activity.record_behind(pid, replica, lsn);
         if failing_for < Duration::from_millis(self.config.replica_drop_after_ms) {
             return;
         }
@@ -653,7 +656,7 @@ impl DataPlane {
         }
         match self.catch_up(replica, pid, lead.epoch, position).await {
             Ok(pos) => {
-                self.activity.record_ack(pid, replica, pos, pos.lsn);
+                self.primary.activity.record_ack(pid, replica, pos, pos.lsn);
                 Ok(pos)
             }
             Err(ReplicateFailure::Stale(current)) => Err(ItemError::WrongPartition {

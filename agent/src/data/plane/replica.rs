@@ -114,7 +114,7 @@ impl DataPlane {
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         let position = staged.position();
         // A repeated staging (a retried operation) replaced the old tables: keep the new.
-        lock(&self.staged).insert(sources[0], staged);
+        lock(&self.driver.staged).insert(sources[0], staged);
         Ok(position)
     }
 
@@ -131,8 +131,8 @@ impl DataPlane {
         let first = *sources
             .first()
             .ok_or_else(|| StoreError::Corrupt("a derivation needs a source".into()))?;
-        let _one_at_a_time = self.deriving.lock().await;
-        let staged = lock(&self.staged)
+        let _one_at_a_time = self.driver.deriving.lock().await;
+        let staged = lock(&self.driver.staged)
             .remove(&first)
             .filter(|s| s.is_for(&sources, &children));
         let store = self.store.clone();
@@ -153,7 +153,7 @@ impl DataPlane {
     /// the first source, and none committed from it): a replica is told nothing when an
     /// operation rolls back.
     pub async fn discard_abandoned_stagings(&self) {
-        let firsts: Vec<PartitionId> = lock(&self.staged).keys().copied().collect();
+        let firsts: Vec<PartitionId> = lock(&self.driver.staged).keys().copied().collect();
         for first in firsts {
             let abandoned = self.state.read(|s| s.running_operation_of(first).is_none())
                 && !self.derived_away(first);
@@ -216,7 +216,7 @@ impl DataPlane {
             None if self.store.list().contains(&pid) && !self.derived_away(pid) => {}
             None => return Err(ReplicaError::NotReplica),
         }
-        let mut accepted = lock(&self.accepted);
+        let mut accepted = lock(&self.replica.accepted);
         let newest = accepted.entry(pid).or_insert(0);
         if epoch < *newest {
             return Err(ReplicaError::StaleEpoch { current: *newest });
@@ -281,8 +281,8 @@ impl DataPlane {
             if current.epoch >= epoch && current.lsn > chunk.position.lsn {
                 return Err(ReplicaError::NeedSync { position: current });
             }
-            lock(&self.installing).insert(pid, transfer);
-        } else if lock(&self.installing).get(&pid) != Some(&transfer) {
+            lock(&self.replica.installing).insert(pid, transfer);
+        } else if lock(&self.replica.installing).get(&pid) != Some(&transfer) {
             // Another transfer started since (or this agent restarted): start again.
             return Err(ReplicaError::NeedSync { position: current });
         }
@@ -295,7 +295,7 @@ impl DataPlane {
         if !last {
             return Ok(LogPosition::default());
         }
-        lock(&self.installing).remove(&pid);
+        lock(&self.replica.installing).remove(&pid);
         tracing::info!(
             partition = pid,
             lsn = position.lsn,
