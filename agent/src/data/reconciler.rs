@@ -64,9 +64,15 @@ impl Reconciler {
         self.data.discard_abandoned_stagings().await;
         let local = self.store.list();
         let orphans = self.caught_up.load(Ordering::Acquire);
-        let plan = self
+        let mut plan = self
             .state
             .read(|s| reconcile_plan(s, self.node_id, &local, orphans));
+        if !plan.drop_orphans.is_empty() {
+            plan.drop_orphans = confirmed_orphans(&self.state, self.node_id, &local, || {
+                self.meta.linearizable_barrier()
+            })
+            .await;
+        }
         if plan.is_empty() {
             return Ok(());
         }
@@ -179,5 +185,143 @@ impl Reconciler {
             self.meta.propose(cmd).await?.ok();
         }
         Ok(())
+    }
+}
+
+/// The local copies the metadata explains by no assignment, release, derivation or
+/// running move, judged on a replica confirmed current by `barrier` (a read index from
+/// the leader): a move's copy can arrive from its source before this replica applied
+/// the operation that sends it, and a replica cut off from the leader can miss the
+/// commit that made it a member. Judged on the replica as it was, such a copy was
+/// dropped; its node, primary after the move, restarted empty and served an empty
+/// partition (testbed seed 1, issue 15: 29 acknowledged writes lost). Without a
+/// confirmed replica nothing is dropped.
+async fn confirmed_orphans<B, F>(
+    state: &StateHandle,
+    node_id: NodeId,
+    local: &std::collections::BTreeSet<PartitionId>,
+    barrier: B,
+) -> Vec<PartitionId>
+where
+    B: FnOnce() -> F,
+    F: std::future::Future<Output = Result<(), crate::seam::MetaClientError>>,
+{
+    if let Err(e) = barrier().await {
+        tracing::debug!(error = %e, "orphans kept: the metadata replica is not confirmed current");
+        return Vec::new();
+    }
+    state.read(|s| reconcile_plan(s, node_id, local, true).drop_orphans)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use shared::command::{MetaCommand, PartitionAssignment, TableSpec};
+    use shared::model::{Capacity, CapacityMode, KeyRange, OperationKind};
+    use shared::state::MetaState;
+
+    use super::*;
+    use crate::seam::MetaClientError;
+
+    const T0: u64 = 1_796_601_600_000;
+
+    /// Nodes 1 to 4, a table of one partition (id 1) on nodes 1, 2, 3.
+    fn cluster() -> MetaState {
+        let mut s = MetaState::new();
+        let mut apply = |cmd| s.apply(&cmd).unwrap();
+        for id in 1..=4 {
+            apply(MetaCommand::RegisterNode {
+                node_id: id,
+                endpoint: format!("http://127.0.0.1:{}", 7000 + id),
+                peer_addr: format!("127.0.0.1:{}", 8000 + id),
+                zone: format!("z{id}"),
+                incarnation: T0,
+                now_ms: T0,
+            });
+        }
+        apply(MetaCommand::CreateTable {
+            spec: TableSpec {
+                table_name: "orders".into(),
+                partition_key: "k".into(),
+                sort_key: None,
+                capacity: Capacity {
+                    mode: CapacityMode::Provisioned,
+                    read_units: 10,
+                    write_units: 10,
+                },
+                attributes: vec![shared::model::Attribute {
+                    name: "k".into(),
+                    attr_type: shared::model::AttributeType::S,
+                }],
+            },
+            now_ms: T0,
+        });
+        apply(MetaCommand::AssignPartitions {
+            table_id: 1,
+            partitions: vec![PartitionAssignment {
+                range: KeyRange {
+                    low: 0,
+                    high: u64::MAX,
+                },
+                primary_node_id: 1,
+                replica_node_ids: vec![2, 3],
+            }],
+        });
+        for node_id in 1..=3 {
+            apply(MetaCommand::PartitionsReady {
+                node_id,
+                partition_ids: vec![1],
+            });
+        }
+        apply(MetaCommand::ActivateTable {
+            table_id: 1,
+            now_ms: T0,
+        });
+        s
+    }
+
+    #[tokio::test]
+    async fn a_moved_copy_that_arrived_before_its_operation_is_not_dropped() {
+        // Node 4's replica has not applied the move of partition 1 to it yet, but the
+        // move's source has already copied the partition there.
+        let stale = cluster();
+        let mut current = stale.clone();
+        current
+            .apply(&MetaCommand::StartOperation {
+                partition_id: 1,
+                kind: OperationKind::Move { from: 3, to: 4 },
+                requested_by: "scaler".into(),
+                now_ms: T0 + 1,
+            })
+            .unwrap();
+        let replica = StateHandle::detached(stale);
+        let local = BTreeSet::from([1]);
+        let judged_on_stale = replica.read(|s| reconcile_plan(s, 4, &local, true).drop_orphans);
+        assert_eq!(
+            judged_on_stale,
+            vec![1],
+            "the race: stale, the copy looks orphaned"
+        );
+
+        let confirmed = confirmed_orphans(&replica, 4, &local, || async {
+            replica.install_detached(current.clone(), 20);
+            Ok(())
+        })
+        .await;
+        assert!(confirmed.is_empty(), "{confirmed:?}");
+    }
+
+    #[tokio::test]
+    async fn without_a_confirmed_replica_nothing_is_dropped_and_a_true_orphan_is() {
+        let replica = StateHandle::detached(cluster());
+        let local = BTreeSet::from([1]);
+        let cut_off = confirmed_orphans(&replica, 4, &local, || async {
+            Err(MetaClientError::NoLeader("cut off".into()))
+        })
+        .await;
+        assert!(cut_off.is_empty());
+        let confirmed = confirmed_orphans(&replica, 4, &local, || async { Ok(()) }).await;
+        assert_eq!(confirmed, vec![1], "no move explains it: a true orphan");
     }
 }
