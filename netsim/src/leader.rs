@@ -126,14 +126,14 @@ impl LeaderControllers {
     pub fn ensure_scaler(
         &mut self,
         config: &shared::scaler::CheckedScalerConfig,
-        loads: impl FnOnce(&StateHandle) -> Arc<SimLoads>,
+        loads: impl FnOnce(&StateHandle, &Arc<SimMeta>) -> Arc<SimLoads>,
     ) {
         if self.scaler.is_none() {
             self.scaler = Some(Arc::new(Scaler::new(
                 self.meta.clone(),
                 self.replica.clone(),
                 self.membership.clone(),
-                loads(&self.replica),
+                loads(&self.replica, &self.meta),
                 config.clone(),
                 self.clock.clone(),
             )));

@@ -136,10 +136,10 @@ fn report(sim: &Simulation, out: &mut Outcome) {
     out.figure("rebalance_moves", s.rebalance_moves);
     out.figure("moved_partitions", r.moved);
     out.figure("failed_moves", r.failed);
-    out.figure("skipped_actions", s.skipped_actions);
+    out.figure("hand_overs", s.hand_overs);
     out.line(format!(
         "Scaler: {} rounds, {} splits ({} failed), {} child moves, {} scale-out moves, {} \
-         moves committed ({} failed), {} hand-overs or merges not carried out",
+         moves committed ({} failed), {} primary hand-overs",
         s.rounds,
         s.splits.len(),
         s.failed_splits,
@@ -147,6 +147,6 @@ fn report(sim: &Simulation, out: &mut Outcome) {
         s.rebalance_moves,
         r.moved,
         r.failed,
-        s.skipped_actions
+        s.hand_overs
     ));
 }

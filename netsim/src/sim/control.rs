@@ -142,7 +142,7 @@ impl Simulation {
         };
         let controllers = self.agents.get_mut(&leader).expect("known").leader.as_mut();
         let controllers = controllers.expect("leads");
-        controllers.ensure_scaler(scaler.config(), |replica| scaler.seams(replica));
+        controllers.ensure_scaler(scaler.config(), |replica, meta| scaler.seams(replica, meta));
         controllers.wake(Controller::Scaler);
     }
 }

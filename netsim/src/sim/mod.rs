@@ -33,7 +33,7 @@ use crate::trace::Trace;
 use crate::truth::Truth;
 
 pub use log::InFlight;
-pub use rebalance::{MIGRATIONS_MAX, MIGRATIONS_PER_NODE_MAX, Rebalancer};
+pub use rebalance::Rebalancer;
 pub use scaler::{ChildMove, LoadModel, SharedLoadModel, SimLoads, SimScaler, SplitDone};
 
 /// How often the node-state timeline is sampled.

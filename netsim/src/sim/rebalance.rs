@@ -1,21 +1,15 @@
-//! Scale-out rebalancing. The plan is the real `shared::rebalance::plan_rebalance`, made
-//! on the leader's replica (nodes its gossip does not see alive excluded); executing it
-//! is re-implemented here: each replica move goes through the real operation commands
-//! (`StartOperation`, `AdvanceOperation` to CatchingUp and Switching, `CommitMove`,
-//! `FinishOperation`) with a drawn copy time, within concurrency limits; primary moves
-//! are one `RepairPartitions` once no replica move is left. One plan is carried out
-//! completely before the next is made, so moves in flight are never planned twice.
-//!
-//! Without planning (`enable_move_executor`), it only carries out the moves the agent's
-//! Scaler starts (`scaler.rs`), from their copy on.
+//! The move executor: carries out the moves the agent's Scaler starts (its scale-out
+//! moves and the moves of hot splits' children), as the partitions' primaries do in
+//! `data::plane::operations` (re-implemented: netsim has no data plane). A move is taken
+//! up when the leader applies its `StartOperation`, then goes through the real commands
+//! with a drawn copy time: `AdvanceOperation` to CatchingUp and Switching, `CommitMove`,
+//! `FinishOperation`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
-use shared::command::{MetaCommand, MetaOutcome, MetaResult, PartitionChange};
-use shared::model::{
-    NodeId, Operation, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
-};
-use shared::rebalance::{RebalanceConfig, ReplicaMove, plan_rebalance};
+use shared::command::{MetaCommand, MetaResult};
+use shared::model::{NodeId, Operation, OperationId, OperationStatus, OperationStep, PartitionId};
+use shared::rebalance::ReplicaMove;
 
 use super::Simulation;
 use super::log::Then;
@@ -23,17 +17,9 @@ use crate::config::{CONTROLLER_TICK_US, FILL_MAX_US, FILL_MIN_US};
 use crate::event::Event;
 use crate::time::Micros;
 
-/// Moves running at once in the cluster.
-pub const MIGRATIONS_MAX: usize = 32;
-/// Moves running at once per node (as source or target).
-pub const MIGRATIONS_PER_NODE_MAX: usize = 4;
-/// Who the operations are recorded as requested by.
-const REQUESTED_BY: &str = "scaler";
-
 /// Where one move is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
-    Starting,
     Copying,
     CatchingUp,
     Switching,
@@ -48,158 +34,44 @@ struct Move {
     step: Step,
 }
 
-/// The rebalancer's progress and figures.
+/// The executor's moves and figures.
 #[derive(Debug, Default)]
 pub struct Rebalancer {
-    /// Whether it plans (scale-out) or only carries out queued moves.
-    planning: bool,
-    pending: VecDeque<ReplicaMove>,
     running: BTreeMap<u64, Move>,
     next_id: u64,
-    /// Plans made.
-    pub plans: usize,
-    /// The first plan's lower bound on replica moves.
-    pub optimal_moves: Option<usize>,
     /// Replica moves committed.
     pub moved: usize,
     /// Moves given up.
     pub failed: usize,
-    /// Primary roles handed over.
-    pub primary_moves: usize,
-    /// When a plan first came out empty.
-    pub balanced_at: Option<Micros>,
     /// When each partition's last move committed (`CommitMove`).
     pub committed_at: BTreeMap<PartitionId, Micros>,
 }
 
 impl Rebalancer {
-    /// Whether no move is waiting or running.
+    /// Whether no move is running.
     pub fn idle(&self) -> bool {
-        self.pending.is_empty() && self.running.is_empty()
+        self.running.is_empty()
     }
 }
 
 impl Simulation {
-    /// Starts rebalancing on the controllers' tick.
-    pub fn enable_rebalancer(&mut self) {
-        self.rebalancer = Some(Rebalancer {
-            planning: true,
-            ..Rebalancer::default()
-        });
-        self.queue.push(self.now(), Event::Rebalance);
-    }
-
-    /// Starts carrying out queued moves (`queue_moves`) on the controllers' tick, with
-    /// no planning of its own.
+    /// Starts the move executor (with the Scaler, whose moves it carries out).
     pub fn enable_move_executor(&mut self) {
         self.rebalancer = Some(Rebalancer::default());
         self.queue.push(self.now(), Event::Rebalance);
     }
 
-    /// The rebalancer, once enabled.
+    /// The move executor, once enabled.
     pub fn rebalancer(&self) -> Option<&Rebalancer> {
         self.rebalancer.as_ref()
     }
 
+    /// The executor's tick: takes up operations the leader's apply did not reveal (a
+    /// leader change in between).
     pub(super) fn on_rebalance(&mut self) {
         self.queue
             .push(self.now() + CONTROLLER_TICK_US, Event::Rebalance);
         self.adopt_scaler_operations();
-        let Some(leader) = self.log.leader else {
-            return;
-        };
-        let plans = self
-            .rebalancer
-            .as_ref()
-            .is_some_and(|r| r.planning && r.idle());
-        if plans {
-            self.plan_moves(leader);
-        }
-        self.start_moves();
-    }
-
-    fn plan_moves(&mut self, leader: NodeId) {
-        let agent = &self.agents[&leader];
-        let excluded = agent.not_alive_in_view();
-        let plan = agent
-            .replica
-            .read(|s| plan_rebalance(s, &RebalanceConfig::default(), &excluded));
-        let now = self.now();
-        let r = self.rebalancer.as_mut().expect("enabled");
-        if plan.is_empty() {
-            r.balanced_at.get_or_insert(now);
-            return;
-        }
-        r.plans += 1;
-        r.optimal_moves.get_or_insert(plan.optimal_moves());
-        r.pending.extend(plan.moves.iter().copied());
-        if !plan.moves.is_empty() || plan.primary_moves.is_empty() {
-            return;
-        }
-        let changes: Vec<PartitionChange> = agent.replica.read(|s| {
-            plan.primary_moves
-                .iter()
-                .filter_map(|m| {
-                    let p = s.partition(m.partition_id)?;
-                    Some(PartitionChange {
-                        partition_id: m.partition_id,
-                        expected_epoch: m.expected_epoch,
-                        primary_node_id: m.to,
-                        replica_node_ids: p.all_nodes().filter(|n| *n != m.to).collect(),
-                    })
-                })
-                .collect()
-        });
-        r.primary_moves += changes.len();
-        self.propose(leader, MetaCommand::RepairPartitions { changes });
-    }
-
-    /// Starts pending moves within the limits.
-    fn start_moves(&mut self) {
-        let Some(r) = self.rebalancer.as_mut() else {
-            return;
-        };
-        let mut busy: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for m in r.running.values() {
-            *busy.entry(m.planned.from).or_default() += 1;
-            *busy.entry(m.planned.to).or_default() += 1;
-        }
-        let mut starting = Vec::new();
-        let mut waiting = VecDeque::new();
-        while let Some(mv) = r.pending.pop_front() {
-            let free = |n: &NodeId| busy.get(n).copied().unwrap_or(0) < MIGRATIONS_PER_NODE_MAX;
-            if r.running.len() + starting.len() < MIGRATIONS_MAX && free(&mv.from) && free(&mv.to) {
-                *busy.entry(mv.from).or_default() += 1;
-                *busy.entry(mv.to).or_default() += 1;
-                starting.push(mv);
-            } else {
-                waiting.push_back(mv);
-            }
-        }
-        r.pending = waiting;
-        for planned in starting {
-            let r = self.rebalancer.as_mut().expect("enabled");
-            r.next_id += 1;
-            let id = r.next_id;
-            r.running.insert(
-                id,
-                Move {
-                    planned,
-                    operation: None,
-                    step: Step::Starting,
-                },
-            );
-            let cmd = MetaCommand::StartOperation {
-                partition_id: planned.partition_id,
-                kind: OperationKind::Move {
-                    from: planned.from,
-                    to: planned.to,
-                },
-                requested_by: REQUESTED_BY.into(),
-                now_ms: self.clock.unix_ms(),
-            };
-            self.propose_step(id, cmd);
-        }
     }
 
     /// Takes up a move the Scaler started (its operation runs): the copy starts now.
@@ -247,20 +119,12 @@ impl Simulation {
         let Some(m) = self.running_move(id) else {
             return;
         };
-        if let Some(Ok(MetaOutcome::OperationStarted { operation_id })) = result {
-            m.operation = Some(*operation_id);
-        }
         let (step, planned) = (m.step, m.planned);
         let (Some(operation_id), Some(Ok(_))) = (m.operation, result) else {
             return self.give_up(id, step);
         };
         let now_ms = self.clock.unix_ms();
         let (next_step, cmd) = match step {
-            Step::Starting => {
-                let copy = self.rng.between(FILL_MIN_US, FILL_MAX_US);
-                self.queue.push(self.now() + copy, Event::MoveCopied(id));
-                (Step::Copying, None)
-            }
             // Only `on_move_copied` leaves Copying; nothing of it is in flight.
             Step::Copying => (Step::Copying, None),
             Step::CatchingUp => {

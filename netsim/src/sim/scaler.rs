@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use agent::seam::{BoxFuture, PrimaryHandOver, ReplicaLoads, StateHandle};
-use shared::command::{MetaCommand, MetaOutcome, MetaResult};
+use agent::seam::{BoxFuture, MetaLog, PrimaryHandOver, ReplicaLoads, StateHandle};
+use shared::command::{MetaCommand, MetaOutcome, MetaResult, PartitionChange};
 use shared::data::{ItemError, PartitionLoadReport};
 use shared::model::{
     KeyRange, NodeId, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
@@ -35,6 +35,7 @@ use super::Simulation;
 use super::log::Then;
 use crate::config::{FILL_MAX_US, FILL_MIN_US};
 use crate::event::Event;
+use crate::seam::SimMeta;
 use crate::time::{Micros, millis};
 
 /// Lowest base load of a partition, in percent of its share of its table's capacity.
@@ -99,20 +100,29 @@ fn lock(model: &SharedLoadModel) -> MutexGuard<'_, LoadModel> {
 }
 
 /// The Scaler's data-plane seams in netsim: each asked node reports the partitions it
-/// leads in the leader's replica, at their modelled load (sizes are not modelled);
-/// hand-overs are counted, not carried out.
+/// leads in the leader's replica, at their modelled load (sizes are not modelled); a
+/// primary hand-over is the switch the primary commits (`RepairPartitions`: the role to
+/// the target, the same members), proposed through the leader's log.
 pub struct SimLoads {
     model: SharedLoadModel,
     replica: StateHandle,
+    meta: Arc<SimMeta>,
     hand_overs: Arc<AtomicUsize>,
 }
 
 impl SimLoads {
-    /// Loads from `model`, partitions as `replica` shows them.
-    pub fn new(model: SharedLoadModel, replica: StateHandle, hand_overs: Arc<AtomicUsize>) -> Self {
+    /// Loads from `model`, partitions as `replica` shows them, hand-overs through `meta`
+    /// (counted in `hand_overs`).
+    pub fn new(
+        model: SharedLoadModel,
+        replica: StateHandle,
+        meta: Arc<SimMeta>,
+        hand_overs: Arc<AtomicUsize>,
+    ) -> Self {
         SimLoads {
             model,
             replica,
+            meta,
             hand_overs,
         }
     }
@@ -139,14 +149,41 @@ impl ReplicaLoads for SimLoads {
 impl PrimaryHandOver for SimLoads {
     fn hand_over(
         &self,
-        _primary: NodeId,
-        _pid: PartitionId,
-        _epoch: u64,
-        _to: NodeId,
+        primary: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
     ) -> BoxFuture<'_, Result<(), ItemError>> {
-        self.hand_overs.fetch_add(1, Ordering::Relaxed);
-        let refused = ItemError::Unavailable("hand-overs are not simulated".into());
-        Box::pin(std::future::ready(Err(refused)))
+        let members = self.replica.read(|s| {
+            s.partition(pid)
+                .filter(|p| p.primary_node_id == primary)
+                .map(|p| p.all_nodes().filter(|n| *n != to).collect::<Vec<_>>())
+        });
+        Box::pin(async move {
+            let Some(replica_node_ids) = members else {
+                return Err(ItemError::WrongPartition {
+                    current_epoch: None,
+                    primary: None,
+                });
+            };
+            let change = PartitionChange {
+                partition_id: pid,
+                expected_epoch: epoch,
+                primary_node_id: to,
+                replica_node_ids,
+            };
+            let cmd = MetaCommand::RepairPartitions {
+                changes: vec![change],
+            };
+            match self.meta.propose(cmd).await {
+                Ok(Ok(_)) => {
+                    self.hand_overs.fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(ItemError::Unavailable(e.to_string())),
+                Err(e) => Err(ItemError::Unavailable(e.to_string())),
+            }
+        })
     }
 }
 
@@ -203,7 +240,7 @@ pub struct SimScaler {
     pub model: SharedLoadModel,
     /// Whether it still plans (`stop_scaler` ends that; driven splits go on).
     planning: bool,
-    hand_overs: Arc<AtomicUsize>,
+    handed_over: Arc<AtomicUsize>,
     /// Operations of the Scaler taken up by their drivers (splits here, moves in
     /// `rebalance.rs`).
     adopted: BTreeSet<OperationId>,
@@ -219,8 +256,8 @@ pub struct SimScaler {
     pub child_moves: Vec<ChildMove>,
     /// Other moves started (scale-out).
     pub rebalance_moves: usize,
-    /// Primary hand-overs and merges planned but not carried out here.
-    pub skipped_actions: usize,
+    /// Primary roles handed over.
+    pub hand_overs: usize,
 }
 
 impl SimScaler {
@@ -240,7 +277,7 @@ impl SimScaler {
             config: CheckedScalerConfig::default(),
             model: Arc::new(Mutex::new(model)),
             planning: true,
-            hand_overs: Arc::default(),
+            handed_over: Arc::default(),
             adopted: BTreeSet::new(),
             drives: BTreeMap::new(),
             next_id: 0,
@@ -249,7 +286,7 @@ impl SimScaler {
             failed_splits: 0,
             child_moves: Vec::new(),
             rebalance_moves: 0,
-            skipped_actions: 0,
+            hand_overs: 0,
         }
     }
 
@@ -268,12 +305,13 @@ impl SimScaler {
         &self.config
     }
 
-    /// The seams the leader's Scaler plans over, on `replica`.
-    pub fn seams(&self, replica: &StateHandle) -> Arc<SimLoads> {
+    /// The seams the leader's Scaler plans over, on its `replica` and `meta`.
+    pub fn seams(&self, replica: &StateHandle, meta: &Arc<SimMeta>) -> Arc<SimLoads> {
         Arc::new(SimLoads::new(
             self.model.clone(),
             replica.clone(),
-            self.hand_overs.clone(),
+            meta.clone(),
+            self.handed_over.clone(),
         ))
     }
 }
@@ -326,12 +364,28 @@ impl Simulation {
         lock(&s.model).load(p.table_id, &p.range)
     }
 
+    /// What the scale-out planner (`plan_rebalance`, with the Scaler's settings) still
+    /// asks for on the leader's replica, nodes its gossip does not see alive excluded
+    /// (`None` without a running leader or Scaler): the scenarios' measure of balance.
+    pub fn rebalance_plan(&self) -> Option<shared::rebalance::RebalancePlan> {
+        let scaler = self.scaler.as_ref()?;
+        let leader = self.log.leader.filter(|l| self.agents[l].is_alive())?;
+        let agent = &self.agents[&leader];
+        let excluded = agent.not_alive_in_view();
+        let cfg = &scaler.config.get().rebalance;
+        Some(
+            agent
+                .replica
+                .read(|s| shared::rebalance::plan_rebalance(s, cfg, &excluded)),
+        )
+    }
+
     /// One round of the Scaler: the leader's `Scaler::step` (observe, plan, start).
     pub(super) fn on_scale(&mut self) {
         let Some(scaler) = self.scaler.as_mut() else {
             return;
         };
-        scaler.skipped_actions = scaler.hand_overs.load(Ordering::Relaxed);
+        scaler.hand_overs = scaler.handed_over.load(Ordering::Relaxed);
         let (interval, planning) = (scaler.interval(), scaler.planning);
         self.queue.push(self.now() + interval, Event::Scale);
         let Some(leader) = self.log.leader.filter(|l| self.agents[l].is_alive()) else {
