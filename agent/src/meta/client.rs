@@ -156,15 +156,33 @@ impl MetaClient {
     }
 
     async fn propose_via_leader(&self, cmd: MetaCommand) -> Result<Committed, MetaClientError> {
+        let cmd = &cmd;
+        self.through_leader(|route| async move {
+            match route {
+                Some(addr) => self.propose_remote(&addr, cmd).await,
+                None => self.propose_local(cmd).await,
+            }
+        })
+        .await
+    }
+
+    /// Tries `attempt` on the leader (`None`: this node, `Some`: its peer address) until
+    /// it ends, or until the leader wait runs out while no leader is known or every
+    /// try may be repeated.
+    async fn through_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, MetaClientError>
+    where
+        F: FnMut(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Attempt<T>>,
+    {
         let deadline = Instant::now() + self.leader_wait;
         let mut last = String::from("no leader elected");
         loop {
-            let attempt = match self.leader() {
-                LeaderRoute::Local => self.propose_local(&cmd).await,
-                LeaderRoute::Remote(_, addr) => self.propose_remote(&addr, &cmd).await,
+            let tried = match self.leader() {
+                LeaderRoute::Local => attempt(None).await,
+                LeaderRoute::Remote(_, addr) => attempt(Some(addr)).await,
                 LeaderRoute::Unknown => Attempt::Retry(last.clone()),
             };
-            match attempt {
+            match tried {
                 Attempt::Final(result) => return result,
                 Attempt::Retry(why) => last = why,
             }
@@ -216,23 +234,13 @@ impl MetaClient {
 
     /// The leader's commit index, after the leader confirmed its leadership with a quorum.
     pub async fn read_index(&self) -> Result<u64, MetaClientError> {
-        let deadline = Instant::now() + self.leader_wait;
-        let mut last = String::from("no leader elected");
-        loop {
-            let attempt = match self.leader() {
-                LeaderRoute::Local => self.read_index_local().await,
-                LeaderRoute::Remote(_, addr) => self.read_index_remote(&addr).await,
-                LeaderRoute::Unknown => Attempt::Retry(last.clone()),
-            };
-            match attempt {
-                Attempt::Final(index) => return index,
-                Attempt::Retry(why) => last = why,
+        self.through_leader(|route| async move {
+            match route {
+                Some(addr) => self.read_index_remote(&addr).await,
+                None => self.read_index_local().await,
             }
-            if Instant::now() >= deadline {
-                return Err(MetaClientError::NoLeader(last));
-            }
-            tokio::time::sleep(NO_LEADER_BACKOFF).await;
-        }
+        })
+        .await
     }
 
     async fn read_index_local(&self) -> Attempt<u64> {
