@@ -38,6 +38,8 @@ pub enum Controller {
     Recovery,
     /// `agent::control::assigner::PartitionAssigner`, when enabled.
     Assigner,
+    /// `agent::control::voters::VoterManager`.
+    Voters,
     /// `agent::control::scaler::Scaler`, when enabled: woken every planning interval
     /// only, as the agent runs it.
     Scaler,

@@ -1,5 +1,5 @@
 //! The leader's controllers: the agent's own `FailureDetector`, `RecoveryCoordinator`,
-//! `PartitionAssigner` and `Scaler`, over the simulator's seams, run as futures polled by the event
+//! `PartitionAssigner`, `VoterManager` and `Scaler`, over the simulator's seams, run as futures polled by the event
 //! loop. Like the agent's `run_on_leader`, each controller runs one step at a time; a
 //! wake-up during a step runs another step right after it.
 
@@ -13,18 +13,24 @@ use agent::control::assigner::PartitionAssigner;
 use agent::control::failure::FailureDetector;
 use agent::control::recovery::RecoveryCoordinator;
 use agent::control::scaler::Scaler;
+use agent::control::voters::VoterManager;
 use agent::membership::Membership;
 use agent::seam::StateHandle;
 use shared::failure::FailureConfig;
 use shared::lifecycle::AssignerConfig;
+use shared::placement::VoterConfig;
 use shared::recovery::RecoveryConfig;
 
 use crate::event::Controller;
-use crate::seam::{SimContacts, SimMeta, SimPositions};
+use crate::seam::{SimContacts, SimMeta, SimPositions, SimVoters};
 use crate::sim::SimLoads;
 use crate::time::VirtualClock;
 
 type Step = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A learner this far behind the leader's log is not promoted (the agent's default
+/// `voters.promote_max_lag_entries`).
+const PROMOTE_MAX_LAG_ENTRIES: u64 = 100;
 
 /// Steps started in one go when wake-ups keep arriving (bounded so a controller that
 /// finishes at once cannot spin the loop).
@@ -45,6 +51,7 @@ pub struct LeaderControllers {
     detector: Arc<FailureDetector<SimMeta, SimContacts>>,
     recovery: Arc<RecoveryCoordinator<SimMeta, SimPositions>>,
     assigner: Option<Arc<PartitionAssigner<SimMeta, Membership>>>,
+    voters: Arc<VoterManager<SimVoters>>,
     /// The Scaler, once the simulation enables it (a new leader starts a fresh one, with
     /// no load history, as the agent's does).
     scaler: Option<Arc<Scaler<SimMeta, SimLoads>>>,
@@ -73,6 +80,8 @@ pub struct LeaderParts<'a> {
     pub recovery: RecoveryConfig,
     /// The Partition Assigner's settings, when it runs.
     pub assigner: Option<AssignerConfig>,
+    /// The simulated log's membership, as the Voter Manager sees and changes it.
+    pub voters: SimVoters,
 }
 
 impl LeaderControllers {
@@ -107,12 +116,20 @@ impl LeaderControllers {
             parts.recovery,
             clock.clone(),
         ));
+        let voters = Arc::new(VoterManager::new(
+            Arc::new(parts.voters),
+            parts.replica.clone(),
+            parts.membership.clone(),
+            VoterConfig::default(),
+            PROMOTE_MAX_LAG_ENTRIES,
+        ));
         LeaderControllers {
             term: parts.term,
             contacts,
             detector,
             recovery,
             assigner,
+            voters,
             scaler: None,
             meta: parts.meta,
             replica: parts.replica.clone(),
@@ -169,6 +186,10 @@ impl LeaderControllers {
                 Some(assigner) => Box::pin(async move { assigner.step().await }),
                 None => Box::pin(async {}),
             },
+            Controller::Voters => {
+                let voters = self.voters.clone();
+                Box::pin(async move { voters.step().await })
+            }
             Controller::Scaler => match self.scaler.clone() {
                 Some(scaler) => Box::pin(async move { scaler.step().await }),
                 None => Box::pin(async {}),

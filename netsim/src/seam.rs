@@ -3,7 +3,7 @@
 //! replicas' log positions ([`ReplicaPositions`]). The real `FailureDetector` and
 //! `RecoveryCoordinator` run against these.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -13,7 +13,7 @@ use std::time::Duration;
 use agent::metrics::AgentMetrics;
 use agent::seam::ContactAges;
 use agent::seam::ReplicaPositions;
-use agent::seam::{MetaClientError, MetaLog};
+use agent::seam::{MembersView, MetaClientError, MetaLog, VoterMembership};
 use agent::transport::BoxFuture;
 use shared::command::{MetaCommand, MetaResult};
 use shared::data::LogPosition;
@@ -208,5 +208,54 @@ impl ReplicaPositions for SimPositions {
         _wanted: BTreeMap<NodeId, Vec<PartitionId>>,
     ) -> BoxFuture<'_, HashMap<(PartitionId, NodeId), LogPosition>> {
         Box::pin(std::future::ready(HashMap::new()))
+    }
+}
+
+/// What the simulated log shows the leader's Voter Manager, and the change it asked for.
+#[derive(Debug, Default)]
+pub struct VoterBoard {
+    /// The membership as of the leader's last heartbeat.
+    pub view: MembersView,
+    /// Members the manager removed (until it adds them back as learners).
+    pub removed: BTreeSet<NodeId>,
+    /// A new voter set, applied by the log at the leader's next heartbeat.
+    pub pending: Option<BTreeSet<NodeId>>,
+}
+
+/// The agent's `VoterMembership` seam over the simulated log: the view is refreshed at
+/// every heartbeat of the leader, and a change takes effect at the next one (openraft
+/// commits a membership change through the log; netsim applies it at once).
+#[derive(Clone, Default)]
+pub struct SimVoters(Arc<Mutex<VoterBoard>>);
+
+impl SimVoters {
+    /// The board; nothing panics while holding it.
+    pub fn lock(&self) -> MutexGuard<'_, VoterBoard> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl VoterMembership for SimVoters {
+    fn members(&self) -> MembersView {
+        self.lock().view.clone()
+    }
+
+    fn remove(&self, nodes: BTreeSet<NodeId>) -> BoxFuture<'_, Result<(), String>> {
+        let mut board = self.lock();
+        board.view.learners.retain(|n| !nodes.contains(n));
+        board.removed.extend(nodes);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn replace_voters(&self, voters: BTreeSet<NodeId>) -> BoxFuture<'_, Result<(), String>> {
+        self.lock().pending = Some(voters);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn add_learner(&self, node: NodeId, _addr: String) -> BoxFuture<'_, Result<(), String>> {
+        let mut board = self.lock();
+        board.removed.remove(&node);
+        board.view.learners.insert(node);
+        Box::pin(std::future::ready(Ok(())))
     }
 }

@@ -15,10 +15,11 @@ use crate::leader::{LeaderControllers, LeaderParts};
 use crate::time::Micros;
 
 /// Every controller the leader runs (the assigner only when enabled).
-const CONTROLLERS: [Controller; 3] = [
+const CONTROLLERS: [Controller; 4] = [
     Controller::Failure,
     Controller::Recovery,
     Controller::Assigner,
+    Controller::Voters,
 ];
 
 impl Simulation {
@@ -32,6 +33,8 @@ impl Simulation {
 
     /// Gives the new leader `node` of `term` its controllers, first run at `at`.
     pub(super) fn start_controllers(&mut self, node: NodeId, term: u64, at: Micros) {
+        // The Voter Manager's first step sees the membership as it is, not an empty one.
+        self.refresh_voters(node, &[]);
         let agent = self.agents.get_mut(&node).expect("known");
         agent.leader = Some(LeaderControllers::new(LeaderParts {
             term,
@@ -55,6 +58,7 @@ impl Simulation {
                 // No capacity change is simulated: no table is left SCALING for merges.
                 merges: false,
             }),
+            voters: self.voters.clone(),
         }));
         let generation = agent.generation;
         let controllers = self.controllers();
@@ -82,7 +86,7 @@ impl Simulation {
     fn period(controller: Controller) -> Micros {
         match controller {
             Controller::Failure => FAILURE_CHECK_US,
-            Controller::Recovery | Controller::Assigner => CONTROLLER_TICK_US,
+            Controller::Recovery | Controller::Assigner | Controller::Voters => CONTROLLER_TICK_US,
             Controller::Scaler => unreachable!("on_scale wakes the Scaler, on its interval"),
         }
     }

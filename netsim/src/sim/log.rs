@@ -3,11 +3,11 @@
 //! and reach every replica after a propagation delay; heartbeats catch lagging replicas
 //! up and tell the leader who answers; elections pick a new leader among live voters.
 
-use shared::command::{MetaCommand, MetaResult};
-use shared::model::{NodeId, NodeStatus};
-use shared::placement::{VoterCandidate, VoterConfig, plan_voter_change, voter_target};
+use std::collections::BTreeSet;
 
-use agent::seam::MetaClientError;
+use agent::seam::{MembersView, MetaClientError};
+use shared::command::{MetaCommand, MetaResult};
+use shared::model::NodeId;
 
 use super::Simulation;
 use crate::cluster::peer_addr;
@@ -382,13 +382,13 @@ impl Simulation {
                 controllers.contacts.record(&peer_addr(*node));
             }
         }
-        for node in reached {
+        for &node in &reached {
             if self.agents[&node].apply_target < commit {
                 let delay = self.net.latency(&mut self.rng, leader, node) + APPLY_US;
                 self.schedule_apply(node, commit, now + delay);
             }
         }
-        self.maintain_voters(leader);
+        self.refresh_voters(leader, &reached);
         let oldest_needed = self
             .agents
             .values()
@@ -448,51 +448,36 @@ impl Simulation {
         self.become_leader(winner, self.now() + rtt + FSYNC_US);
     }
 
-    /// The voter manager's decision, with the shared planner: replace voters committed
-    /// FAILED or gone with HEALTHY learners the leader's gossip sees alive.
-    fn maintain_voters(&mut self, leader: NodeId) {
-        let agent = &self.agents[&leader];
-        let not_alive = agent.not_alive_in_view();
-        let change = agent.replica.read(|s| {
-            let candidate = |id: NodeId| VoterCandidate {
-                node_id: id,
-                zone: s.node(id).map(|n| n.zone.clone()).unwrap_or_default(),
-            };
-            let gone = |id: &NodeId| {
-                s.node(*id).is_none_or(|n| {
-                    matches!(n.status, NodeStatus::Failed | NodeStatus::Decommissioned)
-                })
-            };
-            let healthy: Vec<VoterCandidate> = self
-                .log
-                .voters
-                .iter()
-                .filter(|v| !gone(v))
-                .map(|v| candidate(*v))
-                .collect();
-            let dead: Vec<NodeId> = self
-                .log
-                .voters
-                .iter()
-                .copied()
-                .filter(|v| gone(v))
-                .collect();
-            let learners: Vec<VoterCandidate> = s
-                .live_nodes()
-                .filter(|n| !self.log.voters.contains(&n.node_id))
-                .filter(|n| n.node_id != leader && !not_alive.contains(&n.node_id))
-                .filter(|n| self.agents.get(&n.node_id).is_some_and(|a| a.is_alive()))
-                .map(|n| candidate(n.node_id))
-                .collect();
-            let live = s.live_nodes().count().max(healthy.len());
-            let target = voter_target(live, &VoterConfig::default());
-            plan_voter_change(&healthy, &dead, &learners, target)
-        });
-        if let Some(voters) = change {
+    /// The leader's heartbeat as its Voter Manager sees it: the voter set it asked for
+    /// takes effect, and its view of the membership is refreshed (every registered node
+    /// it did not remove is a learner, each known to hold the log up to its applied
+    /// index when the leader reaches it).
+    pub(super) fn refresh_voters(&mut self, leader: NodeId, reached: &[NodeId]) {
+        let mut board = self.voters.lock();
+        if let Some(voters) = board.pending.take() {
             self.trace
                 .record(self.now(), format_args!("voters {voters:?}"), &[]);
             self.log.voters = voters;
         }
+        let registered: BTreeSet<NodeId> = self.agents[&leader]
+            .replica
+            .read(|s| s.nodes().map(|n| n.node_id).collect());
+        let learners = registered
+            .into_iter()
+            .filter(|n| !self.log.voters.contains(n) && !board.removed.contains(n))
+            .collect();
+        let matched = reached
+            .iter()
+            .chain(std::iter::once(&leader))
+            .map(|n| (*n, self.agents[n].applied()))
+            .collect();
+        board.view = MembersView {
+            me: leader,
+            voters: self.log.voters.clone(),
+            learners,
+            last_log_index: self.log.commit_index(),
+            matched,
+        };
     }
 }
 

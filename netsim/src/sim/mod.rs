@@ -58,6 +58,8 @@ pub struct Simulation {
     pub(crate) invariants: Invariants,
     pub(crate) rebalancer: Option<Rebalancer>,
     pub(crate) scaler: Option<SimScaler>,
+    /// The membership the leader's Voter Manager sees and changes.
+    pub(crate) voters: crate::seam::SimVoters,
     samples: u64,
 }
 
@@ -95,6 +97,7 @@ impl Simulation {
             cfg,
             rebalancer: None,
             scaler: None,
+            voters: crate::seam::SimVoters::default(),
             samples: 0,
         })
     }
