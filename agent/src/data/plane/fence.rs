@@ -124,4 +124,21 @@ mod tests {
         assert_eq!(f.check(1, 5, now), FenceCheck::Write);
         assert!(!f.in_doubt(1, 5));
     }
+
+    #[test]
+    fn a_partition_only_read_after_a_write_in_doubt_asks_again_until_its_epoch_moves() {
+        // What the read path relies on: a refused epoch change is proposed again.
+        let f = Fences::default();
+        f.arm([]);
+        f.fence(7, 2);
+        let now = Instant::now();
+        assert!(f.in_doubt(7, 2));
+        assert_eq!(f.check(7, 2, now), FenceCheck::Propose);
+        let soon = now + Duration::from_millis(1);
+        assert_eq!(f.check(7, 2, soon), FenceCheck::Wait);
+        assert_eq!(f.check(7, 2, now + REPROPOSE_AFTER), FenceCheck::Propose);
+        assert!(f.in_doubt(7, 2), "fenced until the epoch moves");
+        assert_eq!(f.check(7, 3, now), FenceCheck::Write);
+        assert!(!f.in_doubt(7, 3));
+    }
 }
