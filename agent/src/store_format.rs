@@ -62,7 +62,8 @@ pub fn check_store_format(
     Ok(found)
 }
 
-/// Records `version` as the file's format (tests and future migrations).
+/// Records `version` as the file's format (tests: a file of a newer agent).
+#[cfg(test)]
 pub fn record_store_format(db: &Database, version: u16) -> Result<(), redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(FORMAT)?.insert(KEY_VERSION, version)?;

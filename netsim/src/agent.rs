@@ -1,7 +1,6 @@
 //! One simulated agent: its process state, its real gossip core and membership view,
 //! its metadata replica, and (while it leads) its controllers.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use agent::membership::report::LoadSummary;
@@ -180,10 +179,5 @@ impl SimAgent {
             && self
                 .leader_contact_at
                 .is_some_and(|t| now.saturating_sub(t) <= lease)
-    }
-
-    /// Nodes this agent's gossip does not currently see alive.
-    pub fn not_alive_in_view(&self) -> BTreeSet<NodeId> {
-        self.membership.not_alive()
     }
 }

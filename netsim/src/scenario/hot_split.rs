@@ -136,7 +136,7 @@ fn report(sim: &Simulation, out: &mut Outcome) {
     out.figure("rebalance_moves", s.rebalance_moves);
     out.figure("moved_partitions", r.moved);
     out.figure("failed_moves", r.failed);
-    out.figure("hand_overs", s.hand_overs);
+    out.figure("hand_overs", s.hand_overs());
     out.line(format!(
         "Scaler: {} rounds, {} splits ({} failed), {} child moves, {} scale-out moves, {} \
          moves committed ({} failed), {} primary hand-overs",
@@ -147,6 +147,6 @@ fn report(sim: &Simulation, out: &mut Outcome) {
         s.rebalance_moves,
         r.moved,
         r.failed,
-        s.hand_overs
+        s.hand_overs()
     ));
 }

@@ -102,7 +102,7 @@ fn report(sim: &Simulation, before: (usize, usize), optimal: usize, out: &mut Ou
     let after = spread(sim);
     out.figure("moved_partitions", r.moved);
     out.figure("moves_over_optimal_pct", round(over));
-    out.figure("primary_moves", s.hand_overs);
+    out.figure("primary_moves", s.hand_overs());
     out.figure("failed_moves", r.failed);
     out.figure("scaler_rounds", s.rounds);
     out.figure("replicas_per_node_min_before", before.0);
@@ -112,7 +112,10 @@ fn report(sim: &Simulation, before: (usize, usize), optimal: usize, out: &mut Ou
     out.line(format!(
         "{} replica moves for a lower bound of {optimal} ({over:+.1}%), {} primary hand-overs, \
          {} failed, in {} Scaler rounds",
-        r.moved, s.hand_overs, r.failed, s.rounds
+        r.moved,
+        s.hand_overs(),
+        r.failed,
+        s.rounds
     ));
     out.line(format!(
         "copies per HEALTHY node: {}..{} before, {}..{} after",

@@ -256,8 +256,6 @@ pub struct SimScaler {
     pub child_moves: Vec<ChildMove>,
     /// Other moves started (scale-out).
     pub rebalance_moves: usize,
-    /// Primary roles handed over.
-    pub hand_overs: usize,
 }
 
 impl SimScaler {
@@ -286,13 +284,17 @@ impl SimScaler {
             failed_splits: 0,
             child_moves: Vec::new(),
             rebalance_moves: 0,
-            hand_overs: 0,
         }
     }
 
     /// Time between two rounds.
     pub fn interval(&self) -> Micros {
         millis(self.config.get().planning_interval_ms)
+    }
+
+    /// Primary roles handed over.
+    pub fn hand_overs(&self) -> usize {
+        self.handed_over.load(Ordering::Relaxed)
     }
 
     /// Whether no split is being driven.
@@ -371,7 +373,7 @@ impl Simulation {
         let scaler = self.scaler.as_ref()?;
         let leader = self.log.leader.filter(|l| self.agents[l].is_alive())?;
         let agent = &self.agents[&leader];
-        let excluded = agent.not_alive_in_view();
+        let excluded = agent.membership.not_alive();
         let cfg = &scaler.config.get().rebalance;
         Some(
             agent
@@ -385,7 +387,6 @@ impl Simulation {
         let Some(scaler) = self.scaler.as_mut() else {
             return;
         };
-        scaler.hand_overs = scaler.handed_over.load(Ordering::Relaxed);
         let (interval, planning) = (scaler.interval(), scaler.planning);
         self.queue.push(self.now() + interval, Event::Scale);
         let Some(leader) = self.log.leader.filter(|l| self.agents[l].is_alive()) else {
