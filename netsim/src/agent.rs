@@ -1,8 +1,13 @@
 //! One simulated agent: its process state, its real gossip core and membership view,
 //! its metadata replica, and (while it leads) its controllers.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
 
+use agent::data::reconciler::{Pass, Reconciler};
 use agent::membership::report::LoadSummary;
 use agent::membership::{CoreParts, GossipCore, GossipId, LocalMember, Membership};
 use agent::metrics::GossipTraffic;
@@ -11,6 +16,7 @@ use shared::model::NodeId;
 
 use crate::cluster::{endpoint, peer_addr};
 use crate::config::{PAUSED_INBOX_MAX, SimConfig};
+use crate::copies::{Copies, SimCopies};
 use crate::event::{Event, Generation};
 use crate::leader::LeaderControllers;
 use crate::seam::{ProposalId, Proposals, SimMeta};
@@ -55,16 +61,16 @@ pub struct SimAgent {
     pub deferred: Vec<Event>,
     /// Datagrams among `deferred` (bounded like the driver's inbox).
     pub deferred_datagrams: usize,
-    /// A reconcile pass (fills) is running.
-    pub reconciling: bool,
-    /// The applied index at which a reconcile pass last found nothing to do (the next
-    /// pass is skipped until the replica moves on).
-    pub reconciled_idle: Option<u64>,
-    /// A new table's copies reported ready, and when: not reported again while the
-    /// report may still commit (the agent's reconciler awaits its report).
-    pub fresh_reported: std::collections::BTreeMap<shared::model::PartitionId, crate::time::Micros>,
+    /// The agent's own reconciler, one pass at a time (`None` while crashed).
+    pub reconciler: Option<ReconcileTask>,
+    /// Its replica has caught up with the log since the process started: orphaned
+    /// copies may be dropped (the agent's `caught_up`).
+    pub caught_up: Arc<AtomicBool>,
     /// Proposals waiting for this replica to apply their entry: (index, proposal).
     pub awaiting: Vec<(u64, ProposalId)>,
+    /// Read barriers waiting for this replica to apply the leader's commit index then:
+    /// (index, barrier).
+    pub barriers: Vec<(u64, ProposalId)>,
     /// When the agent last heard from a leader (the leader: from a quorum of voters):
     /// its metadata is confirmed current, so it may hold read leases (`MetaFreshness`).
     pub leader_contact_at: Option<Micros>,
@@ -87,27 +93,32 @@ impl SimAgent {
             leader: None,
             deferred: Vec::new(),
             deferred_datagrams: 0,
-            reconciling: false,
-            reconciled_idle: None,
-            fresh_reported: std::collections::BTreeMap::new(),
+            reconciler: None,
+            caught_up: Arc::new(AtomicBool::new(false)),
             awaiting: Vec::new(),
+            barriers: Vec::new(),
             leader_contact_at: None,
         }
     }
 
     /// Starts a process: a fresh gossip core and view (a new process remembers nothing
     /// of gossip), seeded from `seed`.
-    pub fn boot(&mut self, cfg: &SimConfig, clock: &VirtualClock, seed: u64) {
+    pub fn boot(&mut self, cfg: &SimConfig, clock: &VirtualClock, seed: u64, copies: &Copies) {
         self.generation += 1;
         self.process = Process::Up;
         self.membership = Membership::new(self.id, GossipTraffic::default());
         self.leader = None;
         self.deferred.clear();
         self.deferred_datagrams = 0;
-        self.reconciling = false;
-        self.reconciled_idle = None;
-        self.fresh_reported.clear();
+        self.caught_up = Arc::new(AtomicBool::new(false));
+        self.reconciler = Some(ReconcileTask::new(Reconciler::new(
+            Arc::new(copies.of(self.id)),
+            self.replica.clone(),
+            self.meta.clone(),
+            self.caught_up.clone(),
+        )));
         self.awaiting.clear();
+        self.barriers.clear();
         self.leader_contact_at = None;
         self.apply_target = self.replica.applied_index();
         let replica = self.replica.clone();
@@ -140,9 +151,11 @@ impl SimAgent {
         self.process = Process::Crashed;
         self.core = None;
         self.leader = None;
+        self.reconciler = None;
         self.deferred.clear();
         self.deferred_datagrams = 0;
         self.awaiting.clear();
+        self.barriers.clear();
     }
 
     /// Keeps an event that arrived while paused (datagrams only up to the inbox bound,
@@ -167,6 +180,12 @@ impl SimAgent {
         self.process != Process::Crashed
     }
 
+    /// Whether the replica just caught up with the log's commit index `committed`
+    /// (orphaned copies may go from now on).
+    pub fn note_caught_up(&self, committed: u64) -> bool {
+        self.applied() >= committed && !self.caught_up.swap(true, Ordering::AcqRel)
+    }
+
     /// Log index applied by the replica.
     pub fn applied(&self) -> u64 {
         self.replica.applied_index()
@@ -179,5 +198,58 @@ impl SimAgent {
             && self
                 .leader_contact_at
                 .is_some_and(|t| now.saturating_sub(t) <= lease)
+    }
+}
+
+type PassFuture = Pin<Box<dyn Future<Output = anyhow::Result<Pass>> + Send>>;
+
+/// The agent's reconciler run as the agent runs it: one pass at a time, another right
+/// after it when woken meanwhile. A pass that found nothing to do is remembered with the
+/// applied index it saw, so the loop can skip passes that cannot find anything new.
+pub struct ReconcileTask {
+    reconciler: Reconciler<SimMeta, SimCopies>,
+    pass: Option<PassFuture>,
+    rerun: bool,
+    /// The applied index at which the last pass found nothing to do.
+    pub idle_at: Option<u64>,
+}
+
+impl ReconcileTask {
+    fn new(reconciler: Reconciler<SimMeta, SimCopies>) -> Self {
+        ReconcileTask {
+            reconciler,
+            pass: None,
+            rerun: false,
+            idle_at: None,
+        }
+    }
+
+    /// Starts a pass, or asks for another after the running one; `applied` is the
+    /// replica's applied index now.
+    pub fn wake(&mut self, applied: u64) {
+        if self.pass.is_some() {
+            self.rerun = true;
+        } else {
+            let reconciler = self.reconciler.clone();
+            self.pass = Some(Box::pin(async move { reconciler.step().await }));
+        }
+        self.poll(applied);
+    }
+
+    /// Polls the running pass (after an outcome it waits for arrived).
+    pub fn poll(&mut self, applied: u64) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let Some(pass) = self.pass.as_mut() else {
+            return;
+        };
+        let Poll::Ready(result) = pass.as_mut().poll(&mut cx) else {
+            return;
+        };
+        self.pass = None;
+        // A failed pass is retried at the next tick or apply, as the agent's loop does.
+        self.idle_at = matches!(result, Ok(Pass::Idle)).then_some(applied);
+        if std::mem::take(&mut self.rerun) {
+            self.wake(applied);
+        }
     }
 }

@@ -93,14 +93,16 @@ pub enum Event {
         /// Last entry carried.
         upto: u64,
     },
-    /// A reconcile pass finished filling copies from their primaries.
+    /// A reconciler's fill of a new copy from its primary is done.
     FillDone {
         /// Agent.
         node: NodeId,
         /// Its process.
         generation: Generation,
-        /// Partitions filled, each with the epoch it was filled at.
-        partitions: Vec<(PartitionId, u64)>,
+        /// The fill.
+        fill: crate::copies::FillId,
+        /// The partition filled.
+        partition_id: PartitionId,
     },
     /// A proposal tries to reach the leader (again).
     ProposalSend(ProposalId),

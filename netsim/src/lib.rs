@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod config;
+pub mod copies;
 pub mod error;
 pub mod event;
 pub mod faults;

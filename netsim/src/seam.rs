@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use agent::metrics::AgentMetrics;
@@ -24,15 +24,25 @@ use crate::time::{Micros, VirtualClock};
 /// Identifies one proposal.
 pub type ProposalId = u64;
 
-/// What an agent proposed and is waiting for.
+/// What an agent asks of the log.
+#[derive(Debug, Clone)]
+pub enum Request {
+    /// Commit this command.
+    Command(MetaCommand),
+    /// A read barrier: answered once the asker's replica holds what the leader had
+    /// committed when asked.
+    Barrier,
+}
+
+/// What an agent proposed (or asked) and is waiting for.
 #[derive(Debug, Clone)]
 pub struct Proposal {
     /// Its id.
     pub id: ProposalId,
     /// The proposing agent.
     pub from: NodeId,
-    /// The command.
-    pub command: MetaCommand,
+    /// What it asks.
+    pub request: Request,
 }
 
 /// Outcome of one proposal, as `MetaClient::propose` returns it.
@@ -45,6 +55,9 @@ pub struct ProposalBox {
     next_id: ProposalId,
     outgoing: Vec<Proposal>,
     outcomes: BTreeMap<ProposalId, ProposalOutcome>,
+    /// Who to wake when an outcome arrives (inside a `join_all` of many, only woken
+    /// futures are polled again).
+    wakers: BTreeMap<ProposalId, Waker>,
 }
 
 impl ProposalBox {
@@ -54,10 +67,10 @@ impl ProposalBox {
         self.next_id
     }
 
-    /// Queues a proposal of `command` by `from`; returns its id.
-    pub fn submit(&mut self, from: NodeId, command: MetaCommand) -> ProposalId {
+    /// Queues `request` by `from`; returns its id.
+    pub fn submit(&mut self, from: NodeId, request: Request) -> ProposalId {
         let id = self.next_id();
-        self.outgoing.push(Proposal { id, from, command });
+        self.outgoing.push(Proposal { id, from, request });
         id
     }
 
@@ -69,11 +82,15 @@ impl ProposalBox {
     /// Records the outcome of proposal `id`.
     pub fn resolve(&mut self, id: ProposalId, outcome: ProposalOutcome) {
         self.outcomes.insert(id, outcome);
+        if let Some(waker) = self.wakers.remove(&id) {
+            waker.wake();
+        }
     }
 
     /// Forgets the outcome of a proposal nobody waits for any more.
     pub fn forget(&mut self, id: ProposalId) {
         self.outcomes.remove(&id);
+        self.wakers.remove(&id);
     }
 
     fn take_outcome(&mut self, id: ProposalId) -> Option<ProposalOutcome> {
@@ -119,8 +136,16 @@ impl MetaLog for SimMeta {
     fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, ProposalOutcome> {
         Box::pin(Pending {
             proposals: self.proposals.clone(),
-            state: PendingState::Unsent(self.node_id, Some(cmd)),
+            state: PendingState::Unsent(self.node_id, Some(Request::Command(cmd))),
         })
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), MetaClientError>> {
+        let pending = Pending {
+            proposals: self.proposals.clone(),
+            state: PendingState::Unsent(self.node_id, Some(Request::Barrier)),
+        };
+        Box::pin(async move { pending.await.map(|_| ()) })
     }
 
     fn metrics(&self) -> &AgentMetrics {
@@ -129,7 +154,7 @@ impl MetaLog for SimMeta {
 }
 
 enum PendingState {
-    Unsent(NodeId, Option<MetaCommand>),
+    Unsent(NodeId, Option<Request>),
     Sent(ProposalId),
 }
 
@@ -142,23 +167,27 @@ struct Pending {
 impl Future for Pending {
     type Output = ProposalOutcome;
 
-    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<ProposalOutcome> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<ProposalOutcome> {
         let this = &mut *self;
         let mut proposals = this.proposals.lock();
         match &mut this.state {
-            PendingState::Unsent(from, cmd) => {
-                let cmd = cmd
+            PendingState::Unsent(from, request) => {
+                let request = request
                     .take()
                     .expect("a future is not polled after it submitted");
-                let id = proposals.submit(*from, cmd);
+                let id = proposals.submit(*from, request);
                 this.state = PendingState::Sent(id);
+                proposals.wakers.insert(id, cx.waker().clone());
                 Poll::Pending
             }
-            // The loop polls every waiting controller after each resolution, so no
-            // waker needs to be kept.
+            // The loop polls the waiting agent's tasks after each resolution; the waker
+            // matters to a `join_all` of many inside them.
             PendingState::Sent(id) => match proposals.take_outcome(*id) {
                 Some(outcome) => Poll::Ready(outcome),
-                None => Poll::Pending,
+                None => {
+                    proposals.wakers.insert(*id, cx.waker().clone());
+                    Poll::Pending
+                }
             },
         }
     }

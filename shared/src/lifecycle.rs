@@ -251,6 +251,23 @@ pub fn reconcile_plan(
     plan
 }
 
+/// The epoch at which `node_id`'s copy of `pid` must be filled from its primary before
+/// it counts as ready, or `None` when it holds its data already. Epoch 1 is a new
+/// table's first placement: every copy starts empty together and no write is taken
+/// before all are ready. A later member came with a repair or a move: while other
+/// members already serve, it is empty until its primary fills it, and its report is
+/// refused if the partition moved on from that epoch meanwhile.
+pub fn fill_epoch(state: &MetaState, node_id: NodeId, pid: PartitionId) -> Option<u64> {
+    state
+        .partition(pid)
+        .filter(|p| {
+            p.epoch > 1
+                && p.primary_node_id != node_id
+                && p.ready_node_ids.iter().any(|&n| n != node_id)
+        })
+        .map(|p| p.epoch)
+}
+
 /// The committed splits and merges whose sources are all stored here and some of whose
 /// results are to be allocated here: those come from the local data, not empty.
 pub fn local_derivations(

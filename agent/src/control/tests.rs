@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shared::command::{MetaCommand, MetaOutcome, MetaResult};
+use shared::command::MetaCommand;
 use shared::failure::{FailureConfig, GossipState};
 use shared::model::NodeId;
 use shared::placement::VoterConfig;
@@ -15,34 +15,11 @@ use super::failure::FailureDetector;
 use super::voters::VoterManager;
 use crate::membership::Membership;
 use crate::metrics::{AgentMetrics, GossipTraffic, TaskLabels};
-use crate::seam::{
-    BoxFuture, ContactAges, MembersView, MetaClientError, MetaLog, StateHandle, VoterMembership,
-};
+use crate::seam::fake::RecordingLog;
+use crate::seam::{BoxFuture, ContactAges, MembersView, StateHandle, VoterMembership};
 use crate::supervisor::Supervisor;
 
 const T0: u64 = 1_796_601_600_000;
-
-/// A metadata log that records what the controllers commit.
-#[derive(Default)]
-struct RecordingLog {
-    committed: Mutex<Vec<MetaCommand>>,
-    metrics: AgentMetrics,
-}
-
-impl MetaLog for RecordingLog {
-    fn node_id(&self) -> NodeId {
-        1
-    }
-
-    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
-        self.committed.lock().unwrap().push(cmd);
-        Box::pin(std::future::ready(Ok(Ok(MetaOutcome::Done))))
-    }
-
-    fn metrics(&self) -> &AgentMetrics {
-        &self.metrics
-    }
-}
 
 /// Raft contacts whose first read panics: the injected fault.
 #[derive(Default)]

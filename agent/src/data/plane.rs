@@ -4,6 +4,7 @@
 //! (PacificA-style; see `primary`, `replica` and `lease`).
 
 mod activity;
+mod copies;
 mod fence;
 mod lease;
 mod operations;

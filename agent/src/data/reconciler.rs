@@ -1,43 +1,59 @@
-//! Reconciler: makes this agent's partition storage match what the metadata assigns to
-//! it (allocate, release, drop orphans) and reports what it did back through Raft.
+//! Reconciler: makes this agent's partition copies match what the metadata assigns to
+//! it (allocate, derive, fill, release, drop orphans) and reports what it did back
+//! through Raft. Generic over its seams ([`MetaLog`], [`LocalCopies`]): the agent runs
+//! it over the data plane and openraft, netsim over its simulated copies and log.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shared::command::MetaCommand;
-use shared::lifecycle::{ReconcilePlan, reconcile_plan};
+use shared::lifecycle::{ReconcilePlan, fill_epoch, reconcile_plan};
 use shared::model::{NodeId, PartitionId};
 
-use crate::data::plane::DataPlane;
-use crate::data::store::PartitionStore;
-use crate::meta::client::MetaClient;
-use crate::seam::StateHandle;
+use crate::seam::{LocalCopies, MetaLog, StateHandle};
+
+/// What one pass found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing to do: the copies match the metadata.
+    Idle,
+    /// It acted on copies or reported.
+    Acted,
+}
 
 /// Reconciles the local partitions of one agent.
-#[derive(Clone)]
-pub struct Reconciler {
+pub struct Reconciler<M, C> {
     node_id: NodeId,
-    data: Arc<DataPlane>,
-    store: Arc<PartitionStore>,
+    copies: Arc<C>,
     state: StateHandle,
-    meta: Arc<MetaClient>,
+    meta: Arc<M>,
     caught_up: Arc<AtomicBool>,
 }
 
-impl Reconciler {
+impl<M, C> Clone for Reconciler<M, C> {
+    fn clone(&self) -> Self {
+        Reconciler {
+            node_id: self.node_id,
+            copies: self.copies.clone(),
+            state: self.state.clone(),
+            meta: self.meta.clone(),
+            caught_up: self.caught_up.clone(),
+        }
+    }
+}
+
+impl<M: MetaLog, C: LocalCopies> Reconciler<M, C> {
     /// Creates the reconciler; orphans are dropped only once `caught_up` is set.
     pub fn new(
-        node_id: NodeId,
-        data: Arc<DataPlane>,
+        copies: Arc<C>,
         state: StateHandle,
-        meta: Arc<MetaClient>,
+        meta: Arc<M>,
         caught_up: Arc<AtomicBool>,
     ) -> Self {
         Reconciler {
-            node_id,
-            store: data.store().clone(),
-            data,
+            node_id: meta.node_id(),
+            copies,
             state,
             meta,
             caught_up,
@@ -59,65 +75,52 @@ impl Reconciler {
         }
     }
 
-    /// One pass: plan, act on local storage, report.
-    pub async fn step(&self) -> anyhow::Result<()> {
-        self.data.discard_abandoned_stagings().await;
-        let local = self.store.list();
+    /// One pass: plan, act on local copies, report.
+    pub async fn step(&self) -> anyhow::Result<Pass> {
+        self.copies.discard_abandoned_stagings().await;
+        let local = self.copies.list();
         let orphans = self.caught_up.load(Ordering::Acquire);
         let mut plan = self
             .state
             .read(|s| reconcile_plan(s, self.node_id, &local, orphans));
         if !plan.drop_orphans.is_empty() {
             plan.drop_orphans = confirmed_orphans(&self.state, self.node_id, &local, || {
-                self.meta.linearizable_barrier()
+                self.meta.read_barrier()
             })
             .await;
         }
         if plan.is_empty() {
-            return Ok(());
+            return Ok(Pass::Idle);
         }
         for d in &plan.derive {
             // Usually done already by the split or merge itself; this covers a lost
             // request.
             let position = self
-                .data
-                .derive_children(d.sources.clone(), d.children.clone())
+                .copies
+                .derive(d.sources.clone(), d.children.clone())
                 .await?;
             tracing::info!(sources = ?d.sources, children = ?d.children, lsn = position.lsn,
                 "derived partitions from local sources");
         }
         self.apply_locally(&plan)?;
-        self.report(plan).await
+        self.report(plan).await?;
+        Ok(Pass::Acted)
     }
 
     /// Splits `pids` into copies that hold their data now and copies filled from their
-    /// primary just now (with the epoch they were filled at). A copy added to a partition
-    /// whose other members already serve (a replacement) is empty until its primary
-    /// fills it; it asks now, all such copies at once, and counts as ready only once
-    /// filled, and only if the partition is still at that epoch when the report lands.
-    /// A new table's copies all start empty together and are ready at once.
+    /// primary just now (with the epoch they were filled at, see [`fill_epoch`]). The
+    /// copies to fill ask all at once.
     async fn filled(&self, pids: Vec<PartitionId>) -> (Vec<PartitionId>, Vec<(PartitionId, u64)>) {
         let mut ready = Vec::new();
         let mut to_fill = Vec::new();
         for pid in pids {
-            // Epoch 1 is a new table's first placement: every copy starts empty, and no
-            // write is taken before all are ready. Any later member came with a repair.
-            let fill_at = self.state.read(|s| {
-                s.partition(pid)
-                    .filter(|p| {
-                        p.epoch > 1
-                            && p.primary_node_id != self.node_id
-                            && p.ready_node_ids.iter().any(|&n| n != self.node_id)
-                    })
-                    .map(|p| p.epoch)
-            });
-            match fill_at {
+            match self.state.read(|s| fill_epoch(s, self.node_id, pid)) {
                 Some(epoch) => to_fill.push((pid, epoch)),
                 None => ready.push(pid),
             }
         }
         let fills = to_fill.into_iter().map(|(pid, epoch)| async move {
-            match self.data.fill_from_primary(pid).await {
+            match self.copies.fill_from_primary(pid).await {
                 Ok(position) => {
                     tracing::info!(
                         partition = pid,
@@ -143,7 +146,7 @@ impl Reconciler {
 
     fn apply_locally(&self, plan: &ReconcilePlan) -> anyhow::Result<()> {
         if !plan.allocate.is_empty() {
-            self.store.allocate(&plan.allocate)?;
+            self.copies.allocate(&plan.allocate)?;
             tracing::info!(partitions = ?plan.allocate, "allocated partition storage");
         }
         let mut drop: Vec<_> = plan
@@ -154,7 +157,7 @@ impl Reconciler {
             .collect();
         drop.retain(|p| !plan.allocate.contains(p));
         if !drop.is_empty() {
-            self.store.drop_partitions(&drop)?;
+            self.copies.drop_copies(&drop)?;
             tracing::info!(partitions = ?drop, "released partition storage");
         }
         Ok(())
@@ -222,25 +225,167 @@ mod tests {
     use shared::state::MetaState;
 
     use super::*;
-    use crate::seam::MetaClientError;
+    use crate::seam::fake::RecordingLog;
+    use crate::seam::{BoxFuture, CopyError, MetaClientError};
+    use shared::command::PartitionChange;
+    use shared::data::LogPosition;
+    use std::sync::Mutex;
+
+    /// Copies in a set; fills succeed unless `fills_fail`.
+    #[derive(Default)]
+    struct SetCopies {
+        held: Mutex<BTreeSet<PartitionId>>,
+        fills_fail: AtomicBool,
+    }
+
+    impl LocalCopies for SetCopies {
+        fn list(&self) -> BTreeSet<PartitionId> {
+            self.held.lock().unwrap().clone()
+        }
+
+        fn allocate(&self, pids: &[PartitionId]) -> Result<(), CopyError> {
+            self.held.lock().unwrap().extend(pids);
+            Ok(())
+        }
+
+        fn drop_copies(&self, pids: &[PartitionId]) -> Result<(), CopyError> {
+            self.held.lock().unwrap().retain(|p| !pids.contains(p));
+            Ok(())
+        }
+
+        fn derive(
+            &self,
+            _sources: Vec<PartitionId>,
+            children: Vec<(PartitionId, KeyRange)>,
+        ) -> BoxFuture<'_, Result<LogPosition, CopyError>> {
+            self.held
+                .lock()
+                .unwrap()
+                .extend(children.iter().map(|(c, _)| *c));
+            Box::pin(std::future::ready(Ok(LogPosition::default())))
+        }
+
+        fn fill_from_primary(
+            &self,
+            pid: PartitionId,
+        ) -> BoxFuture<'_, Result<LogPosition, CopyError>> {
+            let result = if self.fills_fail.load(Ordering::SeqCst) {
+                Err(CopyError(format!("primary of {pid} unreachable")))
+            } else {
+                Ok(LogPosition::default())
+            };
+            Box::pin(std::future::ready(result))
+        }
+
+        fn discard_abandoned_stagings(&self) -> BoxFuture<'_, ()> {
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    fn reconciler_of(
+        node: NodeId,
+        state: MetaState,
+    ) -> (
+        Reconciler<RecordingLog, SetCopies>,
+        Arc<RecordingLog>,
+        Arc<SetCopies>,
+        StateHandle,
+    ) {
+        let log = Arc::new(RecordingLog::of(node));
+        let copies = Arc::new(SetCopies::default());
+        let replica = StateHandle::detached(state);
+        let caught_up = Arc::new(AtomicBool::new(true));
+        let reconciler = Reconciler::new(copies.clone(), replica.clone(), log.clone(), caught_up);
+        (reconciler, log, copies, replica)
+    }
+
+    #[tokio::test]
+    async fn a_repair_copy_is_reported_only_once_filled_and_at_its_epoch() {
+        // Node 4 replaces node 3 in partition 1 (epoch 2); nodes 1 and 2 serve.
+        let mut s = cluster();
+        s.apply(&MetaCommand::RepairPartitions {
+            changes: vec![PartitionChange {
+                partition_id: 1,
+                expected_epoch: 1,
+                primary_node_id: 1,
+                replica_node_ids: vec![2, 4],
+            }],
+        })
+        .unwrap();
+        let (reconciler, log, copies, _) = reconciler_of(4, s);
+        copies.fills_fail.store(true, Ordering::SeqCst);
+        assert_eq!(reconciler.step().await.unwrap(), Pass::Acted);
+        assert_eq!(copies.list(), BTreeSet::from([1]), "allocated");
+        assert!(log.taken().is_empty(), "an unfilled copy is not ready");
+
+        copies.fills_fail.store(false, Ordering::SeqCst);
+        reconciler.step().await.unwrap();
+        assert_eq!(
+            log.taken(),
+            vec![MetaCommand::PartitionsReadyAt {
+                node_id: 4,
+                partitions: vec![(1, 2)],
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_tables_copies_are_ready_at_once_and_a_matching_node_is_idle() {
+        let (reconciler, log, copies, _) = reconciler_of(1, cluster());
+        copies.allocate(&[1]).unwrap();
+        assert_eq!(reconciler.step().await.unwrap(), Pass::Idle);
+        assert!(log.taken().is_empty());
+
+        // A first placement (epoch 1): every copy starts empty together, no fill.
+        let mut placed = MetaState::new();
+        for cmd in first_placement() {
+            placed.apply(&cmd).unwrap();
+        }
+        let (reconciler, log, copies, _) = reconciler_of(2, placed);
+        copies.fills_fail.store(true, Ordering::SeqCst);
+        assert_eq!(reconciler.step().await.unwrap(), Pass::Acted);
+        assert_eq!(
+            log.taken(),
+            vec![MetaCommand::PartitionsReady {
+                node_id: 2,
+                partition_ids: vec![1],
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_orphan_is_dropped_only_on_a_confirmed_replica() {
+        // Node 4 holds partition 1, which nothing assigns to it.
+        let (reconciler, log, copies, _) = reconciler_of(4, cluster());
+        copies.allocate(&[1]).unwrap();
+        log.cut_off.store(true, Ordering::SeqCst);
+        assert_eq!(reconciler.step().await.unwrap(), Pass::Idle);
+        assert_eq!(copies.list(), BTreeSet::from([1]), "kept while cut off");
+
+        log.cut_off.store(false, Ordering::SeqCst);
+        assert_eq!(reconciler.step().await.unwrap(), Pass::Acted);
+        assert!(copies.list().is_empty(), "dropped once confirmed");
+        assert!(
+            log.taken().is_empty(),
+            "an orphan is dropped without a report"
+        );
+    }
 
     const T0: u64 = 1_796_601_600_000;
 
-    /// Nodes 1 to 4, a table of one partition (id 1) on nodes 1, 2, 3.
-    fn cluster() -> MetaState {
-        let mut s = MetaState::new();
-        let mut apply = |cmd| s.apply(&cmd).unwrap();
-        for id in 1..=4 {
-            apply(MetaCommand::RegisterNode {
+    /// Nodes 1 to 4, a table whose one partition (id 1) is assigned to nodes 1, 2, 3.
+    fn first_placement() -> Vec<MetaCommand> {
+        let mut cmds: Vec<MetaCommand> = (1..=4)
+            .map(|id| MetaCommand::RegisterNode {
                 node_id: id,
                 endpoint: format!("http://127.0.0.1:{}", 7000 + id),
                 peer_addr: format!("127.0.0.1:{}", 8000 + id),
                 zone: format!("z{id}"),
                 incarnation: T0,
                 now_ms: T0,
-            });
-        }
-        apply(MetaCommand::CreateTable {
+            })
+            .collect();
+        cmds.push(MetaCommand::CreateTable {
             spec: TableSpec {
                 table_name: "orders".into(),
                 partition_key: "k".into(),
@@ -257,7 +402,7 @@ mod tests {
             },
             now_ms: T0,
         });
-        apply(MetaCommand::AssignPartitions {
+        cmds.push(MetaCommand::AssignPartitions {
             table_id: 1,
             partitions: vec![PartitionAssignment {
                 range: KeyRange {
@@ -268,6 +413,16 @@ mod tests {
                 replica_node_ids: vec![2, 3],
             }],
         });
+        cmds
+    }
+
+    /// [`first_placement`], every copy ready and the table ACTIVE.
+    fn cluster() -> MetaState {
+        let mut s = MetaState::new();
+        let mut apply = |cmd| s.apply(&cmd).unwrap();
+        for cmd in first_placement() {
+            apply(cmd);
+        }
         for node_id in 1..=3 {
             apply(MetaCommand::PartitionsReady {
                 node_id,

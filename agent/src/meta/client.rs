@@ -27,6 +27,10 @@ impl MetaLog for MetaClient {
         Box::pin(MetaClient::propose_as_leader(self, cmd))
     }
 
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), MetaClientError>> {
+        Box::pin(self.linearizable_barrier())
+    }
+
     fn metrics(&self) -> &AgentMetrics {
         &self.metrics
     }

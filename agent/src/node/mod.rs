@@ -245,13 +245,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let keeper = keeper.clone();
         async move { keeper.step().await }
     });
-    let reconciler = Reconciler::new(
-        config.node_id,
-        data.clone(),
-        state.clone(),
-        meta.clone(),
-        caught_up.clone(),
-    );
+    let reconciler = Reconciler::new(data.clone(), state.clone(), meta.clone(), caught_up.clone());
     tasks.keep_running("reconciler", move || reconciler.clone().run(tick));
 
     let app = AppState {

@@ -19,10 +19,11 @@ pub enum MetaClientError {
     Unknown(String),
 }
 
-/// The seam between the leader-only controllers and the metadata log: who proposes,
-/// proposing one command, and the proposer's metrics. The local replica is read through
-/// a [`super::StateHandle`]. `MetaClient` implements it over openraft; `netsim` implements it
-/// with a simulated linearizable log, so the same controllers run in both.
+/// The seam between the controllers (and the reconciler) and the metadata log: who
+/// proposes, proposing one command, a read barrier, and the proposer's metrics. The
+/// local replica is read through a [`super::StateHandle`]. `MetaClient` implements it
+/// over openraft; `netsim` implements it with a simulated linearizable log, so the same
+/// controllers run in both.
 pub trait MetaLog: Send + Sync + 'static {
     /// The proposing node's id.
     fn node_id(&self) -> NodeId;
@@ -30,6 +31,10 @@ pub trait MetaLog: Send + Sync + 'static {
     /// Commits `cmd` and returns the state machine's result once the proposer's local
     /// replica applied it; an error says whether the command may have applied.
     fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>>;
+
+    /// Returns once the local replica has applied everything the leader had committed
+    /// when asked (a read index): what the replica shows is then current.
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), MetaClientError>>;
 
     /// The proposing agent's metrics.
     fn metrics(&self) -> &AgentMetrics;

@@ -5,6 +5,9 @@
 //! another module of the agent but `metrics`.
 
 mod clock;
+mod copies;
+#[cfg(test)]
+pub(crate) mod fake;
 mod liveness;
 mod meta;
 mod replicas;
@@ -15,6 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use clock::{Clock, system_clock};
+pub use copies::{CopyError, LocalCopies};
 pub use liveness::{ContactAges, PeerContacts, Reachability};
 pub use meta::{LeaderRoute, MetaClientError, MetaLog};
 pub use replicas::{PrimaryHandOver, ReplicaLoads, ReplicaPositions};

@@ -16,7 +16,8 @@ impl Simulation {
     pub(crate) fn boot_agent(&mut self, id: NodeId, at: Micros) {
         let seed = self.rng.next_seed();
         let agent = self.agents.get_mut(&id).expect("known agent");
-        agent.boot(&self.cfg, &self.clock, seed);
+        agent.boot(&self.cfg, &self.clock, seed, &self.copies);
+        agent.note_caught_up(self.log.commit_index());
         let generation = agent.generation;
         self.truth.update(at, &self.agents, &self.net);
         // The driver's intervals all tick once at start, then every period.

@@ -10,13 +10,14 @@ use shared::command::{MetaCommand, MetaResult};
 use shared::model::NodeId;
 
 use super::Simulation;
+use super::reconcile::may_change_copies;
 use crate::cluster::peer_addr;
 use crate::config::{
     APPLY_US, ELECTION_TIMEOUT_MAX_US, ELECTION_TIMEOUT_MIN_US, FSYNC_US, LEADER_WAIT_US,
     NO_LEADER_BACKOFF_US, RAFT_HEARTBEAT_US,
 };
 use crate::event::Event;
-use crate::seam::{ProposalId, ProposalOutcome};
+use crate::seam::{ProposalId, ProposalOutcome, Request};
 use crate::time::Micros;
 
 /// A proposal between its submission and its outcome.
@@ -58,12 +59,23 @@ impl Simulation {
         }
     }
 
-    /// Sends out what the controllers' futures submitted.
+    /// Sends out what the controllers' and reconcilers' futures submitted (a barrier
+    /// answered at once lets its reconciler go on and submit more), and schedules the
+    /// fills they asked for.
     pub(super) fn dispatch_proposals(&mut self) {
-        let outgoing = self.proposals.lock().take_outgoing();
-        for p in outgoing {
-            self.send_proposal(p.id, p.from, p.command, true);
+        loop {
+            let outgoing = self.proposals.lock().take_outgoing();
+            if outgoing.is_empty() {
+                break;
+            }
+            for p in outgoing {
+                match p.request {
+                    Request::Command(command) => self.send_proposal(p.id, p.from, command, true),
+                    Request::Barrier => self.read_barrier(p.id, p.from),
+                }
+            }
         }
+        self.dispatch_copies();
     }
 
     fn send_proposal(&mut self, id: ProposalId, from: NodeId, command: MetaCommand, awaited: bool) {
@@ -274,17 +286,22 @@ impl Simulation {
         let now = self.now();
         self.observer.applied(node, from, upto, now);
         self.deliver_outcomes(node);
+        self.deliver_barriers(node);
         self.wake_controllers(node);
-        let assigns = (from + 1..=upto).any(|i| assigns_copy(self.log.entry(i), node));
+        let changes = (from + 1..=upto).any(|i| may_change_copies(self.log.entry(i), node));
+        let committed = self.log.commit_index();
         let agent = self.agents.get_mut(&node).expect("known");
         agent.apply_target = agent.apply_target.max(upto);
-        if !assigns && agent.reconciled_idle == Some(from) {
-            // Nothing applied can give this agent a copy to report: the last pass's
-            // empty plan still holds (and the plan is not free: it scans operations).
-            agent.reconciled_idle = Some(upto);
-        } else {
-            self.reconcile(node);
+        let changes = agent.note_caught_up(committed) || changes;
+        if let Some(task) = agent.reconciler.as_mut() {
+            if changes {
+                task.idle_at = None;
+            } else if task.idle_at == Some(from) {
+                // Nothing applied can give the reconciler work: its idle pass holds.
+                task.idle_at = Some(upto);
+            }
         }
+        self.reconcile(node);
     }
 
     /// Hands their outcome to the proposals whose entry `node`'s replica now holds.
@@ -311,6 +328,7 @@ impl Simulation {
         if p.awaited {
             self.proposals.lock().resolve(id, outcome);
             self.poll_controllers(p.from);
+            self.poll_reconciler(p.from);
         }
     }
 
@@ -478,21 +496,5 @@ impl Simulation {
             last_log_index: self.log.commit_index(),
             matched,
         };
-    }
-}
-
-/// Whether a command can leave `node` a copy to report ready (a new or changed
-/// assignment, or its own report, refused if the epoch moved). A committed move's target
-/// is ready by the commit itself.
-fn assigns_copy(cmd: &MetaCommand, node: NodeId) -> bool {
-    match cmd {
-        MetaCommand::AssignPartitions { .. }
-        | MetaCommand::SplitPartition { .. }
-        | MetaCommand::MergePartitions { .. } => true,
-        MetaCommand::RepairPartitions { changes } => changes
-            .iter()
-            .any(|c| c.primary_node_id == node || c.replica_node_ids.contains(&node)),
-        MetaCommand::PartitionsReadyAt { node_id, .. } => *node_id == node,
-        _ => false,
     }
 }

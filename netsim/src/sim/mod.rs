@@ -60,6 +60,8 @@ pub struct Simulation {
     pub(crate) scaler: Option<SimScaler>,
     /// The membership the leader's Voter Manager sees and changes.
     pub(crate) voters: crate::seam::SimVoters,
+    /// Every node's partition copies, as their reconcilers see and change them.
+    pub(crate) copies: crate::copies::Copies,
     samples: u64,
 }
 
@@ -98,6 +100,7 @@ impl Simulation {
             rebalancer: None,
             scaler: None,
             voters: crate::seam::SimVoters::default(),
+            copies: crate::copies::Copies::default(),
             samples: 0,
         })
     }
@@ -253,8 +256,11 @@ impl Simulation {
             } => self.on_control(node, controller),
             Event::Apply { node, upto, .. } => self.on_apply(node, upto),
             Event::FillDone {
-                node, partitions, ..
-            } => self.on_fill_done(node, partitions),
+                node,
+                fill,
+                partition_id,
+                ..
+            } => self.on_fill_done(node, fill, partition_id),
             Event::ProposalSend(id) => self.on_proposal_send(id),
             Event::ProposalArrive { id, term } => self.on_proposal_arrive(id, term),
             Event::ProposalCommit { id, term } => self.on_proposal_commit(id, term),

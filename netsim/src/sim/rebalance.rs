@@ -197,6 +197,10 @@ impl Simulation {
             return;
         };
         m.step = Step::CatchingUp;
+        // The snapshot is on the target: its reconciler keeps the copy while the move
+        // runs, and drops it if the move is rolled back.
+        let (to, pid) = (m.planned.to, m.planned.partition_id);
+        self.copies.lock().insert(to, pid);
         let cmd = MetaCommand::AdvanceOperation {
             operation_id,
             step: OperationStep::CatchingUp,

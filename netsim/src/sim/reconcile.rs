@@ -1,24 +1,26 @@
-//! The reconciler of every agent, without a data plane: it asks the shared
-//! `reconcile_plan` which assigned copies are not reported ready, "fills" them from
-//! their primaries (a drawn copy time; the primary must be running and reachable), and
-//! reports them with `PartitionsReadyAt` (or `PartitionsReady` for a new table's), one
-//! pass at a time, like the agent's reconciler.
+//! Each agent's join loop and **the agent's own `Reconciler`** (`agent::data::reconciler`)
+//! over netsim's copies (`crate::copies`) and log: it runs on every reconcile tick and
+//! whenever its replica applies an entry that can change its plan, one pass at a time.
+//! What is simulated here is only the world around it: a fill takes a drawn copy time
+//! and succeeds if the primary runs and is reachable when it is done, and a read
+//! barrier is answered once the replica holds the leader's commit index.
 
-use std::collections::BTreeSet;
+use shared::command::{MetaCommand, MetaOutcome};
+use shared::model::{NodeId, NodeStatus};
 
-use shared::command::MetaCommand;
-use shared::lifecycle::reconcile_plan;
-use shared::model::{NodeId, NodeStatus, PartitionId, TableStatus};
+use agent::seam::MetaClientError;
 
 use super::Simulation;
 use crate::cluster::register;
-use crate::config::{FILL_MAX_US, FILL_MIN_US, LEADER_WAIT_US};
+use crate::config::{FILL_MAX_US, FILL_MIN_US};
+use crate::copies::FillId;
 use crate::event::Event;
+use crate::seam::ProposalId;
 
 impl Simulation {
     /// The agent's join loop: while its replica does not show its current incarnation
     /// registered, it (re-)registers; an incarnation committed FAILED while the process
-    /// runs is given up for the next one, as `agent::meta::join` does.
+    /// runs is given up for the next one, as `agent::join` does.
     pub(super) fn keep_registered(&mut self, node: NodeId) {
         let agent = self.agents.get_mut(&node).expect("known");
         let record = agent
@@ -36,106 +38,146 @@ impl Simulation {
         }
     }
 
-    /// Starts a reconcile pass on `node` unless one runs.
+    /// Wakes `node`'s reconciler (its tick, or an entry applied that may change its
+    /// plan), unless its last pass found nothing at the index its replica still shows:
+    /// that pass's empty plan holds (the plan is a function of the replica, the local
+    /// copies and the catch-up flag, and a plan is not free: it scans operations).
     pub(super) fn reconcile(&mut self, node: NodeId) {
-        let agent = &self.agents[&node];
-        if agent.reconciling || agent.reconciled_idle == Some(agent.applied()) {
-            return;
-        }
-        let (fills, fresh) = agent.replica.read(|s| {
-            // Storage is allocated the moment a copy is assigned (nothing to derive or
-            // allocate); what is left is the reports.
-            let local: BTreeSet<PartitionId> = s
-                .node(node)
-                .map(|n| n.partition_ids.clone())
-                .unwrap_or_default();
-            let plan = reconcile_plan(s, node, &local, false);
-            let mut fills = Vec::new();
-            let mut fresh = Vec::new();
-            for pid in plan.report_ready {
-                let Some(p) = s.partition(pid) else { continue };
-                let creating = s
-                    .table(p.table_id)
-                    .is_some_and(|t| t.status == TableStatus::Creating);
-                if creating {
-                    fresh.push(pid);
-                } else {
-                    fills.push((pid, p.epoch));
-                }
-            }
-            (fills, fresh)
-        });
-        let quiet = fresh.is_empty() && fills.is_empty();
-        // A report in flight is not sent again until it may have been lost.
-        let now = self.now();
         let agent = self.agents.get_mut(&node).expect("known");
-        agent
-            .fresh_reported
-            .retain(|pid, at| fresh.contains(pid) && now < *at + 2 * LEADER_WAIT_US);
-        let fresh: Vec<PartitionId> = fresh
-            .into_iter()
-            .filter(|pid| !agent.fresh_reported.contains_key(pid))
-            .collect();
-        for pid in &fresh {
-            agent.fresh_reported.insert(*pid, now);
+        let applied = agent.applied();
+        if let Some(task) = agent.reconciler.as_mut()
+            && task.idle_at != Some(applied)
+        {
+            task.wake(applied);
         }
-        if !fresh.is_empty() {
-            let cmd = MetaCommand::PartitionsReady {
-                node_id: node,
-                partition_ids: fresh,
-            };
-            self.propose(node, cmd);
-        }
-        if fills.is_empty() {
-            if quiet {
-                let agent = self.agents.get_mut(&node).expect("known");
-                agent.reconciled_idle = Some(agent.applied());
-            }
-            return;
-        }
-        // Copies fill concurrently; the pass reports once all are done.
-        let longest = (0..fills.len())
-            .map(|_| self.rng.between(FILL_MIN_US, FILL_MAX_US))
-            .max()
-            .unwrap_or(0);
-        let agent = self.agents.get_mut(&node).expect("known");
-        agent.reconciling = true;
-        let generation = agent.generation;
-        let at = self.now() + longest;
-        self.queue.push(
-            at,
-            Event::FillDone {
-                node,
-                generation,
-                partitions: fills,
-            },
-        );
     }
 
-    pub(super) fn on_fill_done(&mut self, node: NodeId, partitions: Vec<(PartitionId, u64)>) {
+    /// Answers the read barriers of `node` its replica now satisfies.
+    pub(super) fn deliver_barriers(&mut self, node: NodeId) {
         let agent = self.agents.get_mut(&node).expect("known");
-        agent.reconciling = false;
-        agent.reconciled_idle = None;
-        // A copy whose primary is down or cut off did not fill: the next pass retries.
-        let filled: Vec<(PartitionId, u64)> = self.agents[&node].replica.read(|s| {
-            partitions
-                .into_iter()
-                .filter(|(pid, _)| {
-                    s.partition(*pid).is_some_and(|p| {
-                        let primary = p.primary_node_id;
-                        primary == node
-                            || self.agents.get(&primary).is_some_and(|a| a.is_up())
-                                && self.net.mutual(node, primary)
-                    })
-                })
-                .collect()
+        let applied = agent.applied();
+        let before = agent.barriers.len();
+        let mut done = Vec::new();
+        agent.barriers.retain(|&(index, id)| {
+            let held = index <= applied;
+            if held {
+                done.push(id);
+            }
+            !held
         });
-        if !filled.is_empty() {
-            let cmd = MetaCommand::PartitionsReadyAt {
-                node_id: node,
-                partitions: filled,
-            };
-            self.propose(node, cmd);
+        if before == agent.barriers.len() {
+            return;
         }
+        let mut proposals = self.proposals.lock();
+        for id in done {
+            proposals.resolve(id, Ok(Ok(MetaOutcome::Done)));
+        }
+        drop(proposals);
+        self.poll_reconciler(node);
+    }
+
+    /// Polls `node`'s reconciler: an outcome it waits for arrived.
+    pub(super) fn poll_reconciler(&mut self, node: NodeId) {
+        let Some(agent) = self.agents.get_mut(&node) else {
+            return;
+        };
+        let applied = agent.applied();
+        if let Some(task) = agent.reconciler.as_mut() {
+            task.poll(applied);
+        }
+    }
+
+    /// Schedules the fills the reconcilers asked for: each is done after a drawn copy
+    /// time (concurrent fills overlap, as the agent's do).
+    pub(super) fn dispatch_copies(&mut self) {
+        let asked = self.copies.lock().take_outgoing();
+        for fill in asked {
+            let generation = self.agents[&fill.node].generation;
+            let at = self.now() + self.rng.between(FILL_MIN_US, FILL_MAX_US);
+            self.queue.push(
+                at,
+                Event::FillDone {
+                    node: fill.node,
+                    generation,
+                    fill: fill.id,
+                    partition_id: fill.partition_id,
+                },
+            );
+        }
+    }
+
+    /// A fill is done: it took if the partition's primary (at the end) runs and is
+    /// reachable; otherwise the reconciler's next pass asks again.
+    pub(super) fn on_fill_done(
+        &mut self,
+        node: NodeId,
+        fill: FillId,
+        partition_id: shared::model::PartitionId,
+    ) {
+        let primary = self.agents[&node]
+            .replica
+            .read(|s| s.partition(partition_id).map(|p| p.primary_node_id));
+        let outcome = match primary {
+            Some(p) if p == node => Ok(()),
+            Some(p)
+                if self.agents.get(&p).is_some_and(|a| a.is_up()) && self.net.mutual(node, p) =>
+            {
+                Ok(())
+            }
+            Some(p) => Err(format!("primary {p} not reachable")),
+            None => Err(format!("partition {partition_id} is gone")),
+        };
+        self.copies.lock().resolve(fill, outcome);
+        self.poll_reconciler(node);
+    }
+
+    /// A read barrier of `from`: answered at once when its replica holds the leader's
+    /// commit index, else when it applies it; refused when no running leader is
+    /// reachable (the agent's barrier gives up after its wait, and the pass keeps what
+    /// it would have dropped).
+    pub(super) fn read_barrier(&mut self, id: ProposalId, from: NodeId) {
+        let reachable = self
+            .log
+            .leader
+            .is_some_and(|l| self.agents[&l].is_up() && (l == from || self.net.mutual(from, l)));
+        if !reachable {
+            let why = "no leader reachable".to_string();
+            self.proposals
+                .lock()
+                .resolve(id, Err(MetaClientError::NoLeader(why)));
+            self.poll_reconciler(from);
+            return;
+        }
+        let committed = self.log.commit_index();
+        let agent = self.agents.get_mut(&from).expect("known");
+        if agent.applied() >= committed {
+            self.proposals.lock().resolve(id, Ok(Ok(MetaOutcome::Done)));
+            self.poll_reconciler(from);
+        } else {
+            agent.barriers.push((committed, id));
+        }
+    }
+}
+
+/// Whether applying `cmd` can change what `node`'s reconciler finds to do after a pass
+/// that found nothing: a new or changed assignment, a split or merge, a move's switch,
+/// an operation's end (a rolled-back move leaves its copy behind), a table's deletion,
+/// or its own records.
+pub(super) fn may_change_copies(cmd: &MetaCommand, node: NodeId) -> bool {
+    match cmd {
+        MetaCommand::AssignPartitions { .. }
+        | MetaCommand::SplitPartition { .. }
+        | MetaCommand::MergePartitions { .. }
+        | MetaCommand::RepairPartitions { .. }
+        | MetaCommand::FinishOperation { .. }
+        | MetaCommand::DeleteTable { .. }
+        | MetaCommand::PurgeTable { .. } => true,
+        MetaCommand::CommitMove { from, to, .. } => *from == node || *to == node,
+        MetaCommand::PartitionsReady { node_id, .. }
+        | MetaCommand::PartitionsReadyAt { node_id, .. }
+        | MetaCommand::PartitionsReleased { node_id, .. }
+        | MetaCommand::RegisterNode { node_id, .. }
+        | MetaCommand::NodeFailed { node_id, .. } => *node_id == node,
+        _ => false,
     }
 }

@@ -1,0 +1,63 @@
+//! Test doubles of the seams, shared by the unit tests of the modules that run over
+//! them.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use shared::command::{MetaCommand, MetaOutcome, MetaResult};
+use shared::model::NodeId;
+
+use super::{BoxFuture, MetaClientError, MetaLog};
+use crate::metrics::AgentMetrics;
+
+/// A metadata log that records what is proposed (every proposal succeeds) and whose
+/// read barrier fails while `cut_off` is set.
+#[derive(Default)]
+pub struct RecordingLog {
+    /// The proposing node (0 reads as node 1).
+    pub node_id: NodeId,
+    /// What was proposed, in order.
+    pub committed: Mutex<Vec<MetaCommand>>,
+    /// The leader cannot be reached: barriers fail.
+    pub cut_off: AtomicBool,
+    metrics: AgentMetrics,
+}
+
+impl RecordingLog {
+    /// A log proposing as `node_id`.
+    pub fn of(node_id: NodeId) -> Self {
+        RecordingLog {
+            node_id,
+            ..RecordingLog::default()
+        }
+    }
+
+    /// What was proposed so far.
+    pub fn taken(&self) -> Vec<MetaCommand> {
+        std::mem::take(&mut *self.committed.lock().unwrap())
+    }
+}
+
+impl MetaLog for RecordingLog {
+    fn node_id(&self) -> NodeId {
+        self.node_id.max(1)
+    }
+
+    fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
+        self.committed.lock().unwrap().push(cmd);
+        Box::pin(std::future::ready(Ok(Ok(MetaOutcome::Done))))
+    }
+
+    fn read_barrier(&self) -> BoxFuture<'_, Result<(), MetaClientError>> {
+        let result = if self.cut_off.load(Ordering::SeqCst) {
+            Err(MetaClientError::NoLeader("cut off".into()))
+        } else {
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn metrics(&self) -> &AgentMetrics {
+        &self.metrics
+    }
+}
