@@ -129,14 +129,12 @@ pub enum Event {
     },
     /// Voters hold an election.
     Election,
-    /// The rebalancer plans or starts moves (on the controllers' tick).
+    /// The operation drivers' tick (on the controllers' tick).
     Rebalance,
-    /// A move's copy reached the target.
-    MoveCopied(u64),
+    /// An operation's step work is done, or its retry pause is over.
+    DriveTimer(shared::model::OperationId),
     /// The Scaler plans a round (`hot-split`).
     Scale,
-    /// A split's children are staged on the parent's nodes.
-    SplitStaged(u64),
     /// An agent's first process starts.
     Boot(NodeId),
     /// A paused process resumes.

@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod command;
 pub mod data;
+pub mod drive;
 pub mod failure;
 pub mod format;
 pub mod keyspace;

@@ -37,10 +37,8 @@ pub struct InFlight {
 /// Who hears a proposal's outcome at its commit instant (or when it never will).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Then {
-    /// The move executor's move (`rebalance.rs`).
-    Move(u64),
-    /// The hot-split scaler's split (`scaler.rs`).
-    Split(u64),
+    /// An operation's driver (`drive.rs`).
+    Drive(shared::model::OperationId),
 }
 
 impl Simulation {
@@ -335,8 +333,7 @@ impl Simulation {
     /// Tells `then` the outcome of its proposal (`None`: it never commits).
     fn on_then(&mut self, then: Then, result: Option<&MetaResult>) {
         match then {
-            Then::Move(id) => self.on_move_outcome(id, result),
-            Then::Split(id) => self.on_split_outcome(id, result),
+            Then::Drive(id) => self.on_drive_outcome(id, result),
         }
     }
 

@@ -3,10 +3,10 @@
 //! replication, leader controllers, the reconciler, and faults.
 
 mod control;
+mod drive;
 mod faults;
 mod gossip;
 mod log;
-mod rebalance;
 mod reconcile;
 mod scaler;
 
@@ -32,8 +32,8 @@ use crate::time::{Micros, VirtualClock, millis};
 use crate::trace::Trace;
 use crate::truth::Truth;
 
+pub use drive::Rebalancer;
 pub use log::InFlight;
-pub use rebalance::Rebalancer;
 pub use scaler::{ChildMove, LoadModel, SharedLoadModel, SimLoads, SimScaler, SplitDone};
 
 /// How often the node-state timeline is sampled.
@@ -269,9 +269,8 @@ impl Simulation {
             Event::Election => self.on_election(),
             Event::Boot(node) => self.boot_agent(node, self.now()),
             Event::Rebalance => self.on_rebalance(),
-            Event::MoveCopied(id) => self.on_move_copied(id),
+            Event::DriveTimer(id) => self.on_drive_timer(id),
             Event::Scale => self.on_scale(),
-            Event::SplitStaged(id) => self.on_split_staged(id),
             Event::Resume { node, generation } => self.on_resume(node, generation),
             Event::Fault(fault) => self.on_fault(fault),
             Event::Sample => self.on_sample(),

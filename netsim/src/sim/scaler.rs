@@ -7,33 +7,24 @@
 //! range covers (so a split's children share their parent's load as their ranges do).
 //! [`SimLoads`] answers the Scaler's `ReplicaLoads` seam from that model.
 //!
-//! The operations the Scaler starts are carried out here, as the partitions' primaries
-//! do in `data::plane::operations` (re-implemented: netsim has no data plane): a split
-//! through the real commands, a drawn staging time, `AdvanceOperation` to Fencing,
-//! `SplitPartition` at the range's midpoint (what `choose_split_point` gives evenly
-//! spread keys), and `FinishOperation` with the write pause (fence to split committed);
-//! a move by the move executor of `rebalance.rs`. Primary hand-overs (the
-//! `PrimaryHandOver` seam) are counted, not carried out; no scenario decreases a
-//! capacity, so no merge is planned.
+//! The operations the Scaler starts are carried out by their primaries' drivers
+//! (`drive.rs`, on the agent's driver decisions); this records what became of them
+//! (splits, their children's moves). A primary hand-over (the `PrimaryHandOver` seam)
+//! is the switch through the leader's log; no scenario decreases a capacity, so no
+//! merge is planned.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use agent::seam::{BoxFuture, MetaLog, PrimaryHandOver, ReplicaLoads, StateHandle};
-use shared::command::{MetaCommand, MetaOutcome, MetaResult, PartitionChange};
+use shared::command::{MetaCommand, PartitionChange};
 use shared::data::{ItemError, PartitionLoadReport};
-use shared::model::{
-    KeyRange, NodeId, OperationId, OperationKind, OperationStatus, OperationStep, PartitionId,
-    TableId,
-};
+use shared::model::{KeyRange, NodeId, OperationId, OperationKind, PartitionId, TableId};
 use shared::scaler::CheckedScalerConfig;
-use shared::split::range_midpoint;
 use shared::state::MetaState;
 
 use super::Simulation;
-use super::log::Then;
-use crate::config::{FILL_MAX_US, FILL_MIN_US};
 use crate::event::Event;
 use crate::seam::SimMeta;
 use crate::time::{Micros, millis};
@@ -187,23 +178,6 @@ impl PrimaryHandOver for SimLoads {
     }
 }
 
-/// One split being driven.
-#[derive(Debug, Clone, Copy)]
-struct SplitDrive {
-    partition_id: PartitionId,
-    operation: OperationId,
-    step: SplitStep,
-    fenced_at: Micros,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SplitStep {
-    Staging,
-    Fencing,
-    Committing,
-    Finishing,
-}
-
 /// A split that committed.
 #[derive(Debug, Clone, Copy)]
 pub struct SplitDone {
@@ -241,11 +215,8 @@ pub struct SimScaler {
     /// Whether it still plans (`stop_scaler` ends that; driven splits go on).
     planning: bool,
     handed_over: Arc<AtomicUsize>,
-    /// Operations of the Scaler taken up by their drivers (splits here, moves in
-    /// `rebalance.rs`).
+    /// Operations of the Scaler taken up by their drivers (`drive.rs`).
     adopted: BTreeSet<OperationId>,
-    drives: BTreeMap<u64, SplitDrive>,
-    next_id: u64,
     /// Rounds planned.
     pub rounds: usize,
     /// Splits committed.
@@ -277,8 +248,6 @@ impl SimScaler {
             planning: true,
             handed_over: Arc::default(),
             adopted: BTreeSet::new(),
-            drives: BTreeMap::new(),
-            next_id: 0,
             rounds: 0,
             splits: Vec::new(),
             failed_splits: 0,
@@ -295,11 +264,6 @@ impl SimScaler {
     /// Primary roles handed over.
     pub fn hand_overs(&self) -> usize {
         self.handed_over.load(Ordering::Relaxed)
-    }
-
-    /// Whether no split is being driven.
-    pub fn idle(&self) -> bool {
-        self.drives.is_empty()
     }
 
     /// The Scaler's settings.
@@ -399,8 +363,8 @@ impl Simulation {
         self.run_scaler(leader);
     }
 
-    /// Takes up the operations the Scaler started (seen running in the log): splits are
-    /// driven here, moves by the move executor.
+    /// Takes up the operations the Scaler started (seen running in the log): their
+    /// primaries' drivers (`drive.rs`) carry them out.
     pub(super) fn adopt_scaler_operations(&mut self) {
         let Some(scaler) = self.scaler.as_ref() else {
             return;
@@ -419,35 +383,11 @@ impl Simulation {
                 .expect("enabled")
                 .adopted
                 .insert(op.operation_id);
-            match op.kind {
-                OperationKind::Split { .. } => self.adopt_split(&op),
-                OperationKind::Move { from, to } => {
-                    self.note_move(op.partition_id, from, to);
-                    self.adopt_move(&op, from, to);
-                }
-                // Planned only after a capacity decrease, which no scenario makes.
-                OperationKind::Merge { .. } => {}
+            if let OperationKind::Move { from, to } = op.kind {
+                self.note_move(op.partition_id, from, to);
             }
+            self.adopt(&op);
         }
-    }
-
-    fn adopt_split(&mut self, op: &shared::model::Operation) {
-        let now = self.now();
-        let scaler = self.scaler.as_mut().expect("enabled");
-        scaler.next_id += 1;
-        let id = scaler.next_id;
-        scaler.drives.insert(
-            id,
-            SplitDrive {
-                partition_id: op.partition_id,
-                operation: op.operation_id,
-                step: SplitStep::Staging,
-                fenced_at: now,
-            },
-        );
-        // The children's copies are staged on the primary and the replicas.
-        let staging = self.rng.between(FILL_MIN_US, FILL_MAX_US);
-        self.queue.push(now + staging, Event::SplitStaged(id));
     }
 
     /// Counts a move the Scaler started: a split child's, or a scale-out move.
@@ -469,125 +409,6 @@ impl Simulation {
             });
         } else {
             scaler.rebalance_moves += 1;
-        }
-    }
-
-    /// Who drives a split of `pid`: its primary (from the log), or the leader.
-    fn split_driver(&self, pid: PartitionId) -> Option<NodeId> {
-        self.log
-            .state()
-            .partition(pid)
-            .map(|p| p.primary_node_id)
-            .filter(|n| self.agents.get(n).is_some_and(|a| a.is_alive()))
-            .or(self.log.leader)
-    }
-
-    /// A split's command committed (or never will: `result` is `None`).
-    pub(super) fn on_split_outcome(&mut self, id: u64, result: Option<&MetaResult>) {
-        let Some(drive) = self
-            .scaler
-            .as_ref()
-            .and_then(|s| s.drives.get(&id))
-            .copied()
-        else {
-            return;
-        };
-        let Some(Ok(outcome)) = result else {
-            return self.give_up_split(id);
-        };
-        let now = self.now();
-        let now_ms = self.clock.unix_ms();
-        let (pid, operation_id) = (drive.partition_id, drive.operation);
-        let scaler = self.scaler.as_mut().expect("enabled");
-        match drive.step {
-            SplitStep::Staging => {}
-            SplitStep::Fencing => {
-                let d = scaler.drives.get_mut(&id).expect("driven");
-                d.step = SplitStep::Committing;
-                d.fenced_at = now;
-                let Some(p) = self.log.state().partition(pid) else {
-                    return self.give_up_split(id);
-                };
-                let Some(split_point) = range_midpoint(&p.range) else {
-                    return self.give_up_split(id);
-                };
-                let cmd = MetaCommand::SplitPartition {
-                    operation_id: Some(operation_id),
-                    parent: pid,
-                    split_point,
-                    expected_epoch: p.epoch,
-                    now_ms,
-                };
-                if let Some(from) = self.split_driver(pid) {
-                    self.propose_then(from, cmd, Some(Then::Split(id)));
-                }
-            }
-            SplitStep::Committing => {
-                let MetaOutcome::PartitionSplit { left, right } = *outcome else {
-                    return self.give_up_split(id);
-                };
-                let write_pause = now - drive.fenced_at;
-                scaler.splits.push(SplitDone {
-                    parent: pid,
-                    children: (left, right),
-                    at: now,
-                    write_pause,
-                });
-                scaler.drives.get_mut(&id).expect("driven").step = SplitStep::Finishing;
-                // The split completed with its commit; the driver reports the pause.
-                let cmd = MetaCommand::FinishOperation {
-                    operation_id,
-                    status: OperationStatus::Completed,
-                    now_ms,
-                    write_pause_ms: Some(write_pause / 1000),
-                };
-                if let Some(from) = self.split_driver(left) {
-                    self.propose_then(from, cmd, Some(Then::Split(id)));
-                }
-            }
-            SplitStep::Finishing => {
-                scaler.drives.remove(&id);
-            }
-        }
-    }
-
-    /// The children of split `id` are staged: its driver fences the parent's writes.
-    pub(super) fn on_split_staged(&mut self, id: u64) {
-        let Some(d) = self.scaler.as_mut().and_then(|s| s.drives.get_mut(&id)) else {
-            return;
-        };
-        d.step = SplitStep::Fencing;
-        let (pid, operation_id) = (d.partition_id, d.operation);
-        let cmd = MetaCommand::AdvanceOperation {
-            operation_id,
-            step: OperationStep::Fencing,
-            progress: None,
-            now_ms: self.clock.unix_ms(),
-        };
-        if let Some(from) = self.split_driver(pid) {
-            self.propose_then(from, cmd, Some(Then::Split(id)));
-        }
-    }
-
-    /// A step of split `id` failed: before its commit it is rolled back; a split that
-    /// committed is complete already (its finish only reports the pause).
-    fn give_up_split(&mut self, id: u64) {
-        let scaler = self.scaler.as_mut().expect("enabled");
-        let Some(d) = scaler.drives.remove(&id) else {
-            return;
-        };
-        if d.step == SplitStep::Finishing {
-            return;
-        }
-        scaler.failed_splits += 1;
-        let cmd = MetaCommand::FinishOperation {
-            operation_id: d.operation,
-            status: OperationStatus::RolledBack,
-            now_ms: self.clock.unix_ms(),
-            write_pause_ms: None,
-        };
-        if let Some(from) = self.split_driver(d.partition_id) {
-            self.propose(from, cmd);
         }
     }
 }

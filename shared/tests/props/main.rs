@@ -1,6 +1,7 @@
 //! Property and round-trip tests of the shared core, compiled as one test binary.
 
 mod auth;
+mod drive;
 mod fixtures;
 mod operations;
 mod placement;

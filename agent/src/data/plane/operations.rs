@@ -19,20 +19,24 @@
 //!   `CommitMove` (epoch + 1), release the lock; the source's reconciler drops its copy.
 //!
 //! The write pause of each operation is measured and exported
-//! (`agent_operation_write_pause_seconds`).
+//! (`agent_operation_write_pause_seconds`). What to do next, when an operation is void,
+//! how a switch commit ends it and what follows a failed step are decided in
+//! `shared::drive` (netsim's executors act on the same decisions).
 
 use std::time::Duration;
 
-use shared::command::{MetaCommand, MetaError, MetaOutcome, PartitionChange};
+use shared::command::{MetaCommand, MetaOutcome, PartitionChange};
 use shared::data::{
     DataPeerReply, DataPeerRequest, ItemError, LogPosition, ReplicaReply, ReplicaRequest,
 };
-use shared::model::{
-    KeyRange, NodeId, NodeStatus, Operation, OperationKind, OperationProgress, OperationStatus,
-    OperationStep, PartitionId, TableId,
+use shared::drive::{
+    self, Led, MergeWork, MoveWork, Next, SplitWork, SwitchVerdict, move_may_switch,
+    operations_to_drive, retry_or_roll_back, split_children, switch_verdict,
 };
-use shared::split::{choose_split_point, split_range};
-use shared::validate::MAX_STEP_ATTEMPTS;
+use shared::model::{
+    KeyRange, NodeId, Operation, OperationKind, OperationProgress, OperationStep, PartitionId,
+};
+use shared::split::choose_split_point;
 use tokio::time::Instant;
 
 use super::primary::{Leadership, ReplicateFailure};
@@ -41,8 +45,6 @@ use crate::metrics::{OperationLabels, OperationOutcomeLabels};
 
 /// Pause before a failed step is tried again.
 const STEP_RETRY_PAUSE: Duration = Duration::from_millis(500);
-/// A move switches once the target is at most this many records behind.
-pub const MOVE_SWITCH_LAG_RECORDS: u64 = 16;
 /// Catch-up rounds of a move before it switches anyway (under the write lock).
 const MOVE_CATCH_UP_ROUNDS: usize = 32;
 /// How long replicas may take to derive split children (they wait for the metadata).
@@ -50,7 +52,8 @@ const SPLIT_REPLICA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a move's snapshot may take to install on the target.
 const MOVE_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Why a step did not complete: retried, up to `MAX_STEP_ATTEMPTS`, then rolled back.
+/// Why a step did not complete: retried, up to `shared::validate::MAX_STEP_ATTEMPTS`,
+/// then rolled back.
 #[derive(Debug)]
 struct StepFailed(String);
 
@@ -83,15 +86,7 @@ impl DataPlane {
     }
 
     fn start_drivers(&self) {
-        let mine: Vec<Operation> = self.state.read(|s| {
-            s.running_operations()
-                .filter(|op| {
-                    s.partition(op.partition_id)
-                        .is_some_and(|p| p.primary_node_id == self.me)
-                })
-                .cloned()
-                .collect()
-        });
+        let mine: Vec<Operation> = self.state.read(|s| operations_to_drive(s, self.me));
         for op in mine {
             if !lock(&self.driver.driving).insert(op.operation_id) {
                 continue;
@@ -112,9 +107,18 @@ impl DataPlane {
     async fn drive(&self, op: Operation) {
         let kind = kind_name(&op.kind);
         let result = match op.kind {
-            OperationKind::Split { split_point } => self.drive_split(&op, split_point).await,
-            OperationKind::Move { from, to } => self.drive_move(&op, from, to).await,
-            OperationKind::Merge { right } => self.drive_merge(&op, right).await,
+            OperationKind::Split { .. } => {
+                let next = self.state.read(|s| drive::next_split(s, &op, self.me));
+                self.drive_split(&op, next).await
+            }
+            OperationKind::Move { .. } => {
+                let next = self.state.read(|s| drive::next_move(s, &op, self.me));
+                self.drive_move(&op, next).await
+            }
+            OperationKind::Merge { .. } => {
+                let next = self.state.read(|s| drive::next_merge(s, &op, self.me));
+                self.drive_merge(&op, next).await
+            }
         };
         match result {
             Ok(Some(ended)) => self.finish(&op, kind, ended).await,
@@ -122,16 +126,9 @@ impl DataPlane {
             Err(StepFailed(why)) => {
                 tracing::info!(operation = op.operation_id, kind, step = ?op.step, %why,
                     "operation step failed");
-                let attempt = op.attempts + 1;
-                if attempt > MAX_STEP_ATTEMPTS {
+                let Some(retry) = retry_or_roll_back(&op, self.now_ms()) else {
                     self.finish(&op, kind, Ended::RolledBack(why)).await;
                     return;
-                }
-                let retry = MetaCommand::RetryOperationStep {
-                    operation_id: op.operation_id,
-                    step: op.step,
-                    attempt,
-                    now_ms: self.now_ms(),
                 };
                 let _ = self.meta.propose(retry).await;
                 tokio::time::sleep(STEP_RETRY_PAUSE).await;
@@ -140,20 +137,16 @@ impl DataPlane {
     }
 
     async fn finish(&self, op: &Operation, kind: &'static str, ended: Ended) {
-        let (status, outcome, pause) = match ended {
-            Ended::Completed(pause) => (OperationStatus::Completed, "completed", pause),
+        let (completed, outcome, pause) = match ended {
+            Ended::Completed(pause) => (true, "completed", pause),
             Ended::RolledBack(why) => {
                 tracing::warn!(operation = op.operation_id, kind, %why, "operation rolled back");
                 self.discard_staging(op.partition_id).await;
-                (OperationStatus::RolledBack, "rolled_back", None)
+                (false, "rolled_back", None)
             }
         };
-        let cmd = MetaCommand::FinishOperation {
-            operation_id: op.operation_id,
-            status,
-            now_ms: self.now_ms(),
-            write_pause_ms: pause.map(|p| p.as_millis() as u64),
-        };
+        let pause_ms = pause.map(|p| p.as_millis() as u64);
+        let cmd = drive::finish(op.operation_id, completed, pause_ms, self.now_ms());
         if let Ok(Ok(MetaOutcome::Done)) = self.meta.propose(cmd).await {
             self.meta
                 .metrics()
@@ -167,19 +160,21 @@ impl DataPlane {
     async fn drive_split(
         &self,
         op: &Operation,
-        requested: Option<u64>,
+        next: Next<SplitWork>,
     ) -> Result<Option<Ended>, StepFailed> {
         let pid = op.partition_id;
-        if op.step == OperationStep::Switched {
-            return Ok(Some(Ended::Completed(None)));
-        }
-        let Some(OwnPartition {
-            table_id,
-            epoch,
-            range,
-        }) = self.own_partition(pid)
-        else {
-            return Ok(None);
+        let SplitWork {
+            parent:
+                Led {
+                    table_id,
+                    epoch,
+                    range,
+                },
+            requested,
+            stage_first,
+        } = match next {
+            Next::Go(work) => work,
+            other => return Ok(ended_without_work(other)),
         };
         let split_point = match requested {
             Some(point) => point,
@@ -196,11 +191,11 @@ impl DataPlane {
                 }
             }
         };
-        let (left_range, right_range) = match split_range(&range, split_point) {
+        let (left_range, right_range) = match split_children(&range, split_point) {
             Ok(ranges) => ranges,
-            Err(e) => return Ok(Some(Ended::RolledBack(e.to_string()))),
+            Err(why) => return Ok(Some(Ended::RolledBack(why))),
         };
-        if op.step == OperationStep::Preparing {
+        if stage_first {
             // Copy the children's data ahead of the fence, here and on every replica at
             // once, so that the fenced part only applies the records written since.
             if let Some((left, right)) = op.reserved_children {
@@ -234,13 +229,11 @@ impl DataPlane {
             }
         };
         let committed = paused.elapsed();
-        match result {
-            Ok(_) => {}
+        match switch_verdict(&result) {
+            SwitchVerdict::Switched => {}
             // The epoch moved under the fence (a repair): nothing was split.
-            Err(e @ (MetaError::StaleEpoch { .. } | MetaError::Invalid(_))) => {
-                return Ok(Some(Ended::RolledBack(e.to_string())));
-            }
-            Err(e) => return Err(e.into()),
+            SwitchVerdict::RolledBack(why) => return Ok(Some(Ended::RolledBack(why))),
+            SwitchVerdict::Failed(why) => return Err(StepFailed(why)),
         }
         let children: Vec<(PartitionId, KeyRange)> = self.state.read(|s| {
             s.operation(op.operation_id)
@@ -329,37 +322,28 @@ impl DataPlane {
     async fn drive_merge(
         &self,
         op: &Operation,
-        right: PartitionId,
+        next: Next<MergeWork>,
     ) -> Result<Option<Ended>, StepFailed> {
         let left = op.partition_id;
-        if op.step == OperationStep::Switched {
-            return Ok(Some(Ended::Completed(None)));
-        }
-        let Some(OwnPartition {
-            table_id,
-            epoch: left_epoch,
-            range: left_range,
-        }) = self.own_partition(left)
-        else {
-            return Ok(None);
-        };
-        // A failure may have changed one side under the operation: then it is void.
-        let right_now = self.state.read(|s| {
-            let (l, r) = (s.partition(left)?, s.partition(right)?);
-            l.same_members(r).then_some((r.epoch, r.range))
-        });
-        let (Some((right_epoch, right_range)), Some(merged)) = (right_now, op.reserved_merged)
-        else {
-            let why = format!("partitions {left} and {right} are no longer held alike");
-            return Ok(Some(Ended::RolledBack(why)));
+        let MergeWork {
+            left:
+                Led {
+                    table_id,
+                    epoch: left_epoch,
+                    ..
+                },
+            right,
+            right_epoch,
+            merged,
+            range,
+            stage_first,
+        } = match next {
+            Next::Go(work) => work,
+            other => return Ok(ended_without_work(other)),
         };
         let sources = vec![left, right];
-        let range = KeyRange {
-            low: left_range.low,
-            high: right_range.high,
-        };
         let children = vec![(merged, range)];
-        if op.step == OperationStep::Preparing {
+        if stage_first {
             self.stage_everywhere(sources.clone(), left_epoch, children.clone())
                 .await;
             self.advance(op, OperationStep::Fencing, None).await?;
@@ -399,14 +383,10 @@ impl DataPlane {
                 return Err(e.into());
             }
         };
-        match result {
-            Ok(_) => {}
-            Err(
-                e @ (MetaError::StaleEpoch { .. }
-                | MetaError::Invalid(_)
-                | MetaError::InvalidPlacement(_)),
-            ) => return Ok(Some(Ended::RolledBack(e.to_string()))),
-            Err(e) => return Err(e.into()),
+        match switch_verdict(&result) {
+            SwitchVerdict::Switched => {}
+            SwitchVerdict::RolledBack(why) => return Ok(Some(Ended::RolledBack(why))),
+            SwitchVerdict::Failed(why) => return Err(StepFailed(why)),
         }
         let committed = paused.elapsed();
         self.derive_everywhere(&lead.replicas, sources, children, positions)
@@ -502,37 +482,20 @@ impl DataPlane {
     async fn drive_move(
         &self,
         op: &Operation,
-        from: NodeId,
-        to: NodeId,
+        next: Next<MoveWork>,
     ) -> Result<Option<Ended>, StepFailed> {
         let pid = op.partition_id;
-        if op.step == OperationStep::DroppingSource {
-            return Ok(Some(Ended::Completed(None)));
-        }
-        let Some(OwnPartition {
-            table_id, epoch, ..
-        }) = self.own_partition(pid)
-        else {
-            return Ok(None);
+        let MoveWork {
+            partition: Led {
+                table_id, epoch, ..
+            },
+            from,
+            to,
+            mut step,
+        } = match next {
+            Next::Go(work) => work,
+            other => return Ok(ended_without_work(other)),
         };
-        // A failure may have changed the partition under the operation: then it is void.
-        let void = self.state.read(|s| {
-            let p = s.partition(pid)?;
-            if !p.all_nodes().any(|n| n == from) {
-                return Some(format!("node {from} no longer holds partition {pid}"));
-            }
-            if p.all_nodes().any(|n| n == to) {
-                return Some(format!("node {to} already holds partition {pid}"));
-            }
-            match s.node(to).map(|n| n.status) {
-                Some(NodeStatus::Healthy) => None,
-                other => Some(format!("target node {to} is {other:?}")),
-            }
-        });
-        if let Some(why) = void {
-            return Ok(Some(Ended::RolledBack(why)));
-        }
-        let mut step = op.step;
         if step == OperationStep::Copying {
             let copied = self.copy_snapshot(pid, epoch, to).await?;
             self.advance(op, OperationStep::CatchingUp, Some(copied))
@@ -543,7 +506,7 @@ impl DataPlane {
             let mut theirs = self.target_position(pid, epoch, to).await?;
             for _ in 0..MOVE_CATCH_UP_ROUNDS {
                 let mine = self.store.position(pid)?;
-                if mine.lsn.saturating_sub(theirs.lsn) <= MOVE_SWITCH_LAG_RECORDS {
+                if move_may_switch(mine.lsn, theirs.lsn) {
                     break;
                 }
                 theirs = self
@@ -594,12 +557,10 @@ impl DataPlane {
         let released = paused.elapsed();
         let committed = self.meta.propose(cmd).await;
         let pause = paused.elapsed();
-        let ended = match committed {
-            Ok(Ok(_)) => Ok(Some(Ended::Completed(Some(pause)))),
-            Ok(Err(e @ (MetaError::StaleEpoch { .. } | MetaError::Invalid(_)))) => {
-                Ok(Some(Ended::RolledBack(e.to_string())))
-            }
-            Ok(Err(e)) => Err(StepFailed(e.to_string())),
+        let ended = match committed.as_ref().map(switch_verdict) {
+            Ok(SwitchVerdict::Switched) => Ok(Some(Ended::Completed(Some(pause)))),
+            Ok(SwitchVerdict::RolledBack(why)) => Ok(Some(Ended::RolledBack(why))),
+            Ok(SwitchVerdict::Failed(why)) => Err(StepFailed(why)),
             Err(e) => Err(StepFailed(e.to_string())),
         };
         let completed = matches!(ended, Ok(Some(Ended::Completed(_))));
@@ -634,11 +595,11 @@ impl DataPlane {
         epoch: u64,
         to: NodeId,
     ) -> Result<(), ItemError> {
-        let Some(OwnPartition {
+        let Some(Led {
             table_id,
             epoch: current,
             ..
-        }) = self.own_partition(pid)
+        }) = self.state.read(|s| drive::led(s, pid, self.me))
         else {
             return Err(ItemError::WrongPartition {
                 current_epoch: None,
@@ -766,29 +727,11 @@ impl DataPlane {
         step: OperationStep,
         progress: Option<OperationProgress>,
     ) -> Result<(), StepFailed> {
-        let cmd = MetaCommand::AdvanceOperation {
-            operation_id: op.operation_id,
-            step,
-            progress,
-            now_ms: self.now_ms(),
-        };
+        let cmd = drive::advance(op.operation_id, step, progress, self.now_ms());
         match self.meta.propose(cmd).await? {
             Ok(_) => Ok(()),
             Err(e) => Err(StepFailed(e.to_string())),
         }
-    }
-
-    /// What the metadata records of `pid`, if this agent is its primary.
-    fn own_partition(&self, pid: PartitionId) -> Option<OwnPartition> {
-        self.state.read(|s| {
-            s.partition(pid)
-                .filter(|p| p.primary_node_id == self.me)
-                .map(|p| OwnPartition {
-                    table_id: p.table_id,
-                    epoch: p.epoch,
-                    range: p.range,
-                })
-        })
     }
 
     fn observe_pause(&self, kind: &'static str, pause: Duration) {
@@ -808,11 +751,15 @@ impl DataPlane {
     }
 }
 
-/// A partition this agent is the primary of, as the metadata records it.
-struct OwnPartition {
-    table_id: TableId,
-    epoch: u64,
-    range: KeyRange,
+/// How an operation ends when there is no work for this driver: not at all when it
+/// does not lead the partition, completed when the routing switched already, rolled
+/// back when void.
+fn ended_without_work<T>(next: Next<T>) -> Option<Ended> {
+    match next {
+        Next::Switched => Some(Ended::Completed(None)),
+        Next::Void(why) => Some(Ended::RolledBack(why)),
+        Next::NotMine | Next::Go(_) => None,
+    }
 }
 
 /// A move target registered as a learner of its partition (see `DataPlane::learners`)
