@@ -7,6 +7,8 @@
 //!   the check every data node runs on every request.
 //! - [`secret`]: principal secrets (generated from a caller's RNG, stored only as a
 //!   salted hash) and principal ARNs.
+//! - [`upkeep`]: what the leader's signing key keeper publishes, rotates, retires and
+//!   drops.
 //!
 //! Nothing here reads the clock or the OS entropy source: `now_secs` and the RNG are
 //! arguments. The agent holds the signing key file, the trusted public keys, the
@@ -17,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub mod policy;
 pub mod secret;
 pub mod token;
+pub mod upkeep;
 
 pub use policy::{Denied, Effect, Policy, allowed, check_request, grantable};
 pub use secret::{SecretHash, hash_secret, new_secret, principal_arn, verify_secret};

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use shared::auth::upkeep::{OwnKey, plan_key_upkeep};
 use shared::command::MetaCommand;
 
 use crate::auth::issuer::CredentialIssuer;
@@ -25,21 +26,23 @@ impl SigningKeyKeeper {
     }
 
     /// One round: publish or rotate this leader's key, retire the others, drop the
-    /// untrusted ones, collect expired revocations. Failures are retried next round.
+    /// untrusted ones, collect expired revocations (decided by
+    /// `shared::auth::upkeep::plan_key_upkeep`). Failures are retried next round.
     pub async fn step(&self) {
         let keys = self.issuer.lock_keys().await;
         let meta = self.issuer.meta();
         let me = meta.node_id();
         let key = self.issuer.slot().current();
         let now = (self.clock)();
-        let (registered, record) = meta
+        let period = self.issuer.rotation_period_ms();
+        let Some(plan) = meta
             .state()
-            .read(|s| (s.node(me).is_some(), s.signing_key(key.kid()).cloned()));
-        if !registered {
+            .read(|s| plan_key_upkeep(s, me, key.kid(), now, period))
+        else {
             return;
-        }
-        let result = match record {
-            None => {
+        };
+        let result = match plan.own {
+            OwnKey::Publish => {
                 let cmd = MetaCommand::PublishSigningKey {
                     kid: key.kid().to_string(),
                     public_key: key.public_key(),
@@ -53,47 +56,23 @@ impl SigningKeyKeeper {
                 published
             }
             // Retired while another agent led (or older than the period): a new key.
-            Some(r)
-                if !r.is_active() || now >= r.created_at_ms + self.issuer.rotation_period_ms() =>
-            {
-                self.issuer.rotate_holding(&keys).await.map(|_| ())
-            }
-            Some(_) => Ok(()),
+            OwnKey::Rotate => self.issuer.rotate_holding(&keys).await.map(|_| ()),
+            OwnKey::Keep => Ok(()),
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "signing key not published or rotated yet");
             return;
         }
-        self.retire_others(now).await;
-        self.collect_garbage(now).await;
-    }
-
-    /// Retires every active key but this leader's current one: former leaders' keys
-    /// sign nothing any more, and stay trusted for the grace period.
-    async fn retire_others(&self, now: u64) {
+        // Former leaders' keys sign nothing any more, and stay trusted for the grace
+        // period. (A rotation just now retired the previous key itself.)
         let current = self.issuer.slot().current();
-        let others: Vec<String> = self.issuer.meta().state().read(|s| {
-            s.signing_keys()
-                .filter(|k| k.is_active() && k.kid != current.kid())
-                .map(|k| k.kid.clone())
-                .collect()
-        });
-        for kid in others {
-            match self.issuer.retire(&kid, now).await {
+        for kid in plan.retire.iter().filter(|k| *k != current.kid()) {
+            match self.issuer.retire(kid, now).await {
                 Ok(_) => tracing::info!(%kid, "retired a former leader's signing key"),
                 Err(e) => tracing::debug!(%kid, error = %e, "key not retired yet"),
             }
         }
-    }
-
-    async fn collect_garbage(&self, now: u64) {
-        let (untrusted, expired) = self.issuer.meta().state().read(|s| {
-            (
-                s.signing_keys().any(|k| !k.is_trusted_at(now)),
-                s.has_expired_revocations(now),
-            )
-        });
-        if untrusted {
+        if plan.drop_untrusted {
             let dropped = self
                 .issuer
                 .commit(MetaCommand::DropExpiredKeys { now_ms: now })
@@ -102,7 +81,7 @@ impl SigningKeyKeeper {
                 tracing::info!("dropped signing keys past their grace period");
             }
         }
-        if expired {
+        if plan.gc_revocations {
             let _ = self
                 .issuer
                 .commit(MetaCommand::GcRevocations { now_ms: now })
