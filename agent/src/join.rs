@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::command::MetaCommand;
+use shared::lifecycle::incarnation_failed;
 use shared::model::NodeStatus;
 
 use crate::config::Config;
@@ -138,10 +139,10 @@ async fn wait_until_declared_failed(reg: &Registration, incarnation: u64, poll: 
             _ = declared_down.notified() => true,
             _ = tokio::time::sleep(poll) => false,
         };
-        let failed_locally = reg.meta.state().read(|s| {
-            s.node(me)
-                .is_some_and(|n| n.status == NodeStatus::Failed && n.incarnation == incarnation)
-        });
+        let failed_locally = reg
+            .meta
+            .state()
+            .read(|s| incarnation_failed(s, me, incarnation));
         let silent = !reg.freshness.within(SILENT_LEADER_ASKS_AFTER)
             && last_asked.elapsed() >= SILENT_LEADER_ASKS_AFTER;
         if failed_locally || decommissioned(reg) {

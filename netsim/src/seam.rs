@@ -140,6 +140,12 @@ impl MetaLog for SimMeta {
         })
     }
 
+    /// The simulated log takes proposals from any node to its leader: both ways of
+    /// proposing are the same here.
+    fn propose_via_leader(&self, cmd: MetaCommand) -> BoxFuture<'_, ProposalOutcome> {
+        self.propose(cmd)
+    }
+
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), MetaClientError>> {
         let pending = Pending {
             proposals: self.proposals.clone(),

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 
 use crate::command::MetaCommand;
 use crate::model::{
-    KeyRange, NodeId, OperationKind, OperationStatus, PartitionId, TableStatus, UnixMillis,
+    KeyRange, NodeId, NodeStatus, OperationKind, OperationStatus, PartitionId, TableStatus,
+    UnixMillis,
 };
 use crate::placement::{PlacementConfig, plan_new_table};
 use crate::state::MetaState;
@@ -249,6 +250,22 @@ pub fn reconcile_plan(
             .collect();
     }
     plan
+}
+
+/// Whether the metadata records incarnation `incarnation` of `node_id` as FAILED: an
+/// agent that keeps running then rejoins as a new incarnation (a failed node comes back
+/// as a new one, never as the one declared dead).
+pub fn incarnation_failed(state: &MetaState, node_id: NodeId, incarnation: u64) -> bool {
+    state
+        .node(node_id)
+        .is_some_and(|n| n.status == NodeStatus::Failed && n.incarnation == incarnation)
+}
+
+/// Whether the metadata records `node_id` at `incarnation` or a later one.
+pub fn registered(state: &MetaState, node_id: NodeId, incarnation: u64) -> bool {
+    state
+        .node(node_id)
+        .is_some_and(|n| n.incarnation >= incarnation)
 }
 
 /// The epoch at which `node_id`'s copy of `pid` must be filled from its primary before
@@ -673,6 +690,25 @@ mod tests {
         assert_eq!(
             estimate_scaling_seconds(8, 4),
             estimate_scaling_seconds(4, 8)
+        );
+    }
+
+    #[test]
+    fn a_failed_incarnation_is_given_up_and_a_later_one_counts_as_registered() {
+        // testkit registers node 1 at incarnation 1.
+        let mut s = state_with_nodes(3);
+        assert!(registered(&s, 1, 1) && !registered(&s, 1, 2) && !registered(&s, 9, 1));
+        assert!(!incarnation_failed(&s, 1, 1));
+        s.apply(&MetaCommand::NodeFailed {
+            node_id: 1,
+            incarnation: 1,
+            now_ms: NOW,
+        })
+        .unwrap();
+        assert!(incarnation_failed(&s, 1, 1));
+        assert!(
+            !incarnation_failed(&s, 1, 2),
+            "a newer incarnation is not the failed one"
         );
     }
 }

@@ -170,7 +170,7 @@ impl<M: MetaLog, C: LocalCopies> Reconciler<M, C> {
                 node_id: self.node_id,
                 partition_ids: ready,
             };
-            self.meta.propose(cmd).await?.ok();
+            self.meta.propose_via_leader(cmd).await?.ok();
         }
         if !filled.is_empty() {
             let cmd = MetaCommand::PartitionsReadyAt {
@@ -178,14 +178,14 @@ impl<M: MetaLog, C: LocalCopies> Reconciler<M, C> {
                 partitions: filled,
             };
             // A stale epoch (the partition moved while filling) is refused: refilled next pass.
-            self.meta.propose(cmd).await?.ok();
+            self.meta.propose_via_leader(cmd).await?.ok();
         }
         if !plan.release.is_empty() {
             let cmd = MetaCommand::PartitionsReleased {
                 node_id: self.node_id,
                 partition_ids: plan.release,
             };
-            self.meta.propose(cmd).await?.ok();
+            self.meta.propose_via_leader(cmd).await?.ok();
         }
         Ok(())
     }
@@ -291,7 +291,8 @@ mod tests {
         Arc<SetCopies>,
         StateHandle,
     ) {
-        let log = Arc::new(RecordingLog::of(node));
+        // Reconcilers run on every node: as followers, they report through the leader.
+        let log = Arc::new(RecordingLog::follower(node));
         let copies = Arc::new(SetCopies::default());
         let replica = StateHandle::detached(state);
         let caught_up = Arc::new(AtomicBool::new(true));

@@ -27,6 +27,13 @@ impl MetaLog for MetaClient {
         Box::pin(MetaClient::propose_as_leader(self, cmd))
     }
 
+    fn propose_via_leader(
+        &self,
+        cmd: MetaCommand,
+    ) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
+        Box::pin(MetaClient::propose(self, cmd))
+    }
+
     fn read_barrier(&self) -> BoxFuture<'_, Result<(), MetaClientError>> {
         Box::pin(self.linearizable_barrier())
     }

@@ -10,8 +10,8 @@ use shared::model::NodeId;
 use super::{BoxFuture, MetaClientError, MetaLog};
 use crate::metrics::AgentMetrics;
 
-/// A metadata log that records what is proposed (every proposal succeeds) and whose
-/// read barrier fails while `cut_off` is set.
+/// A metadata log that records what is proposed (every proposal succeeds, except a
+/// leader-only one on a `follower`) and whose read barrier fails while `cut_off` is set.
 #[derive(Default)]
 pub struct RecordingLog {
     /// The proposing node (0 reads as node 1).
@@ -20,6 +20,8 @@ pub struct RecordingLog {
     pub committed: Mutex<Vec<MetaCommand>>,
     /// The leader cannot be reached: barriers fail.
     pub cut_off: AtomicBool,
+    /// This node does not lead: leader-only proposals fail.
+    pub follower: bool,
     metrics: AgentMetrics,
 }
 
@@ -29,6 +31,14 @@ impl RecordingLog {
         RecordingLog {
             node_id,
             ..RecordingLog::default()
+        }
+    }
+
+    /// A log proposing as `node_id`, a follower.
+    pub fn follower(node_id: NodeId) -> Self {
+        RecordingLog {
+            follower: true,
+            ..RecordingLog::of(node_id)
         }
     }
 
@@ -44,6 +54,17 @@ impl MetaLog for RecordingLog {
     }
 
     fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
+        if self.follower {
+            let refused = MetaClientError::NoLeader("this node does not lead".into());
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        self.propose_via_leader(cmd)
+    }
+
+    fn propose_via_leader(
+        &self,
+        cmd: MetaCommand,
+    ) -> BoxFuture<'_, Result<MetaResult, MetaClientError>> {
         self.committed.lock().unwrap().push(cmd);
         Box::pin(std::future::ready(Ok(Ok(MetaOutcome::Done))))
     }

@@ -28,9 +28,18 @@ pub trait MetaLog: Send + Sync + 'static {
     /// The proposing node's id.
     fn node_id(&self) -> NodeId;
 
-    /// Commits `cmd` and returns the state machine's result once the proposer's local
-    /// replica applied it; an error says whether the command may have applied.
+    /// Commits `cmd` **only while this node leads** and returns the state machine's
+    /// result once the local replica applied it; an error says whether the command may
+    /// have applied. What leader-only controllers propose: their decisions come from
+    /// this leader's view, so one is never forwarded to a newer leader.
     fn propose(&self, cmd: MetaCommand) -> BoxFuture<'_, Result<MetaResult, MetaClientError>>;
+
+    /// Commits `cmd` through whichever node leads (forwarded from a follower), with the
+    /// result once the local replica applied it: what every agent's reconciler reports.
+    fn propose_via_leader(
+        &self,
+        cmd: MetaCommand,
+    ) -> BoxFuture<'_, Result<MetaResult, MetaClientError>>;
 
     /// Returns once the local replica has applied everything the leader had committed
     /// when asked (a read index): what the replica shows is then current.

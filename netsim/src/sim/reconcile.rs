@@ -6,7 +6,8 @@
 //! barrier is answered once the replica holds the leader's commit index.
 
 use shared::command::{MetaCommand, MetaOutcome};
-use shared::model::{NodeId, NodeStatus};
+use shared::lifecycle::{incarnation_failed, registered};
+use shared::model::NodeId;
 
 use agent::seam::MetaClientError;
 
@@ -18,21 +19,21 @@ use crate::event::Event;
 use crate::seam::ProposalId;
 
 impl Simulation {
-    /// The agent's join loop: while its replica does not show its current incarnation
-    /// registered, it (re-)registers; an incarnation committed FAILED while the process
-    /// runs is given up for the next one, as `agent::join` does.
+    /// The agent's join loop (the joining itself is simulated; its decisions are the
+    /// agent's): while its replica does not show its current incarnation registered, it
+    /// (re-)registers; an incarnation committed FAILED while the process runs is given up
+    /// for the next one, as `agent::join` does.
     pub(super) fn keep_registered(&mut self, node: NodeId) {
         let agent = self.agents.get_mut(&node).expect("known");
-        let record = agent
+        let incarnation = agent.incarnation;
+        if agent
             .replica
-            .read(|s| s.node(node).map(|n| (n.status, n.incarnation)));
-        if let Some((NodeStatus::Failed, incarnation)) = record
-            && incarnation == agent.incarnation
+            .read(|s| incarnation_failed(s, node, incarnation))
         {
             agent.incarnation += 1;
         }
         let incarnation = agent.incarnation;
-        if record.is_none_or(|(_, registered)| registered < incarnation) {
+        if !agent.replica.read(|s| registered(s, node, incarnation)) {
             let cmd = register(&self.cfg, node, incarnation, self.clock.unix_ms());
             self.propose(node, cmd);
         }
