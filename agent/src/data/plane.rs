@@ -25,6 +25,7 @@ use shared::keyspace::{RouteEntry, RoutingTable};
 use shared::model::{AttributeType, NodeId, PartitionId, TableStatus};
 
 pub use activity::{PartitionActivity, PartitionSample};
+pub use operations::OperationDrivers;
 
 use super::DataConfig;
 use crate::data::store::PartitionStore;
@@ -115,8 +116,8 @@ pub struct DataPlane {
     primary: PrimarySide,
     /// As a replica of partitions: accepted epochs, one change at a time, transfers.
     replica: ReplicaSide,
-    /// As the driver of the operations on partitions it leads: stagings, drivers.
-    driver: DriverSide,
+    /// Stagings of splits and merges (the drivers themselves are `OperationDrivers`).
+    staging: StagingSide,
     /// Read leases, held as a primary and granted as a replica: one type for both
     /// roles, because a replica promoted to primary must not take a lease over a grant
     /// it gave (see `lease`).
@@ -150,17 +151,16 @@ struct ReplicaSide {
     installing: Mutex<HashMap<PartitionId, u64>>,
 }
 
-/// The operation drivers' state.
+/// New partitions staged ahead of their split or merge: made by this agent's drivers
+/// and, at their request, by its replicas.
 #[derive(Default)]
-struct DriverSide {
+struct StagingSide {
     /// New partitions staged here ahead of their split or merge, by first source.
     staged: Mutex<HashMap<PartitionId, crate::data::store::StagedDerivation>>,
     /// Held by each derivation from taking its staging to storing the new partitions,
     /// so that a second caller (the reconciler, a replica request) finds them stored
     /// instead of copying everything again over a staging being finished.
     deriving: tokio::sync::Mutex<()>,
-    /// Operations with a driver running on this agent.
-    driving: Mutex<std::collections::HashSet<shared::model::OperationId>>,
 }
 
 /// What a data plane is built from.
@@ -208,7 +208,7 @@ impl DataPlane {
             routes: Mutex::new((u64::MAX, Arc::new(RoutingTable::default()))),
             primary: PrimarySide::default(),
             replica: ReplicaSide::default(),
-            driver: DriverSide::default(),
+            staging: StagingSide::default(),
             leases: lease::Leases::default(),
             clock,
         })

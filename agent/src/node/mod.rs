@@ -22,6 +22,7 @@ use crate::control::recovery::RecoveryCoordinator;
 use crate::control::run_on_leader;
 use crate::control::scaler::Scaler;
 use crate::control::voters::VoterManager;
+use crate::data::plane::OperationDrivers;
 use crate::data::plane::{DataPlane, DataPlaneParts};
 use crate::data::reconciler::Reconciler;
 use crate::data::store::PartitionStore;
@@ -160,8 +161,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         move || data.clone().run_leases()
     });
     tasks.keep_running("operation-drivers", {
-        let data = data.clone();
-        move || data.clone().run_operations(tick)
+        let drivers = OperationDrivers::new(data.clone());
+        move || drivers.clone().run(tick)
     });
     tasks.keep_running("leader-changes", {
         let (raft, metrics) = (raft.clone(), metrics.clone());

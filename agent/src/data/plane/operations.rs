@@ -23,25 +23,26 @@
 //! how a switch commit ends it and what follows a failed step are decided in
 //! `shared::drive` (netsim's executors act on the same decisions).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use shared::command::{MetaCommand, MetaOutcome, PartitionChange};
-use shared::data::{
-    DataPeerReply, DataPeerRequest, ItemError, LogPosition, ReplicaReply, ReplicaRequest,
-};
+use shared::command::{MetaCommand, MetaOutcome};
+use shared::data::{DataPeerReply, DataPeerRequest, LogPosition, ReplicaReply, ReplicaRequest};
 use shared::drive::{
     self, Led, MergeWork, MoveWork, Next, SplitWork, SwitchVerdict, move_may_switch,
     operations_to_drive, retry_or_roll_back, split_children, switch_verdict,
 };
 use shared::model::{
-    KeyRange, NodeId, Operation, OperationKind, OperationProgress, OperationStep, PartitionId,
+    KeyRange, NodeId, Operation, OperationId, OperationKind, OperationProgress, OperationStep,
+    PartitionId,
 };
 use shared::split::choose_split_point;
 use tokio::time::Instant;
 
 use super::primary::{Leadership, ReplicateFailure};
 use super::{DataPlane, lock};
-use crate::metrics::{OperationLabels, OperationOutcomeLabels};
+use crate::metrics::OperationOutcomeLabels;
 
 /// Pause before a failed step is tried again.
 const STEP_RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -71,11 +72,31 @@ enum Ended {
     RolledBack(String),
 }
 
-impl DataPlane {
+/// The drivers of the operations on the partitions this agent leads: their own type
+/// over the data plane (which they use as the primary: pausing writes, replicating,
+/// staging), with their own state (which operations have a driver running).
+pub struct OperationDrivers {
+    plane: Arc<DataPlane>,
+    /// Operations with a driver running on this agent.
+    driving: Mutex<HashSet<OperationId>>,
+    /// The drivers themselves, for the task of each operation.
+    this: Weak<OperationDrivers>,
+}
+
+impl OperationDrivers {
+    /// The drivers of `plane`'s agent.
+    pub fn new(plane: Arc<DataPlane>) -> Arc<Self> {
+        Arc::new_cyclic(|this| OperationDrivers {
+            plane,
+            driving: Mutex::default(),
+            this: this.clone(),
+        })
+    }
+
     /// Starts a driver for every running operation on a partition this agent leads, on
     /// every applied metadata entry and every `tick`, until the process stops.
-    pub async fn run_operations(self: std::sync::Arc<Self>, tick: Duration) {
-        let mut applied = self.state.subscribe();
+    pub async fn run(self: Arc<Self>, tick: Duration) {
+        let mut applied = self.plane.state.subscribe();
         loop {
             self.start_drivers();
             tokio::select! {
@@ -86,9 +107,12 @@ impl DataPlane {
     }
 
     fn start_drivers(&self) {
-        let mine: Vec<Operation> = self.state.read(|s| operations_to_drive(s, self.me));
+        let mine: Vec<Operation> = self
+            .plane
+            .state
+            .read(|s| operations_to_drive(s, self.plane.me));
         for op in mine {
-            if !lock(&self.driver.driving).insert(op.operation_id) {
+            if !lock(&self.driving).insert(op.operation_id) {
                 continue;
             }
             let Some(this) = self.this.upgrade() else {
@@ -97,7 +121,7 @@ impl DataPlane {
             tokio::spawn(async move {
                 let id = op.operation_id;
                 this.drive(op).await;
-                lock(&this.driver.driving).remove(&id);
+                lock(&this.driving).remove(&id);
             });
         }
     }
@@ -108,15 +132,24 @@ impl DataPlane {
         let kind = kind_name(&op.kind);
         let result = match op.kind {
             OperationKind::Split { .. } => {
-                let next = self.state.read(|s| drive::next_split(s, &op, self.me));
+                let next = self
+                    .plane
+                    .state
+                    .read(|s| drive::next_split(s, &op, self.plane.me));
                 self.drive_split(&op, next).await
             }
             OperationKind::Move { .. } => {
-                let next = self.state.read(|s| drive::next_move(s, &op, self.me));
+                let next = self
+                    .plane
+                    .state
+                    .read(|s| drive::next_move(s, &op, self.plane.me));
                 self.drive_move(&op, next).await
             }
             OperationKind::Merge { .. } => {
-                let next = self.state.read(|s| drive::next_merge(s, &op, self.me));
+                let next = self
+                    .plane
+                    .state
+                    .read(|s| drive::next_merge(s, &op, self.plane.me));
                 self.drive_merge(&op, next).await
             }
         };
@@ -130,7 +163,7 @@ impl DataPlane {
                     self.finish(&op, kind, Ended::RolledBack(why)).await;
                     return;
                 };
-                let _ = self.meta.propose(retry).await;
+                let _ = self.plane.meta.propose(retry).await;
                 tokio::time::sleep(STEP_RETRY_PAUSE).await;
             }
         }
@@ -141,14 +174,15 @@ impl DataPlane {
             Ended::Completed(pause) => (true, "completed", pause),
             Ended::RolledBack(why) => {
                 tracing::warn!(operation = op.operation_id, kind, %why, "operation rolled back");
-                self.discard_staging(op.partition_id).await;
+                self.plane.discard_staging(op.partition_id).await;
                 (false, "rolled_back", None)
             }
         };
         let pause_ms = pause.map(|p| p.as_millis() as u64);
         let cmd = drive::finish(op.operation_id, completed, pause_ms, self.now_ms());
-        if let Ok(Ok(MetaOutcome::Done)) = self.meta.propose(cmd).await {
-            self.meta
+        if let Ok(Ok(MetaOutcome::Done)) = self.plane.meta.propose(cmd).await {
+            self.plane
+                .meta
                 .metrics()
                 .operations_finished
                 .get_or_create(&OperationOutcomeLabels { kind, outcome })
@@ -179,7 +213,7 @@ impl DataPlane {
         let split_point = match requested {
             Some(point) => point,
             None => {
-                let store = self.store.clone();
+                let store = self.plane.store.clone();
                 let (hashes, _) =
                     tokio::task::spawn_blocking(move || store.key_hashes(pid)).await??;
                 match choose_split_point(&range, &hashes) {
@@ -206,9 +240,9 @@ impl DataPlane {
         }
 
         // The pause: from here until the children take writes.
-        let writer = self.writer(pid);
+        let writer = self.plane.writer(pid);
         let (fenced, paused, lead) = self.pause_writes(&writer, table_id, pid, epoch).await?;
-        let position = self.store.position(pid)?;
+        let position = self.plane.store.position(pid)?;
         self.bring_all_to(&lead.replicas, pid, epoch, position)
             .await?;
         let replicas_synced = paused.elapsed();
@@ -219,12 +253,12 @@ impl DataPlane {
             expected_epoch: epoch,
             now_ms: self.now_ms(),
         };
-        let result = match self.meta.propose(cmd).await {
+        let result = match self.plane.meta.propose(cmd).await {
             Ok(result) => result,
             Err(e) => {
                 // The split may have committed: no write may reach the parent until its
                 // epoch moved (or the split shows), as after a write in doubt.
-                self.primary.fences.fence(pid, epoch);
+                self.plane.primary.fences.fence(pid, epoch);
                 return Err(e.into());
             }
         };
@@ -235,7 +269,7 @@ impl DataPlane {
             SwitchVerdict::RolledBack(why) => return Ok(Some(Ended::RolledBack(why))),
             SwitchVerdict::Failed(why) => return Err(StepFailed(why)),
         }
-        let children: Vec<(PartitionId, KeyRange)> = self.state.read(|s| {
+        let children: Vec<(PartitionId, KeyRange)> = self.plane.state.read(|s| {
             s.operation(op.operation_id)
                 .and_then(|o| o.split)
                 .map(|r| {
@@ -250,7 +284,7 @@ impl DataPlane {
             .await?;
         drop(fenced);
         let pause = paused.elapsed();
-        self.observe_pause("split", pause);
+        self.plane.observe_pause("split", pause);
         tracing::info!(
             partition = pid,
             ?children,
@@ -272,7 +306,9 @@ impl DataPlane {
         children: Vec<(PartitionId, KeyRange)>,
         positions: Vec<LogPosition>,
     ) -> Result<(), StepFailed> {
-        let local = self.derive_children(sources.clone(), children.clone());
+        let local = self
+            .plane
+            .derive_children(sources.clone(), children.clone());
         let asks = replicas.iter().map(|&replica| {
             let request = DataPeerRequest::Replica(ReplicaRequest::Derive {
                 sources: sources.clone(),
@@ -280,7 +316,10 @@ impl DataPlane {
                 positions: positions.clone(),
             });
             async move {
-                let reply = self.rpc(replica, request, SPLIT_REPLICA_TIMEOUT).await;
+                let reply = self
+                    .plane
+                    .rpc(replica, request, SPLIT_REPLICA_TIMEOUT)
+                    .await;
                 (replica, reply)
             }
         });
@@ -308,12 +347,10 @@ impl DataPlane {
         let synced = futures::future::join_all(
             replicas
                 .iter()
-                .map(|&replica| self.bring_to(replica, pid, epoch, position)),
+                .map(|&replica| self.plane.bring_to(replica, pid, epoch, position)),
         )
         .await;
-        synced
-            .into_iter()
-            .collect::<Result<Vec<()>, StepFailed>>()?;
+        synced.into_iter().collect::<Result<Vec<()>, String>>()?;
         Ok(())
     }
 
@@ -351,14 +388,17 @@ impl DataPlane {
 
         // The pause: both sides' writes wait from here until the merged partition takes
         // them. Only this driver takes two write locks, so the order cannot deadlock.
-        let (left_writer, right_writer) = (self.writer(left), self.writer(right));
+        let (left_writer, right_writer) = (self.plane.writer(left), self.plane.writer(right));
         let (fenced, paused, lead) = self
             .pause_writes(&left_writer, table_id, left, left_epoch)
             .await?;
         let (fenced_right, _, _) = self
             .pause_writes(&right_writer, table_id, right, right_epoch)
             .await?;
-        let positions = vec![self.store.position(left)?, self.store.position(right)?];
+        let positions = vec![
+            self.plane.store.position(left)?,
+            self.plane.store.position(right)?,
+        ];
         let (synced_left, synced_right) = tokio::join!(
             self.bring_all_to(&lead.replicas, left, left_epoch, positions[0]),
             self.bring_all_to(&lead.replicas, right, right_epoch, positions[1]),
@@ -373,13 +413,13 @@ impl DataPlane {
             expected_epochs: (left_epoch, right_epoch),
             now_ms: self.now_ms(),
         };
-        let result = match self.meta.propose(cmd).await {
+        let result = match self.plane.meta.propose(cmd).await {
             Ok(result) => result,
             Err(e) => {
                 // The merge may have committed: neither side takes a write until its
                 // epoch moved (or the merge shows), as after a write in doubt.
-                self.primary.fences.fence(left, left_epoch);
-                self.primary.fences.fence(right, right_epoch);
+                self.plane.primary.fences.fence(left, left_epoch);
+                self.plane.primary.fences.fence(right, right_epoch);
                 return Err(e.into());
             }
         };
@@ -394,7 +434,7 @@ impl DataPlane {
         drop(fenced_right);
         drop(fenced);
         let pause = paused.elapsed();
-        self.observe_pause("merge", pause);
+        self.plane.observe_pause("merge", pause);
         tracing::info!(
             left,
             right,
@@ -405,23 +445,6 @@ impl DataPlane {
             "merged (pause phases: replicas synced, committed, merged partition derived)"
         );
         Ok(Some(Ended::Completed(Some(pause))))
-    }
-
-    /// Drops the new partitions staged here from `first` (the first source of a split
-    /// or merge that was abandoned).
-    pub(super) async fn discard_staging(&self, first: PartitionId) {
-        let Some(staged) = lock(&self.driver.staged).remove(&first) else {
-            return;
-        };
-        let store = self.store.clone();
-        let discarded = tokio::task::spawn_blocking(move || store.discard_stage(&staged)).await;
-        if !matches!(discarded, Ok(Ok(()))) {
-            tracing::warn!(
-                partition = first,
-                ?discarded,
-                "staged partitions not dropped"
-            );
-        }
     }
 
     /// Takes the partition's write lock (writes wait from now: the pause starts) and
@@ -436,6 +459,7 @@ impl DataPlane {
         let fenced = writer.write().await;
         let paused = Instant::now();
         let lead = self
+            .plane
             .leadership(table_id, pid, Some(epoch), false)
             .map_err(StepFailed::from)?;
         Ok((fenced, paused, lead))
@@ -450,19 +474,19 @@ impl DataPlane {
         epoch: u64,
         children: Vec<(PartitionId, KeyRange)>,
     ) {
-        let replicas: Vec<NodeId> = self.state.read(|s| {
+        let replicas: Vec<NodeId> = self.plane.state.read(|s| {
             s.partition(sources[0])
                 .filter(|p| p.epoch == epoch)
                 .map(|p| p.replica_node_ids.clone())
                 .unwrap_or_default()
         });
-        let local = self.stage(sources.clone(), children.clone());
+        let local = self.plane.stage(sources.clone(), children.clone());
         let asks = replicas.iter().map(|&replica| {
             let request = DataPeerRequest::Replica(ReplicaRequest::Stage {
                 sources: sources.clone(),
                 children: children.clone(),
             });
-            self.rpc(replica, request, MOVE_SNAPSHOT_TIMEOUT)
+            self.plane.rpc(replica, request, MOVE_SNAPSHOT_TIMEOUT)
         });
         let (local, replies) = tokio::join!(local, futures::future::join_all(asks));
         if let Err(e) = local {
@@ -505,11 +529,12 @@ impl DataPlane {
         if step == OperationStep::CatchingUp {
             let mut theirs = self.target_position(pid, epoch, to).await?;
             for _ in 0..MOVE_CATCH_UP_ROUNDS {
-                let mine = self.store.position(pid)?;
+                let mine = self.plane.store.position(pid)?;
                 if move_may_switch(mine.lsn, theirs.lsn) {
                     break;
                 }
                 theirs = self
+                    .plane
                     .catch_up(to, pid, epoch, theirs)
                     .await
                     .map_err(|e| StepFailed(e.to_string()))?;
@@ -518,31 +543,33 @@ impl DataPlane {
         }
         // From here every write also goes to the target, and one more catch-up closes
         // the gap: the switch then finds it up to date and sends no tail.
-        let _learner = Learner::register(self, pid, epoch, to);
+        let _learner = Learner::register(&self.plane, pid, epoch, to);
         let theirs = self.target_position(pid, epoch, to).await?;
-        self.catch_up(to, pid, epoch, theirs)
+        self.plane
+            .catch_up(to, pid, epoch, theirs)
             .await
             .map_err(|e| StepFailed(e.to_string()))?;
 
         // The pause: from here until the new routing is committed.
-        let writer = self.writer(pid);
+        let writer = self.plane.writer(pid);
         let (fenced, paused, lead) = self.pause_writes(&writer, table_id, pid, epoch).await?;
         let theirs = self.target_position(pid, epoch, to).await?;
-        self.catch_up(to, pid, epoch, theirs)
+        self.plane
+            .catch_up(to, pid, epoch, theirs)
             .await
             .map_err(|e| StepFailed(e.to_string()))?;
         let tail_sent = paused.elapsed();
-        let handing_over = from == self.me;
+        let handing_over = from == self.plane.me;
         if handing_over {
             // No reads here from now on, and no replica keeps this primary's grant, so
             // the new primary takes a lease at once instead of waiting one out.
-            self.leases.surrender(pid, epoch);
+            self.plane.leases.surrender(pid, epoch);
             let releases = lead.replicas.iter().map(|&replica| {
                 let request = DataPeerRequest::Replica(ReplicaRequest::ReleaseLease {
                     partition_id: pid,
-                    primary: self.me,
+                    primary: self.plane.me,
                 });
-                self.rpc(replica, request, self.replica_timeout())
+                self.plane.rpc(replica, request, self.replica_timeout())
             });
             futures::future::join_all(releases).await;
         }
@@ -555,7 +582,7 @@ impl DataPlane {
             now_ms: self.now_ms(),
         };
         let released = paused.elapsed();
-        let committed = self.meta.propose(cmd).await;
+        let committed = self.plane.meta.propose(cmd).await;
         let pause = paused.elapsed();
         let ended = match committed.as_ref().map(switch_verdict) {
             Ok(SwitchVerdict::Switched) => Ok(Some(Ended::Completed(Some(pause)))),
@@ -565,11 +592,11 @@ impl DataPlane {
         };
         let completed = matches!(ended, Ok(Some(Ended::Completed(_))));
         if handing_over && !completed {
-            self.leases.resume(pid);
+            self.plane.leases.resume(pid);
         }
         drop(fenced);
         if completed {
-            self.observe_pause("move", pause);
+            self.plane.observe_pause("move", pause);
             tracing::info!(
                 partition = pid,
                 from,
@@ -583,85 +610,6 @@ impl DataPlane {
         ended
     }
 
-    /// Hands the primary role of `pid` to its ready replica `to` (a scale-out primary
-    /// move; no data moves): writes wait on the partition's lock while `to` is brought
-    /// exactly up to date, this primary surrenders its read lease and the replicas
-    /// release their grants to it, then one `RepairPartitions` makes `to` the primary and
-    /// this node a replica, epoch + 1. A single commit: a crash before it changes
-    /// nothing, after it the hand-over is done.
-    pub(super) async fn hand_over(
-        &self,
-        pid: PartitionId,
-        epoch: u64,
-        to: NodeId,
-    ) -> Result<(), ItemError> {
-        let Some(Led {
-            table_id,
-            epoch: current,
-            ..
-        }) = self.state.read(|s| drive::led(s, pid, self.me))
-        else {
-            return Err(ItemError::WrongPartition {
-                current_epoch: None,
-                primary: None,
-            });
-        };
-        let ready = self.state.read(|s| {
-            s.partition(pid)
-                .is_some_and(|p| p.replica_node_ids.contains(&to) && p.ready_node_ids.contains(&to))
-        });
-        if current != epoch || !ready {
-            return Err(ItemError::Invalid(format!(
-                "node {to} is not a ready replica of partition {pid} at epoch {epoch}"
-            )));
-        }
-        let writer = self.writer(pid);
-        let _paused_writes = writer.write().await;
-        let paused = Instant::now();
-        let lead = self.leadership(table_id, pid, Some(epoch), false)?;
-        let position = self.store.position(pid).map_err(unavailable)?;
-        self.bring_to(to, pid, epoch, position)
-            .await
-            .map_err(|e| ItemError::Unavailable(e.0))?;
-        self.leases.surrender(pid, epoch);
-        let releases = lead.replicas.iter().map(|&replica| {
-            let request = DataPeerRequest::Replica(ReplicaRequest::ReleaseLease {
-                partition_id: pid,
-                primary: self.me,
-            });
-            self.rpc(replica, request, self.replica_timeout())
-        });
-        futures::future::join_all(releases).await;
-        let replicas: Vec<NodeId> = lead
-            .replicas
-            .iter()
-            .map(|&r| if r == to { self.me } else { r })
-            .collect();
-        let cmd = MetaCommand::RepairPartitions {
-            changes: vec![PartitionChange {
-                partition_id: pid,
-                expected_epoch: epoch,
-                primary_node_id: to,
-                replica_node_ids: replicas,
-            }],
-        };
-        match self.meta.propose(cmd).await {
-            Ok(Ok(_)) => {
-                self.observe_pause("handover", paused.elapsed());
-                tracing::info!(partition = pid, to, pause = ?paused.elapsed(), "handed the primary role over");
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.leases.resume(pid);
-                Err(ItemError::Invalid(e.to_string()))
-            }
-            Err(e) => {
-                self.leases.resume(pid);
-                Err(ItemError::Unavailable(e.to_string()))
-            }
-        }
-    }
-
     /// Sends a consistent snapshot of `pid` to the move's target; the bytes copied.
     async fn copy_snapshot(
         &self,
@@ -671,6 +619,7 @@ impl DataPlane {
     ) -> Result<OperationProgress, StepFailed> {
         let started = Instant::now();
         let (_, bytes) = self
+            .plane
             .stream_snapshot(to, pid, epoch)
             .await
             .map_err(|e| StepFailed(format!("node {to}: {e}")))?;
@@ -689,34 +638,10 @@ impl DataPlane {
         epoch: u64,
         to: NodeId,
     ) -> Result<LogPosition, StepFailed> {
-        let mine = self.store.position(pid)?;
-        match self.replicate(to, pid, epoch, mine, Vec::new()).await {
+        let mine = self.plane.store.position(pid)?;
+        match self.plane.replicate(to, pid, epoch, mine, Vec::new()).await {
             Ok(pos) | Err(ReplicateFailure::NeedSync(pos)) => Ok(pos),
             Err(e) => Err(StepFailed(e.to_string())),
-        }
-    }
-
-    /// Brings `replica` to exactly `position` (usually it is there already: every
-    /// acknowledged write reached it).
-    async fn bring_to(
-        &self,
-        replica: NodeId,
-        pid: PartitionId,
-        epoch: u64,
-        position: LogPosition,
-    ) -> Result<(), StepFailed> {
-        let theirs = match self
-            .replicate(replica, pid, epoch, position, Vec::new())
-            .await
-        {
-            Ok(pos) if pos == position => return Ok(()),
-            Ok(pos) | Err(ReplicateFailure::NeedSync(pos)) => pos,
-            Err(e) => return Err(StepFailed(format!("replica {replica}: {e}"))),
-        };
-        match self.catch_up(replica, pid, epoch, theirs).await {
-            Ok(pos) if pos == position => Ok(()),
-            Ok(pos) => Err(StepFailed(format!("replica {replica} ended at {pos:?}"))),
-            Err(e) => Err(StepFailed(format!("replica {replica}: {e}"))),
         }
     }
 
@@ -728,26 +653,18 @@ impl DataPlane {
         progress: Option<OperationProgress>,
     ) -> Result<(), StepFailed> {
         let cmd = drive::advance(op.operation_id, step, progress, self.now_ms());
-        match self.meta.propose(cmd).await? {
+        match self.plane.meta.propose(cmd).await? {
             Ok(_) => Ok(()),
             Err(e) => Err(StepFailed(e.to_string())),
         }
     }
 
-    fn observe_pause(&self, kind: &'static str, pause: Duration) {
-        self.meta
-            .metrics()
-            .write_pause_seconds
-            .get_or_create(&OperationLabels { kind })
-            .observe(pause.as_secs_f64());
-    }
-
     fn replica_timeout(&self) -> Duration {
-        Duration::from_millis(self.config.replica_timeout_ms)
+        Duration::from_millis(self.plane.config.replica_timeout_ms)
     }
 
     fn now_ms(&self) -> u64 {
-        (self.clock)()
+        (self.plane.clock)()
     }
 }
 
@@ -780,10 +697,6 @@ impl Drop for Learner<'_> {
     fn drop(&mut self) {
         lock(&self.plane.primary.learners).remove(&self.pid);
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> ItemError {
-    ItemError::Unavailable(e.to_string())
 }
 
 fn kind_name(kind: &OperationKind) -> &'static str {

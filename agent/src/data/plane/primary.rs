@@ -2,7 +2,8 @@
 //! the next LSN and is made durable locally and on every replica of the epoch before it
 //! is acknowledged; a replica that is behind or diverged is caught up from the log, or
 //! from a snapshot when the log no longer reaches back far enough. Reads are served only
-//! under a read lease.
+//! under a read lease. The primary also hands its role over to a ready replica when the
+//! Scaler asks (a switch without a move).
 
 use std::time::Duration;
 
@@ -11,12 +12,14 @@ use shared::data::{
     DataPeerReply, DataPeerRequest, ItemError, ItemReply, ItemRequest, ItemResult, LogPosition,
     MAX_QUERY_BYTES, ReplicaError, ReplicaReply, ReplicaRequest, WriteRecord,
 };
+use shared::drive::{self, Led};
 use shared::model::{NodeId, PartitionId, TableStatus};
 use tokio::time::Instant;
 
 use super::fence::FenceCheck;
 use super::{DataPlane, lock};
 use crate::data::store::{SnapshotChunk, StoreError};
+use crate::metrics::OperationLabels;
 
 /// Records sent per catch-up message.
 const CATCH_UP_BATCH: usize = 512;
@@ -672,6 +675,122 @@ impl DataPlane {
             }),
             Err(e) => Err(ItemError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Hands the primary role of `pid` to its ready replica `to` (a scale-out primary
+    /// move; no data moves): writes wait on the partition's lock while `to` is brought
+    /// exactly up to date, this primary surrenders its read lease and the replicas
+    /// release their grants to it, then one `RepairPartitions` makes `to` the primary and
+    /// this node a replica, epoch + 1. A single commit: a crash before it changes
+    /// nothing, after it the hand-over is done.
+    pub(super) async fn hand_over(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        to: NodeId,
+    ) -> Result<(), ItemError> {
+        let Some(Led {
+            table_id,
+            epoch: current,
+            ..
+        }) = self.state.read(|s| drive::led(s, pid, self.me))
+        else {
+            return Err(ItemError::WrongPartition {
+                current_epoch: None,
+                primary: None,
+            });
+        };
+        let ready = self.state.read(|s| {
+            s.partition(pid)
+                .is_some_and(|p| p.replica_node_ids.contains(&to) && p.ready_node_ids.contains(&to))
+        });
+        if current != epoch || !ready {
+            return Err(ItemError::Invalid(format!(
+                "node {to} is not a ready replica of partition {pid} at epoch {epoch}"
+            )));
+        }
+        let writer = self.writer(pid);
+        let _paused_writes = writer.write().await;
+        let paused = Instant::now();
+        let lead = self.leadership(table_id, pid, Some(epoch), false)?;
+        let position = self.store.position(pid).map_err(unavailable)?;
+        self.bring_to(to, pid, epoch, position)
+            .await
+            .map_err(ItemError::Unavailable)?;
+        self.leases.surrender(pid, epoch);
+        let releases = lead.replicas.iter().map(|&replica| {
+            let request = DataPeerRequest::Replica(ReplicaRequest::ReleaseLease {
+                partition_id: pid,
+                primary: self.me,
+            });
+            self.rpc(
+                replica,
+                request,
+                Duration::from_millis(self.config.replica_timeout_ms),
+            )
+        });
+        futures::future::join_all(releases).await;
+        let replicas: Vec<NodeId> = lead
+            .replicas
+            .iter()
+            .map(|&r| if r == to { self.me } else { r })
+            .collect();
+        let cmd = MetaCommand::RepairPartitions {
+            changes: vec![PartitionChange {
+                partition_id: pid,
+                expected_epoch: epoch,
+                primary_node_id: to,
+                replica_node_ids: replicas,
+            }],
+        };
+        match self.meta.propose(cmd).await {
+            Ok(Ok(_)) => {
+                self.observe_pause("handover", paused.elapsed());
+                tracing::info!(partition = pid, to, pause = ?paused.elapsed(), "handed the primary role over");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.leases.resume(pid);
+                Err(ItemError::Invalid(e.to_string()))
+            }
+            Err(e) => {
+                self.leases.resume(pid);
+                Err(ItemError::Unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Brings `replica` to exactly `position` (usually it is there already: every
+    /// acknowledged write reached it).
+    pub(super) async fn bring_to(
+        &self,
+        replica: NodeId,
+        pid: PartitionId,
+        epoch: u64,
+        position: LogPosition,
+    ) -> Result<(), String> {
+        let theirs = match self
+            .replicate(replica, pid, epoch, position, Vec::new())
+            .await
+        {
+            Ok(pos) if pos == position => return Ok(()),
+            Ok(pos) | Err(ReplicateFailure::NeedSync(pos)) => pos,
+            Err(e) => return Err(format!("replica {replica}: {e}")),
+        };
+        match self.catch_up(replica, pid, epoch, theirs).await {
+            Ok(pos) if pos == position => Ok(()),
+            Ok(pos) => Err(format!("replica {replica} ended at {pos:?}")),
+            Err(e) => Err(format!("replica {replica}: {e}")),
+        }
+    }
+
+    /// Records the write pause of an operation or hand-over of `kind`.
+    pub(super) fn observe_pause(&self, kind: &'static str, pause: Duration) {
+        self.meta
+            .metrics()
+            .write_pause_seconds
+            .get_or_create(&OperationLabels { kind })
+            .observe(pause.as_secs_f64());
     }
 }
 

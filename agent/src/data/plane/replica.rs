@@ -114,7 +114,7 @@ impl DataPlane {
             .map_err(|e| ReplicaError::Storage(e.to_string()))?;
         let position = staged.position();
         // A repeated staging (a retried operation) replaced the old tables: keep the new.
-        lock(&self.driver.staged).insert(sources[0], staged);
+        lock(&self.staging.staged).insert(sources[0], staged);
         Ok(position)
     }
 
@@ -131,8 +131,8 @@ impl DataPlane {
         let first = *sources
             .first()
             .ok_or_else(|| StoreError::Corrupt("a derivation needs a source".into()))?;
-        let _one_at_a_time = self.driver.deriving.lock().await;
-        let staged = lock(&self.driver.staged)
+        let _one_at_a_time = self.staging.deriving.lock().await;
+        let staged = lock(&self.staging.staged)
             .remove(&first)
             .filter(|s| s.is_for(&sources, &children));
         let store = self.store.clone();
@@ -149,11 +149,28 @@ impl DataPlane {
         .map_err(|e| StoreError::Redb(e.to_string()))?
     }
 
+    /// Drops the new partitions staged here from `first` (the first source of a split
+    /// or merge that was abandoned).
+    pub(super) async fn discard_staging(&self, first: PartitionId) {
+        let Some(staged) = lock(&self.staging.staged).remove(&first) else {
+            return;
+        };
+        let store = self.store.clone();
+        let discarded = tokio::task::spawn_blocking(move || store.discard_stage(&staged)).await;
+        if !matches!(discarded, Ok(Ok(()))) {
+            tracing::warn!(
+                partition = first,
+                ?discarded,
+                "staged partitions not dropped"
+            );
+        }
+    }
+
     /// Drops the stagings whose split or merge was abandoned (no operation running on
     /// the first source, and none committed from it): a replica is told nothing when an
     /// operation rolls back.
     pub async fn discard_abandoned_stagings(&self) {
-        let firsts: Vec<PartitionId> = lock(&self.driver.staged).keys().copied().collect();
+        let firsts: Vec<PartitionId> = lock(&self.staging.staged).keys().copied().collect();
         for first in firsts {
             let abandoned = self.state.read(|s| s.running_operation_of(first).is_none())
                 && !self.derived_away(first);
