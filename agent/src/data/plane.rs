@@ -10,6 +10,8 @@ mod lease;
 mod operations;
 mod primary;
 mod replica;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};

@@ -13,7 +13,7 @@ pub mod types;
 pub mod voters;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use log_store::{LogReader, LogStore};
 pub use network::{PeerNetwork, PeerNetworkFactory};

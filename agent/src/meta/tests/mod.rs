@@ -5,4 +5,4 @@ mod cluster;
 mod codec;
 mod network;
 mod store;
-mod support;
+pub(crate) mod support;
