@@ -2,10 +2,12 @@
 //!
 //! What runs is the agent's own code where it has seams: the foca gossip core
 //! (`agent::membership::GossipCore`), the membership view and status reports, the
-//! failure detector and recovery coordinator (`agent::control`), and the pure planners
-//! and state machine of `shared`. What is simulated: the network ([`network`]), the
-//! metadata log in place of openraft ([`metalog`], `sim::log`), the reconciler's copies
-//! and the voter manager's schedule. See `netsim/README.md` for the exact split.
+//! leader's controllers (`agent::control`: failure detector, recovery coordinator,
+//! assigner, voter manager, Scaler), every agent's reconciler, the operation drivers'
+//! decisions (`shared::drive`), and the pure planners and state machine of `shared`.
+//! What is simulated: the network ([`network`]), the metadata log in place of openraft
+//! ([`metalog`], `sim::log`), the partition copies and their fills ([`copies`]), the
+//! work between operation steps, and load. See `netsim/README.md` for the exact split.
 
 pub mod agent;
 pub mod cluster;
