@@ -40,6 +40,8 @@ pub enum Controller {
     Assigner,
     /// `agent::control::voters::VoterManager`.
     Voters,
+    /// `agent::control::keys::SigningKeyKeeper`.
+    Keys,
     /// `agent::control::scaler::Scaler`, when enabled: woken every planning interval
     /// only, as the agent runs it.
     Scaler,

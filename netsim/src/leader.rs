@@ -1,7 +1,8 @@
 //! The leader's controllers: the agent's own `FailureDetector`, `RecoveryCoordinator`,
-//! `PartitionAssigner`, `VoterManager` and `Scaler`, over the simulator's seams, run as futures polled by the event
-//! loop. Like the agent's `run_on_leader`, each controller runs one step at a time; a
-//! wake-up during a step runs another step right after it.
+//! `PartitionAssigner`, `VoterManager`, `SigningKeyKeeper` and `Scaler`, over the
+//! simulator's seams, run as futures polled by the event loop. Like the agent's
+//! `run_on_leader`, each controller runs one step at a time; a wake-up during a step
+//! runs another step right after it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -11,6 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use agent::control::assigner::PartitionAssigner;
 use agent::control::failure::FailureDetector;
+use agent::control::keys::SigningKeyKeeper;
 use agent::control::recovery::RecoveryCoordinator;
 use agent::control::scaler::Scaler;
 use agent::control::voters::VoterManager;
@@ -22,7 +24,7 @@ use shared::placement::VoterConfig;
 use shared::recovery::RecoveryConfig;
 
 use crate::event::Controller;
-use crate::seam::{SimContacts, SimMeta, SimPositions, SimVoters};
+use crate::seam::{SimContacts, SimKeys, SimMeta, SimPositions, SimVoters};
 use crate::sim::SimLoads;
 use crate::time::VirtualClock;
 
@@ -52,6 +54,7 @@ pub struct LeaderControllers {
     recovery: Arc<RecoveryCoordinator<SimMeta, SimPositions>>,
     assigner: Option<Arc<PartitionAssigner<SimMeta, Membership>>>,
     voters: Arc<VoterManager<SimVoters>>,
+    keys: Arc<SigningKeyKeeper<SimMeta, SimKeys>>,
     /// The Scaler, once the simulation enables it (a new leader starts a fresh one, with
     /// no load history, as the agent's does).
     scaler: Option<Arc<Scaler<SimMeta, SimLoads>>>,
@@ -123,6 +126,12 @@ impl LeaderControllers {
             VoterConfig::default(),
             PROMOTE_MAX_LAG_ENTRIES,
         ));
+        let keys = Arc::new(SigningKeyKeeper::new(
+            parts.meta.clone(),
+            parts.replica.clone(),
+            Arc::new(SimKeys::new(parts.meta.clone(), clock.clone())),
+            clock.clone(),
+        ));
         LeaderControllers {
             term: parts.term,
             contacts,
@@ -130,6 +139,7 @@ impl LeaderControllers {
             recovery,
             assigner,
             voters,
+            keys,
             scaler: None,
             meta: parts.meta,
             replica: parts.replica.clone(),
@@ -189,6 +199,10 @@ impl LeaderControllers {
             Controller::Voters => {
                 let voters = self.voters.clone();
                 Box::pin(async move { voters.step().await })
+            }
+            Controller::Keys => {
+                let keys = self.keys.clone();
+                Box::pin(async move { keys.step().await })
             }
             Controller::Scaler => match self.scaler.clone() {
                 Some(scaler) => Box::pin(async move { scaler.step().await }),

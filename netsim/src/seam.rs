@@ -294,3 +294,93 @@ impl VoterMembership for SimVoters {
         Box::pin(std::future::ready(Ok(())))
     }
 }
+
+/// The leader's signing keys in netsim, for the agent's own key keeper: made from the
+/// node id and a generation (no key file), with the agent's default periods; a rotation
+/// publishes the new key and retires the old one through the log, as the agent's
+/// credential issuer does.
+pub struct SimKeys {
+    meta: Arc<SimMeta>,
+    clock: agent::seam::Clock,
+    generation: Mutex<u32>,
+    auth: agent::config::AuthConfig,
+}
+
+impl SimKeys {
+    /// The keys of the node `meta` proposes for, on `clock`.
+    pub fn new(meta: Arc<SimMeta>, clock: agent::seam::Clock) -> Self {
+        SimKeys {
+            meta,
+            clock,
+            generation: Mutex::new(1),
+            auth: agent::config::AuthConfig::default(),
+        }
+    }
+
+    fn key(&self, generation: u32) -> (String, [u8; 32]) {
+        let node = self.meta.node_id();
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&node.to_le_bytes());
+        seed[8..12].copy_from_slice(&generation.to_le_bytes());
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        (format!("node{node}-g{generation}"), public)
+    }
+
+    fn generation(&self) -> u32 {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl agent::seam::SigningKeyRing for SimKeys {
+    type Held<'a> = ();
+
+    /// One keeper per leader and no operator: nothing to serialize with.
+    fn hold(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn current(&self) -> (String, [u8; 32]) {
+        self.key(self.generation())
+    }
+
+    fn rotation_period_ms(&self) -> u64 {
+        self.auth.key_rotation_period_secs * 1000
+    }
+
+    fn grace_ms(&self) -> u64 {
+        (self.auth.max_ttl_secs + self.auth.clock_skew_secs) * 1000
+    }
+
+    fn rotate<'a>(&'a self, _held: &'a ()) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let old = self.current().0;
+            let now_ms = (self.clock)();
+            let next = self.generation() + 1;
+            let (kid, public_key) = self.key(next);
+            let publish = MetaCommand::PublishSigningKey {
+                kid,
+                public_key,
+                node_id: self.meta.node_id(),
+                now_ms,
+            };
+            match self.meta.propose(publish).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(e) => return Err(e.to_string()),
+            }
+            *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = next;
+            let retire = MetaCommand::RetireSigningKey {
+                kid: old,
+                now_ms,
+                trusted_until_ms: now_ms + self.grace_ms(),
+            };
+            self.meta
+                .propose(retire)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}

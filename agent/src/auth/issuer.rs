@@ -337,3 +337,36 @@ fn new_token_id() -> String {
     rand::make_rng::<StdRng>().fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
+
+impl crate::seam::SigningKeyRing for CredentialIssuer {
+    type Held<'a> = KeysGuard<'a>;
+
+    fn hold(&self) -> crate::seam::BoxFuture<'_, KeysGuard<'_>> {
+        Box::pin(self.lock_keys())
+    }
+
+    fn current(&self) -> (String, [u8; 32]) {
+        let key = self.slot.current();
+        (key.kid().to_string(), key.public_key())
+    }
+
+    fn rotation_period_ms(&self) -> u64 {
+        CredentialIssuer::rotation_period_ms(self)
+    }
+
+    fn grace_ms(&self) -> u64 {
+        CredentialIssuer::grace_ms(self)
+    }
+
+    fn rotate<'a>(
+        &'a self,
+        held: &'a KeysGuard<'_>,
+    ) -> crate::seam::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.rotate_holding(held)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -227,3 +227,135 @@ async fn the_voter_manager_removes_a_failed_learner_first_and_adds_back_a_missin
         vec!["learner 4 127.0.0.1:8004"]
     );
 }
+
+/// Keys made from seeds: the current one, and how many rotations were asked for.
+struct SeededKeys {
+    current: Mutex<(String, u8)>,
+    rotations: AtomicUsize,
+}
+
+const DAY_MS: u64 = 86_400_000;
+const GRACE_MS: u64 = 3_600_000;
+
+fn public_key(seed: u8) -> [u8; 32] {
+    ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+        .verifying_key()
+        .to_bytes()
+}
+
+impl SeededKeys {
+    fn new(kid: &str, seed: u8) -> Self {
+        SeededKeys {
+            current: Mutex::new((kid.to_string(), seed)),
+            rotations: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl crate::seam::SigningKeyRing for SeededKeys {
+    type Held<'a> = ();
+
+    fn hold(&self) -> BoxFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
+
+    fn current(&self) -> (String, [u8; 32]) {
+        let (kid, seed) = self.current.lock().unwrap().clone();
+        (kid, public_key(seed))
+    }
+
+    fn rotation_period_ms(&self) -> u64 {
+        DAY_MS
+    }
+
+    fn grace_ms(&self) -> u64 {
+        GRACE_MS
+    }
+
+    fn rotate<'a>(&'a self, _held: &'a ()) -> BoxFuture<'a, Result<(), String>> {
+        self.rotations.fetch_add(1, Ordering::SeqCst);
+        let mut current = self.current.lock().unwrap();
+        *current = (format!("{}-next", current.0), current.1 + 1);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+fn publish(state: &mut MetaState, kid: &str, node_id: NodeId, seed: u8, now_ms: u64) {
+    let cmd = MetaCommand::PublishSigningKey {
+        kid: kid.into(),
+        public_key: public_key(seed),
+        node_id,
+        now_ms,
+    };
+    state.apply(&cmd).unwrap();
+}
+
+#[tokio::test]
+async fn the_key_keeper_publishes_a_new_leaders_key_and_retires_the_former_leaders() {
+    let (state, _) = cluster_with_a_dead_node(T0);
+    let mut s = state.read(|s| s.clone());
+    publish(&mut s, "node2-key", 2, 2, T0);
+    let log = Arc::new(RecordingLog::of(1));
+    let keys = Arc::new(SeededKeys::new("node1-key", 1));
+    let clock: crate::seam::Clock = Arc::new(|| T0 + 10);
+    let keeper = super::keys::SigningKeyKeeper::new(
+        log.clone(),
+        StateHandle::detached(s),
+        keys.clone(),
+        clock,
+    );
+    keeper.step().await;
+    assert_eq!(
+        log.taken(),
+        vec![
+            MetaCommand::PublishSigningKey {
+                kid: "node1-key".into(),
+                public_key: public_key(1),
+                node_id: 1,
+                now_ms: T0 + 10,
+            },
+            MetaCommand::RetireSigningKey {
+                kid: "node2-key".into(),
+                now_ms: T0 + 10,
+                trusted_until_ms: T0 + 10 + GRACE_MS,
+            },
+        ]
+    );
+    assert_eq!(keys.rotations.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_key_keeper_rotates_a_key_older_than_its_period_and_drops_expired_ones() {
+    let (state, _) = cluster_with_a_dead_node(T0);
+    let mut s = state.read(|s| s.clone());
+    publish(&mut s, "node1-key", 1, 1, T0);
+    publish(&mut s, "node3-key", 3, 3, T0);
+    s.apply(&MetaCommand::RetireSigningKey {
+        kid: "node3-key".into(),
+        now_ms: T0,
+        trusted_until_ms: T0 + GRACE_MS,
+    })
+    .unwrap();
+    let log = Arc::new(RecordingLog::of(1));
+    let keys = Arc::new(SeededKeys::new("node1-key", 1));
+    let clock: crate::seam::Clock = Arc::new(|| T0 + DAY_MS);
+    let keeper = super::keys::SigningKeyKeeper::new(
+        log.clone(),
+        StateHandle::detached(s),
+        keys.clone(),
+        clock,
+    );
+    keeper.step().await;
+    assert_eq!(
+        keys.rotations.load(Ordering::SeqCst),
+        1,
+        "a day old: rotated"
+    );
+    assert_eq!(
+        log.taken(),
+        vec![MetaCommand::DropExpiredKeys {
+            now_ms: T0 + DAY_MS
+        }],
+        "the retired key is past its grace period"
+    );
+}

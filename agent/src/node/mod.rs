@@ -241,7 +241,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let interval = Duration::from_millis(config.scaler.planning_interval_ms);
         tasks.keep_running("scaler", move || scaler.clone().run(interval));
     }
-    let keeper = Arc::new(SigningKeyKeeper::new(issuer.clone(), clock.clone()));
+    let keeper = Arc::new(SigningKeyKeeper::new(
+        meta.clone(),
+        state.clone(),
+        issuer.clone(),
+        clock.clone(),
+    ));
     on_leader(&tasks, "key-keeper", &meta, &state, tick, move || {
         let keeper = keeper.clone();
         async move { keeper.step().await }

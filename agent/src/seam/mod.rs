@@ -8,6 +8,7 @@ mod clock;
 mod copies;
 #[cfg(test)]
 pub(crate) mod fake;
+mod keys;
 mod liveness;
 mod meta;
 mod replicas;
@@ -19,6 +20,7 @@ use std::pin::Pin;
 
 pub use clock::{Clock, system_clock};
 pub use copies::{CopyError, LocalCopies};
+pub use keys::SigningKeyRing;
 pub use liveness::{ContactAges, PeerContacts, Reachability};
 pub use meta::{LeaderRoute, MetaClientError, MetaLog};
 pub use replicas::{PrimaryHandOver, ReplicaLoads, ReplicaPositions};

@@ -15,11 +15,12 @@ use crate::leader::{LeaderControllers, LeaderParts};
 use crate::time::Micros;
 
 /// Every controller the leader runs (the assigner only when enabled).
-const CONTROLLERS: [Controller; 4] = [
+const CONTROLLERS: [Controller; 5] = [
     Controller::Failure,
     Controller::Recovery,
     Controller::Assigner,
     Controller::Voters,
+    Controller::Keys,
 ];
 
 impl Simulation {
@@ -86,7 +87,9 @@ impl Simulation {
     fn period(controller: Controller) -> Micros {
         match controller {
             Controller::Failure => FAILURE_CHECK_US,
-            Controller::Recovery | Controller::Assigner | Controller::Voters => CONTROLLER_TICK_US,
+            Controller::Recovery | Controller::Assigner | Controller::Voters | Controller::Keys => {
+                CONTROLLER_TICK_US
+            }
             Controller::Scaler => unreachable!("on_scale wakes the Scaler, on its interval"),
         }
     }

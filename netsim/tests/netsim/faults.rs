@@ -112,3 +112,26 @@ fn a_replica_behind_the_kept_states_takes_the_current_one_and_heals() {
     sim.check_healed();
     assert_kept_promises(&sim, seed);
 }
+
+#[test]
+fn each_new_leader_publishes_its_signing_key_and_retires_the_former_leaders() {
+    let seed = 3;
+    let mut sim = simulation(seed, NetConfig::default());
+    sim.run_until(secs(10));
+    let first = sim.log().leader.expect("a leader");
+    sim.schedule(secs(10), Fault::Crash(first));
+    sim.run_until(secs(30));
+    assert_kept_promises(&sim, seed);
+    let second = sim.log().leader.expect("a new leader");
+    assert_ne!(first, second);
+    let keys: Vec<(u64, bool)> = sim
+        .log()
+        .state()
+        .signing_keys()
+        .map(|k| (k.node_id, k.is_active()))
+        .collect();
+    // The agent's own key keeper ran on each leader: one key each, the former retired.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys.contains(&(first, false)), "{keys:?}");
+    assert!(keys.contains(&(second, true)), "{keys:?}");
+}
