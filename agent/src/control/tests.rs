@@ -290,20 +290,24 @@ fn publish(state: &mut MetaState, kid: &str, node_id: NodeId, seed: u8, now_ms: 
     state.apply(&cmd).unwrap();
 }
 
+type Keeper = super::keys::SigningKeyKeeper<RecordingLog, SeededKeys>;
+
+/// The key keeper of node 1 (current key `node1-key`) over `state`, at `now`.
+fn keeper(state: MetaState, now: u64) -> (Keeper, Arc<RecordingLog>, Arc<SeededKeys>) {
+    let log = Arc::new(RecordingLog::of(1));
+    let keys = Arc::new(SeededKeys::new("node1-key", 1));
+    let clock: crate::seam::Clock = Arc::new(move || now);
+    let replica = StateHandle::detached(state);
+    let keeper = Keeper::new(log.clone(), replica, keys.clone(), clock);
+    (keeper, log, keys)
+}
+
 #[tokio::test]
 async fn the_key_keeper_publishes_a_new_leaders_key_and_retires_the_former_leaders() {
     let (state, _) = cluster_with_a_dead_node(T0);
     let mut s = state.read(|s| s.clone());
     publish(&mut s, "node2-key", 2, 2, T0);
-    let log = Arc::new(RecordingLog::of(1));
-    let keys = Arc::new(SeededKeys::new("node1-key", 1));
-    let clock: crate::seam::Clock = Arc::new(|| T0 + 10);
-    let keeper = super::keys::SigningKeyKeeper::new(
-        log.clone(),
-        StateHandle::detached(s),
-        keys.clone(),
-        clock,
-    );
+    let (keeper, log, keys) = keeper(s, T0 + 10);
     keeper.step().await;
     assert_eq!(
         log.taken(),

@@ -220,12 +220,12 @@ where
 mod tests {
     use std::collections::BTreeSet;
 
-    use shared::command::{MetaCommand, PartitionAssignment, TableSpec};
-    use shared::model::{Capacity, CapacityMode, KeyRange, OperationKind};
+    use shared::command::MetaCommand;
+    use shared::model::{KeyRange, OperationKind};
     use shared::state::MetaState;
 
     use super::*;
-    use crate::seam::fake::RecordingLog;
+    use crate::seam::fake::{RecordingLog, orders_table};
     use crate::seam::{BoxFuture, CopyError, MetaClientError};
     use shared::command::PartitionChange;
     use shared::data::LogPosition;
@@ -386,34 +386,7 @@ mod tests {
                 now_ms: T0,
             })
             .collect();
-        cmds.push(MetaCommand::CreateTable {
-            spec: TableSpec {
-                table_name: "orders".into(),
-                partition_key: "k".into(),
-                sort_key: None,
-                capacity: Capacity {
-                    mode: CapacityMode::Provisioned,
-                    read_units: 10,
-                    write_units: 10,
-                },
-                attributes: vec![shared::model::Attribute {
-                    name: "k".into(),
-                    attr_type: shared::model::AttributeType::S,
-                }],
-            },
-            now_ms: T0,
-        });
-        cmds.push(MetaCommand::AssignPartitions {
-            table_id: 1,
-            partitions: vec![PartitionAssignment {
-                range: KeyRange {
-                    low: 0,
-                    high: u64::MAX,
-                },
-                primary_node_id: 1,
-                replica_node_ids: vec![2, 3],
-            }],
-        });
+        cmds.extend(orders_table(1, vec![2, 3], T0));
         cmds
     }
 

@@ -82,3 +82,38 @@ impl MetaLog for RecordingLog {
         &self.metrics
     }
 }
+
+/// The commands that create table `orders` (id 1, a string partition key `k`) and
+/// assign its one partition (id 1, the whole key space) to `primary` and `replicas`.
+pub fn orders_table(primary: NodeId, replicas: Vec<NodeId>, now_ms: u64) -> [MetaCommand; 2] {
+    use shared::command::{PartitionAssignment, TableSpec};
+    use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, KeyRange};
+    let spec = TableSpec {
+        table_name: "orders".into(),
+        partition_key: "k".into(),
+        sort_key: None,
+        capacity: Capacity {
+            mode: CapacityMode::Provisioned,
+            read_units: 10,
+            write_units: 10,
+        },
+        attributes: vec![Attribute {
+            name: "k".into(),
+            attr_type: AttributeType::S,
+        }],
+    };
+    [
+        MetaCommand::CreateTable { spec, now_ms },
+        MetaCommand::AssignPartitions {
+            table_id: 1,
+            partitions: vec![PartitionAssignment {
+                range: KeyRange {
+                    low: 0,
+                    high: u64::MAX,
+                },
+                primary_node_id: primary,
+                replica_node_ids: replicas,
+            }],
+        },
+    ]
+}

@@ -7,12 +7,12 @@ use shared::drive::{
     Next, SwitchVerdict, next_merge, next_move, next_split, operations_to_drive,
     retry_or_roll_back, switch_verdict,
 };
-use shared::model::{NodeId, OperationId, OperationKind, OperationStep, Partition};
+use shared::model::{NodeId, OperationKind, OperationStep, Partition};
 use shared::placement::PlacementConfig;
 use shared::state::MetaState;
 use shared::validate::MAX_STEP_ATTEMPTS;
 
-use crate::fixtures::{create, place, provisioned, ready_and_activate, register, spec};
+use crate::fixtures::{create, place, provisioned, ready_and_activate, register, spec, start};
 
 /// Six nodes, one ACTIVE table of four partitions.
 fn cluster() -> MetaState {
@@ -29,19 +29,6 @@ fn cluster() -> MetaState {
 
 fn first(s: &MetaState) -> Partition {
     s.partitions().next().expect("placed").clone()
-}
-
-fn start(s: &mut MetaState, partition_id: u64, kind: OperationKind) -> OperationId {
-    let cmd = MetaCommand::StartOperation {
-        partition_id,
-        kind,
-        requested_by: "operator".into(),
-        now_ms: 10,
-    };
-    match s.apply(&cmd) {
-        Ok(MetaOutcome::OperationStarted { operation_id }) => operation_id,
-        other => panic!("{other:?}"),
-    }
 }
 
 fn outsider(p: &Partition) -> NodeId {

@@ -186,7 +186,7 @@ fn must(s: &mut MetaState, cmd: MetaCommand) -> MetaOutcome {
 }
 
 /// Starts an operation that must be accepted; returns its id.
-fn start(s: &mut MetaState, partition_id: u64, kind: OperationKind) -> u64 {
+pub fn start(s: &mut MetaState, partition_id: u64, kind: OperationKind) -> u64 {
     let cmd = MetaCommand::StartOperation {
         partition_id,
         kind,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
-use shared::command::{MetaCommand, PartitionAssignment, TableSpec};
+use shared::command::MetaCommand;
 use shared::data::{ItemError, WriteOp, WriteRecord};
-use shared::model::{Attribute, AttributeType, Capacity, CapacityMode, KeyRange, PartitionId};
+use shared::model::PartitionId;
 
 use super::{DataPlane, DataPlaneParts, ItemCall, ItemCallKind};
 use crate::data::DataConfig;
@@ -18,6 +18,7 @@ use crate::meta::freshness::MetaFreshness;
 use crate::meta::tests::support::{MemNet, TestNode, addr, fast_config};
 use crate::metrics::AgentMetrics;
 use crate::seam::PeerContacts;
+use crate::seam::fake::orders_table;
 
 const T0: u64 = 1_796_601_600_000;
 const WAIT: Duration = Duration::from_secs(10);
@@ -85,6 +86,7 @@ async fn one_node() -> OneNode {
 }
 
 fn table_of_one_partition() -> Vec<MetaCommand> {
+    let [create, assign] = orders_table(1, vec![], T0);
     vec![
         MetaCommand::InitCluster {
             cluster_id: "plane-test".into(),
@@ -97,34 +99,8 @@ fn table_of_one_partition() -> Vec<MetaCommand> {
             incarnation: T0,
             now_ms: T0,
         },
-        MetaCommand::CreateTable {
-            spec: TableSpec {
-                table_name: "orders".into(),
-                partition_key: "k".into(),
-                sort_key: None,
-                capacity: Capacity {
-                    mode: CapacityMode::Provisioned,
-                    read_units: 10,
-                    write_units: 10,
-                },
-                attributes: vec![Attribute {
-                    name: "k".into(),
-                    attr_type: AttributeType::S,
-                }],
-            },
-            now_ms: T0,
-        },
-        MetaCommand::AssignPartitions {
-            table_id: 1,
-            partitions: vec![PartitionAssignment {
-                range: KeyRange {
-                    low: 0,
-                    high: u64::MAX,
-                },
-                primary_node_id: 1,
-                replica_node_ids: vec![],
-            }],
-        },
+        create,
+        assign,
         MetaCommand::PartitionsReady {
             node_id: 1,
             partition_ids: vec![1],
