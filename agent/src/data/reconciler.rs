@@ -20,6 +20,9 @@ pub enum Pass {
     Idle,
     /// It acted on copies or reported.
     Acted,
+    /// Copies the metadata explains by nothing were kept: the replica could not be
+    /// confirmed current (no leader reachable). A later pass judges them again.
+    Unconfirmed,
 }
 
 /// Reconciles the local partitions of one agent.
@@ -83,14 +86,16 @@ impl<M: MetaLog, C: LocalCopies> Reconciler<M, C> {
         let mut plan = self
             .state
             .read(|s| reconcile_plan(s, self.node_id, &local, orphans));
+        let mut kept = false;
         if !plan.drop_orphans.is_empty() {
             plan.drop_orphans = confirmed_orphans(&self.state, self.node_id, &local, || {
                 self.meta.read_barrier()
             })
             .await;
+            kept = plan.drop_orphans.is_empty();
         }
         if plan.is_empty() {
-            return Ok(Pass::Idle);
+            return Ok(if kept { Pass::Unconfirmed } else { Pass::Idle });
         }
         for d in &plan.derive {
             // Usually done already by the split or merge itself; this covers a lost
@@ -360,7 +365,7 @@ mod tests {
         let (reconciler, log, copies, _) = reconciler_of(4, cluster());
         copies.allocate(&[1]).unwrap();
         log.cut_off.store(true, Ordering::SeqCst);
-        assert_eq!(reconciler.step().await.unwrap(), Pass::Idle);
+        assert_eq!(reconciler.step().await.unwrap(), Pass::Unconfirmed);
         assert_eq!(copies.list(), BTreeSet::from([1]), "kept while cut off");
 
         log.cut_off.store(false, Ordering::SeqCst);
