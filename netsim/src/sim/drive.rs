@@ -252,18 +252,26 @@ impl Simulation {
     }
 
     fn step(&mut self, id: OperationId, from: NodeId, cmd: MetaCommand) {
-        self.wait_for(id, Awaiting::Step);
-        self.propose_then(from, cmd, Some(Then::Drive(id)));
+        self.propose_for(id, from, cmd, Awaiting::Step);
     }
 
     fn switch(&mut self, id: OperationId, from: NodeId, cmd: MetaCommand) {
-        self.wait_for(id, Awaiting::Switch);
-        self.propose_then(from, cmd, Some(Then::Drive(id)));
+        self.propose_for(id, from, cmd, Awaiting::Switch);
     }
 
     fn finish(&mut self, id: OperationId, from: NodeId, completed: bool, pause: Option<u64>) {
-        self.wait_for(id, Awaiting::Finish);
         let cmd = drive::finish(id, completed, pause, self.clock.unix_ms());
+        self.propose_for(id, from, cmd, Awaiting::Finish);
+    }
+
+    /// Proposes `cmd` of operation `id` from its driver `from`, which then waits for
+    /// the outcome; a driver that is down proposes nothing (the operation is driven
+    /// again at the next tick, by whichever node leads its partition then).
+    fn propose_for(&mut self, id: OperationId, from: NodeId, cmd: MetaCommand, awaiting: Awaiting) {
+        if !self.agents.get(&from).is_some_and(|a| a.is_up()) {
+            return self.wait_for(id, Awaiting::Nothing);
+        }
+        self.wait_for(id, awaiting);
         self.propose_then(from, cmd, Some(Then::Drive(id)));
     }
 

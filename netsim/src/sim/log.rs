@@ -104,7 +104,11 @@ impl Simulation {
 
     pub(super) fn on_proposal_send(&mut self, id: ProposalId) {
         let Some(from) = self.proposer(id) else {
-            self.inflight.remove(&id);
+            // The proposer died before the proposal left: it never commits.
+            let then = self.inflight.remove(&id).and_then(|p| p.then);
+            if let Some(then) = then {
+                self.on_then(then, None);
+            }
             return;
         };
         let now = self.now();

@@ -135,3 +135,47 @@ fn each_new_leader_publishes_its_signing_key_and_retires_the_former_leaders() {
     assert!(keys.contains(&(first, false)), "{keys:?}");
     assert!(keys.contains(&(second, true)), "{keys:?}");
 }
+
+#[test]
+fn a_split_whose_primary_crashes_mid_way_is_ended_by_the_next_primary() {
+    let seed = 4;
+    let mut sim = simulation(seed, NetConfig::default());
+    sim.run_until(secs(5));
+    sim.enable_scaler();
+    sim.run_until(secs(10));
+    let hot = sim
+        .log()
+        .state()
+        .partitions()
+        .next()
+        .expect("a partition")
+        .partition_id;
+    sim.make_hot(hot, 10.0).expect("made hot");
+    // The Scaler starts the split after its hot window; its primary then dies.
+    let started = sim.run_until_true(secs(120), millis(100), |s| {
+        s.log()
+            .state()
+            .running_operations()
+            .any(|op| op.partition_id == hot)
+    });
+    assert!(started.is_some(), "no split started");
+    let primary = sim
+        .log()
+        .state()
+        .partition(hot)
+        .expect("the parent")
+        .primary_node_id;
+    let now = sim.now();
+    sim.schedule(now, Fault::Crash(primary));
+    sim.stop_scaler();
+    let ended = sim.run_until_true(now + secs(60), millis(100), |s| {
+        s.log().state().running_operations().next().is_none()
+            && s.rebalancer().is_some_and(|r| r.idle())
+    });
+    assert_kept_promises(&sim, seed);
+    assert!(
+        ended.is_some(),
+        "operations left running: {:?}",
+        sim.log().state().running_operations().collect::<Vec<_>>()
+    );
+}
