@@ -45,6 +45,7 @@ pub(super) fn run(run: &mut Run) -> Outcome {
         .collect();
     let leader_cut = sim.log().leader.is_some_and(|l| minority.contains(&l));
     let primaries = primaries_of(sim, &minority);
+    let no_live_copy = held_only_by(sim, &minority);
     let cut_at = sim.now();
     for node in &minority {
         let held = sim
@@ -74,7 +75,7 @@ pub(super) fn run(run: &mut Run) -> Outcome {
     }
     let commits = sim.observer().commits - commits_before;
     let new_leader = sim.log().leader.filter(|l| !minority.contains(l));
-    measure_overlap(sim, &primaries, &mut overlap, &mut out);
+    let stranded = measure_overlap(sim, &primaries, &no_live_copy, &mut overlap, &mut out);
     let healed_at = sim.now();
     sim.schedule(healed_at, Fault::Heal(CUT.into()));
     out.mark(healed_at, "healed");
@@ -94,6 +95,7 @@ pub(super) fn run(run: &mut Run) -> Outcome {
         new_leader,
         lease_lapse,
         overlap,
+        stranded,
     };
     report(sim, &findings, &mut out);
     out
@@ -107,6 +109,10 @@ struct Findings {
     new_leader: Option<NodeId>,
     lease_lapse: Vec<Micros>,
     overlap: Vec<Micros>,
+    /// Partitions every copy of which was cut off: recovery leaves them where they are
+    /// (a FAILED holder may come back with the data; issue 14), so they keep their
+    /// cut-off primary until the cut heals.
+    stranded: usize,
 }
 
 /// One voter (drawn, so at times the leader) and non-voters up to a fifth of the nodes.
@@ -158,21 +164,39 @@ fn watch_leases(
     }
 }
 
+/// The partitions every copy of which is on `nodes`.
+fn held_only_by(sim: &Simulation, nodes: &BTreeSet<NodeId>) -> BTreeSet<PartitionId> {
+    sim.log()
+        .state()
+        .partitions()
+        .filter(|p| p.all_nodes().all(|n| nodes.contains(&n)))
+        .map(|p| p.partition_id)
+        .collect()
+}
+
 /// For every partition moved off a cut-off primary: how long the old primary's lease
-/// outlived the commit of the new primary (0 when it lapsed first, as it must).
+/// outlived the commit of the new primary (0 when it lapsed first, as it must). A
+/// partition with a copy outside the cut must have moved; one without (`no_live_copy`)
+/// stays, and is counted. Returns that count.
 fn measure_overlap(
     sim: &Simulation,
     primaries: &BTreeMap<PartitionId, NodeId>,
+    no_live_copy: &BTreeSet<PartitionId>,
     overlap: &mut Vec<Micros>,
     out: &mut Outcome,
-) {
+) -> usize {
     let observer = sim.observer();
+    let mut stranded = 0;
     for (pid, old) in primaries {
         let Some(victim) = observer.victims.get(old) else {
             continue;
         };
         let Some(Some((moved_at, _))) = victim.partitions.get(pid) else {
-            out.problem(format!("partition {pid} kept its cut-off primary {old}"));
+            if no_live_copy.contains(pid) {
+                stranded += 1;
+            } else {
+                out.problem(format!("partition {pid} kept its cut-off primary {old}"));
+            }
             continue;
         };
         let lease_end = sim.agents()[old]
@@ -187,6 +211,7 @@ fn measure_overlap(
         }
         overlap.push(o);
     }
+    stranded
 }
 
 fn rejoined(sim: &Simulation, nodes: &BTreeSet<NodeId>) -> bool {
@@ -206,6 +231,7 @@ fn report(sim: &Simulation, f: &Findings, out: &mut Outcome) {
         new_leader,
         lease_lapse,
         overlap,
+        stranded,
     } = f;
     let (commits, leader_cut) = (*commits, *leader_cut);
     let failed: Vec<Micros> = minority
@@ -255,4 +281,11 @@ fn report(sim: &Simulation, f: &Findings, out: &mut Outcome) {
         overlap.len(),
         overlap.iter().all(|o| *o == 0)
     ));
+    out.figure("no_live_copy_partitions", *stranded);
+    if *stranded > 0 {
+        out.line(format!(
+            "{} partitions had every copy cut off: left on their holders (unavailable) until              the cut healed, as recovery waits for a FAILED holder rather than start a              partition empty",
+            stranded
+        ));
+    }
 }
