@@ -284,7 +284,9 @@ fn report(sim: &Simulation, f: &Findings, out: &mut Outcome) {
     out.figure("no_live_copy_partitions", *stranded);
     if *stranded > 0 {
         out.line(format!(
-            "{} partitions had every copy cut off: left on their holders (unavailable) until              the cut healed, as recovery waits for a FAILED holder rather than start a              partition empty",
+            "{} partitions had every copy cut off: left on their holders (unavailable) until \
+             the cut healed, as recovery waits for a FAILED holder rather than start a \
+             partition empty",
             stranded
         ));
     }
