@@ -389,6 +389,14 @@ pub struct AuthConfig {
     pub audit_log_entries: usize,
 }
 
+impl AuthConfig {
+    /// How long a retired signing key still verifies tokens: the longest credential
+    /// lifetime plus the clock skew tolerated, in milliseconds.
+    pub fn grace_ms(&self) -> u64 {
+        (self.max_ttl_secs + self.clock_skew_secs) * 1000
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {

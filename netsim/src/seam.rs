@@ -350,7 +350,7 @@ impl agent::seam::SigningKeyRing for SimKeys {
     }
 
     fn grace_ms(&self) -> u64 {
-        (self.auth.max_ttl_secs + self.auth.clock_skew_secs) * 1000
+        self.auth.grace_ms()
     }
 
     fn rotate<'a>(&'a self, _held: &'a ()) -> BoxFuture<'a, Result<(), String>> {

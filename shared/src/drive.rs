@@ -15,6 +15,9 @@ use crate::split::split_range;
 use crate::state::MetaState;
 use crate::validate::MAX_STEP_ATTEMPTS;
 
+/// Pause before a failed step is tried again, in milliseconds.
+pub const STEP_RETRY_PAUSE_MS: u64 = 500;
+
 /// A move switches once its target is at most this many records behind the primary.
 pub const MOVE_SWITCH_LAG_RECORDS: u64 = 16;
 

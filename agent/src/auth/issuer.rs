@@ -75,7 +75,7 @@ impl CredentialIssuer {
 
     /// How long a retired key stays trusted: every token it signed expires by then.
     pub fn grace_ms(&self) -> u64 {
-        (self.config.max_ttl_secs + self.config.clock_skew_secs) * 1000
+        self.config.grace_ms()
     }
 
     /// Rotation period of the leader's key, in milliseconds.

@@ -28,8 +28,8 @@ use crate::config::{CONTROLLER_TICK_US, FILL_MAX_US, FILL_MIN_US};
 use crate::event::Event;
 use crate::time::{Micros, millis};
 
-/// Pause before a failed step is tried again (the agent's `STEP_RETRY_PAUSE`).
-const STEP_RETRY_PAUSE_US: Micros = millis(500);
+/// Pause before a failed step is tried again (the agent's).
+const STEP_RETRY_PAUSE_US: Micros = millis(drive::STEP_RETRY_PAUSE_MS);
 
 /// What a driven operation waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use shared::drive::{
     Next, SwitchVerdict, next_merge, next_move, next_split, operations_to_drive,
     retry_or_roll_back, switch_verdict,
 };
-use shared::model::{NodeId, OperationKind, OperationStep, Partition};
+use shared::model::{NodeId, Operation, OperationKind, OperationStep, Partition};
 use shared::placement::PlacementConfig;
 use shared::state::MetaState;
 use shared::validate::MAX_STEP_ATTEMPTS;
@@ -29,6 +29,20 @@ fn cluster() -> MetaState {
 
 fn first(s: &MetaState) -> Partition {
     s.partitions().next().expect("placed").clone()
+}
+
+/// The cluster with a split of its first partition started: the state, the partition
+/// and the operation.
+fn split_started() -> (MetaState, Partition, Operation) {
+    let mut s = cluster();
+    let p = first(&s);
+    let id = start(
+        &mut s,
+        p.partition_id,
+        OperationKind::Split { split_point: None },
+    );
+    let op = s.operation(id).unwrap().clone();
+    (s, p, op)
 }
 
 fn outsider(p: &Partition) -> NodeId {
@@ -98,14 +112,7 @@ fn a_move_to_a_failed_target_is_void_and_a_switched_one_completes() {
 
 #[test]
 fn a_split_is_staged_first_then_fenced() {
-    let mut s = cluster();
-    let p = first(&s);
-    let id = start(
-        &mut s,
-        p.partition_id,
-        OperationKind::Split { split_point: None },
-    );
-    let mut op = s.operation(id).unwrap().clone();
+    let (s, p, mut op) = split_started();
     let Next::Go(w) = next_split(&s, &op, p.primary_node_id) else {
         panic!("no work");
     };
@@ -188,19 +195,12 @@ fn a_switch_refused_because_the_partition_moved_on_rolls_back_and_other_refusals
 
 #[test]
 fn a_failed_step_is_retried_until_its_attempts_are_spent() {
-    let mut s = cluster();
-    let p = first(&s);
-    let id = start(
-        &mut s,
-        p.partition_id,
-        OperationKind::Split { split_point: None },
-    );
-    let mut op = s.operation(id).unwrap().clone();
+    let (_, _, mut op) = split_started();
     op.attempts = MAX_STEP_ATTEMPTS - 1;
     assert_eq!(
         retry_or_roll_back(&op, 50),
         Some(MetaCommand::RetryOperationStep {
-            operation_id: id,
+            operation_id: op.operation_id,
             step: OperationStep::Preparing,
             attempt: MAX_STEP_ATTEMPTS,
             now_ms: 50,

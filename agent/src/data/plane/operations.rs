@@ -45,7 +45,7 @@ use super::{DataPlane, lock};
 use crate::metrics::OperationOutcomeLabels;
 
 /// Pause before a failed step is tried again.
-const STEP_RETRY_PAUSE: Duration = Duration::from_millis(500);
+const STEP_RETRY_PAUSE: Duration = Duration::from_millis(drive::STEP_RETRY_PAUSE_MS);
 /// Catch-up rounds of a move before it switches anyway (under the write lock).
 const MOVE_CATCH_UP_ROUNDS: usize = 32;
 /// How long replicas may take to derive split children (they wait for the metadata).
