@@ -693,6 +693,17 @@ impl Config {
     }
 }
 
+impl TlsConfig {
+    /// The files this section names.
+    pub fn files(&self) -> crate::transport::tls::TlsFiles {
+        crate::transport::tls::TlsFiles {
+            ca_cert: self.ca_cert.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
 impl From<crate::transport::tls::TlsFiles> for TlsConfig {
     fn from(files: crate::transport::tls::TlsFiles) -> Self {
         TlsConfig {

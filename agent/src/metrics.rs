@@ -135,6 +135,20 @@ pub struct StatusLabels {
     pub status: &'static str,
 }
 
+/// One of this agent's TLS certificates: `node` or `ca`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// Which certificate.
+    pub cert: &'static str,
+}
+
+/// Outcome of a TLS reload: `ok` or `error`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// The outcome.
+    pub outcome: &'static str,
+}
+
 /// Every metric of one agent.
 pub struct AgentMetrics {
     registry: Registry,
@@ -164,6 +178,10 @@ pub struct AgentMetrics {
     pub gossip: GossipTraffic,
     /// Long-lived tasks that panicked or stopped unexpectedly, by task.
     pub task_failures: Family<TaskLabels, Counter>,
+    /// Unix time at which each TLS certificate in use expires.
+    pub tls_cert_expiry_seconds: Family<CertLabels, Gauge>,
+    /// TLS reloads (SIGHUP) by outcome: `ok` or `error` (the old files stay in use).
+    pub tls_reloads: Family<ReloadLabels, Counter>,
     node_staleness_seconds: Family<NodeLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     nodes_by_status: Family<StatusLabels, Gauge>,
     meta_applied_lag_entries: Gauge,
@@ -242,6 +260,8 @@ impl AgentMetrics {
             credentials_issued: Counter::default(),
             token_checks: Family::default(),
             task_failures: Family::default(),
+            tls_cert_expiry_seconds: Family::default(),
+            tls_reloads: Family::default(),
             gossip: GossipTraffic::default(),
             node_staleness_seconds: Family::default(),
             nodes_by_status: Family::default(),
@@ -327,6 +347,16 @@ impl AgentMetrics {
             "task_failures",
             "Long-lived tasks that panicked or stopped unexpectedly, by task",
             self.task_failures.clone(),
+        );
+        r.register(
+            "tls_cert_expiry_seconds",
+            "Unix time at which each TLS certificate in use (node, ca) expires",
+            self.tls_cert_expiry_seconds.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "TLS certificate reloads (SIGHUP) by outcome (ok, error: the previous ones stay)",
+            self.tls_reloads.clone(),
         );
         let g = &self.gossip;
         r.register(

@@ -6,6 +6,9 @@ use agent::config::Config;
 use agent::dev::{PortPlan, run_dev};
 use clap::{Parser, Subcommand};
 
+#[path = "agent/cert.rs"]
+mod cert;
+
 #[derive(Parser)]
 #[command(
     name = "agent",
@@ -37,10 +40,23 @@ enum Cmd {
         #[arg(long, default_value_t = 7070)]
         http_port: u16,
     },
+    /// Make and inspect the cluster's certificates (CA, node certificates).
+    #[command(subcommand)]
+    Cert(cert::CertCmd),
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(why) => {
+            // The chain of causes, one line; no backtrace for an operator's mistake.
+            eprintln!("error: {why:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run { config } => {
             let config = Config::load(&config)?;
@@ -48,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(agent::node::run(config))
         }
+        Cmd::Cert(cmd) => cert::run(cmd),
         Cmd::Dev {
             nodes,
             dir,

@@ -50,6 +50,7 @@ use crate::supervisor::Supervisor;
 use crate::transport::RpcClient;
 use crate::transport::observed::ObservedClient;
 use crate::transport::quic::QuicTransport;
+use crate::transport::reload::{TlsReloader, publish_expiry};
 use crate::transport::tls;
 
 /// File name of the metadata database (Raft log, vote, state machine snapshot).
@@ -96,7 +97,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (state_machine, state) =
         StateMachineStore::open(db).context("opening the state machine")?;
 
-    let transport = bind_transport(&config)?;
+    let (transport, tls_material) = bind_transport(&config)?;
     let contacts = Arc::new(PeerContacts::default());
     let peers: Arc<dyn RpcClient> = Arc::new(ObservedClient::new(
         Arc::new(transport.clone()),
@@ -154,6 +155,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         leader_wait,
     );
     let tasks = Supervisor::new(metrics.clone());
+    publish_expiry(&metrics, &tls_material);
+    tasks.keep_running("tls-reload", {
+        let reloader = Arc::new(TlsReloader::new(
+            config.tls.files(),
+            transport.clone(),
+            metrics.clone(),
+        ));
+        move || reloader.clone().run_on_hangup()
+    });
     tasks.watch_essential("peer-server", transport.serve(Arc::new(handler)));
     let tick = config.tick_interval();
     tasks.keep_running("read-leases", {
@@ -338,18 +348,15 @@ async fn raft_stopped(raft: Raft) -> String {
     }
 }
 
-fn bind_transport(config: &Config) -> anyhow::Result<QuicTransport> {
-    let files = tls::TlsFiles {
-        ca_cert: config.tls.ca_cert.clone(),
-        cert: config.tls.cert.clone(),
-        key: config.tls.key.clone(),
-    };
-    let material = files.load().context("loading TLS files")?;
+/// The peer transport, and the TLS material it was made with.
+fn bind_transport(config: &Config) -> anyhow::Result<(QuicTransport, tls::NodeTls)> {
+    let material = config.tls.files().load().context("loading TLS files")?;
     let server = tls::server_config(&material).context("building the TLS server configuration")?;
     let client = tls::client_config(&material).context("building the TLS client configuration")?;
     let timeout = Duration::from_millis(config.raft.rpc_timeout_ms);
-    QuicTransport::bind(config.listen.peer, server, client, timeout)
-        .with_context(|| format!("binding QUIC on {}", config.listen.peer))
+    let transport = QuicTransport::bind(config.listen.peer, server, client, timeout)
+        .with_context(|| format!("binding QUIC on {}", config.listen.peer))?;
+    Ok((transport, material))
 }
 
 fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {

@@ -1,9 +1,11 @@
 //! Peer transport: the seam between agents. Production runs it over QUIC with mutual TLS
 //! ([`quic`]); tests and `netsim` run the same code over an in-memory network.
 
+pub mod certs;
 pub mod memory;
 pub mod observed;
 pub mod quic;
+pub mod reload;
 pub mod tls;
 
 pub use crate::seam::BoxFuture;

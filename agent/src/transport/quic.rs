@@ -57,6 +57,8 @@ pub struct QuicTransport {
 /// Shared state behind [`QuicTransport`] clones.
 struct Inner {
     endpoint: Endpoint,
+    /// How this endpoint dials (replaced when the certificates are reloaded).
+    client: std::sync::RwLock<quinn::ClientConfig>,
     local_addr: SocketAddr,
     request_timeout: Duration,
     peers: Mutex<HashMap<String, Arc<PeerSlot>>>,
@@ -77,19 +79,26 @@ impl QuicTransport {
             addr: listen,
             source,
         };
-        let mut endpoint = Endpoint::server(server, listen).map_err(bind_err)?;
-        endpoint.set_default_client_config(client);
+        let endpoint = Endpoint::server(server, listen).map_err(bind_err)?;
         let local_addr = endpoint.local_addr().map_err(bind_err)?;
         let peers = Mutex::new(HashMap::new());
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint,
+                client: std::sync::RwLock::new(client),
                 local_addr,
                 request_timeout,
                 peers,
                 datagrams: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Uses new TLS configurations (a renewed certificate) for connections made from now
+    /// on; open connections keep the session they have.
+    pub fn set_tls(&self, server: quinn::ServerConfig, client: quinn::ClientConfig) {
+        self.inner.endpoint.set_server_config(Some(server));
+        *self.inner.client.write().unwrap_or_else(|e| e.into_inner()) = client;
     }
 
     /// The address actually bound (useful after binding port 0).
@@ -175,10 +184,16 @@ impl QuicTransport {
     /// Resolves `addr` and completes a handshake with it.
     async fn connect(&self, addr: &str) -> Result<quinn::Connection, TransportError> {
         let target = self.resolve(addr).await?;
+        let client = self
+            .inner
+            .client
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let connecting = self
             .inner
             .endpoint
-            .connect(target, AGENT_SERVER_NAME)
+            .connect_with(client, target, AGENT_SERVER_NAME)
             .map_err(|e| connect_error(addr, error_chain(&e)))?;
         let conn = connecting
             .await

@@ -9,7 +9,9 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 use quinn::crypto::rustls::{NoInitialCipherSuite, QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
@@ -45,14 +47,18 @@ pub const MAX_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// further requests wait for a free stream instead of failing.
 pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
-/// Years the cluster CA stays valid.
-pub const CA_VALIDITY_YEARS: i32 = 20;
+/// Days a cluster CA stays valid unless told otherwise (`agent cert create-ca --valid-days`).
+pub const CA_VALIDITY_DAYS: u32 = 10 * 365;
 
-/// Years a node certificate stays valid (no rotation yet, hence long).
-pub const NODE_CERT_VALIDITY_YEARS: i32 = 10;
+/// Days a node certificate stays valid unless told otherwise: short enough to be rotated
+/// (an agent reloads its certificate on SIGHUP).
+pub const NODE_CERT_VALIDITY_DAYS: u32 = 2 * 365;
 
-/// Years certificates are backdated, so skewed clocks and our approximate year still accept them.
-const BACKDATE_YEARS: i32 = 1;
+/// Certificates start this long before they are made, so a peer whose clock lags accepts them.
+const BACKDATE: time::Duration = time::Duration::days(1);
+
+/// Longest host name accepted in a certificate (DNS limit).
+const MAX_HOST_NAME_BYTES: usize = 253;
 
 /// Unix permissions of private key files: owner read/write only.
 const KEY_FILE_MODE: u32 = 0o600;
@@ -83,9 +89,15 @@ pub enum TlsError {
         /// Cause.
         source: rustls_pki_types::pem::Error,
     },
-    /// The CA certificate's subject name cannot be reproduced for issuing.
-    #[error("unsupported CA subject name: {0}")]
-    CaName(&'static str),
+    /// A certificate could not be decoded.
+    #[error("invalid certificate: {0}")]
+    Certificate(String),
+    /// The CA key given is not the key of the CA certificate.
+    #[error("the CA key does not belong to the CA certificate")]
+    CaKeyMismatch,
+    /// A host name that cannot go into a certificate.
+    #[error("invalid host {0:?}: give a DNS name or an IP address")]
+    BadHost(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -182,15 +194,21 @@ pub fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertPair, TlsError
     })
 }
 
-/// Generates a self-signed cluster CA named after `cluster_name`.
+/// Generates a self-signed cluster CA named after `cluster_name`, valid for
+/// [`CA_VALIDITY_DAYS`].
 pub fn generate_ca(cluster_name: &str) -> Result<CertPair, TlsError> {
+    generate_ca_valid_for(cluster_name, CA_VALIDITY_DAYS)
+}
+
+/// Generates a self-signed cluster CA valid for `valid_days`.
+pub fn generate_ca_valid_for(cluster_name: &str, valid_days: u32) -> Result<CertPair, TlsError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = ca_name(cluster_name);
     // Path length 0: the CA signs node certificates only, never intermediate CAs.
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = ca_key_usages();
-    set_validity(&mut params, CA_VALIDITY_YEARS);
+    set_validity(&mut params, valid_days);
     let cert = params.self_signed(&key)?;
     Ok(CertPair {
         cert_pem: cert.pem(),
@@ -198,11 +216,34 @@ pub fn generate_ca(cluster_name: &str) -> Result<CertPair, TlsError> {
     })
 }
 
-/// Issues the certificate of node `node_id`, signed by `ca`, valid as server and client.
+/// What a node certificate is made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCertRequest {
+    /// The node's id (its certificate's common name is `node-<id>`).
+    pub node_id: u64,
+    /// Host names and IP addresses of the node, added to the names every node
+    /// certificate carries ([`AGENT_SERVER_NAME`], `node-<id>`, localhost).
+    pub hosts: Vec<String>,
+    /// Days from now until it expires.
+    pub valid_days: u32,
+}
+
+/// Issues the certificate of node `node_id`, signed by `ca`, valid as server and client
+/// for [`NODE_CERT_VALIDITY_DAYS`].
 pub fn issue_node_cert(ca: &CertPair, node_id: u64) -> Result<CertPair, TlsError> {
+    let request = NodeCertRequest {
+        node_id,
+        hosts: Vec::new(),
+        valid_days: NODE_CERT_VALIDITY_DAYS,
+    };
+    issue_node_cert_for(ca, &request)
+}
+
+/// Issues a node certificate as `request` says, signed by `ca`.
+pub fn issue_node_cert_for(ca: &CertPair, request: &NodeCertRequest) -> Result<CertPair, TlsError> {
     let issuer = ca_issuer(ca)?;
     let key = KeyPair::generate()?;
-    let params = node_params(node_id)?;
+    let params = node_params(request)?;
     let cert = params.signed_by(&key, &issuer)?;
     Ok(CertPair {
         cert_pem: cert.pem(),
@@ -322,9 +363,9 @@ fn ca_key_usages() -> Vec<KeyUsagePurpose> {
     ]
 }
 
-/// Certificate parameters of node `node_id`.
-fn node_params(node_id: u64) -> Result<CertificateParams, TlsError> {
-    let node_name = format!("node-{node_id}");
+/// Certificate parameters of a node.
+fn node_params(request: &NodeCertRequest) -> Result<CertificateParams, TlsError> {
+    let node_name = format!("node-{}", request.node_id);
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params
@@ -336,6 +377,12 @@ fn node_params(node_id: u64) -> Result<CertificateParams, TlsError> {
         SanType::DnsName("localhost".try_into()?),
         SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()),
     ];
+    for host in &request.hosts {
+        let name = host_name(host)?;
+        if !params.subject_alt_names.contains(&name) {
+            params.subject_alt_names.push(name);
+        }
+    }
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
@@ -343,37 +390,52 @@ fn node_params(node_id: u64) -> Result<CertificateParams, TlsError> {
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, NODE_CERT_VALIDITY_YEARS);
+    set_validity(&mut params, request.valid_days);
     Ok(params)
 }
 
-/// Rebuilds the signer of `ca`. Verifiers match a certificate's issuer name against the CA's
-/// subject byte for byte, so the subject is decoded from the CA certificate itself (rcgen
-/// can only do that with its x509-parser feature, which is not enabled here).
+/// A host given to `agent cert create-node`: an IP address, or a DNS name.
+fn host_name(host: &str) -> Result<SanType, TlsError> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(SanType::IpAddress(ip));
+    }
+    let valid = !host.is_empty()
+        && host.len() <= MAX_HOST_NAME_BYTES
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'*')
+        });
+    if !valid {
+        return Err(TlsError::BadHost(host.to_string()));
+    }
+    Ok(SanType::DnsName(host.try_into()?))
+}
+
+/// The signer of `ca`: its key, and its subject read back from its certificate
+/// (verifiers match a certificate's issuer name against the CA's subject byte for byte).
+/// A key that is not the certificate's is refused: it would sign certificates no peer
+/// accepts.
 fn ca_issuer(ca: &CertPair) -> Result<Issuer<'static, KeyPair>, TlsError> {
     let key = KeyPair::from_pem(&ca.key_pem)?;
-    let subjects = root_store(&ca.cert_pem)?.subjects();
-    let subject = subjects.first().ok_or(TlsError::CaName("no subject"))?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = der::parse_name(subject.as_ref())?;
-    params.key_usages = ca_key_usages();
-    Ok(Issuer::new(params, key))
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca.cert_pem.as_bytes())
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+        return Err(TlsError::CaKeyMismatch);
+    }
+    Ok(Issuer::from_ca_cert_pem(&ca.cert_pem, key)?)
 }
 
-/// Sets the validity window: from [`BACKDATE_YEARS`] ago to `years` from now.
-fn set_validity(params: &mut CertificateParams, years: i32) {
-    let year = approximate_year();
-    params.not_before = rcgen::date_time_ymd(year - BACKDATE_YEARS, 1, 1);
-    params.not_after = rcgen::date_time_ymd(year + years, 1, 1);
-}
-
-/// The current year, possibly off by one around New Year (hence [`BACKDATE_YEARS`]).
-fn approximate_year() -> i32 {
-    const SECONDS_PER_YEAR: u64 = 31_556_952; // Gregorian mean year
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    1970 + i32::try_from(secs / SECONDS_PER_YEAR).unwrap_or(0)
+/// Sets the validity window: from [`BACKDATE`] ago (a peer whose clock lags a little
+/// still accepts it) to `valid_days` from now.
+fn set_validity(params: &mut CertificateParams, valid_days: u32) {
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + time::Duration::days(i64::from(valid_days));
 }
 
 /// Reads a whole text file.
@@ -404,165 +466,57 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), TlsError> {
     file.sync_all().map_err(io_err)
 }
 
-/// Just enough DER decoding to turn an X.509 `Name` back into an rcgen name.
-mod der {
-    use rcgen::string::{Ia5String, PrintableString};
-    use rcgen::{DistinguishedName, DnType, DnValue};
-
-    use super::TlsError;
-
-    /// DER tag of SEQUENCE.
-    const TAG_SEQUENCE: u8 = 0x30;
-    /// DER tag of SET.
-    const TAG_SET: u8 = 0x31;
-    /// DER tag of OBJECT IDENTIFIER.
-    const TAG_OID: u8 = 0x06;
-    /// DER tag of UTF8String.
-    const TAG_UTF8_STRING: u8 = 0x0c;
-    /// DER tag of PrintableString.
-    const TAG_PRINTABLE_STRING: u8 = 0x13;
-    /// DER tag of IA5String.
-    const TAG_IA5_STRING: u8 = 0x16;
-    /// Longest length-of-length accepted (4 bytes: names are far below 4 GiB).
-    const MAX_LENGTH_BYTES: usize = 4;
-
-    /// Decodes a DER `Name` (with its outer SEQUENCE) of single-valued string attributes.
-    pub(super) fn parse_name(der: &[u8]) -> Result<DistinguishedName, TlsError> {
-        let mut rdns = expect(TAG_SEQUENCE, der)?.0;
-        let mut name = DistinguishedName::new();
-        while !rdns.is_empty() {
-            let (set, rest) = expect(TAG_SET, rdns)?;
-            let (ty, value) = attribute(set)?;
-            // rcgen keeps one value per attribute type; a second one could not round-trip.
-            if name.get(&ty).is_some() {
-                return Err(TlsError::CaName("repeated attribute type"));
-            }
-            name.push(ty, value);
-            rdns = rest;
-        }
-        Ok(name)
-    }
-
-    /// Decodes the single `AttributeTypeAndValue` of a relative distinguished name.
-    fn attribute(set: &[u8]) -> Result<(DnType, DnValue), TlsError> {
-        let (atv, rest) = expect(TAG_SEQUENCE, set)?;
-        if !rest.is_empty() {
-            return Err(TlsError::CaName("multi-valued RDN"));
-        }
-        let (oid, value) = expect(TAG_OID, atv)?;
-        let (tag, value, _) = tlv(value)?;
-        Ok((
-            DnType::from_oid(&oid_components(oid)?),
-            string_value(tag, value)?,
-        ))
-    }
-
-    /// Decodes an attribute value of the string types rcgen can write back identically.
-    fn string_value(tag: u8, value: &[u8]) -> Result<DnValue, TlsError> {
-        let text = std::str::from_utf8(value).map_err(|_| TlsError::CaName("invalid string"))?;
-        let bad = |_| TlsError::CaName("invalid string");
-        match tag {
-            TAG_UTF8_STRING => Ok(DnValue::Utf8String(text.to_owned())),
-            TAG_PRINTABLE_STRING => Ok(DnValue::PrintableString(
-                PrintableString::try_from(text).map_err(bad)?,
-            )),
-            TAG_IA5_STRING => Ok(DnValue::Ia5String(Ia5String::try_from(text).map_err(bad)?)),
-            _ => Err(TlsError::CaName("unsupported string type")),
-        }
-    }
-
-    /// Decodes the arcs of an OBJECT IDENTIFIER.
-    fn oid_components(bytes: &[u8]) -> Result<Vec<u64>, TlsError> {
-        let mut arcs = Vec::new();
-        let mut current: u64 = 0;
-        for &byte in bytes {
-            current = current
-                .checked_mul(128)
-                .map(|c| c | u64::from(byte & 0x7f))
-                .ok_or(TlsError::CaName("OID arc too large"))?;
-            if byte & 0x80 == 0 {
-                arcs.push(current);
-                current = 0;
-            }
-        }
-        let Some(&first) = arcs.first() else {
-            return Err(TlsError::CaName("empty OID"));
-        };
-        if bytes.last().is_some_and(|b| b & 0x80 != 0) {
-            return Err(TlsError::CaName("truncated OID"));
-        }
-        // The first encoded arc packs the first two: 40 * a + b, with a at most 2.
-        let (a, b) = if first < 80 {
-            (first / 40, first % 40)
-        } else {
-            (2, first - 80)
-        };
-        arcs.splice(0..1, [a, b]);
-        Ok(arcs)
-    }
-
-    /// Reads an element that must carry `tag`: (contents, rest).
-    fn expect(tag: u8, input: &[u8]) -> Result<(&[u8], &[u8]), TlsError> {
-        let (found, contents, rest) = tlv(input)?;
-        if found != tag {
-            return Err(TlsError::CaName("unexpected DER tag"));
-        }
-        Ok((contents, rest))
-    }
-
-    /// Reads one tag-length-value element: (tag, contents, rest).
-    fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), TlsError> {
-        const TRUNCATED: TlsError = TlsError::CaName("truncated DER");
-        let (&tag, rest) = input.split_first().ok_or(TRUNCATED)?;
-        let (&first, rest) = rest.split_first().ok_or(TRUNCATED)?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let count = usize::from(first & 0x7f);
-            if count == 0 || count > MAX_LENGTH_BYTES || rest.len() < count {
-                return Err(TlsError::CaName("bad DER length"));
-            }
-            let len = rest[..count]
-                .iter()
-                .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
-            (len, &rest[count..])
-        };
-        if rest.len() < len {
-            return Err(TRUNCATED);
-        }
-        Ok((tag, &rest[..len], &rest[len..]))
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn decodes_common_name_oid() {
-            assert_eq!(
-                oid_components(&[0x55, 0x04, 0x03]).unwrap(),
-                vec![2, 5, 4, 3]
-            );
-        }
-
-        #[test]
-        fn rejects_truncated_input() {
-            assert!(parse_name(&[TAG_SEQUENCE, 0x05, TAG_SET]).is_err());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn ca_subject_decodes_to_the_name_it_was_made_with() {
+    fn a_node_certificate_names_its_hosts_and_its_ca() {
         // The handshake tests in quic.rs prove the issued chain verifies end to end.
         let ca = generate_ca("test-cluster").unwrap();
-        let roots = root_store(&ca.cert_pem).unwrap();
-        let parsed = der::parse_name(roots.subjects()[0].as_ref()).unwrap();
-        assert_eq!(parsed, ca_name("test-cluster"));
+        let request = NodeCertRequest {
+            node_id: 4,
+            hosts: vec!["db-4.example".into(), "198.18.0.4".into()],
+            valid_days: 30,
+        };
+        let node = issue_node_cert_for(&ca, &request).unwrap();
+        let summary = super::super::certs::summarize(&node.cert_pem).unwrap();
+        assert!(summary.hosts.contains(&"db-4.example".to_string()));
+        assert!(summary.hosts.contains(&"198.18.0.4".to_string()));
+        assert!(summary.hosts.contains(&AGENT_SERVER_NAME.to_string()));
+        assert!(summary.subject.contains("node-4"), "{}", summary.subject);
+        assert!(summary.issuer.contains("test-cluster cluster CA"));
+        assert!(!summary.is_ca);
+        let days = (summary.not_after - summary.not_before) / 86_400;
+        assert_eq!(days, 30 + 1, "valid for 30 days after a one-day backdate");
+    }
+
+    #[test]
+    fn a_ca_key_that_is_not_the_certificates_is_refused() {
+        let ca = generate_ca("a").unwrap();
+        let other = generate_ca("b").unwrap();
+        let mixed = CertPair {
+            cert_pem: ca.cert_pem,
+            key_pem: other.key_pem,
+        };
+        assert!(matches!(
+            issue_node_cert(&mixed, 1),
+            Err(TlsError::CaKeyMismatch)
+        ));
+    }
+
+    #[test]
+    fn a_bad_host_is_a_typed_error() {
+        let ca = generate_ca("a").unwrap();
+        let request = NodeCertRequest {
+            node_id: 1,
+            hosts: vec!["".into()],
+            valid_days: 1,
+        };
+        assert!(matches!(
+            issue_node_cert_for(&ca, &request),
+            Err(TlsError::BadHost(_))
+        ));
     }
 
     #[test]

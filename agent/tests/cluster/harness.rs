@@ -151,6 +151,25 @@ impl TestCluster {
         );
     }
 
+    /// Sends agent `i` SIGHUP (reload its certificates).
+    pub fn hang_up(&self, i: u16) {
+        assert!(
+            self.children.signal(i, libc::SIGHUP),
+            "agent {i} not running"
+        );
+    }
+
+    /// The value of the first series of agent `i`'s `/metrics` whose line starts with
+    /// `series` (`None` until it is exported).
+    pub fn metric(&self, i: u16, series: &str) -> Option<f64> {
+        let (_, text) = self
+            .anonymous(i)
+            .raw(agent::api_client::Method::Get, "/metrics", None)
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
     /// Stops every agent with SIGTERM.
     pub fn stop_all(&mut self) {
         self.children.stop_all(Duration::from_secs(5));
@@ -240,6 +259,20 @@ fn rewrite_config(path: &Path, tune: &impl Fn(&mut Config)) {
 /// which its rebalancing would change meanwhile.
 pub fn no_scaler(config: &mut Config) {
     config.scaler.enabled = false;
+}
+
+/// Runs the `agent` binary with `args` and returns its output; panics on a failure.
+pub fn agent_command(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(args)
+        .output()
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "agent {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Polls `f` until it returns `Some`, failing the test with `what` after [`WAIT`].

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod certs;
 mod data;
 mod dev;
 mod failover;
