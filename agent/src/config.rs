@@ -47,10 +47,11 @@ pub struct Config {
     pub zone: String,
     /// Directory holding the metadata log, state machine snapshot and partition data.
     pub data_dir: PathBuf,
-    /// Cluster id given to a new cluster at bootstrap.
+    /// The cluster's id (an agent refuses to join, or start on the data of, another).
     #[serde(default = "default_cluster_name")]
     pub cluster_name: String,
-    /// Whether this agent initialises a new single-voter cluster when its data dir is empty.
+    /// Whether this agent creates the cluster on its first start (once every seed answered
+    /// that it belongs to none; see `bootstrap`). Otherwise `agent init` creates it.
     #[serde(default)]
     pub bootstrap: bool,
     /// Peer (QUIC) addresses of agents to join through.

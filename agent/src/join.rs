@@ -1,10 +1,9 @@
-//! Joining the cluster: the bootstrap agent names the cluster; every agent (on every
-//! start, with a new incarnation) asks the leader to add it as a learner and record it.
+//! Joining the cluster: every agent (on every start, with a new incarnation) asks the
+//! leader of the cluster it is configured for to add it as a learner and record it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::command::MetaCommand;
 use shared::lifecycle::incarnation_failed;
 use shared::model::NodeStatus;
 
@@ -12,7 +11,9 @@ use crate::config::Config;
 use crate::membership::Membership;
 use crate::meta::client::{MetaClient, read_index_on_leader};
 use crate::meta::freshness::MetaFreshness;
-use crate::meta::rpc::{ForwardError, JoinRequest, NodeRecord, PeerRequest, PeerResponse};
+use crate::meta::rpc::{
+    ForwardError, JoinRefusal, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
+};
 use crate::seam::Clock;
 use crate::seam::LeaderRoute;
 use crate::transport::RpcClient;
@@ -37,54 +38,52 @@ pub struct Registration {
     pub membership: Membership,
     /// When this agent last heard from a leader.
     pub freshness: Arc<MetaFreshness>,
+    /// Whether this agent started with an empty data dir (its first join says so).
+    pub empty: bool,
+}
+
+/// Why this agent cannot be part of the cluster its seeds serve: it stops.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{seed} belongs to cluster {theirs}, but this agent is configured for cluster {ours} \
+     (cluster_name): refusing to join another cluster"
+)]
+pub struct WrongCluster {
+    /// The agent that refused.
+    pub seed: String,
+    /// Its cluster.
+    pub theirs: String,
+    /// This agent's.
+    pub ours: String,
 }
 
 /// Registers this agent with the cluster, retrying until it succeeds; then rejoins with
 /// a new incarnation whenever the cluster declared it failed while it kept running (a
 /// long pause, a network partition): a failed node comes back as a new incarnation.
-pub async fn register(reg: Registration, mut incarnation: u64) {
+/// Fails only when the cluster reached is another one.
+pub async fn register(reg: Registration, mut incarnation: u64) -> Result<(), WrongCluster> {
     let retry = Duration::from_millis(reg.config.controllers.join_retry_interval_ms);
-    // Only a cluster this replica never saw named is initialised. A restarted bootstrap
-    // agent can be far behind and already removed from the membership: it must ask to
-    // join before anything else that needs a leader (waiting on a repeated InitCluster,
-    // it never did, and stayed out for good: issue 14).
-    let unnamed = reg.meta.state().read(|s| s.cluster_id().is_none());
-    if reg.config.bootstrap && unnamed {
-        let cmd = MetaCommand::InitCluster {
-            cluster_id: reg.config.cluster_name.clone(),
-        };
-        while !matches!(reg.meta.propose(cmd.clone()).await, Ok(Ok(_))) {
-            tokio::time::sleep(retry).await;
-        }
-    }
-    let mut admin_checked = !reg.config.bootstrap;
+    let mut empty = reg.empty;
     loop {
-        join_until_registered(&reg, incarnation, retry).await;
-        if !admin_checked {
-            // A no-op once the admin exists; creates it on the first start (or after a
-            // crash between the cluster's creation and the admin's).
-            crate::auth::admin::ensure_bootstrap_admin(
-                &reg.meta,
-                &reg.config.data_dir,
-                &reg.config.cluster_name,
-                &reg.clock,
-                retry,
-            )
-            .await;
-            admin_checked = true;
-        }
+        join_until_registered(&reg, incarnation, empty, retry).await?;
+        empty = false;
         wait_until_declared_failed(&reg, incarnation, retry).await;
         if decommissioned(&reg) {
             // An operator removed this node: it stays out, restarted or not.
             tracing::warn!("this agent was removed from the cluster (decommissioned)");
-            return;
+            return Ok(());
         }
         incarnation = (reg.clock)().max(incarnation + 1);
         tracing::warn!(incarnation, "declared failed while running: rejoining");
     }
 }
 
-async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Duration) {
+async fn join_until_registered(
+    reg: &Registration,
+    incarnation: u64,
+    empty: bool,
+    retry: Duration,
+) -> Result<(), WrongCluster> {
     let config = &reg.config;
     let join = JoinRequest {
         node_id: config.node_id,
@@ -97,8 +96,9 @@ async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Dura
         match try_join(
             &reg.meta,
             reg.peers.as_ref(),
-            &config.seeds,
+            config,
             &join,
+            empty,
             &reg.clock,
         )
         .await
@@ -109,8 +109,9 @@ async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Dura
                     incarnation,
                     "registered with the cluster"
                 );
-                return;
+                return Ok(());
             }
+            Err(JoinFailure::WrongCluster(wrong)) => return Err(wrong),
             // A join that keeps failing is an agent outside its cluster: say so now and then.
             Err(why) if attempt % JOIN_WARN_EVERY == 0 => {
                 tracing::warn!(%why, attempt, "still not registered with the cluster; retrying")
@@ -119,6 +120,18 @@ async fn join_until_registered(reg: &Registration, incarnation: u64, retry: Dura
         }
         tokio::time::sleep(retry).await;
     }
+    unreachable!("the loop returns")
+}
+
+/// Why a join attempt failed.
+#[derive(Debug, thiserror::Error)]
+enum JoinFailure {
+    /// Worth retrying.
+    #[error("{0}")]
+    Retry(String),
+    /// The agents reached belong to another cluster.
+    #[error("{0}")]
+    WrongCluster(WrongCluster),
 }
 
 /// Returns once this incarnation is known to be failed: the local metadata says so, or
@@ -193,7 +206,7 @@ async fn leader_says_failed(reg: &Registration, incarnation: u64, retry: Duratio
             _ => {
                 let targets = targets(&reg.meta, &reg.config.seeds, me);
                 match ask_leader(reg.peers.as_ref(), targets, &PeerRequest::NodeRecord(me)).await {
-                    Some(PeerResponse::NodeRecord(Ok(record))) => Some(record),
+                    Some((_, PeerResponse::NodeRecord(Ok(record)))) => Some(record),
                     _ => None,
                 }
             }
@@ -238,19 +251,40 @@ fn targets(meta: &MetaClient, seeds: &[String], me: u64) -> Vec<String> {
 async fn try_join(
     meta: &MetaClient,
     peers: &dyn RpcClient,
-    seeds: &[String],
+    config: &Config,
     join: &JoinRequest,
+    empty: bool,
     clock: &Clock,
-) -> Result<(), String> {
+) -> Result<(), JoinFailure> {
     if meta.leader() == LeaderRoute::Local {
-        // Already a member that leads (the bootstrap agent): record the incarnation directly.
-        return register_locally(meta, join, clock).await;
+        // Already a member that leads (the creator): record the incarnation directly,
+        // once the cluster is named.
+        if meta.state().read(|s| s.cluster_id().is_none()) {
+            return Err(JoinFailure::Retry("the cluster is not named yet".into()));
+        }
+        return register_locally(meta, join, clock)
+            .await
+            .map_err(JoinFailure::Retry);
     }
-    let targets = targets(meta, seeds, join.node_id);
-    match ask_leader(peers, targets, &PeerRequest::Join(join.clone())).await {
-        Some(PeerResponse::Join(Ok(()))) => Ok(()),
-        Some(other) => Err(format!("join refused: {other:?}")),
-        None => Err("no seed or known member answered".into()),
+    let targets = targets(meta, &config.seeds, join.node_id);
+    let request = PeerRequest::JoinCluster {
+        cluster_id: config.cluster_name.clone(),
+        join: join.clone(),
+        empty,
+    };
+    match ask_leader(peers, targets, &request).await {
+        Some((_, PeerResponse::JoinCluster(Ok(())))) => Ok(()),
+        Some((seed, PeerResponse::JoinCluster(Err(JoinRefusal::WrongCluster { cluster_id })))) => {
+            Err(JoinFailure::WrongCluster(WrongCluster {
+                seed,
+                theirs: cluster_id,
+                ours: config.cluster_name.clone(),
+            }))
+        }
+        Some((_, other)) => Err(JoinFailure::Retry(format!("join refused: {other:?}"))),
+        None => Err(JoinFailure::Retry(
+            "no seed or known member answered".into(),
+        )),
     }
 }
 
@@ -268,12 +302,12 @@ async fn register_locally(
 }
 
 /// Sends `request` through each target in turn, following "not the leader" redirects,
-/// and returns the first answer that is not a redirect.
+/// and returns the first answer that is not a redirect, with the agent that gave it.
 async fn ask_leader(
     peers: &dyn RpcClient,
     targets: Vec<String>,
     request: &PeerRequest,
-) -> Option<PeerResponse> {
+) -> Option<(String, PeerResponse)> {
     let bytes = postcard::to_stdvec(request).ok()?;
     for target in targets {
         let mut addr = target;
@@ -287,7 +321,7 @@ async fn ask_leader(
             match redirect(&response) {
                 Some(Some(leader)) => addr = leader,
                 Some(None) => break,
-                None => return Some(response),
+                None => return Some((addr, response)),
             }
         }
     }
@@ -298,9 +332,11 @@ async fn ask_leader(
 fn redirect(response: &PeerResponse) -> Option<Option<String>> {
     match response {
         PeerResponse::Join(Err(ForwardError::NotLeader { leader_addr, .. }))
-        | PeerResponse::NodeRecord(Err(ForwardError::NotLeader { leader_addr, .. })) => {
-            Some(leader_addr.clone())
-        }
+        | PeerResponse::NodeRecord(Err(ForwardError::NotLeader { leader_addr, .. }))
+        | PeerResponse::JoinCluster(Err(JoinRefusal::Forward(ForwardError::NotLeader {
+            leader_addr,
+            ..
+        }))) => Some(leader_addr.clone()),
         _ => None,
     }
 }

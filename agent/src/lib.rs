@@ -2,6 +2,7 @@
 
 pub mod api_client;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod control;
 pub mod data;

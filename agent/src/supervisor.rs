@@ -95,6 +95,18 @@ impl Supervisor {
         });
     }
 
+    /// Stops the agent (as an essential task's end does): it cannot go on, for `why`.
+    pub fn stop_agent(&self, why: String) {
+        tracing::error!(%why, "stopping the agent");
+        self.fatal.send_if_modified(|fatal| {
+            let first = fatal.is_none();
+            if first {
+                *fatal = Some(why);
+            }
+            first
+        });
+    }
+
     /// Completes when an essential task ended, with the reason.
     pub async fn essential_failed(&self) -> String {
         let mut fatal = self.fatal.subscribe();

@@ -268,6 +268,49 @@ pub fn registered(state: &MetaState, node_id: NodeId, incarnation: u64) -> bool 
         .is_some_and(|n| n.incarnation >= incarnation)
 }
 
+/// What the leader does with a node that joins with an empty data dir (new, or wiped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmptyJoin {
+    /// Add it: the metadata credits it with no data (a new node, or one whose former
+    /// partitions were all moved away).
+    Admit,
+    /// The metadata still credits its last incarnation with partition copies it lost:
+    /// fail that incarnation first, so recovery replaces them.
+    FailFirst {
+        /// The incarnation to fail.
+        incarnation: u64,
+    },
+    /// Its former incarnation is FAILED and recovery has not moved all its partitions
+    /// yet (those with no other copy wait for an operator to remove the node).
+    WaitForRecovery {
+        /// Partitions still placed on it.
+        partitions: usize,
+    },
+}
+
+/// Decides how a node joining with an empty data dir is taken in. Registering it at once
+/// would make it HEALTHY again while the metadata still places partition copies on it
+/// that it no longer has: nothing would replace them.
+pub fn empty_join(state: &MetaState, node_id: NodeId) -> EmptyJoin {
+    let Some(node) = state.node(node_id) else {
+        return EmptyJoin::Admit;
+    };
+    let partitions = state
+        .partitions()
+        .filter(|p| p.all_nodes().any(|n| n == node_id))
+        .count();
+    match node.status {
+        _ if partitions == 0 => EmptyJoin::Admit,
+        NodeStatus::Healthy | NodeStatus::Suspected | NodeStatus::Draining => {
+            EmptyJoin::FailFirst {
+                incarnation: node.incarnation,
+            }
+        }
+        NodeStatus::Failed => EmptyJoin::WaitForRecovery { partitions },
+        NodeStatus::Decommissioned => EmptyJoin::Admit,
+    }
+}
+
 /// The epoch at which `node_id`'s copy of `pid` must be filled from its primary before
 /// it counts as ready, or `None` when it holds its data already. Epoch 1 is a new
 /// table's first placement: every copy starts empty together and no write is taken
@@ -345,6 +388,26 @@ mod tests {
 
     fn create(s: &mut MetaState, name: &str, wcu: u64) -> u64 {
         create_table(s, name, provisioned(1, wcu))
+    }
+
+    #[test]
+    fn an_empty_node_holding_copies_is_failed_first_then_waits_for_recovery() {
+        let mut s = state_with_nodes(3);
+        create(&mut s, "orders", 100);
+        drive(&mut s, NOW, &BTreeSet::new());
+        assert_eq!(empty_join(&s, 99), EmptyJoin::Admit, "a new node");
+        let incarnation = s.node(1).unwrap().incarnation;
+        assert_eq!(empty_join(&s, 1), EmptyJoin::FailFirst { incarnation });
+        let fail = MetaCommand::NodeFailed {
+            node_id: 1,
+            incarnation,
+            now_ms: NOW,
+        };
+        s.apply(&fail).unwrap();
+        assert!(matches!(
+            empty_join(&s, 1),
+            EmptyJoin::WaitForRecovery { partitions } if partitions > 0
+        ));
     }
 
     /// Applies every assigner action and every node's reconcile reports until quiet.

@@ -40,6 +40,16 @@ enum Cmd {
         #[arg(long, default_value_t = 7070)]
         http_port: u16,
     },
+    /// Create the cluster, once, on the running agent a configuration describes (refused
+    /// when it or one of its seeds already belongs to a cluster).
+    Init {
+        /// That agent's configuration (its certificates authenticate this request).
+        #[arg(long)]
+        config: PathBuf,
+        /// Peer address of the agent to ask, if not the configuration's own.
+        #[arg(long)]
+        peer: Option<String>,
+    },
     /// Make and inspect the cluster's certificates (CA, node certificates).
     #[command(subcommand)]
     Cert(cert::CertCmd),
@@ -65,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(agent::node::run(config))
         }
         Cmd::Cert(cmd) => cert::run(cmd),
+        Cmd::Init { config, peer } => init(&config, peer),
         Cmd::Dev {
             nodes,
             dir,
@@ -77,6 +88,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             },
         ),
     }
+}
+
+/// How long `agent init` waits for the agent's answer (it asks its seeds first).
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn init(config_path: &std::path::Path, peer: Option<String>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = Config::load(config_path)?;
+    let addr = peer.unwrap_or_else(|| config.advertised_peer());
+    let material = config.tls.files().load().context("loading TLS files")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let cluster = runtime.block_on(async {
+        let transport = agent::transport::quic::QuicTransport::bind(
+            "0.0.0.0:0".parse()?,
+            agent::transport::tls::server_config(&material)?,
+            agent::transport::tls::client_config(&material)?,
+            INIT_TIMEOUT,
+        )?;
+        let created = agent::bootstrap::request_init(&transport, &addr).await;
+        transport.close();
+        anyhow::Ok(created?)
+    })?;
+    println!(
+        "created cluster {cluster} on the agent at {addr}; its bootstrap admin's credentials \
+         will be in that agent's data dir ({})",
+        config
+            .data_dir
+            .join(agent::auth::admin::ADMIN_CREDENTIALS_FILE)
+            .display()
+    );
+    Ok(())
 }
 
 fn init_tracing(node_id: u64) {

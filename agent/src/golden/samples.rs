@@ -30,7 +30,8 @@ use crate::data::store::PartitionMeta;
 use crate::membership::GossipId;
 use crate::membership::report::{LoadSummary, StatusReport};
 use crate::meta::rpc::{
-    Committed, ForwardError, IssueRequest, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
+    ClusterInfo, Committed, ForwardError, InitError, IssueRequest, JoinRefusal, JoinRequest,
+    NodeRecord, PeerRequest, PeerResponse,
 };
 use crate::meta::state_machine::SnapshotImage;
 use crate::meta::types::{Entry, LogId, SnapshotMeta, StoredMembership, Vote};
@@ -548,6 +549,22 @@ pub fn peer_requests() -> Vec<Sample<PeerRequest>> {
             }),
         ),
         ("RotateKey", PeerRequest::RotateKey),
+        ("ClusterInfo", PeerRequest::ClusterInfo),
+        ("Init", PeerRequest::Init),
+        (
+            "JoinCluster",
+            PeerRequest::JoinCluster {
+                cluster_id: "golden".into(),
+                join: JoinRequest {
+                    node_id: 4,
+                    peer_addr: "198.18.0.4:7071".into(),
+                    endpoint: "http://198.18.0.4:7070".into(),
+                    zone: "z1".into(),
+                    incarnation: T0,
+                },
+                empty: true,
+            },
+        ),
     ]
 }
 
@@ -628,6 +645,27 @@ pub fn peer_responses() -> Vec<Sample<PeerResponse>> {
             })),
         ),
         ("BadRequest", PeerResponse::BadRequest("truncated".into())),
+        (
+            "ClusterInfo",
+            PeerResponse::ClusterInfo(ClusterInfo {
+                initialized: true,
+                cluster_id: Some("golden".into()),
+            }),
+        ),
+        ("Init", PeerResponse::Init(Ok("golden".into()))),
+        (
+            "InitRefused",
+            PeerResponse::Init(Err(InitError::SeedInCluster {
+                seed: "198.18.0.2:7071".into(),
+                cluster_id: "golden".into(),
+            })),
+        ),
+        (
+            "JoinClusterRefused",
+            PeerResponse::JoinCluster(Err(JoinRefusal::WrongCluster {
+                cluster_id: "other".into(),
+            })),
+        ),
     ]
 }
 

@@ -435,6 +435,9 @@ fn variant_name(resp: &PeerResponse) -> &'static str {
         PeerResponse::IssueCredential(_) => "IssueCredential",
         PeerResponse::RotateKey(_) => "RotateKey",
         PeerResponse::BadRequest(_) => "BadRequest",
+        PeerResponse::ClusterInfo(_) => "ClusterInfo",
+        PeerResponse::Init(_) => "Init",
+        PeerResponse::JoinCluster(_) => "JoinCluster",
     }
 }
 

@@ -41,6 +41,69 @@ pub enum PeerRequest {
     IssueCredential(IssueRequest),
     /// Asks the leader to replace its signing key now.
     RotateKey,
+    /// Which cluster, if any, the agent belongs to (asked before creating one).
+    ClusterInfo,
+    /// Asks the agent to create the cluster (`agent init`), unless it or a seed of its
+    /// already belongs to one.
+    Init,
+    /// A new agent asks to be added to cluster `cluster_id` as a learner (refused by an
+    /// agent of another cluster).
+    JoinCluster {
+        /// The cluster the joining agent is configured for.
+        cluster_id: String,
+        /// The agent.
+        join: JoinRequest,
+        /// Whether its data dir is new (or was wiped): its metadata replica is empty and
+        /// it holds no partition copy.
+        empty: bool,
+    },
+}
+
+/// Which cluster an agent belongs to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// Whether its metadata store has a membership (it created or joined a cluster).
+    pub initialized: bool,
+    /// The cluster's id, once named.
+    pub cluster_id: Option<String>,
+}
+
+/// Why an agent did not create a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InitError {
+    /// The agent already created or joined one.
+    #[error("this agent already belongs to cluster {0}")]
+    AlreadyInitialized(String),
+    /// A seed already belongs to a cluster: creating another would split the hosts.
+    #[error(
+        "seed {seed} already belongs to cluster {cluster_id}: join it instead of creating a second cluster"
+    )]
+    SeedInCluster {
+        /// The seed's address.
+        seed: String,
+        /// Its cluster.
+        cluster_id: String,
+    },
+    /// Seeds did not answer: a cluster may exist there.
+    #[error("seeds did not answer ({}): a cluster may already exist there; start them, or remove them from `seeds`", .0.join(", "))]
+    SeedsUnreachable(Vec<String>),
+    /// Creating it failed.
+    #[error("creating the cluster failed: {0}")]
+    Failed(String),
+}
+
+/// Why an agent was not added to a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefusal {
+    /// Not the leader, or the leader could not add it now.
+    #[error("{0}")]
+    Forward(ForwardError),
+    /// The agent asked belongs to another cluster.
+    #[error("the agent asked belongs to cluster {cluster_id}")]
+    WrongCluster {
+        /// The cluster it belongs to.
+        cluster_id: String,
+    },
 }
 
 /// A credential request forwarded to the leader.
@@ -173,6 +236,12 @@ pub enum PeerResponse {
     RotateKey(Result<shared::api::auth::RotateKeyResponse, LeaderCallError>),
     /// The request could not be decoded.
     BadRequest(String),
+    /// Answer to `ClusterInfo`.
+    ClusterInfo(ClusterInfo),
+    /// Answer to `Init`: the id of the cluster created.
+    Init(Result<String, InitError>),
+    /// Answer to `JoinCluster`.
+    JoinCluster(Result<(), JoinRefusal>),
 }
 
 impl PeerRequest {
@@ -215,6 +284,9 @@ pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerRe
         | PeerRequest::NodeRecord(_)
         | PeerRequest::Data(_)
         | PeerRequest::IssueCredential(_)
-        | PeerRequest::RotateKey => None,
+        | PeerRequest::RotateKey
+        | PeerRequest::ClusterInfo
+        | PeerRequest::Init
+        | PeerRequest::JoinCluster { .. } => None,
     }
 }

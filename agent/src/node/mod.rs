@@ -1,19 +1,19 @@
 //! An agent's start-up and wiring: metadata store, peer transport, controllers,
 //! reconciler and HTTP API.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use openraft::{BasicNode, SnapshotPolicy};
+use openraft::SnapshotPolicy;
 use shared::lifecycle::AssignerConfig;
 
 use crate::auth::audit::AuditLog;
 use crate::auth::issuer::CredentialIssuer;
 use crate::auth::keys::{NodeSigningKey, SigningKeySlot};
 use crate::auth::verifier::TokenVerifier;
+use crate::bootstrap::Bootstrap;
 use crate::config::Config;
 use crate::control::assigner::PartitionAssigner;
 use crate::control::failure::FailureDetector;
@@ -43,7 +43,7 @@ use crate::meta::state_machine::StateMachineStore;
 use crate::meta::types::Raft;
 use crate::meta::voters::RaftVoters;
 use crate::metrics::AgentMetrics;
-use crate::peer_server::PeerHandler;
+use crate::peer_server::{PeerHandler, PeerHandlerParts};
 use crate::seam::PeerContacts;
 use crate::seam::{Clock, StateHandle, system_clock};
 use crate::supervisor::Supervisor;
@@ -97,6 +97,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let (state_machine, state) =
         StateMachineStore::open(db).context("opening the state machine")?;
 
+    if let Some(theirs) = state.read(|s| s.cluster_id().map(str::to_string))
+        && theirs != config.cluster_name
+    {
+        anyhow::bail!(
+            "the data dir {} belongs to cluster {theirs}, but the configuration says cluster_name = {:?}",
+            config.data_dir.display(),
+            config.cluster_name
+        );
+    }
     let (transport, tls_material) = bind_transport(&config)?;
     let contacts = Arc::new(PeerContacts::default());
     let peers: Arc<dyn RpcClient> = Arc::new(ObservedClient::new(
@@ -145,15 +154,22 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         clock.clone(),
         config.data_dir.clone(),
     ));
-    let handler = PeerHandler::new(
+    let bootstrap = Arc::new(Bootstrap::new(
         raft.clone(),
         state.clone(),
-        data.clone(),
-        freshness.clone(),
-        issuer.clone(),
-        clock.clone(),
-        leader_wait,
-    );
+        peers.clone(),
+        &config,
+    ));
+    let handler = PeerHandler::new(PeerHandlerParts {
+        raft: raft.clone(),
+        state: state.clone(),
+        data: data.clone(),
+        freshness: freshness.clone(),
+        issuer: issuer.clone(),
+        bootstrap: bootstrap.clone(),
+        now_ms: clock.clone(),
+        write_timeout: leader_wait,
+    });
     let tasks = Supervisor::new(metrics.clone());
     publish_expiry(&metrics, &tls_material);
     tasks.keep_running("tls-reload", {
@@ -178,9 +194,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let (raft, metrics) = (raft.clone(), metrics.clone());
         move || count_leader_changes(raft.clone(), metrics.clone())
     });
+    let empty = !raft.is_initialized().await?;
+    let join_retry = Duration::from_millis(config.controllers.join_retry_interval_ms);
     if config.bootstrap {
-        bootstrap_if_new(&raft, &config).await?;
+        bootstrap
+            .init_on_first_start(join_retry)
+            .await
+            .context("creating the cluster (bootstrap = true)")?;
     }
+    tasks.run_until_done("cluster-setup", {
+        let (bootstrap, meta, clock) = (bootstrap.clone(), meta.clone(), clock.clone());
+        move || {
+            let (bootstrap, meta, clock) = (bootstrap.clone(), meta.clone(), clock.clone());
+            async move { bootstrap.set_up(&meta, &clock, join_retry).await }
+        }
+    });
     // Boot time, but always above what the metadata last recorded for us (clock steps).
     let recorded = state.read(|s| s.node(config.node_id).map_or(0, |n| n.incarnation));
     let incarnation = clock().max(recorded + 1);
@@ -210,9 +238,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         clock: clock.clone(),
         membership: membership.clone(),
         freshness: freshness.clone(),
+        empty,
     };
-    tasks.run_until_done("join", move || {
-        join::register(registration.clone(), incarnation)
+    tasks.run_until_done("join", {
+        let tasks = tasks.clone();
+        move || {
+            let (registration, tasks) = (registration.clone(), tasks.clone());
+            async move {
+                if let Err(wrong) = join::register(registration, incarnation).await {
+                    tasks.stop_agent(wrong.to_string());
+                }
+            }
+        }
     });
     let caught_up = Arc::new(AtomicBool::new(false));
     tasks.run_until_done("catch-up", {
@@ -374,19 +411,6 @@ fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
     Ok(Arc::new(
         raft.validate().context("invalid Raft configuration")?,
     ))
-}
-
-/// Initialises a single-voter cluster when this agent has never been part of one.
-async fn bootstrap_if_new(raft: &Raft, config: &Config) -> anyhow::Result<()> {
-    if raft.is_initialized().await? {
-        return Ok(());
-    }
-    let members = BTreeMap::from([(config.node_id, BasicNode::new(config.advertised_peer()))]);
-    raft.initialize(members)
-        .await
-        .context("initialising the cluster")?;
-    tracing::info!(node_id = config.node_id, "bootstrapped a new cluster");
-    Ok(())
 }
 
 /// Sets `caught_up` once the local replica has applied the leader's commit index.

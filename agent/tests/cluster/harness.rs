@@ -242,6 +242,27 @@ impl TestCluster {
         self.dir.as_ref().expect("kept until drop").path()
     }
 
+    /// Agent `i`'s configuration file.
+    pub fn config_path(&self, i: u16) -> &Path {
+        &self.configs[usize::from(i) - 1]
+    }
+
+    /// Changes agent `i`'s configuration (taken up at its next start).
+    pub fn retune(&self, i: u16, tune: impl Fn(&mut Config)) {
+        rewrite_config(self.config_path(i), &tune);
+    }
+
+    /// Agent `i`'s configuration.
+    pub fn config(&self, i: u16) -> Config {
+        toml::from_str(&std::fs::read_to_string(self.config_path(i)).unwrap()).unwrap()
+    }
+
+    /// What agent `i` logged so far.
+    pub fn log(&self, i: u16) -> String {
+        let path = self.config_path(i).with_file_name(agent::dev::LOG_FILE);
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// Number of agents.
     pub fn size(&self) -> u16 {
         self.configs.len() as u16
@@ -263,16 +284,31 @@ pub fn no_scaler(config: &mut Config) {
 
 /// Runs the `agent` binary with `args` and returns its output; panics on a failure.
 pub fn agent_command(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
-        .args(args)
-        .output()
-        .expect("run agent");
+    let out = run_agent_command(args);
     assert!(
         out.status.success(),
         "agent {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the `agent` binary with `args`, expecting it to fail; returns its error output.
+pub fn agent_command_fails(args: &[&str]) -> String {
+    let out = run_agent_command(args);
+    assert!(
+        !out.status.success(),
+        "agent {args:?} succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn run_agent_command(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(args)
+        .output()
+        .expect("run agent")
 }
 
 /// Polls `f` until it returns `Some`, failing the test with `what` after [`WAIT`].

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bad_input;
+mod bootstrap;
 mod certs;
 mod data;
 mod dev;
