@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod peer_server;
 pub mod seam;
+pub mod service_manager;
 pub mod store_format;
 pub mod supervisor;
 pub mod transport;

@@ -102,7 +102,13 @@ impl PeerHandler {
     }
 
     async fn client_write(&self, cmd: MetaCommand) -> Result<Committed, ForwardError> {
-        write_on_leader(&self.parts.raft, cmd, self.parts.write_timeout).await
+        write_on_leader(
+            &self.parts.raft,
+            &self.parts.freshness,
+            cmd,
+            self.parts.write_timeout,
+        )
+        .await
     }
 
     /// The leader's linearizable record of `node_id`.

@@ -69,6 +69,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run { config } => {
+            // Every file the agent makes is its owner's only (0600, directories 0700).
+            // SAFETY: umask only sets the process's file creation mask; no threads yet.
+            unsafe { libc::umask(FILE_CREATION_MASK) };
             let config = Config::load(&config)?;
             init_tracing(config.node_id);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -89,6 +92,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     }
 }
+
+/// The file creation mask of `agent run`.
+const FILE_CREATION_MASK: libc::mode_t = 0o077;
 
 /// How long `agent init` waits for the agent's answer (it asks its seeds first).
 const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -654,6 +654,10 @@ pub fn peer_responses() -> Vec<Sample<PeerResponse>> {
         ),
         ("Init", PeerResponse::Init(Ok("golden".into()))),
         (
+            "ClientWriteNoQuorum",
+            PeerResponse::ClientWrite(Err(ForwardError::NoQuorum("silent 1.2s".into()))),
+        ),
+        (
             "InitRefused",
             PeerResponse::Init(Err(InitError::SeedInCluster {
                 seed: "198.18.0.2:7071".into(),

@@ -74,6 +74,8 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
     let item_body_limit = DefaultBodyLimit::max(max_body_bytes.max(app.max_value_bytes));
     let open = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(healthz))
+        .route("/livez", get(livez))
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks));
     let items = Router::new().route(
@@ -153,6 +155,23 @@ fn control_routes(app: AppState) -> Router<AppState> {
         ))
 }
 
+/// `GET /livez`: 200 while the process runs and its metadata store has not stopped (an
+/// agent that is not live is restarted; one that is only not ready is left to recover).
+async fn livez(
+    axum::extract::State(app): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    if let Err(fatal) = &app.meta.raft().metrics().borrow().running_state {
+        return ApiError::unavailable(format!("metadata store stopped: {fatal}")).into_response();
+    }
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "live"})),
+    )
+        .into_response()
+}
+
+/// `GET /healthz` and `GET /readyz`: 200 while this agent can serve: its metadata replica
+/// caught up and a leader confirmed its leadership within a bound; 503 otherwise.
 async fn healthz(
     axum::extract::State(app): axum::extract::State<AppState>,
 ) -> axum::response::Response {

@@ -9,6 +9,7 @@ use shared::command::{MetaCommand, MetaResult};
 use shared::model::NodeId;
 use tokio::time::Instant;
 
+use super::freshness::MetaFreshness;
 use super::rpc::{Committed, ForwardError, PeerRequest, PeerResponse};
 use super::types::Raft;
 use crate::metrics::AgentMetrics;
@@ -51,6 +52,7 @@ pub struct MetaClient {
     peers: Arc<dyn RpcClient>,
     leader_wait: Duration,
     metrics: Arc<AgentMetrics>,
+    freshness: Arc<MetaFreshness>,
 }
 
 impl MetaClient {
@@ -62,6 +64,7 @@ impl MetaClient {
         peers: Arc<dyn RpcClient>,
         leader_wait: Duration,
         metrics: Arc<AgentMetrics>,
+        freshness: Arc<MetaFreshness>,
     ) -> Self {
         MetaClient {
             node_id,
@@ -70,7 +73,13 @@ impl MetaClient {
             peers,
             leader_wait,
             metrics,
+            freshness,
         }
+    }
+
+    /// Whether this agent's replica was confirmed current lately (a leader: by a quorum).
+    pub fn freshness(&self) -> &Arc<MetaFreshness> {
+        &self.freshness
     }
 
     /// This agent's metrics.
@@ -115,7 +124,8 @@ impl MetaClient {
             return Err(MetaClientError::NoLeader("this node does not lead".into()));
         }
         let start = std::time::Instant::now();
-        let result = match write_on_leader(&self.raft, cmd, self.leader_wait).await {
+        let result = match write_on_leader(&self.raft, &self.freshness, cmd, self.leader_wait).await
+        {
             Ok(committed) => {
                 if let Err(e) = self.wait_applied(committed.index).await {
                     tracing::warn!(error = %e, "committed, but the local replica lags");
@@ -127,6 +137,7 @@ impl MetaClient {
                 "leadership moved while committing".into(),
             )),
             Err(ForwardError::Unavailable(why)) => Err(MetaClientError::Unknown(why)),
+            Err(ForwardError::NoQuorum(why)) => Err(MetaClientError::NoLeader(why)),
         };
         let outcome = match &result {
             Ok(Ok(_)) => "applied",
@@ -205,7 +216,7 @@ impl MetaClient {
     }
 
     async fn propose_local(&self, cmd: &MetaCommand) -> Attempt<Committed> {
-        match write_on_leader(&self.raft, cmd.clone(), self.leader_wait).await {
+        match write_on_leader(&self.raft, &self.freshness, cmd.clone(), self.leader_wait).await {
             Ok(committed) => Attempt::Final(Ok(committed)),
             Err(ForwardError::NotLeader { leader_id, .. }) => {
                 Attempt::Retry(format!("leadership moved to {leader_id:?}"))
@@ -213,6 +224,8 @@ impl MetaClient {
             Err(ForwardError::Unavailable(why)) => {
                 Attempt::Final(Err(MetaClientError::Unknown(why)))
             }
+            // Not written: retried until the leader wait runs out, then 503.
+            Err(ForwardError::NoQuorum(why)) => Attempt::Retry(why),
         }
     }
 
@@ -236,6 +249,7 @@ impl MetaClient {
             PeerResponse::ClientWrite(Err(ForwardError::Unavailable(why))) => {
                 Attempt::Final(Err(MetaClientError::Unknown(why)))
             }
+            PeerResponse::ClientWrite(Err(ForwardError::NoQuorum(why))) => Attempt::Retry(why),
             other => Attempt::Final(Err(MetaClientError::Unknown(format!(
                 "unexpected reply {}",
                 variant_name(&other)
@@ -385,9 +399,15 @@ pub async fn read_index_on_leader(raft: &Raft) -> Result<u64, ForwardError> {
 /// that lost its quorum waiting forever; the outcome of a timed-out write is unknown).
 pub async fn write_on_leader(
     raft: &Raft,
+    freshness: &MetaFreshness,
     cmd: MetaCommand,
     timeout: Duration,
 ) -> Result<Committed, ForwardError> {
+    if leads(&raft.metrics().borrow()) && !freshness.within(LEADER_QUORUM_SILENCE) {
+        return Err(ForwardError::NoQuorum(format!(
+            "no quorum of voters answered within {LEADER_QUORUM_SILENCE:?}; not written"
+        )));
+    }
     match tokio::time::timeout(timeout, raft.client_write(cmd)).await {
         Ok(Ok(resp)) => Ok(Committed {
             index: resp.log_id.index,
@@ -405,6 +425,12 @@ pub async fn write_on_leader(
         ))),
     }
 }
+
+/// A leader that has heard from no quorum for this long takes no new write: it is
+/// refused as not written (503), where waiting for a commit that cannot come would end
+/// in "outcome unknown" (504). Ten heartbeats: above an election timeout. (A single
+/// voter is its own quorum.)
+const LEADER_QUORUM_SILENCE: Duration = Duration::from_millis(1_000);
 
 /// How a peer call failed.
 enum CallError {

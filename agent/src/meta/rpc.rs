@@ -198,6 +198,10 @@ pub enum ForwardError {
     /// The peer could not serve the request right now.
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// The leader has heard from no quorum lately: it refused the write, which was not
+    /// written (unlike `Unavailable`, after which it may still commit).
+    #[error("the leader reaches no quorum: {0}")]
+    NoQuorum(String),
 }
 
 /// A command committed and applied by the leader.

@@ -1,6 +1,8 @@
 //! An agent's start-up and wiring: metadata store, peer transport, controllers,
 //! reconciler and HTTP API.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -46,6 +48,7 @@ use crate::metrics::AgentMetrics;
 use crate::peer_server::{PeerHandler, PeerHandlerParts};
 use crate::seam::PeerContacts;
 use crate::seam::{Clock, StateHandle, system_clock};
+use crate::service_manager;
 use crate::supervisor::Supervisor;
 use crate::transport::RpcClient;
 use crate::transport::observed::ObservedClient;
@@ -55,6 +58,9 @@ use crate::transport::tls;
 
 /// File name of the metadata database (Raft log, vote, state machine snapshot).
 pub const META_FILE: &str = "meta.redb";
+
+/// Unix permissions of the data dir.
+const DATA_DIR_MODE: u32 = 0o700;
 
 /// Pause between attempts to reach the leader's commit index at start-up.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
@@ -89,6 +95,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // Owner only: it holds the metadata, every partition copy, keys and secrets.
+    std::fs::set_permissions(&config.data_dir, Permissions::from_mode(DATA_DIR_MODE))
+        .with_context(|| format!("restricting data dir {}", config.data_dir.display()))?;
     let clock = system_clock();
     let db = redb::Database::create(config.data_dir.join(META_FILE))
         .context("opening the metadata database")?;
@@ -125,6 +134,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     .context("starting Raft")?;
     let leader_wait = Duration::from_millis(config.http.leader_wait_ms);
     let metrics = Arc::new(AgentMetrics::new());
+    let freshness = Arc::new(MetaFreshness::new(raft.clone(), contacts.clone()));
     let meta = Arc::new(MetaClient::new(
         config.node_id,
         raft.clone(),
@@ -132,9 +142,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         peers.clone(),
         leader_wait,
         metrics.clone(),
+        freshness.clone(),
     ));
     let store = Arc::new(PartitionStore::open(&config.data_dir)?);
-    let freshness = Arc::new(MetaFreshness::new(raft.clone(), contacts.clone()));
     let data = DataPlane::new(DataPlaneParts {
         me: config.node_id,
         state: state.clone(),
@@ -256,6 +266,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         let (meta, caught_up) = (meta.clone(), caught_up.clone());
         move || catch_up(meta.clone(), caught_up.clone())
     });
+    tasks.run_until_done("ready-notice", {
+        let caught_up = caught_up.clone();
+        move || service_manager::announce_ready(caught_up.clone())
+    });
+    tasks.keep_running("watchdog", service_manager::feed_watchdog);
     tasks.run_until_done("fences", {
         let (data, caught_up) = (data.clone(), caught_up.clone());
         move || data.clone().arm_fences(caught_up.clone())
@@ -362,6 +377,7 @@ impl RunningNode {
             }
         }
         tracing::info!("shutting down");
+        service_manager::announce_stopping();
         self.tasks.stop_all();
         let _ = self.meta.raft().shutdown().await;
         self.transport.close();

@@ -10,6 +10,7 @@ use crate::harness::{TestCluster, create_table, no_scaler, table_request, wait_f
 
 const HEALTH_HTTP_BASE: u16 = 24100;
 const UNANSWERED_HTTP_BASE: u16 = 24150;
+const QUORUM_LOSS_HTTP_BASE: u16 = 24450;
 const STOPPED_HTTP_BASE: u16 = 24170;
 /// libfaketime's multi-threaded build, as Debian's `faketime` package installs it
 /// (`.ci/run` installs it).
@@ -38,6 +39,104 @@ fn healthz_is_503_while_the_agent_cannot_reach_a_metadata_quorum() {
             agent.healthy().then_some(())
         });
     }
+}
+
+/// Status and `Retry-After` of a request to agent `i` (authenticated as the admin).
+fn status_and_retry_after(
+    cluster: &TestCluster,
+    i: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, Option<String>) {
+    let admin = cluster.admin();
+    let url = format!("{}{path}", cluster.anonymous(i).endpoint());
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{}:{}", admin.principal_arn, admin.secret),
+    );
+    let auth = format!("Basic {basic}");
+    let response = match body {
+        Some(body) => agent
+            .run(
+                ureq::http::Request::builder()
+                    .method(method)
+                    .uri(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .unwrap(),
+            )
+            .unwrap(),
+        None => agent
+            .run(
+                ureq::http::Request::builder()
+                    .method(method)
+                    .uri(&url)
+                    .header("authorization", &auth)
+                    .body(())
+                    .unwrap(),
+            )
+            .unwrap(),
+    };
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (response.status().as_u16(), retry_after)
+}
+
+#[test]
+fn a_leader_without_quorum_refuses_writes_with_503_and_retry_after() {
+    let cluster = TestCluster::start(3, QUORUM_LOSS_HTTP_BASE, no_scaler);
+    let client = cluster.client(1);
+    let leader = wait_for("3 voters and a leader", || {
+        let status = client.cluster().ok()?;
+        (status.voters.len() == 3).then_some(status.leader_id?)
+    });
+    let leader = u16::try_from(leader).unwrap();
+    wait_for("the leader ready", || {
+        cluster.anonymous(leader).healthy().then_some(())
+    });
+    let followers: Vec<u16> = (1..=3).filter(|&i| i != leader).collect();
+    for &i in &followers {
+        cluster.pause(i);
+    }
+    wait_for("the leader not ready", || {
+        let (ready, _) = status_and_retry_after(&cluster, leader, "GET", "/readyz", None);
+        (ready == 503).then_some(())
+    });
+    let (live, _) = status_and_retry_after(&cluster, leader, "GET", "/livez", None);
+    // Before: the leader appended the table and waited 3 s for a commit that could not
+    // come, then answered 504 OutcomeUnknown, no Retry-After: a write that was never
+    // going to apply looked as if it might have. (A write in the first second of the
+    // silence is still appended, and may commit: that one is unknown.)
+    let body = serde_json::to_string(&table_request("refused", 100)).unwrap();
+    let (status, retry_after) =
+        status_and_retry_after(&cluster, leader, "POST", "/tables", Some(&body));
+    for &i in &followers {
+        cluster.resume(i);
+    }
+    assert_eq!(status, 503, "a write the leader could not commit");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(live, 200, "/livez: the process runs");
+    wait_for("ready again", || {
+        let (ready, _) = status_and_retry_after(&cluster, leader, "GET", "/readyz", None);
+        (ready == 200).then_some(())
+    });
+    assert!(
+        matches!(
+            client.get_table("refused"),
+            Err(agent::api_client::ClientError::Api { status: 404, .. })
+        ),
+        "the refused table was not created"
+    );
 }
 
 #[test]

@@ -13,3 +13,4 @@ mod health;
 mod operations;
 mod recovery;
 mod rejoin;
+mod service;

@@ -43,6 +43,10 @@ async fn one_node() -> OneNode {
         .await
         .expect("leader");
     let metrics = Arc::new(AgentMetrics::new());
+    let freshness = Arc::new(MetaFreshness::new(
+        node.raft.clone(),
+        Arc::new(PeerContacts::default()),
+    ));
     let meta = Arc::new(MetaClient::new(
         1,
         node.raft.clone(),
@@ -50,6 +54,7 @@ async fn one_node() -> OneNode {
         Arc::new(net.clone()),
         WAIT,
         metrics,
+        freshness.clone(),
     ));
     for cmd in table_of_one_partition() {
         let result = meta.propose(cmd.clone()).await.expect("committed");
@@ -58,10 +63,6 @@ async fn one_node() -> OneNode {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(PartitionStore::open(dir.path()).expect("store"));
     store.allocate(&[1]).expect("allocate");
-    let freshness = Arc::new(MetaFreshness::new(
-        node.raft.clone(),
-        Arc::new(PeerContacts::default()),
-    ));
     let data = DataPlane::new(DataPlaneParts {
         me: 1,
         state: node.handle.clone(),
