@@ -19,13 +19,13 @@ use shared::command::MetaCommand;
 
 use crate::config::Config;
 use crate::meta::client::MetaClient;
-use crate::meta::rpc::{ClusterInfo, InitError, PeerRequest, PeerResponse};
+use crate::meta::rpc::{ClusterInfo, InitError, PeerRequest, PeerResponse, call_peer};
 use crate::meta::types::Raft;
 use crate::seam::{Clock, StateHandle};
 use crate::transport::RpcClient;
 
 /// File in the data dir marking the agent that created its cluster.
-pub const CREATOR_FILE: &str = "cluster-creator";
+const CREATOR_FILE: &str = "cluster-creator";
 
 /// How long a seed may take to say which cluster it belongs to.
 const SEED_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -155,23 +155,13 @@ impl Bootstrap {
 
     /// Asks every seed which cluster it belongs to.
     async fn check_seeds(&self) -> Result<(), InitError> {
-        let request = PeerRequest::ClusterInfo
-            .encode()
-            .map_err(|e| InitError::Failed(e.to_string()))?;
-        let asks = self.seeds.iter().map(|seed| {
-            let request = request.clone();
-            async move {
-                let answer =
-                    tokio::time::timeout(SEED_ANSWER_TIMEOUT, self.peers.call(seed, request)).await;
-                let info = match answer {
-                    Ok(Ok(bytes)) => match PeerResponse::decode(&bytes) {
-                        Ok(PeerResponse::ClusterInfo(info)) => Some(info),
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                (seed.clone(), info)
-            }
+        let asks = self.seeds.iter().map(|seed| async move {
+            let ask = call_peer(self.peers.as_ref(), seed, &PeerRequest::ClusterInfo);
+            let info = match tokio::time::timeout(SEED_ANSWER_TIMEOUT, ask).await {
+                Ok(Ok(PeerResponse::ClusterInfo(info))) => Some(info),
+                _ => None,
+            };
+            (seed.clone(), info)
         });
         let mut unreachable = Vec::new();
         for (seed, info) in futures::future::join_all(asks).await {
@@ -219,22 +209,15 @@ pub async fn request_init(peers: &dyn RpcClient, addr: &str) -> Result<String, I
         addr: addr.to_string(),
         reason,
     };
-    let request = PeerRequest::Init
-        .encode()
-        .map_err(|e| unreachable(e.to_string()))?;
-    let reply = peers
-        .call(addr, request)
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    match PeerResponse::decode(&reply) {
+    match call_peer(peers, addr, &PeerRequest::Init).await {
         Ok(PeerResponse::Init(answer)) => Ok(answer?),
         Ok(other) => Err(unreachable(format!("unexpected answer {other:?}"))),
-        Err(e) => Err(unreachable(format!("undecodable answer: {e}"))),
+        Err(why) => Err(unreachable(why)),
     }
 }
 
 /// Whether this data dir's agent created its cluster.
-pub fn created_here(data_dir: &Path) -> bool {
+fn created_here(data_dir: &Path) -> bool {
     data_dir.join(CREATOR_FILE).exists()
 }
 

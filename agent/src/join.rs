@@ -12,7 +12,7 @@ use crate::membership::Membership;
 use crate::meta::client::{MetaClient, read_index_on_leader};
 use crate::meta::freshness::MetaFreshness;
 use crate::meta::rpc::{
-    ForwardError, JoinRefusal, JoinRequest, NodeRecord, PeerRequest, PeerResponse,
+    ForwardError, JoinRefusal, JoinRequest, NodeRecord, PeerRequest, PeerResponse, call_peer,
 };
 use crate::seam::Clock;
 use crate::seam::LeaderRoute;
@@ -308,14 +308,10 @@ async fn ask_leader(
     targets: Vec<String>,
     request: &PeerRequest,
 ) -> Option<(String, PeerResponse)> {
-    let bytes = postcard::to_stdvec(request).ok()?;
     for target in targets {
         let mut addr = target;
         for _ in 0..MAX_REDIRECTS {
-            let Ok(reply) = peers.call(&addr, bytes.clone()).await else {
-                break;
-            };
-            let Ok(response) = postcard::from_bytes::<PeerResponse>(&reply) else {
+            let Ok(response) = call_peer(peers, &addr, request).await else {
                 break;
             };
             match redirect(&response) {

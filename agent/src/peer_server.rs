@@ -27,11 +27,6 @@ use crate::transport::{BoxFuture, RpcHandler};
 
 /// Handles every request arriving on the peer transport.
 pub struct PeerHandler {
-    parts: PeerHandlerParts,
-}
-
-/// What the peer handler serves from.
-pub struct PeerHandlerParts {
     /// The metadata store.
     pub raft: Raft,
     /// The local metadata replica.
@@ -51,50 +46,39 @@ pub struct PeerHandlerParts {
 }
 
 impl PeerHandler {
-    /// The handler over `parts`.
-    pub fn new(parts: PeerHandlerParts) -> Self {
-        PeerHandler { parts }
-    }
-
     async fn dispatch(&self, req: PeerRequest) -> PeerResponse {
         match req {
             PeerRequest::ClientWrite(cmd) => {
                 PeerResponse::ClientWrite(self.client_write(cmd).await)
             }
             PeerRequest::ReadIndex => {
-                PeerResponse::ReadIndex(read_index_on_leader(&self.parts.raft).await)
+                PeerResponse::ReadIndex(read_index_on_leader(&self.raft).await)
             }
             PeerRequest::Join(join) => PeerResponse::Join(self.join(join).await),
             PeerRequest::NodeRecord(node_id) => {
                 PeerResponse::NodeRecord(self.node_record(node_id).await)
             }
-            PeerRequest::Data(request) => {
-                PeerResponse::Data(self.parts.data.handle_peer(request).await)
-            }
+            PeerRequest::Data(request) => PeerResponse::Data(self.data.handle_peer(request).await),
             PeerRequest::IssueCredential(request) => {
-                PeerResponse::IssueCredential(self.parts.issuer.issue_local(request).await)
+                PeerResponse::IssueCredential(self.issuer.issue_local(request).await)
             }
-            PeerRequest::RotateKey => {
-                PeerResponse::RotateKey(self.parts.issuer.rotate_local().await)
-            }
-            PeerRequest::ClusterInfo => {
-                PeerResponse::ClusterInfo(self.parts.bootstrap.info().await)
-            }
-            PeerRequest::Init => PeerResponse::Init(self.parts.bootstrap.init().await),
+            PeerRequest::RotateKey => PeerResponse::RotateKey(self.issuer.rotate_local().await),
+            PeerRequest::ClusterInfo => PeerResponse::ClusterInfo(self.bootstrap.info().await),
+            PeerRequest::Init => PeerResponse::Init(self.bootstrap.init().await),
             PeerRequest::JoinCluster {
                 cluster_id,
                 join,
                 empty,
             } => PeerResponse::JoinCluster(self.join_cluster(&cluster_id, join, empty).await),
             raft_rpc => {
-                let response = handle_raft_request(&self.parts.raft, raft_rpc)
+                let response = handle_raft_request(&self.raft, raft_rpc)
                     .await
                     .unwrap_or_else(|| PeerResponse::BadRequest("unhandled request".into()));
                 // Accepted (even as a conflict to resolve): it came from a current leader.
                 if let PeerResponse::AppendEntries(Ok(r)) = &response
                     && !matches!(r, AppendEntriesResponse::HigherVote(_))
                 {
-                    self.parts.freshness.heard_from_leader();
+                    self.freshness.heard_from_leader();
                 }
                 response
             }
@@ -102,21 +86,15 @@ impl PeerHandler {
     }
 
     async fn client_write(&self, cmd: MetaCommand) -> Result<Committed, ForwardError> {
-        write_on_leader(
-            &self.parts.raft,
-            &self.parts.freshness,
-            cmd,
-            self.parts.write_timeout,
-        )
-        .await
+        write_on_leader(&self.raft, &self.freshness, cmd, self.write_timeout).await
     }
 
     /// The leader's linearizable record of `node_id`.
     async fn node_record(&self, node_id: NodeId) -> Result<NodeRecord, ForwardError> {
-        let index = read_index_on_leader(&self.parts.raft).await?;
-        let mut applied = self.parts.state.subscribe();
+        let index = read_index_on_leader(&self.raft).await?;
+        let mut applied = self.state.subscribe();
         let caught_up = applied.wait_for(|&a| a >= index);
-        match tokio::time::timeout(self.parts.write_timeout, caught_up).await {
+        match tokio::time::timeout(self.write_timeout, caught_up).await {
             Ok(Ok(_)) => {}
             _ => {
                 return Err(ForwardError::Unavailable(
@@ -125,7 +103,6 @@ impl PeerHandler {
             }
         }
         let in_membership = self
-            .parts
             .raft
             .metrics()
             .borrow()
@@ -133,7 +110,7 @@ impl PeerHandler {
             .membership()
             .get_node(&node_id)
             .is_some();
-        Ok(self.parts.state.read(|s| NodeRecord {
+        Ok(self.state.read(|s| NodeRecord {
             status: s.node(node_id).map(|n| n.status),
             incarnation: s.node(node_id).map_or(0, |n| n.incarnation),
             in_membership,
@@ -148,19 +125,17 @@ impl PeerHandler {
         join: JoinRequest,
         empty: bool,
     ) -> Result<(), JoinRefusal> {
-        let ours = self
-            .parts
-            .state
-            .read(|s| s.cluster_id().map(str::to_string));
-        if let Some(ours) = ours.filter(|ours| ours != cluster_id) {
-            return Err(JoinRefusal::WrongCluster { cluster_id: ours });
-        }
-        if let Some(redirect) = leader_route(&self.parts.raft).redirect() {
-            return Err(JoinRefusal::Forward(redirect));
-        }
-        if self.parts.state.read(|s| s.cluster_id().is_none()) {
+        let ours = self.state.read(|s| s.cluster_id().map(str::to_string));
+        match ours {
+            Some(ours) if ours != cluster_id => {
+                return Err(JoinRefusal::WrongCluster { cluster_id: ours });
+            }
+            _ if let Some(redirect) = leader_route(&self.raft).redirect() => {
+                return Err(JoinRefusal::Forward(redirect));
+            }
             // A cluster being created is joined once it is named.
-            return Err(unavailable("the cluster is not named yet"));
+            None => return Err(unavailable("the cluster is not named yet")),
+            Some(_) => {}
         }
         if empty {
             self.take_in_empty(join.node_id).await?;
@@ -173,7 +148,7 @@ impl PeerHandler {
     /// scratch as a learner), and the partition copies it lost replaced before it is
     /// registered again (see [`empty_join`]).
     async fn take_in_empty(&self, node_id: NodeId) -> Result<(), JoinRefusal> {
-        let membership = self.parts.raft.metrics().borrow().membership_config.clone();
+        let membership = self.raft.metrics().borrow().membership_config.clone();
         let membership = membership.membership();
         let change = if membership.voter_ids().any(|v| v == node_id) {
             Some(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])))
@@ -187,14 +162,14 @@ impl PeerHandler {
                 node_id,
                 "a member came back with an empty data dir: removing it from the metadata membership to add it again as a learner"
             );
-            let removed = self.parts.raft.change_membership(change, false);
-            match tokio::time::timeout(self.parts.write_timeout, removed).await {
+            let removed = self.raft.change_membership(change, false);
+            match tokio::time::timeout(self.write_timeout, removed).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(unavailable(&e.to_string())),
                 Err(_) => return Err(unavailable("removing it from the membership timed out")),
             }
         }
-        match self.parts.state.read(|s| empty_join(s, node_id)) {
+        match self.state.read(|s| empty_join(s, node_id)) {
             EmptyJoin::Admit => Ok(()),
             EmptyJoin::FailFirst { incarnation } => {
                 tracing::warn!(
@@ -205,7 +180,7 @@ impl PeerHandler {
                 let fail = MetaCommand::NodeFailed {
                     node_id,
                     incarnation,
-                    now_ms: (self.parts.now_ms)(),
+                    now_ms: (self.now_ms)(),
                 };
                 self.client_write(fail)
                     .await
@@ -224,11 +199,10 @@ impl PeerHandler {
     /// Adds the joining agent as a learner (if it is not a member yet), then records it
     /// in the metadata with its incarnation.
     async fn join(&self, join: JoinRequest) -> Result<(), ForwardError> {
-        if let Some(redirect) = leader_route(&self.parts.raft).redirect() {
+        if let Some(redirect) = leader_route(&self.raft).redirect() {
             return Err(redirect);
         }
         let member_at_addr = self
-            .parts
             .raft
             .metrics()
             .borrow()
@@ -239,14 +213,14 @@ impl PeerHandler {
         if !member_at_addr {
             // blocking = false: the joiner catches up in the background (log or snapshot).
             let node = BasicNode::new(join.peer_addr.clone());
-            let added = self.parts.raft.add_learner(join.node_id, node, false);
-            match tokio::time::timeout(self.parts.write_timeout, added).await {
+            let added = self.raft.add_learner(join.node_id, node, false);
+            match tokio::time::timeout(self.write_timeout, added).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Err(ForwardError::Unavailable(e.to_string())),
                 Err(_) => return Err(ForwardError::Unavailable("add_learner timed out".into())),
             }
         }
-        let cmd = join.register_command((self.parts.now_ms)());
+        let cmd = join.register_command((self.now_ms)());
         match self.client_write(cmd).await?.result {
             Ok(_) => Ok(()),
             Err(e) => Err(ForwardError::Unavailable(e.to_string())),

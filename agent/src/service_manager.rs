@@ -2,20 +2,10 @@
 //! its metadata replica has caught up with the leader, `WATCHDOG=1` while its runtime
 //! runs tasks, `STOPPING=1` at shutdown. Without `NOTIFY_SOCKET` each is a no-op.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
-
 use sd_notify::NotifyState;
 
-/// How often readiness is checked before it is announced.
-const READY_POLL: Duration = Duration::from_millis(100);
-
-/// Announces readiness once `caught_up` is set.
-pub async fn announce_ready(caught_up: Arc<AtomicBool>) {
-    while !caught_up.load(Ordering::Acquire) {
-        tokio::time::sleep(READY_POLL).await;
-    }
+/// Announces readiness (the metadata replica caught up with the leader).
+pub fn announce_ready() {
     send(&[
         NotifyState::Ready,
         NotifyState::Status("serving: metadata replica caught up"),

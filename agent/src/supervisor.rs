@@ -85,19 +85,18 @@ impl Supervisor {
             };
             this.count(name);
             tracing::error!(task = name, %why, "an essential task ended; stopping the agent");
-            this.fatal.send_if_modified(|fatal| {
-                let first = fatal.is_none();
-                if first {
-                    *fatal = Some(format!("task {name} {why}"));
-                }
-                first
-            });
+            this.set_fatal(format!("task {name} {why}"));
         });
     }
 
     /// Stops the agent (as an essential task's end does): it cannot go on, for `why`.
     pub fn stop_agent(&self, why: String) {
         tracing::error!(%why, "stopping the agent");
+        self.set_fatal(why);
+    }
+
+    /// Records the first reason the agent must stop (later ones are dropped).
+    fn set_fatal(&self, why: String) {
         self.fatal.send_if_modified(|fatal| {
             let first = fatal.is_none();
             if first {

@@ -77,11 +77,6 @@ impl MetaClient {
         }
     }
 
-    /// Whether this agent's replica was confirmed current lately (a leader: by a quorum).
-    pub fn freshness(&self) -> &Arc<MetaFreshness> {
-        &self.freshness
-    }
-
     /// This agent's metrics.
     pub fn metrics(&self) -> &AgentMetrics {
         &self.metrics
@@ -403,7 +398,7 @@ pub async fn write_on_leader(
     cmd: MetaCommand,
     timeout: Duration,
 ) -> Result<Committed, ForwardError> {
-    if leads(&raft.metrics().borrow()) && !freshness.within(LEADER_QUORUM_SILENCE) {
+    if freshness.leads_without_quorum(LEADER_QUORUM_SILENCE) {
         return Err(ForwardError::NoQuorum(format!(
             "no quorum of voters answered within {LEADER_QUORUM_SILENCE:?}; not written"
         )));

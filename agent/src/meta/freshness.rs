@@ -39,7 +39,8 @@ impl MetaFreshness {
 
     /// Whether the metadata was confirmed current within `window`.
     pub fn within(&self, window: Duration) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         if !super::client::leads(&metrics) {
             let last = *self
                 .leader_contact
@@ -47,6 +48,22 @@ impl MetaFreshness {
                 .unwrap_or_else(|e| e.into_inner());
             return last.is_some_and(|t| t.elapsed() <= window);
         }
+        self.quorum_answered(&metrics, window)
+    }
+
+    /// Whether this agent leads but no quorum of voters answered it within `window`.
+    pub fn leads_without_quorum(&self, window: Duration) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        super::client::leads(&metrics) && !self.quorum_answered(&metrics, window)
+    }
+
+    /// Whether a majority of the voters (this one included) answered within `window`.
+    fn quorum_answered(
+        &self,
+        metrics: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+        window: Duration,
+    ) -> bool {
         let membership = metrics.membership_config.membership();
         let ages = self.contacts.ages();
         let voters: Vec<(NodeId, String)> = membership

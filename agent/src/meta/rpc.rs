@@ -272,6 +272,17 @@ impl PeerResponse {
     }
 }
 
+/// Sends `request` to the agent at `addr` and decodes its answer (why not, as text).
+pub async fn call_peer(
+    peers: &dyn crate::transport::RpcClient,
+    addr: &str,
+    request: &PeerRequest,
+) -> Result<PeerResponse, String> {
+    let bytes = request.encode().map_err(|e| e.to_string())?;
+    let reply = peers.call(addr, bytes).await.map_err(|e| e.to_string())?;
+    PeerResponse::decode(&reply).map_err(|e| format!("undecodable answer from {addr}: {e}"))
+}
+
 /// Serves the three Raft RPCs on `raft`; returns `None` for the other (forwarded) requests.
 pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerResponse> {
     match req {

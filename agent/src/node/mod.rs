@@ -45,7 +45,7 @@ use crate::meta::state_machine::StateMachineStore;
 use crate::meta::types::Raft;
 use crate::meta::voters::RaftVoters;
 use crate::metrics::AgentMetrics;
-use crate::peer_server::{PeerHandler, PeerHandlerParts};
+use crate::peer_server::PeerHandler;
 use crate::seam::PeerContacts;
 use crate::seam::{Clock, StateHandle, system_clock};
 use crate::service_manager;
@@ -170,7 +170,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         peers.clone(),
         &config,
     ));
-    let handler = PeerHandler::new(PeerHandlerParts {
+    let handler = PeerHandler {
         raft: raft.clone(),
         state: state.clone(),
         data: data.clone(),
@@ -179,7 +179,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         bootstrap: bootstrap.clone(),
         now_ms: clock.clone(),
         write_timeout: leader_wait,
-    });
+    };
     let tasks = Supervisor::new(metrics.clone());
     publish_expiry(&metrics, &tls_material);
     tasks.keep_running("tls-reload", {
@@ -265,10 +265,6 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     tasks.run_until_done("catch-up", {
         let (meta, caught_up) = (meta.clone(), caught_up.clone());
         move || catch_up(meta.clone(), caught_up.clone())
-    });
-    tasks.run_until_done("ready-notice", {
-        let caught_up = caught_up.clone();
-        move || service_manager::announce_ready(caught_up.clone())
     });
     tasks.keep_running("watchdog", service_manager::feed_watchdog);
     tasks.run_until_done("fences", {
@@ -429,12 +425,14 @@ fn raft_config(config: &Config) -> anyhow::Result<Arc<openraft::Config>> {
     ))
 }
 
-/// Sets `caught_up` once the local replica has applied the leader's commit index.
+/// Sets `caught_up` (and tells the service manager the agent is ready) once the local
+/// replica has applied the leader's commit index.
 async fn catch_up(meta: Arc<MetaClient>, caught_up: Arc<AtomicBool>) {
     loop {
         if meta.linearizable_barrier().await.is_ok() {
             caught_up.store(true, Ordering::Release);
             tracing::info!("metadata replica caught up with the leader");
+            service_manager::announce_ready();
             return;
         }
         tokio::time::sleep(CATCH_UP_RETRY).await;

@@ -1,8 +1,6 @@
 //! What a certificate says: subject, issuer, names and validity, for `agent cert list`
 //! and the expiry metric.
 
-use std::path::Path;
-
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
@@ -58,15 +56,6 @@ pub fn summarize_all(pem: &str) -> Result<Vec<CertSummary>, TlsError> {
         });
     }
     Ok(out)
-}
-
-/// Reads and summarizes a certificate file.
-pub fn summarize_file(path: &Path) -> Result<CertSummary, TlsError> {
-    let pem = std::fs::read_to_string(path).map_err(|source| TlsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    summarize(&pem)
 }
 
 fn host_of(name: &GeneralName<'_>) -> Option<String> {

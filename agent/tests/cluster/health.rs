@@ -61,29 +61,14 @@ fn status_and_retry_after(
         format!("{}:{}", admin.principal_arn, admin.secret),
     );
     let auth = format!("Basic {basic}");
-    let response = match body {
-        Some(body) => agent
-            .run(
-                ureq::http::Request::builder()
-                    .method(method)
-                    .uri(&url)
-                    .header("authorization", &auth)
-                    .header("content-type", "application/json")
-                    .body(body.to_string())
-                    .unwrap(),
-            )
-            .unwrap(),
-        None => agent
-            .run(
-                ureq::http::Request::builder()
-                    .method(method)
-                    .uri(&url)
-                    .header("authorization", &auth)
-                    .body(())
-                    .unwrap(),
-            )
-            .unwrap(),
-    };
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("authorization", &auth)
+        .header("content-type", "application/json")
+        .body(body.unwrap_or_default().to_string())
+        .unwrap();
+    let response = agent.run(request).unwrap();
     let retry_after = response
         .headers()
         .get("retry-after")

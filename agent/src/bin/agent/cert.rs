@@ -8,17 +8,11 @@ use std::path::{Path, PathBuf};
 
 use agent::transport::certs::{self, CertSummary};
 use agent::transport::tls::{
-    self, CA_VALIDITY_DAYS, CertPair, NODE_CERT_VALIDITY_DAYS, NodeCertRequest,
+    self, CA_VALIDITY_DAYS, NODE_CERT_VALIDITY_DAYS, NodeCertRequest, TlsFiles,
 };
 use anyhow::Context;
 use clap::Subcommand;
 
-/// The CA certificate's file name in a certs directory.
-const CA_CERT_FILE: &str = "ca.pem";
-/// The node certificate's file name in a certs directory.
-const NODE_CERT_FILE: &str = "node.pem";
-/// The node key's file name in a certs directory.
-const NODE_KEY_FILE: &str = "node.key";
 /// Mode of a new certs directory (certificates are public).
 const PUBLIC_DIR_MODE: u32 = 0o755;
 /// Mode of a new directory for the CA key.
@@ -88,7 +82,7 @@ pub fn run(cmd: CertCmd) -> anyhow::Result<()> {
             overwrite,
         } => {
             ensure_valid_days(valid_days)?;
-            let cert_path = certs_dir.join(CA_CERT_FILE);
+            let cert_path = TlsFiles::in_dir(&certs_dir).ca_cert;
             refuse_overwrite(&[&cert_path, &ca_key], overwrite)?;
             make_dir(&certs_dir, PUBLIC_DIR_MODE)?;
             if let Some(parent) = ca_key.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -113,23 +107,21 @@ pub fn run(cmd: CertCmd) -> anyhow::Result<()> {
         } => {
             ensure_valid_days(valid_days)?;
             anyhow::ensure!(node_id > 0, "--node-id must be positive");
-            let ca_cert = certs_dir.join(CA_CERT_FILE);
-            let ca = tls::read_pair(&ca_cert, &ca_key)
+            let files = TlsFiles::in_dir(&certs_dir);
+            let ca = tls::read_pair(&files.ca_cert, &ca_key)
                 .with_context(|| format!("reading the CA from {}", certs_dir.display()))?;
-            let cert_path = certs_dir.join(NODE_CERT_FILE);
-            let key_path = certs_dir.join(NODE_KEY_FILE);
-            refuse_overwrite(&[&cert_path, &key_path], overwrite)?;
+            refuse_overwrite(&[&files.cert, &files.key], overwrite)?;
             let request = NodeCertRequest {
                 node_id,
                 hosts,
                 valid_days,
             };
-            let node: CertPair = tls::issue_node_cert_for(&ca, &request)?;
-            tls::write_pair(&node, &cert_path, &key_path)?;
+            let node = tls::issue_node_cert_for(&ca, &request)?;
+            tls::write_pair(&node, &files.cert, &files.key)?;
             println!(
                 "wrote {} and {} for node {node_id}",
-                cert_path.display(),
-                key_path.display()
+                files.cert.display(),
+                files.key.display()
             );
             Ok(())
         }
