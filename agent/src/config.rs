@@ -420,6 +420,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// How long a request may wait for the leader (forwarding, read index) before 503.
     pub leader_wait_ms: u64,
+    /// A connection whose request headers are not complete this long after they began
+    /// is closed (slow or stalled clients holding connections open).
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -427,6 +430,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_body_bytes: 1024 * 1024,
             leader_wait_ms: 3000,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -481,6 +485,9 @@ impl Config {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.node_id == 0 {
             return bad("node_id must be at least 1");
+        }
+        if self.http.header_read_timeout_ms == 0 {
+            return bad("http.header_read_timeout_ms must be at least 1");
         }
         if !self.bootstrap && self.seeds.is_empty() {
             return bad("an agent that does not bootstrap needs at least one seed");

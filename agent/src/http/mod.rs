@@ -7,6 +7,7 @@ pub mod health;
 mod items;
 mod lag;
 mod operations;
+pub mod serve;
 mod tables;
 
 use std::sync::Arc;
@@ -153,6 +154,34 @@ fn control_routes(app: AppState) -> Router<AppState> {
             app,
             access::authenticate_principal,
         ))
+        .route_layer(axum::middleware::from_fn(require_json))
+}
+
+/// Refuses a control-plane change whose body is declared as anything but JSON (415): a
+/// browser's cross-site form post (urlencoded, multipart, text/plain) would otherwise
+/// carry its cached Basic credentials into creating or deleting tables. A request with no
+/// declared type (no body) passes.
+async fn require_json(request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{Method, header};
+    let changes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    let declared = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or_default().to_ascii_lowercase());
+    if let Some(declared) = declared.filter(|_| changes) {
+        let essence = declared.split(';').next().unwrap_or_default().trim();
+        if essence != "application/json" {
+            return ApiError::rejected(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("content type {declared:?} is not accepted: send application/json"),
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// `GET /livez`: 200 while the process runs and its metadata store has not stopped (an

@@ -82,6 +82,7 @@ pub struct RunningNode {
     app: AppState,
     http: tokio::net::TcpListener,
     max_body_bytes: usize,
+    header_read_timeout: Duration,
     transport: QuicTransport,
     tasks: Supervisor,
 }
@@ -342,6 +343,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         app,
         http,
         max_body_bytes: config.http.max_body_bytes,
+        header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
         transport,
         tasks,
     })
@@ -353,10 +355,14 @@ impl RunningNode {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let serve = axum::serve(self.http, router(self.app, self.max_body_bytes))
-            .with_graceful_shutdown(shutdown);
+        let serve = crate::http::serve::serve(
+            self.http,
+            router(self.app, self.max_body_bytes),
+            self.header_read_timeout,
+            shutdown,
+        );
         tokio::select! {
-            served = serve => served.context("serving HTTP")?,
+            () = serve => {}
             why = raft_stopped(self.meta.raft().clone()) => {
                 // No agent without its metadata replica: exit non-zero so the service
                 // manager restarts it. It once kept serving, forwarding every call, on a

@@ -4,9 +4,11 @@ use agent::api_client::{ApiClient, Method};
 use shared::api::{ErrorBody, ListTablesResponse, TableDescription};
 use shared::model::TableStatus;
 
-use crate::harness::{TestCluster, create_table, table_request, wait_for};
+use crate::harness::{JSON, TestCluster, create_table, table_request, wait_for};
 
 const HTTP_BASE: u16 = 21270;
+const BROWSER_HTTP_BASE: u16 = 24550;
+const STALLED_HTTP_BASE: u16 = 24600;
 
 /// Sends a raw request and checks the status and that the body is a JSON error.
 fn expect_error(
@@ -305,4 +307,73 @@ fn the_leaders_public_key_is_served_and_its_private_key_stays_in_its_file() {
         }
     }
     assert!(checked >= 5, "only {checked} files checked");
+}
+
+#[test]
+fn a_cross_site_form_post_cannot_change_the_cluster_with_basic_credentials() {
+    let (cluster, client) = TestCluster::single(BROWSER_HTTP_BASE, |_| {});
+    let body = serde_json::to_string(&table_request("formed", 100)).unwrap();
+    // What a browser's form can send cross-site without a preflight; the body is valid
+    // JSON, as `enctype="text/plain"` can make it. Before: 201, the table was created.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let answer = cluster.send(1, "POST", "/tables", content_type, &body);
+        assert_eq!(answer.status, 415, "{content_type}: {}", answer.body);
+        let error: ErrorBody = serde_json::from_str(&answer.body).expect("a JSON error");
+        assert!(
+            error.error.message.contains("application/json"),
+            "{error:?}"
+        );
+        let answer = cluster.send(1, "DELETE", "/tables/formed", content_type, "");
+        assert_eq!(answer.status, 415, "{content_type}: {}", answer.body);
+    }
+    assert!(client.list_tables().unwrap().tables.is_empty());
+    let answer = cluster.send(
+        1,
+        "POST",
+        "/tables",
+        "Application/JSON; charset=utf-8",
+        &body,
+    );
+    assert!(matches!(answer.status, 200..=202), "{answer:?}");
+    let answer = cluster.send(1, "POST", "/tables", JSON, "{");
+    assert_eq!(answer.status, 400, "JSON still parsed after the type check");
+}
+
+#[test]
+fn a_client_stalling_in_its_request_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let (cluster, client) = TestCluster::single(STALLED_HTTP_BASE, |c| {
+        c.http.header_read_timeout_ms = 500;
+    });
+    let addr = client.endpoint().trim_start_matches("http://").to_string();
+    // Before: every one of these stayed open as long as its client wished.
+    let mut stalled: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: agent\r\nX-Slow: ")
+                .unwrap();
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            stream
+        })
+        .collect();
+    for stream in &mut stalled {
+        let mut buf = [0u8; 512];
+        match stream.read(&mut buf) {
+            // Closed (possibly after a 408 answer) or reset: cut off.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("a stalled connection stayed open: {e}"),
+        }
+    }
+    assert!(
+        cluster.anonymous(1).healthy(),
+        "complete requests are served"
+    );
 }

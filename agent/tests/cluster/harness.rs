@@ -170,6 +170,38 @@ impl TestCluster {
             .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
     }
 
+    /// Sends a request to agent `i` as the bootstrap admin, with the content type given,
+    /// and returns what came back whatever its status.
+    pub fn send(&self, i: u16, method: &str, path: &str, content_type: &str, body: &str) -> Answer {
+        let admin = self.admin();
+        let basic = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", admin.principal_arn, admin.secret),
+        );
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.ports.http(i)))
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", content_type)
+            .body(body.to_string())
+            .unwrap();
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build(),
+        );
+        let mut response = agent.run(request).expect("an answer");
+        Answer {
+            status: response.status().as_u16(),
+            retry_after: response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
     /// Stops every agent with SIGTERM.
     pub fn stop_all(&mut self) {
         self.children.stop_all(Duration::from_secs(5));
@@ -280,6 +312,20 @@ fn rewrite_config(path: &Path, tune: &impl Fn(&mut Config)) {
 /// which its rebalancing would change meanwhile.
 pub fn no_scaler(config: &mut Config) {
     config.scaler.enabled = false;
+}
+
+/// The content type of JSON bodies.
+pub const JSON: &str = "application/json";
+
+/// An HTTP answer, whatever its status.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// Body text.
+    pub body: String,
 }
 
 /// Runs the `agent` binary with `args` and returns its output; panics on a failure.

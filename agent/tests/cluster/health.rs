@@ -6,7 +6,7 @@ use agent::data_client::{DataClient, DataClientError};
 use serde_json::json;
 use shared::model::TableStatus;
 
-use crate::harness::{TestCluster, create_table, no_scaler, table_request, wait_for};
+use crate::harness::{JSON, TestCluster, create_table, no_scaler, table_request, wait_for};
 
 const HEALTH_HTTP_BASE: u16 = 24100;
 const UNANSWERED_HTTP_BASE: u16 = 24150;
@@ -41,42 +41,6 @@ fn healthz_is_503_while_the_agent_cannot_reach_a_metadata_quorum() {
     }
 }
 
-/// Status and `Retry-After` of a request to agent `i` (authenticated as the admin).
-fn status_and_retry_after(
-    cluster: &TestCluster,
-    i: u16,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> (u16, Option<String>) {
-    let admin = cluster.admin();
-    let url = format!("{}{path}", cluster.anonymous(i).endpoint());
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build(),
-    );
-    let basic = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        format!("{}:{}", admin.principal_arn, admin.secret),
-    );
-    let auth = format!("Basic {basic}");
-    let request = ureq::http::Request::builder()
-        .method(method)
-        .uri(&url)
-        .header("authorization", &auth)
-        .header("content-type", "application/json")
-        .body(body.unwrap_or_default().to_string())
-        .unwrap();
-    let response = agent.run(request).unwrap();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    (response.status().as_u16(), retry_after)
-}
-
 #[test]
 fn a_leader_without_quorum_refuses_writes_with_503_and_retry_after() {
     let cluster = TestCluster::start(3, QUORUM_LOSS_HTTP_BASE, no_scaler);
@@ -94,26 +58,25 @@ fn a_leader_without_quorum_refuses_writes_with_503_and_retry_after() {
         cluster.pause(i);
     }
     wait_for("the leader not ready", || {
-        let (ready, _) = status_and_retry_after(&cluster, leader, "GET", "/readyz", None);
-        (ready == 503).then_some(())
+        let ready = cluster.send(leader, "GET", "/readyz", JSON, "");
+        (ready.status == 503).then_some(())
     });
-    let (live, _) = status_and_retry_after(&cluster, leader, "GET", "/livez", None);
+    let live = cluster.send(leader, "GET", "/livez", JSON, "");
     // Before: the leader appended the table and waited 3 s for a commit that could not
     // come, then answered 504 OutcomeUnknown, no Retry-After: a write that was never
     // going to apply looked as if it might have. (A write in the first second of the
     // silence is still appended, and may commit: that one is unknown.)
     let body = serde_json::to_string(&table_request("refused", 100)).unwrap();
-    let (status, retry_after) =
-        status_and_retry_after(&cluster, leader, "POST", "/tables", Some(&body));
+    let refused = cluster.send(leader, "POST", "/tables", JSON, &body);
     for &i in &followers {
         cluster.resume(i);
     }
-    assert_eq!(status, 503, "a write the leader could not commit");
-    assert_eq!(retry_after.as_deref(), Some("1"));
-    assert_eq!(live, 200, "/livez: the process runs");
+    assert_eq!(refused.status, 503, "a write the leader could not commit");
+    assert_eq!(refused.retry_after.as_deref(), Some("1"));
+    assert_eq!(live.status, 200, "/livez: the process runs");
     wait_for("ready again", || {
-        let (ready, _) = status_and_retry_after(&cluster, leader, "GET", "/readyz", None);
-        (ready == 200).then_some(())
+        let ready = cluster.send(leader, "GET", "/readyz", JSON, "");
+        (ready.status == 200).then_some(())
     });
     assert!(
         matches!(
