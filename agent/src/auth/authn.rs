@@ -14,6 +14,8 @@ pub struct Caller {
     pub arn: String,
     /// Whether it is a cluster admin.
     pub admin: bool,
+    /// Whether it presented a credential (a client's routing read), not its secret.
+    pub via_credential: bool,
 }
 
 /// What an `Authorization` header carries.
@@ -113,6 +115,7 @@ pub fn authenticate(
         Ok(Caller {
             arn,
             admin: principal.admin,
+            via_credential: false,
         })
     } else {
         Err(AuthnError::BadSecret)

@@ -20,6 +20,7 @@ use shared::api::format_millis;
 use shared::auth::secret::{new_salt, validate_principal_name};
 use shared::auth::{Action, Claims, TokenError, hash_secret, new_secret, principal_arn, verify};
 use shared::command::{MetaCommand, MetaOutcome};
+use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
 use crate::auth::audit::ANONYMOUS;
@@ -115,6 +116,7 @@ async fn routing_reader(
         Ok((claims, _)) => Ok(Caller {
             arn: claims.sub,
             admin: false,
+            via_credential: true,
         }),
         Err(CredentialRefused::Unauthenticated(m) | CredentialRefused::UnknownKey(m)) => {
             Err(ApiError::unauthenticated(m))
@@ -208,6 +210,31 @@ pub fn require_cluster_admin(caller: &Caller) -> ApiResult<()> {
             "{} is not a cluster admin",
             caller.arn
         )))
+    }
+}
+
+/// Whether the caller may see table `name`: a cluster admin sees every table, anyone
+/// else the tables it holds some action on.
+pub fn table_visible(s: &MetaState, caller: &Caller, name: &str) -> bool {
+    caller.admin || s.table_visible_to(&caller.arn, name)
+}
+
+/// 404, as for a table that does not exist, unless the caller may see table `name`.
+pub fn require_table_visible(s: &MetaState, caller: &Caller, name: &str) -> ApiResult<()> {
+    if table_visible(s, caller, name) {
+        Ok(())
+    } else {
+        Err(ApiError::table_not_found(name))
+    }
+}
+
+/// 403 unless the caller is a cluster admin or routes a client's requests with a
+/// credential (the nodes' endpoints).
+pub fn require_admin_or_credential(caller: &Caller) -> ApiResult<()> {
+    if caller.via_credential {
+        Ok(())
+    } else {
+        require_cluster_admin(caller)
     }
 }
 
@@ -455,11 +482,13 @@ fn verified_claims(app: &AppState, token: &str, now_ms: u64) -> ApiResult<Claims
     })
 }
 
-/// `GET /keys`: the published signing keys (public information).
+/// `GET /keys` (cluster admin): the published signing keys and their lifetimes (the
+/// public halves alone are open at `/.well-known/jwks.json`).
 pub async fn list_keys(
     State(app): State<AppState>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
 ) -> ApiResult<Json<ListKeysResponse>> {
+    require_cluster_admin(&caller)?;
     app.meta.linearizable_barrier().await?;
     let keys = app.state.read(|s| {
         s.signing_keys()

@@ -13,7 +13,7 @@ use shared::state::MetaState;
 
 use crate::auth::authn::Caller;
 use crate::http::AppState;
-use crate::http::access::require_cluster_admin;
+use crate::http::access::{require_admin_or_credential, require_cluster_admin};
 use crate::http::error::ApiError;
 
 /// `GET /cluster`: leader, voters, learners, term and commit index.
@@ -91,12 +91,15 @@ fn check_cluster(s: &MetaState, cluster_id: &str) -> Result<(), ApiError> {
     }
 }
 
-/// `GET /clusters/{cluster_id}/nodes`: every node with its status (this agent's gossip
-/// view refines the committed one), heartbeat staleness and gossiped load.
+/// `GET /clusters/{cluster_id}/nodes` (cluster admins, and clients routing with a
+/// credential): every node with its status (this agent's gossip view refines the
+/// committed one), heartbeat staleness and gossiped load.
 pub async fn nodes(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(cluster_id): Path<String>,
 ) -> Result<Json<NodesResponse>, ApiError> {
+    require_admin_or_credential(&caller)?;
     app.meta.linearizable_barrier().await?;
     let metrics = app.meta.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership().clone();

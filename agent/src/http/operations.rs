@@ -10,11 +10,11 @@ use shared::api::operations::{
     SplitPartitionRequest,
 };
 use shared::command::{MetaCommand, MetaOutcome};
-use shared::model::{OperationId, OperationKind, PartitionId};
+use shared::model::{Operation, OperationId, OperationKind, PartitionId};
 use shared::state::MetaState;
 
 use crate::auth::authn::Caller;
-use crate::http::access::require_table_admin;
+use crate::http::access::{require_table_admin, table_visible};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::{AppState, JsonBody, QueryParams};
 
@@ -134,6 +134,7 @@ pub struct OperationsParams {
 /// `GET /operations[?running=true]`: running and recent operations, oldest first.
 pub async fn list(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     QueryParams(params): QueryParams<OperationsParams>,
 ) -> ApiResult<Json<ListOperationsResponse>> {
     app.meta.linearizable_barrier().await?;
@@ -141,15 +142,25 @@ pub async fn list(
     let operations = app.state.read(|s| {
         s.operations()
             .filter(|op| !params.running || op.is_running())
+            .filter(|op| operation_visible(s, &caller, op))
             .map(|op| describe(s, op, now))
             .collect()
     });
     Ok(Json(ListOperationsResponse { operations }))
 }
 
+/// Whether the caller may see an operation: it sees the operation's table (a cluster
+/// admin sees every operation, those of purged tables too).
+fn operation_visible(s: &MetaState, caller: &Caller, op: &Operation) -> bool {
+    caller.admin
+        || s.table(op.table_id)
+            .is_some_and(|t| table_visible(s, caller, &t.table_name))
+}
+
 /// `GET /operations/{id}`.
 pub async fn get(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<OperationDescription>> {
     let id: OperationId = id.parse().map_err(|_| {
@@ -158,7 +169,11 @@ pub async fn get(
     app.meta.linearizable_barrier().await?;
     let now = (app.clock)();
     app.state
-        .read(|s| s.operation(id).map(|op| describe(s, op, now)))
+        .read(|s| {
+            s.operation(id)
+                .filter(|op| operation_visible(s, &caller, op))
+                .map(|op| describe(s, op, now))
+        })
         .map(Json)
         .ok_or_else(|| ApiError::not_found("OperationNotFound", format!("no operation {id}")))
 }

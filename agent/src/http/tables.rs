@@ -20,7 +20,9 @@ use shared::state::MetaState;
 use shared::validate::validate_table_name;
 
 use crate::auth::authn::Caller;
-use crate::http::access::{require_cluster_admin, require_table_admin};
+use crate::http::access::{
+    require_cluster_admin, require_table_admin, require_table_visible, table_visible,
+};
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::{AppState, JsonBody, QueryParams};
 
@@ -77,25 +79,34 @@ pub async fn create(
 }
 
 /// `GET /tables`: every table, linearizable.
-pub async fn list(State(app): State<AppState>) -> ApiResult<Json<ListTablesResponse>> {
+pub async fn list(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<ListTablesResponse>> {
     app.meta.linearizable_barrier().await?;
-    let tables = app
-        .state
-        .read(|s| s.tables().map(|t| describe_table(s, t)).collect());
+    let tables = app.state.read(|s| {
+        s.tables()
+            .filter(|t| table_visible(s, &caller, &t.table_name))
+            .map(|t| describe_table(s, t))
+            .collect()
+    });
     Ok(Json(ListTablesResponse { tables }))
 }
 
 /// `GET /tables/{name}`, linearizable.
 pub async fn describe(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<TableDescription>> {
     checked_name(&name)?;
     app.meta.linearizable_barrier().await?;
-    app.state
-        .read(|s| s.table_by_name(&name).map(|t| describe_table(s, t)))
-        .map(Json)
-        .ok_or_else(|| ApiError::table_not_found(&name))
+    app.state.read(|s| {
+        require_table_visible(s, &caller, &name)?;
+        s.table_by_name(&name)
+            .map(|t| Json(describe_table(s, t)))
+            .ok_or_else(|| ApiError::table_not_found(&name))
+    })
 }
 
 /// `DELETE /tables/{name}`: 202, the table goes DELETING and is removed once released.
@@ -196,12 +207,14 @@ pub struct SchemaQuery {
 /// `GET /tables/{name}/schema[?version=N]`, linearizable.
 pub async fn get_schema(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     QueryParams(query): QueryParams<SchemaQuery>,
 ) -> ApiResult<Json<SchemaResponse>> {
     checked_name(&name)?;
     app.meta.linearizable_barrier().await?;
     app.state.read(|s| {
+        require_table_visible(s, &caller, &name)?;
         let table = s
             .table_by_name(&name)
             .ok_or_else(|| ApiError::table_not_found(&name))?;
@@ -256,11 +269,13 @@ pub async fn put_schema(
 /// `GET /tables/{name}/partitions`, linearizable.
 pub async fn partitions(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<PartitionsResponse>> {
     checked_name(&name)?;
     app.meta.linearizable_barrier().await?;
     app.state.read(|s| {
+        require_table_visible(s, &caller, &name)?;
         let table = s
             .table_by_name(&name)
             .ok_or_else(|| ApiError::table_not_found(&name))?;

@@ -11,11 +11,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 use shared::api::auth::{IssueCredentialRequest, PutPolicyRequest, RevokeCredentialRequest};
 use shared::auth::{Action, Claims, Effect};
+use shared::model::TableStatus;
 
 use crate::harness::{TestCluster, create_table, read, table_request, wait_for};
 
 const REFUSALS_HTTP_BASE: u16 = 22500;
 const ROTATION_HTTP_BASE: u16 = 22550;
+const VISIBILITY_HTTP_BASE: u16 = 24650;
 const TABLE: &str = "vault";
 
 /// A client of `endpoint` sending `token` as its credential.
@@ -410,5 +412,82 @@ fn a_rotated_out_key_stops_verifying_after_its_grace_period() {
         read("keys", || admin.list_keys()).keys.len(),
         1,
         "only the new key is published"
+    );
+}
+
+#[test]
+fn a_principal_sees_only_the_tables_it_holds_a_policy_on() {
+    let (cluster, admin) = TestCluster::single(VISIBILITY_HTTP_BASE, |c| {
+        c.placement.replication_factor = 1;
+        c.scaler.enabled = false;
+    });
+    for name in ["mine", "theirs"] {
+        create_table(&admin, &table_request(name, 100));
+    }
+    let bob = read("create bob", || admin.create_principal("bob", false));
+    read("bob's policy", || {
+        admin.put_policy(
+            "mine",
+            &bob.principal_arn,
+            &policy(&[Action::Read], Effect::Allow),
+        )
+    });
+    wait_for("theirs ACTIVE", || {
+        (admin.get_table("theirs").ok()?.status == TableStatus::Active).then_some(())
+    });
+    let theirs = read("their partitions", || admin.partitions("theirs"));
+    let partition = theirs.partitions[0].partition_id;
+    read("a split of theirs", || {
+        admin.split_partition(partition, None)
+    });
+    let as_bob = cluster.anonymous(1).with_principal(&PrincipalCredentials {
+        principal_arn: bob.principal_arn.clone(),
+        secret: bob.secret.clone(),
+    });
+    // Before: bob listed both tables, their partitions, operations, nodes and keys.
+    let listed: Vec<String> = read("bob's tables", || as_bob.list_tables())
+        .tables
+        .into_iter()
+        .map(|t| t.table_name)
+        .collect();
+    assert_eq!(listed, ["mine"]);
+    assert!(as_bob.get_table("mine").is_ok());
+    assert!(as_bob.partitions("mine").is_ok());
+    for path in [
+        "/tables/theirs",
+        "/tables/theirs/partitions",
+        "/tables/theirs/schema",
+    ] {
+        assert_eq!(call(&as_bob, Method::Get, path, None).0, 404, "{path}");
+    }
+    let operations = read("bob's operations", || as_bob.operations(false));
+    assert!(operations.operations.is_empty(), "{operations:?}");
+    assert!(
+        !read("all operations", || admin.operations(false))
+            .operations
+            .is_empty()
+    );
+    for path in ["/keys", "/clusters/dev/nodes", "/audit"] {
+        assert_eq!(call(&as_bob, Method::Get, path, None).0, 403, "{path}");
+        assert_eq!(call(&admin, Method::Get, path, None).0, 200, "{path}");
+    }
+    // A client routing with a credential still reads the nodes' endpoints.
+    let request = IssueCredentialRequest {
+        principal_arn: bob.principal_arn.clone(),
+        ttl_seconds: None,
+        actions: None,
+    };
+    let token = read("bob's credential", || {
+        admin.issue_credential("mine", &request)
+    })
+    .token;
+    let routing = bearer(admin.endpoint(), &token);
+    assert_eq!(
+        call(&routing, Method::Get, "/clusters/dev/nodes", None).0,
+        200
+    );
+    assert_eq!(
+        call(&routing, Method::Get, "/tables/mine/partitions", None).0,
+        200
     );
 }

@@ -139,6 +139,14 @@ impl MetaState {
             .is_empty()
     }
 
+    /// Whether `principal` may perform some action on the table named `table`: the
+    /// tables a principal may see (list, describe, its partitions and operations).
+    pub fn table_visible_to(&self, principal: &str, table: &str) -> bool {
+        !self
+            .grantable_actions(principal, table, &BTreeSet::from(crate::auth::Action::ALL))
+            .is_empty()
+    }
+
     /// The actions of `asked` that `principal` may perform on the table named `table`
     /// now. A cluster admin may do anything no deny policy of its own forbids (it can
     /// grant itself anything anyway, so requiring an allow would only add a step);
