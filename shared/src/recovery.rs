@@ -116,6 +116,28 @@ pub fn plan_repairs(
     plans
 }
 
+/// The partitions a drain of HEALTHY node `node_id` would leave stuck on it, because no
+/// other node can take their replica (too few nodes accept new work): planned by the
+/// recovery planner on the state as if the drain were committed. Empty when the drain
+/// can finish (as far as the planner's first batch shows). A drain refused on this is
+/// never left DRAINING for good with no reason given.
+pub fn drain_blockers(
+    state: &MetaState,
+    node_id: NodeId,
+    cfg: &RecoveryConfig,
+) -> Vec<PartitionId> {
+    let mut draining = state.clone();
+    let drain = MetaCommand::DrainNode {
+        node_id,
+        remove: false,
+        now_ms: 0,
+    };
+    if draining.apply(&drain).is_err() {
+        return Vec::new();
+    }
+    plan_node_recovery(&draining, node_id, cfg, &|_, _| 0, &BTreeSet::new()).drain_blocked
+}
+
 /// DRAINING (or FAILED) nodes waiting for removal that own nothing any more: ready for
 /// `DecommissionNode`.
 pub fn nodes_to_decommission(state: &MetaState) -> Vec<NodeId> {

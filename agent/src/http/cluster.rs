@@ -8,7 +8,8 @@ use shared::api::{
     NodesResponse, format_millis,
 };
 use shared::command::MetaCommand;
-use shared::model::{Node, NodeId};
+use shared::model::{Node, NodeId, NodeStatus};
+use shared::recovery::{RecoveryConfig, drain_blockers};
 use shared::state::MetaState;
 
 use crate::auth::authn::Caller;
@@ -192,6 +193,9 @@ pub async fn remove(
     request_drain(app, cluster_id, node_id, true).await
 }
 
+/// Most partition ids named in a refused drain's message.
+const BLOCKED_IDS_SHOWN: usize = 10;
+
 async fn request_drain(
     app: AppState,
     cluster_id: String,
@@ -202,15 +206,33 @@ async fn request_drain(
         ApiError::bad_request("InvalidRequest", format!("{node_id:?} is not a node id"))
     })?;
     app.meta.linearizable_barrier().await?;
+    let recovery = RecoveryConfig {
+        replication_factor: app.replication_factor,
+    };
     app.state.read(|s| {
         check_cluster(s, &cluster_id)?;
-        match s.node(node_id) {
-            Some(_) => Ok(()),
-            None => Err(ApiError::not_found(
-                "NodeNotFound",
-                format!("node {node_id} is not registered"),
-            )),
+        let node = s.node(node_id).ok_or_else(|| {
+            ApiError::not_found("NodeNotFound", format!("node {node_id} is not registered"))
+        })?;
+        if node.status != NodeStatus::Healthy {
+            return Ok(());
         }
+        // Refused with the reason rather than accepted and left DRAINING for good.
+        let blocked = drain_blockers(s, node_id, &recovery);
+        if blocked.is_empty() {
+            return Ok(());
+        }
+        let shown = &blocked[..blocked.len().min(BLOCKED_IDS_SHOWN)];
+        Err(ApiError::conflict(
+            "DrainBlocked",
+            format!(
+                "node {node_id} cannot be drained: no other node can take a replica of {} \
+                 of its partitions (e.g. {shown:?}) at replication factor {}; add a node \
+                 first",
+                blocked.len(),
+                app.replication_factor
+            ),
+        ))
     })?;
     let cmd = MetaCommand::DrainNode {
         node_id,

@@ -46,6 +46,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// 409 with a code and message.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+
     /// An extractor's rejection (body too large, bad query, wrong method) as a JSON error.
     pub fn rejected(status: StatusCode, message: String) -> Self {
         let code = match status {

@@ -14,6 +14,7 @@ use shared::model::{NodeId, NodeStatus, TableStatus};
 use crate::harness::{TestCluster, create_table, no_scaler, read, table_request, wait_for};
 
 const HTTP_BASE: u16 = 21700;
+const DRAIN_BLOCKED_HTTP_BASE: u16 = 24700;
 const TABLE: &str = "orders";
 /// 12,000 WCU at 1,000 WCU per partition.
 const WRITE_UNITS: u64 = 12_000;
@@ -281,5 +282,40 @@ fn failures_are_detected_once_recovered_and_rejoined() {
     assert_eq!(
         survivor.get_table(TABLE).expect("table").status,
         TableStatus::Active
+    );
+}
+
+#[test]
+fn a_drain_that_cannot_finish_is_refused_with_its_reason() {
+    let cluster = TestCluster::start(3, DRAIN_BLOCKED_HTTP_BASE, no_scaler);
+    let client = cluster.client(1);
+    create_table(&client, &table_request(TABLE, 1000));
+    wait_for("table ACTIVE", || {
+        (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+    // Three nodes at replication factor 3: a drained node's replicas have nowhere to go.
+    // Before: 202, and the node stayed DRAINING for good with no reason shown.
+    for remove in [false, true] {
+        let refused = if remove {
+            client.remove_node("dev", 3)
+        } else {
+            client.drain_node("dev", 3)
+        };
+        match refused {
+            Err(agent::api_client::ClientError::Api {
+                status: 409,
+                code,
+                message,
+            }) => {
+                assert_eq!(code, "DrainBlocked");
+                assert!(message.contains("replication factor 3"), "{message}");
+            }
+            other => panic!("remove={remove}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        nodes(&client)[&3].status,
+        NodeStatus::Healthy,
+        "nothing changed"
     );
 }

@@ -14,7 +14,9 @@ use proptest::prelude::*;
 use shared::command::{MetaCommand, MetaError, MetaOutcome};
 use shared::model::{NodeId, NodeStatus, Partition};
 use shared::placement::PlacementConfig;
-use shared::recovery::{RecoveryConfig, nodes_to_decommission, plan_repairs, under_replicated};
+use shared::recovery::{
+    RecoveryConfig, drain_blockers, nodes_to_decommission, plan_repairs, under_replicated,
+};
 use shared::state::MetaState;
 
 use crate::fixtures::{
@@ -420,4 +422,24 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_drain_with_nowhere_to_go_is_blocked_and_one_with_a_spare_node_is_not() {
+    let cfg = RecoveryConfig::default();
+    let three = populated(&[Fate::Stays; 3], 3, &[(1000, 3)]);
+    let blocked = drain_blockers(&three, 3, &cfg);
+    assert!(!blocked.is_empty(), "3 nodes at replication factor 3");
+    assert_eq!(
+        status(&three, 3),
+        NodeStatus::Healthy,
+        "the state is not changed"
+    );
+    let four = populated(&[Fate::Stays; 4], 3, &[(1000, 3)]);
+    let holder = four
+        .partitions()
+        .next()
+        .map(|p| p.primary_node_id)
+        .expect("a partition");
+    assert_eq!(drain_blockers(&four, holder, &cfg), Vec::<u64>::new());
 }
