@@ -28,6 +28,21 @@ use crate::auth::authn::basic_header;
 /// Timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The largest metadata backup the client reads (10,000 partitions take a few MB).
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
+/// The error of a non-2xx answer: its JSON error body, or the text if it has none.
+fn api_error(status: u16, text: &str) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(text) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.error.code,
+            message: body.error.message,
+        },
+        Err(_) => ClientError::Decode(format!("status {status}: {text}")),
+    }
+}
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -182,14 +197,29 @@ impl ApiClient {
             return serde_json::from_str(&text)
                 .map_err(|e| ClientError::Decode(format!("{e}: {text}")));
         }
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(body) => Err(ClientError::Api {
-                status,
-                code: body.error.code,
-                message: body.error.message,
-            }),
-            Err(_) => Err(ClientError::Decode(format!("status {status}: {text}"))),
+        Err(api_error(status, &text))
+    }
+
+    /// `GET /cluster/snapshot`: a backup file of the metadata (cluster admins).
+    pub fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/cluster/snapshot", self.endpoint);
+        let transport = |e: ureq::Error| ClientError::Transport {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        };
+        let mut response = with_auth(self.agent.get(&url), self.authorization.as_deref())
+            .call()
+            .map_err(transport)?;
+        let status = response.status().as_u16();
+        let body = response.body_mut();
+        if !(200..300).contains(&status) {
+            let text = body.read_to_string().map_err(transport)?;
+            return Err(api_error(status, &text));
         }
+        body.with_config()
+            .limit(MAX_SNAPSHOT_BYTES)
+            .read_to_vec()
+            .map_err(transport)
     }
 
     /// `POST /tables`.

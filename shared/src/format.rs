@@ -25,6 +25,7 @@
 //! | State-machine snapshots | [`SNAPSHOT_FORMAT`] | a header on the snapshot bytes ([`snapshot_header`]) |
 //! | Partition logs and positions (`WriteRecord`) | [`PARTITION_STORE_FORMAT`] | the `format` table of `partitions.redb` |
 //! | Peer messages and gossip reports | [`PEER_FORMAT`] | the TLS ALPN protocol of every peer connection |
+//! | Metadata backup files | [`crate::backup::BACKUP_FORMAT`] | the header of the file |
 //!
 //! A store written before versions were recorded is version 1: that is the encoding
 //! version 1 names.

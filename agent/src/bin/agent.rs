@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "agent/cert.rs"]
 mod cert;
+#[path = "agent/disaster.rs"]
+mod disaster;
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +52,27 @@ enum Cmd {
         #[arg(long)]
         peer: Option<String>,
     },
+    /// Start a new cluster's metadata from a backup (`agentctl snapshot save`): writes the
+    /// metadata store of the agent a configuration describes, with that agent its only
+    /// voter. Run it on a stopped agent whose data dir holds no metadata, then start it.
+    Restore {
+        /// The agent's configuration (its data dir receives the metadata).
+        #[arg(long)]
+        config: PathBuf,
+        /// Backup file.
+        #[arg(long)]
+        snapshot: PathBuf,
+    },
+    /// After a majority of metadata voters is lost for good: make this stopped agent the
+    /// only voter, keeping everything in its log. Shows the plan; --yes applies it.
+    Recover {
+        /// The surviving agent's configuration.
+        #[arg(long)]
+        config: PathBuf,
+        /// Apply the plan (without it nothing is changed).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Make and inspect the cluster's certificates (CA, node certificates).
     #[command(subcommand)]
     Cert(cert::CertCmd),
@@ -79,6 +102,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Cert(cmd) => cert::run(cmd),
         Cmd::Init { config, peer } => init(&config, peer),
+        Cmd::Restore { config, snapshot } => disaster::restore(&config, &snapshot),
+        Cmd::Recover { config, yes } => disaster::recover(&config, yes),
         Cmd::Dev {
             nodes,
             dir,

@@ -6,6 +6,8 @@ mod access;
 mod item;
 #[path = "agentctl/operations.rs"]
 mod operations;
+#[path = "agentctl/snapshot.rs"]
+mod snapshot;
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -87,6 +89,9 @@ enum Cmd {
         #[arg(long)]
         running: bool,
     },
+    /// Metadata backups: save one from the cluster, check a file.
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCmd),
     /// Control-plane mutations recorded by the agent at --endpoint.
     Audit {
         /// Only entries from this time on (Unix milliseconds or RFC 3339).
@@ -273,6 +278,7 @@ fn run(client: &ApiClient, json: bool, command: Cmd, auth: &Auth) -> anyhow::Res
         Cmd::Operations { running } => operations::run_operations(client, json, running),
         Cmd::Audit { since } => access::run_audit(client, json, since.as_deref()),
         Cmd::Table(cmd) => run_table(client, json, cmd),
+        Cmd::Snapshot(cmd) => snapshot::run(client, json, cmd),
         Cmd::Nodes => {
             let nodes = client.nodes(&cluster_id(client)?)?;
             print(json, &nodes, || nodes_text(&nodes))

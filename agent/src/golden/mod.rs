@@ -173,6 +173,12 @@ fn state_machine_snapshots() {
 }
 
 #[test]
+fn metadata_backups() {
+    // The file adds a header and a digest around these bytes (`shared::backup`).
+    check("meta_backup", &samples::meta_backups());
+}
+
+#[test]
 fn a_snapshot_starts_with_its_format_version() {
     let (_, image) = samples::snapshot_images().remove(0);
     let bytes = crate::meta::state_machine::encode_image(&image).unwrap();

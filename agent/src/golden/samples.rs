@@ -450,6 +450,20 @@ pub fn snapshot_images() -> Vec<Sample<SnapshotImage>> {
     ]
 }
 
+/// A metadata backup of a small cluster.
+pub fn meta_backups() -> Vec<Sample<shared::backup::MetaBackup>> {
+    vec![(
+        "Cluster",
+        shared::backup::MetaBackup {
+            cluster_id: Some("dev".into()),
+            applied_index: 30,
+            taken_by: 1,
+            taken_at_ms: 1_700_000_000_000,
+            state: sample_state(),
+        },
+    )]
+}
+
 fn write_record(lsn: u64, op: WriteOp, sort_key: Option<Vec<u8>>) -> WriteRecord {
     WriteRecord {
         lsn,

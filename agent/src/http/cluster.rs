@@ -7,6 +7,7 @@ use shared::api::{
     ClusterResponse, DrainNodeResponse, MetadataReplicaResponse, NodeDescription, NodeMetrics,
     NodesResponse, format_millis,
 };
+use shared::backup::MetaBackup;
 use shared::command::MetaCommand;
 use shared::model::{Node, NodeId, NodeStatus};
 use shared::recovery::{RecoveryConfig, drain_blockers};
@@ -43,37 +44,86 @@ pub async fn cluster(State(app): State<AppState>) -> Result<Json<ClusterResponse
     }))
 }
 
-/// Reads of the state `GET /cluster/metadata` tries before giving up because entries
-/// kept being applied during each.
-const METADATA_READ_ATTEMPTS: usize = 20;
-
 /// `GET /cluster/metadata` (cluster admins): this agent's own replica of the metadata,
 /// read locally without asking the leader: its applied index, whether its invariants
-/// hold, and a digest to compare replicas by. The index is read on both sides of the
-/// state, so the digest is of the state at exactly that index.
+/// hold, and a digest to compare replicas by.
 pub async fn metadata(
     State(app): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<MetadataReplicaResponse>, ApiError> {
     use sha2::Digest;
     require_cluster_admin(&caller)?;
-    for _ in 0..METADATA_READ_ATTEMPTS {
+    let (applied_index, (violation, encoded)) = read_at_one_index(&app, |s| {
+        (s.check_invariants().err(), postcard::to_allocvec(s))
+    })?;
+    let encoded = encoded.map_err(|e| ApiError::internal(format!("encoding the state: {e}")))?;
+    let digest = sha2::Sha256::digest(&encoded);
+    Ok(Json(MetadataReplicaResponse {
+        node_id: app.meta.node_id(),
+        applied_index,
+        invariant_violation: violation,
+        digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+    }))
+}
+
+/// `GET /cluster/snapshot` (cluster admins): a backup of the whole metadata at a
+/// committed index (`shared::backup`: checksummed), read on this agent after it applied
+/// everything committed before the request, as `application/octet-stream`.
+pub async fn snapshot(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    require_cluster_admin(&caller)?;
+    app.meta.linearizable_barrier().await?;
+    let (applied_index, state) = read_at_one_index(&app, MetaState::clone)?;
+    let backup = MetaBackup {
+        cluster_id: state.cluster_id().map(str::to_string),
+        applied_index,
+        taken_by: app.meta.node_id(),
+        taken_at_ms: (app.clock)(),
+        state,
+    };
+    // Encoding a large state takes a while: off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || backup.encode())
+        .await
+        .map_err(|e| ApiError::internal(format!("encoding the backup: {e}")))?
+        .map_err(|e| ApiError::internal(format!("encoding the backup: {e}")))?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/octet-stream".to_string(),
+            ),
+            (
+                axum::http::HeaderName::from_static(SNAPSHOT_INDEX_HEADER),
+                applied_index.to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// The response header of `GET /cluster/snapshot` naming the backup's index.
+pub const SNAPSHOT_INDEX_HEADER: &str = "x-snapshot-index";
+
+/// Reads of the state [`read_at_one_index`] tries before giving up because entries kept
+/// being applied during each.
+const READ_AT_ONE_INDEX_ATTEMPTS: usize = 20;
+
+/// `read` of this agent's replica with the index it is of: the index is read on both
+/// sides of the state, so the result is of the state at exactly that index.
+fn read_at_one_index<T>(
+    app: &AppState,
+    read: impl Fn(&MetaState) -> T,
+) -> Result<(u64, T), ApiError> {
+    for _ in 0..READ_AT_ONE_INDEX_ATTEMPTS {
         let before = app.state.applied_index();
-        let (violation, encoded) = app
-            .state
-            .read(|s| (s.check_invariants().err(), postcard::to_allocvec(s)));
-        let encoded =
-            encoded.map_err(|e| ApiError::internal(format!("encoding the state: {e}")))?;
-        if app.state.applied_index() != before {
-            continue;
+        let value = app.state.read(&read);
+        if app.state.applied_index() == before {
+            return Ok((before, value));
         }
-        let digest = sha2::Sha256::digest(&encoded);
-        return Ok(Json(MetadataReplicaResponse {
-            node_id: app.meta.node_id(),
-            applied_index: before,
-            invariant_violation: violation,
-            digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
-        }));
     }
     Err(ApiError::unavailable(
         "the metadata changed during every read: try again",

@@ -141,6 +141,7 @@ fn control_routes(app: AppState) -> Router<AppState> {
         .route("/operations/{id}", get(operations::get))
         .route("/cluster", get(cluster::cluster))
         .route("/cluster/metadata", get(cluster::metadata))
+        .route("/cluster/snapshot", get(cluster::snapshot))
         .route("/clusters/{cluster_id}/nodes", get(cluster::nodes))
         .route(
             "/clusters/{cluster_id}/nodes/{node_id}",

@@ -68,6 +68,33 @@ impl LogStore {
         read_meta(&self.db, key)
     }
 
+    /// The stored vote (offline surgery: `meta::offline`).
+    pub(crate) fn stored_vote(&self) -> Result<Option<Vote>, StoreError> {
+        self.read_meta(KEY_VOTE)
+    }
+
+    /// The latest committed id known (offline surgery).
+    pub(crate) fn committed(&self) -> Option<LogId> {
+        self.committed
+    }
+
+    /// Replaces the stored vote (offline surgery).
+    pub(crate) fn store_vote(&self, vote: &Vote) -> Result<(), StoreError> {
+        self.write_meta(KEY_VOTE, vote)
+    }
+
+    /// Records `committed` as the committed id now (offline surgery).
+    pub(crate) fn store_committed(&mut self, committed: Option<LogId>) -> Result<(), StoreError> {
+        self.write_meta(KEY_COMMITTED, &committed)?;
+        (self.committed, self.committed_on_disk) = (committed, committed);
+        Ok(())
+    }
+
+    /// The entries from `from` on, in index order (offline surgery).
+    pub(crate) fn entries_from(&self, from: u64) -> Result<Vec<Entry>, StoreError> {
+        read_entries(&self.db, from..)
+    }
+
     fn write_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StoreError> {
         let bytes = postcard::to_allocvec(value)?;
         let txn = begin_durable_write(&self.db)?;
@@ -76,7 +103,7 @@ impl LogStore {
         Ok(())
     }
 
-    fn log_state(&self) -> Result<LogState, StoreError> {
+    pub(crate) fn log_state(&self) -> Result<LogState, StoreError> {
         let last_purged_log_id: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
         let txn = self.db.begin_read()?;
         let table = txn.open_table(LOG)?;
@@ -90,7 +117,7 @@ impl LogStore {
         })
     }
 
-    fn append_entries(
+    pub(crate) fn append_entries(
         &mut self,
         entries: impl IntoIterator<Item = Entry>,
     ) -> Result<(), StoreError> {
@@ -123,7 +150,7 @@ impl LogStore {
 
     /// Records `log_id` as purged and removes entries up to it, in one transaction so a crash
     /// never leaves a hole between the purged id and the first entry.
-    fn purge_upto(&self, log_id: &LogId) -> Result<(), StoreError> {
+    pub(crate) fn purge_upto(&self, log_id: &LogId) -> Result<(), StoreError> {
         let bytes = postcard::to_allocvec(log_id)?;
         let txn = begin_durable_write(&self.db)?;
         txn.open_table(META)?

@@ -6,6 +6,7 @@ pub mod client;
 pub mod freshness;
 pub mod log_store;
 pub mod network;
+pub mod offline;
 pub mod reachability;
 pub mod rpc;
 pub mod state_machine;

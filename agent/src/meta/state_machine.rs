@@ -122,7 +122,7 @@ fn restore_image(meta: &SnapshotMeta, data: &[u8]) -> Result<SnapshotImage, Stor
     })
 }
 
-fn load_snapshot(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
+pub(crate) fn load_snapshot(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(SNAPSHOT)?;
     let (Some(meta), Some(data)) = (table.get(KEY_META)?, table.get(KEY_DATA)?) else {
@@ -134,7 +134,11 @@ fn load_snapshot(db: &Database) -> Result<Option<(SnapshotMeta, Vec<u8>)>, Store
 
 /// Makes `meta`/`data` the current snapshot unless a newer one is already stored (a build
 /// can race with an install from the leader).
-fn persist_snapshot(db: &Database, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn persist_snapshot(
+    db: &Database,
+    meta: &SnapshotMeta,
+    data: &[u8],
+) -> Result<(), StoreError> {
     let meta_bytes = postcard::to_allocvec(meta)?;
     let txn = begin_durable_write(db)?;
     {

@@ -295,6 +295,22 @@ impl TestCluster {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    /// Runs `agentctl` against agent `i` as the bootstrap admin; returns its output
+    /// whatever its exit status.
+    pub fn agentctl(&self, i: u16, args: &[&str]) -> std::process::Output {
+        let credentials = agent::dev::admin_credentials_path(self.dir());
+        std::process::Command::new(env!("CARGO_BIN_EXE_agentctl"))
+            .arg("--endpoint")
+            .arg(format!("http://{}", self.ports.http(i)))
+            .arg("--credentials")
+            .arg(credentials)
+            .args(args)
+            .env_remove("AGENTCTL_CREDENTIALS")
+            .env_remove("AGENTCTL_ENDPOINT")
+            .output()
+            .expect("run agentctl")
+    }
+
     /// Number of agents.
     pub fn size(&self) -> u16 {
         self.configs.len() as u16

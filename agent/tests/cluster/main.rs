@@ -7,6 +7,7 @@ mod bootstrap;
 mod certs;
 mod data;
 mod dev;
+mod disaster;
 mod failover;
 mod harness;
 mod health;
