@@ -242,6 +242,28 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Whether an append at `epoch`, older than the newest epoch this replica knows of,
+    /// is still taken: a write the primary sent just before a change of the replica set
+    /// that kept it primary (a replica added or released) would otherwise end in doubt
+    /// for nothing. Taken only while this agent is a replica (not the primary) of the
+    /// partition as its metadata stands, and its log holds no record of a later epoch
+    /// (no newer primary wrote here). A deposed primary gains nothing: the primary that
+    /// replaced it is a member of its replica set (a move's target becomes primary
+    /// under the old primary's pause; recovery promotes a member) and refuses, so that
+    /// write is never acknowledged, and catch-up at the new epoch drops its record.
+    fn late_append(&self, pid: PartitionId, epoch: u64) -> bool {
+        let replica_now = self.state.read(|s| {
+            s.partition(pid).is_some_and(|p| {
+                p.primary_node_id != self.me && p.replica_node_ids.contains(&self.me)
+            })
+        });
+        replica_now
+            && self
+                .store
+                .position(pid)
+                .is_ok_and(|position| position.epoch <= epoch)
+    }
+
     async fn append(
         &self,
         pid: PartitionId,
@@ -253,7 +275,12 @@ impl DataPlane {
         // ones before it.
         let guard = self.replica_lock(pid);
         let _one_at_a_time = guard.lock().await;
-        self.accept_epoch(pid, epoch)?;
+        match self.accept_epoch(pid, epoch) {
+            Err(ReplicaError::StaleEpoch { current }) if self.late_append(pid, epoch) => {
+                tracing::debug!(partition = pid, epoch, current, "late append accepted");
+            }
+            accepted => accepted?,
+        }
         let position = self.position_or_allocate(pid).await?;
         if position != prev {
             return Err(ReplicaError::NeedSync { position });

@@ -7,8 +7,12 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use shared::command::MetaCommand;
+use shared::command::PartitionChange;
+use shared::data::{
+    DataPeerReply, DataPeerRequest, LogPosition, ReplicaError, ReplicaReply, ReplicaRequest,
+};
 use shared::data::{ItemError, WriteOp, WriteRecord};
-use shared::model::PartitionId;
+use shared::model::{NodeId, PartitionId};
 
 use super::{DataPlane, DataPlaneParts, ItemCall, ItemCallKind};
 use crate::data::DataConfig;
@@ -33,6 +37,16 @@ struct OneNode {
 }
 
 async fn one_node() -> OneNode {
+    let n = start(table_of_one_partition()).await;
+    // Started leading partition 1: it is fenced and moved to a new epoch first.
+    let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    n.data.clone().arm_fences(caught_up).await;
+    wait_for_epoch_after(&n.meta, 1).await;
+    n
+}
+
+/// Agent 1 of a one-voter metadata store holding `commands`, with partition 1 allocated.
+async fn start(commands: Vec<MetaCommand>) -> OneNode {
     let net = MemNet::default();
     let node = TestNode::start(&net, 1, fast_config()).await;
     let members = BTreeMap::from([(1, BasicNode::new(addr(1)))]);
@@ -56,7 +70,7 @@ async fn one_node() -> OneNode {
         metrics,
         freshness.clone(),
     ));
-    for cmd in table_of_one_partition() {
+    for cmd in commands {
         let result = meta.propose(cmd.clone()).await.expect("committed");
         assert!(result.is_ok(), "{cmd:?}: {result:?}");
     }
@@ -73,10 +87,6 @@ async fn one_node() -> OneNode {
         config: DataConfig::default(),
         clock: Arc::new(|| T0),
     });
-    // Started leading partition 1: it is fenced and moved to a new epoch first.
-    let caught_up = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    data.clone().arm_fences(caught_up).await;
-    wait_for_epoch_after(&meta, 1).await;
     OneNode {
         data,
         meta,
@@ -87,30 +97,38 @@ async fn one_node() -> OneNode {
 }
 
 fn table_of_one_partition() -> Vec<MetaCommand> {
-    let [create, assign] = orders_table(1, vec![], T0);
-    vec![
-        MetaCommand::InitCluster {
-            cluster_id: "plane-test".into(),
-        },
-        MetaCommand::RegisterNode {
-            node_id: 1,
-            endpoint: "http://127.0.0.1:7001".into(),
-            peer_addr: addr(1),
+    table_on(&[1])
+}
+
+/// Nodes 1 to `members.len()` and table `orders` of one partition on `members` (the
+/// primary first), ready and ACTIVE.
+fn table_on(members: &[NodeId]) -> Vec<MetaCommand> {
+    let [create, assign] = orders_table(members[0], members[1..].to_vec(), T0);
+    let mut commands = vec![MetaCommand::InitCluster {
+        cluster_id: "plane-test".into(),
+    }];
+    for &node_id in members {
+        commands.push(MetaCommand::RegisterNode {
+            node_id,
+            endpoint: format!("http://127.0.0.1:700{node_id}"),
+            peer_addr: addr(node_id),
             zone: "z1".into(),
             incarnation: T0,
             now_ms: T0,
-        },
-        create,
-        assign,
-        MetaCommand::PartitionsReady {
-            node_id: 1,
+        });
+    }
+    commands.extend([create, assign]);
+    for &node_id in members {
+        commands.push(MetaCommand::PartitionsReady {
+            node_id,
             partition_ids: vec![1],
-        },
-        MetaCommand::ActivateTable {
-            table_id: 1,
-            now_ms: T0,
-        },
-    ]
+        });
+    }
+    commands.push(MetaCommand::ActivateTable {
+        table_id: 1,
+        now_ms: T0,
+    });
+    commands
 }
 
 fn call(kind: ItemCallKind) -> ItemCall {
@@ -186,4 +204,72 @@ async fn a_partition_in_doubt_that_is_only_read_asks_for_a_new_epoch_and_serves_
     wait_for_epoch_after(&n.meta, epoch).await;
     let read = n.data.call(call(ItemCallKind::Get)).await;
     assert!(read.is_ok(), "{read:?}");
+}
+
+/// What a replica answers to an append of one record at `epoch` after `prev`.
+async fn append(n: &OneNode, epoch: u64, prev: LogPosition) -> Result<LogPosition, ReplicaError> {
+    let record = WriteRecord {
+        lsn: prev.lsn + 1,
+        epoch,
+        partition_key: b"a".to_vec(),
+        sort_key: None,
+        op: WriteOp::Put(br#"{"v":1}"#.to_vec()),
+    };
+    let request = DataPeerRequest::Replica(ReplicaRequest::Append {
+        partition_id: 1,
+        epoch,
+        prev,
+        records: vec![record],
+    });
+    match n.data.handle_peer(request).await {
+        DataPeerReply::Replica(ReplicaReply::Appended(result)) => result,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Commits a new epoch of partition 1 with `primary` and `replicas`.
+async fn reconfigure(n: &OneNode, primary: NodeId, replicas: Vec<NodeId>) -> u64 {
+    let epoch = epoch_of(&n.meta, 1);
+    let change = PartitionChange {
+        partition_id: 1,
+        expected_epoch: epoch,
+        primary_node_id: primary,
+        replica_node_ids: replicas,
+    };
+    let cmd = MetaCommand::RepairPartitions {
+        changes: vec![change],
+    };
+    assert!(n.meta.propose(cmd).await.expect("committed").is_ok());
+    epoch + 1
+}
+
+#[tokio::test]
+async fn a_late_append_of_the_primary_that_kept_its_role_is_taken_and_no_other() {
+    // Agent 1 is the replica; agent 2, the primary, is this test.
+    let n = start(table_on(&[2, 1])).await;
+    let first = epoch_of(&n.meta, 1);
+    let at = append(&n, first, n.store.position(1).unwrap())
+        .await
+        .unwrap();
+    // The replica set changed and kept the primary (a replica added or released) while
+    // its next write was in flight: that write is taken, not left in doubt.
+    let second = reconfigure(&n, 2, vec![1]).await;
+    let at = append(&n, first, at).await.expect("a late append is taken");
+    let at = append(&n, second, at).await.unwrap();
+    // Once the log holds a record of the new epoch, an older one is refused.
+    assert!(matches!(
+        append(&n, first, at).await,
+        Err(ReplicaError::StaleEpoch { current }) if current == second
+    ));
+    // A replica that became the primary refuses its predecessor's late appends.
+    let third = reconfigure(&n, 1, vec![2]).await;
+    assert!(matches!(
+        append(&n, second, at).await,
+        Err(ReplicaError::StaleEpoch { current }) if current == third
+    ));
+    assert_eq!(
+        n.store.position(1).unwrap(),
+        at,
+        "nothing refused was written"
+    );
 }
