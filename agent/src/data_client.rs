@@ -412,8 +412,11 @@ impl DataClient {
         let mut refresh = self.read_cache().key_types(request.table).is_none();
         let mut last = None;
         let mut renewed = false;
+        // A route gone stale (a hand-over or a move switched the primary): the refreshed
+        // route is tried at once, the first time (the switch is done by then).
+        let (mut at_once, mut rerouted) = (false, false);
         for attempt in 1..=self.retry.max_attempts {
-            if attempt > 1 {
+            if attempt > 1 && !std::mem::take(&mut at_once) {
                 std::thread::sleep(self.retry.backoff(attempt - 1));
             }
             match self.attempt(request, check, refresh) {
@@ -431,6 +434,8 @@ impl DataClient {
                     last = Some(e);
                 }
                 Err(e) if e.is_retryable() => {
+                    at_once = e.status() == Some(421) && !rerouted;
+                    rerouted |= at_once;
                     last = Some(e);
                     refresh = true;
                 }
