@@ -88,6 +88,9 @@ pub struct Config {
     /// The Scaler: hot and large partition splits, capacity changes, scale-out moves.
     #[serde(default)]
     pub scaler: ScalerSection,
+    /// Graceful shutdown (SIGTERM): hand-overs before the agent exits.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 fn default_cluster_name() -> String {
@@ -435,6 +438,31 @@ impl Default for HttpConfig {
     }
 }
 
+/// Graceful shutdown settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long a stopping agent spends handing its partitions over and leaving their
+    /// replica sets before it exits anyway (what is left waits for failure detection).
+    pub handover_timeout_ms: u64,
+    /// Partitions handed over at once (each pauses its own writes for one switch).
+    pub handover_parallelism: usize,
+    /// After the hand-overs, how long the HTTP API waits for clients to close their
+    /// connections (every answer says `Connection: close` by then) before it closes the
+    /// rest: a request sent on a connection as the server closes it gets no answer.
+    pub client_close_grace_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            handover_timeout_ms: 10_000,
+            handover_parallelism: 16,
+            client_close_grace_ms: 2000,
+        }
+    }
+}
+
 impl Config {
     /// Agent `node_id` of cluster `cluster_name` with every tunable section at its
     /// default: no zone, no seeds, not the bootstrap agent.
@@ -463,6 +491,7 @@ impl Config {
             data: Default::default(),
             auth: Default::default(),
             scaler: Default::default(),
+            shutdown: Default::default(),
         }
     }
 
@@ -488,6 +517,9 @@ impl Config {
         }
         if self.http.header_read_timeout_ms == 0 {
             return bad("http.header_read_timeout_ms must be at least 1");
+        }
+        if self.shutdown.handover_parallelism == 0 {
+            return bad("shutdown.handover_parallelism must be at least 1");
         }
         if !self.bootstrap && self.seeds.is_empty() {
             return bad("an agent that does not bootstrap needs at least one seed");

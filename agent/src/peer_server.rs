@@ -70,6 +70,9 @@ impl PeerHandler {
                 join,
                 empty,
             } => PeerResponse::JoinCluster(self.join_cluster(&cluster_id, join, empty).await),
+            PeerRequest::Campaign => {
+                PeerResponse::Campaign(self.raft.trigger().elect().await.map_err(|e| e.to_string()))
+            }
             raft_rpc => {
                 let response = handle_raft_request(&self.raft, raft_rpc)
                     .await

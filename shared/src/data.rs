@@ -444,6 +444,16 @@ pub enum DataPeerRequest {
         /// The replica taking over.
         to: NodeId,
     },
+    /// A stopping replica asks the primary to take it out of the partition's replica
+    /// set (epoch + 1), between two writes, so no write in flight ends in doubt.
+    Release {
+        /// Partition.
+        partition_id: PartitionId,
+        /// Its epoch when asked.
+        epoch: u64,
+        /// The replica leaving.
+        replica: NodeId,
+    },
 }
 
 /// The load of one partition as its primary measures it.
@@ -472,6 +482,8 @@ pub enum DataPeerReply {
     Loads(Vec<PartitionLoadReport>),
     /// Answer to `HandOver`: done, or why not.
     HandOver(Result<(), ItemError>),
+    /// Answer to `Release`: done, or why not.
+    Release(Result<(), ItemError>),
 }
 
 /// The byte key under which an item is stored in its partition: the partition key's

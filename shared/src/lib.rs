@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backup;
 pub mod command;
 pub mod data;
+pub mod departure;
 pub mod drive;
 pub mod failure;
 pub mod format;

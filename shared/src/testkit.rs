@@ -1,7 +1,10 @@
 //! Builders shared by the unit tests of the core.
 
-use crate::command::{MetaCommand, MetaOutcome, TableSpec};
-use crate::model::{Attribute, AttributeType, Capacity, CapacityMode, TableId};
+use crate::command::{MetaCommand, MetaOutcome, PartitionAssignment, TableSpec};
+use crate::keyspace::even_ranges;
+use crate::model::{
+    Attribute, AttributeType, Capacity, CapacityMode, NodeId, PartitionId, TableId,
+};
 use crate::state::MetaState;
 
 /// A state with one HEALTHY node per entry of `zones` (ids from 1), in that zone.
@@ -45,5 +48,42 @@ pub fn provisioned(read_units: u64, write_units: u64) -> Capacity {
         mode: CapacityMode::Provisioned,
         read_units,
         write_units,
+    }
+}
+
+/// A table with one partition per entry of `sets` (primary first), all ready.
+pub fn table_on(s: &mut MetaState, name: &str, sets: &[&[NodeId]]) -> Vec<PartitionId> {
+    let t = create_table(s, name, provisioned(1, 1));
+    let partitions = even_ranges(sets.len() as u32)
+        .into_iter()
+        .zip(sets)
+        .map(|(range, set)| PartitionAssignment {
+            range,
+            primary_node_id: set[0],
+            replica_node_ids: set[1..].to_vec(),
+        })
+        .collect();
+    let ids = match s.apply(&MetaCommand::AssignPartitions {
+        table_id: t,
+        partitions,
+    }) {
+        Ok(MetaOutcome::PartitionsAssigned { partition_ids }) => partition_ids,
+        other => panic!("{other:?}"),
+    };
+    ready(s, &ids);
+    ids
+}
+
+/// Reports every member of each partition ready.
+pub fn ready(s: &mut MetaState, ids: &[PartitionId]) {
+    for id in ids {
+        let members: Vec<NodeId> = s.partition(*id).unwrap().all_nodes().collect();
+        for node_id in members {
+            let cmd = MetaCommand::PartitionsReady {
+                node_id,
+                partition_ids: vec![*id],
+            };
+            s.apply(&cmd).unwrap();
+        }
     }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::meta::client::MetaClient;
-use crate::seam::LeaderRoute;
 use crate::seam::StateHandle;
 
 /// Runs `step` whenever the state machine applies something, leadership or membership
@@ -34,7 +33,7 @@ pub async fn run_on_leader<F, Fut>(
     // republished on every pass of the Raft loop, far too often to wake on).
     let mut server = meta.raft().server_metrics();
     loop {
-        if meta.leader() == LeaderRoute::Local {
+        if meta.controls_as_leader() {
             step().await;
         }
         tokio::select! {

@@ -22,7 +22,7 @@ use shared::scaler::{
 use crate::data::plane::DataPlane;
 use crate::membership::Membership;
 use crate::meta::client::MetaClient;
-use crate::seam::{Clock, LeaderRoute, MetaLog, PrimaryHandOver, ReplicaLoads, StateHandle};
+use crate::seam::{Clock, MetaLog, PrimaryHandOver, ReplicaLoads, StateHandle};
 
 /// Who the Scaler's operations are recorded as requested by.
 pub const SCALER_PRINCIPAL: &str = "scaler";
@@ -60,7 +60,7 @@ impl Scaler {
     pub async fn run(self: Arc<Self>, interval: Duration) {
         loop {
             tokio::time::sleep(interval).await;
-            if self.meta.leader() == LeaderRoute::Local {
+            if self.meta.controls_as_leader() {
                 self.step().await;
             } else {
                 self.forget();

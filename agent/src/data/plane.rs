@@ -5,6 +5,7 @@
 
 mod activity;
 mod copies;
+mod departure;
 mod fence;
 mod lease;
 mod operations;
@@ -27,6 +28,7 @@ use shared::keyspace::{RouteEntry, RoutingTable};
 use shared::model::{AttributeType, NodeId, PartitionId, TableStatus};
 
 pub use activity::{PartitionActivity, PartitionSample};
+pub use departure::HandOverReport;
 pub use operations::OperationDrivers;
 
 use super::DataConfig;
@@ -518,6 +520,11 @@ impl DataPlane {
                 epoch,
                 to,
             } => DataPeerReply::HandOver(self.hand_over(partition_id, epoch, to).await),
+            DataPeerRequest::Release {
+                partition_id,
+                epoch,
+                replica,
+            } => DataPeerReply::Release(self.release(partition_id, epoch, replica).await),
         }
     }
 

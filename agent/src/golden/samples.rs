@@ -579,6 +579,7 @@ pub fn peer_requests() -> Vec<Sample<PeerRequest>> {
                 empty: true,
             },
         ),
+        ("Campaign", PeerRequest::Campaign),
     ]
 }
 
@@ -684,6 +685,7 @@ pub fn peer_responses() -> Vec<Sample<PeerResponse>> {
                 cluster_id: "other".into(),
             })),
         ),
+        ("Campaign", PeerResponse::Campaign(Ok(()))),
     ]
 }
 
@@ -827,6 +829,14 @@ pub fn data_requests() -> Vec<Sample<DataPeerRequest>> {
                 to: 2,
             },
         ),
+        (
+            "Release",
+            DataPeerRequest::Release {
+                partition_id: 7,
+                epoch: 3,
+                replica: 2,
+            },
+        ),
     ]
 }
 
@@ -869,6 +879,7 @@ pub fn data_replies() -> Vec<Sample<DataPeerReply>> {
             "HandOver",
             DataPeerReply::HandOver(Err(ItemError::OutcomeUnknown("timed out".into()))),
         ),
+        ("Release", DataPeerReply::Release(Ok(()))),
     ]
 }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub state: StateHandle,
     /// Set once the local replica has caught up with the leader at start-up.
     pub caught_up: Arc<AtomicBool>,
+    /// Set when a graceful stop begins: not ready from then on.
+    pub leaving: Arc<AtomicBool>,
     /// Clock seam.
     pub clock: Clock,
     /// Local partition storage (for metrics).
@@ -95,7 +97,30 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
             app.clone(),
             count_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            close_when_leaving,
+        ))
         .with_state(app)
+}
+
+/// Once a graceful stop began, every answer closes its connection (`Connection: close`),
+/// so clients stop reusing connections this agent is about to close: a request sent on
+/// a connection the server closes at that moment gets no answer, and a write without
+/// an answer has an unknown outcome (`http::serve` waits for clients to close first).
+async fn close_when_leaving(
+    axum::extract::State(app): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if app.leaving.load(Ordering::Acquire) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The control-plane routes, behind principal authentication and the audit log.
@@ -207,6 +232,9 @@ async fn healthz(
 ) -> axum::response::Response {
     if let Err(fatal) = &app.meta.raft().metrics().borrow().running_state {
         return ApiError::unavailable(format!("metadata store stopped: {fatal}")).into_response();
+    }
+    if app.leaving.load(Ordering::Acquire) {
+        return ApiError::unavailable("this agent is stopping").into_response();
     }
     if !app.caught_up.load(Ordering::Acquire) {
         return ApiError::unavailable("metadata replica is still catching up").into_response();

@@ -19,12 +19,19 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// How long open connections may take to finish their requests at shutdown.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
 
+/// How often the stop checks whether clients closed their connections.
+const CLIENT_CLOSE_POLL: Duration = Duration::from_millis(20);
+
 /// Serves `router` on `listener` until `shutdown` completes; a request's headers must
-/// arrive within `header_read_timeout` of its first byte (HTTP/1).
+/// arrive within `header_read_timeout` of its first byte (HTTP/1). Then it accepts no
+/// more connections, waits up to `client_close_grace` for clients to close the ones
+/// they have (the router answers `Connection: close` by then), and closes the rest once
+/// their requests in flight are answered.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
+    client_close_grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -59,6 +66,12 @@ pub async fn serve(
         });
     }
     drop(listener);
+    // Closing an idle keep-alive connection races with a request its client sends on it
+    // at that moment, which then gets no answer: let clients close them first.
+    let grace_ends = tokio::time::Instant::now() + client_close_grace;
+    while graceful.count() > 0 && tokio::time::Instant::now() < grace_ends {
+        tokio::time::sleep(CLIENT_CLOSE_POLL).await;
+    }
     if tokio::time::timeout(SHUTDOWN_DRAIN, graceful.shutdown())
         .await
         .is_err()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use foca::{PeriodicParams, Timer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::GossipId;
 use super::report::LoadSummary;
@@ -93,6 +93,23 @@ pub struct GossipDriver {
     timers: mpsc::UnboundedSender<Timer<GossipId>>,
     timer_rx: mpsc::UnboundedReceiver<Timer<GossipId>>,
     inbox_rx: mpsc::Receiver<Vec<u8>>,
+    leave_tx: mpsc::Sender<oneshot::Sender<()>>,
+    leave_rx: mpsc::Receiver<oneshot::Sender<()>>,
+}
+
+/// Makes the running driver leave the cluster (see [`GossipCore::leave`]).
+#[derive(Clone)]
+pub struct GossipLeave(mpsc::Sender<oneshot::Sender<()>>);
+
+impl GossipLeave {
+    /// Leaves, and returns once the announcements were handed to the transport (at once
+    /// if the driver is gone).
+    pub async fn leave(&self) {
+        let (done, sent) = oneshot::channel();
+        if self.0.send(done).await.is_ok() {
+            let _ = sent.await;
+        }
+    }
 }
 
 /// Everything the driver needs.
@@ -130,6 +147,7 @@ impl GossipDriver {
         });
         let (timers, timer_rx) = mpsc::unbounded_channel();
         let (inbox_tx, inbox_rx) = mpsc::channel(INBOX_CAPACITY);
+        let (leave_tx, leave_rx) = mpsc::channel(1);
         let driver = GossipDriver {
             core,
             sender: parts.sender,
@@ -137,8 +155,15 @@ impl GossipDriver {
             timers,
             timer_rx,
             inbox_rx,
+            leave_tx,
+            leave_rx,
         };
         (driver, Arc::new(Inbox(inbox_tx)))
+    }
+
+    /// A handle that makes this driver leave the cluster.
+    pub fn leave_handle(&self) -> GossipLeave {
+        GossipLeave(self.leave_tx.clone())
     }
 
     /// Runs until the inbox is closed (the transport is gone).
@@ -159,9 +184,26 @@ impl GossipDriver {
                 _ = status_tick.tick() => self.core.publish_status(),
                 _ = discovery_tick.tick() => self.core.discover(),
                 _ = refresh_tick.tick() => self.core.refresh_states(),
+                Some(done) = self.leave_rx.recv() => {
+                    self.core.leave();
+                    self.send_now().await;
+                    let _ = done.send(());
+                }
             }
             self.carry_out();
         }
+    }
+
+    /// Sends what the core has to send now, waiting for every datagram to be handed over.
+    async fn send_now(&mut self) {
+        let effects = self.core.drain();
+        let sends = effects.datagrams.into_iter().map(|(dst, datagram)| {
+            let sender = self.sender.clone();
+            async move {
+                let _ = sender.send_datagram(&dst.peer_addr, datagram).await;
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 
     /// Carries out what the core asked for during the last call.

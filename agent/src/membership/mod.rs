@@ -9,8 +9,8 @@ mod swim;
 mod view;
 
 pub use driver::{
-    DISCOVERY_INTERVAL, DriverParts, GossipDriver, LocalMember, STATE_REFRESH, StatusSource,
-    foca_config,
+    DISCOVERY_INTERVAL, DriverParts, GossipDriver, GossipLeave, LocalMember, STATE_REFRESH,
+    StatusSource, foca_config,
 };
 pub use identity::GossipId;
 pub use swim::{CoreParts, GossipCore, GossipEffects};

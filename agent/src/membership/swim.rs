@@ -155,6 +155,15 @@ impl GossipCore {
         }
     }
 
+    /// Leaves the cluster for good (a graceful stop): tells a few members this identity is
+    /// down, so every view stops counting on it at once, and stops taking part. A restart
+    /// comes back as a new identity (a new incarnation).
+    pub fn leave(&mut self) {
+        if let Err(e) = self.foca.leave_cluster(&mut self.runtime) {
+            tracing::debug!(error = %e, "gossip leave");
+        }
+    }
+
     /// Gossips a fresh status report (this agent's heartbeat).
     pub fn publish_status(&mut self) {
         self.version += 1;

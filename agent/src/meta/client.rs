@@ -53,6 +53,9 @@ pub struct MetaClient {
     leader_wait: Duration,
     metrics: Arc<AgentMetrics>,
     freshness: Arc<MetaFreshness>,
+    /// Set when this agent stops: its leader-only controllers take no more steps (a
+    /// stopping leader must not place work on itself while it hands work away).
+    controllers_paused: std::sync::atomic::AtomicBool,
 }
 
 impl MetaClient {
@@ -74,7 +77,22 @@ impl MetaClient {
             leader_wait,
             metrics,
             freshness,
+            controllers_paused: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Stops the leader-only controllers of this agent for good (it is stopping).
+    pub fn pause_leader_controllers(&self) {
+        self.controllers_paused
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether this agent's leader-only controllers act: it leads, and is not stopping.
+    pub fn controls_as_leader(&self) -> bool {
+        !self
+            .controllers_paused
+            .load(std::sync::atomic::Ordering::Acquire)
+            && self.leader() == LeaderRoute::Local
     }
 
     /// This agent's metrics.
@@ -398,6 +416,11 @@ pub async fn write_on_leader(
     cmd: MetaCommand,
     timeout: Duration,
 ) -> Result<Committed, ForwardError> {
+    if freshness.stopping() {
+        return Err(ForwardError::NoQuorum(
+            "this leader is stopping; not written (the next leader takes it)".into(),
+        ));
+    }
     if freshness.leads_without_quorum(LEADER_QUORUM_SILENCE) {
         return Err(ForwardError::NoQuorum(format!(
             "no quorum of voters answered within {LEADER_QUORUM_SILENCE:?}; not written"
@@ -459,6 +482,7 @@ fn variant_name(resp: &PeerResponse) -> &'static str {
         PeerResponse::ClusterInfo(_) => "ClusterInfo",
         PeerResponse::Init(_) => "Init",
         PeerResponse::JoinCluster(_) => "JoinCluster",
+        PeerResponse::Campaign(_) => "Campaign",
     }
 }
 

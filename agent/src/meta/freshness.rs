@@ -1,6 +1,8 @@
 //! Whether this agent's metadata replica is fresh: it leads with a quorum of voters
-//! answering, or it heard from the leader recently.
+//! answering, or it heard from the leader recently; and whether, as a leader, it still
+//! takes writes (not once it is stopping).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ pub struct MetaFreshness {
     raft: super::types::Raft,
     contacts: Arc<PeerContacts>,
     leader_contact: Mutex<Option<Instant>>,
+    stopping: AtomicBool,
 }
 
 impl MetaFreshness {
@@ -26,7 +29,19 @@ impl MetaFreshness {
             raft,
             contacts,
             leader_contact: Mutex::new(None),
+            stopping: AtomicBool::new(false),
         }
+    }
+
+    /// This agent is stopping: as a leader it takes no more writes (they are refused as
+    /// not written, and their callers retry on the next leader).
+    pub fn stop_taking_writes(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether this agent is stopping (see [`MetaFreshness::stop_taking_writes`]).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// A leader's AppendEntries (heartbeat or log) was just accepted here.

@@ -10,6 +10,7 @@ pub mod offline;
 pub mod reachability;
 pub mod rpc;
 pub mod state_machine;
+pub mod step_down;
 pub mod types;
 pub mod voters;
 

@@ -57,6 +57,9 @@ pub enum PeerRequest {
         /// it holds no partition copy.
         empty: bool,
     },
+    /// A stopping leader asks the voter it chose to start an election now (openraft 0.9
+    /// has no leadership transfer; see `meta::step_down`).
+    Campaign,
 }
 
 /// Which cluster an agent belongs to.
@@ -246,6 +249,8 @@ pub enum PeerResponse {
     Init(Result<String, InitError>),
     /// Answer to `JoinCluster`.
     JoinCluster(Result<(), JoinRefusal>),
+    /// Answer to `Campaign`: the election started, or why not.
+    Campaign(Result<(), String>),
 }
 
 impl PeerRequest {
@@ -302,6 +307,7 @@ pub async fn handle_raft_request(raft: &Raft, req: PeerRequest) -> Option<PeerRe
         | PeerRequest::RotateKey
         | PeerRequest::ClusterInfo
         | PeerRequest::Init
-        | PeerRequest::JoinCluster { .. } => None,
+        | PeerRequest::JoinCluster { .. }
+        | PeerRequest::Campaign => None,
     }
 }

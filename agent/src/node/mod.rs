@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod departure;
+
 use anyhow::Context;
 use openraft::SnapshotPolicy;
 use shared::lifecycle::AssignerConfig;
@@ -34,7 +36,7 @@ use crate::http::{AppState, router};
 use crate::join;
 use crate::membership::report::LoadSummary;
 use crate::membership::{
-    DriverParts, GossipDriver, GossipId, LocalMember, Membership, StatusSource,
+    DriverParts, GossipDriver, GossipId, GossipLeave, LocalMember, Membership, StatusSource,
 };
 use crate::meta::client::MetaClient;
 use crate::meta::freshness::MetaFreshness;
@@ -42,6 +44,7 @@ use crate::meta::log_store::LogStore;
 use crate::meta::network::PeerNetworkFactory;
 use crate::meta::reachability::RaftReachability;
 use crate::meta::state_machine::StateMachineStore;
+use crate::meta::step_down::{StepDownTiming, step_down};
 use crate::meta::types::Raft;
 use crate::meta::voters::RaftVoters;
 use crate::metrics::AgentMetrics;
@@ -85,6 +88,10 @@ pub struct RunningNode {
     header_read_timeout: Duration,
     transport: QuicTransport,
     tasks: Supervisor,
+    departure: departure::Departure,
+    peers: Arc<dyn RpcClient>,
+    freshness: Arc<MetaFreshness>,
+    step_down: StepDownTiming,
 }
 
 /// Runs the agent until Ctrl-C or SIGTERM.
@@ -224,27 +231,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let recorded = state.read(|s| s.node(config.node_id).map_or(0, |n| n.incarnation));
     let incarnation = clock().max(recorded + 1);
     let membership = Membership::new(config.node_id, metrics.gossip.clone());
+    let (gossip, gossip_leave) = gossip_driver(
+        &config,
+        &transport,
+        incarnation,
+        &membership,
+        &data,
+        &state,
+        &clock,
+    );
     let health = HealthView::new(
         meta.clone(),
         state.clone(),
         membership.clone(),
         clock.clone(),
     );
-    tasks.essential(
-        "gossip",
-        gossip_driver(
-            &config,
-            &transport,
-            incarnation,
-            &health,
-            &data,
-            &state,
-            &clock,
-        ),
-    );
+    tasks.essential("gossip", gossip);
     let registration = join::Registration {
         meta: meta.clone(),
-        peers,
+        peers: peers.clone(),
         config: config.clone(),
         clock: clock.clone(),
         membership: membership.clone(),
@@ -263,6 +268,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         }
     });
     let caught_up = Arc::new(AtomicBool::new(false));
+    let leaving = Arc::new(AtomicBool::new(false));
     tasks.run_until_done("catch-up", {
         let (meta, caught_up) = (meta.clone(), caught_up.clone());
         move || catch_up(meta.clone(), caught_up.clone())
@@ -313,10 +319,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
     let reconciler = Reconciler::new(data.clone(), state.clone(), meta.clone(), caught_up.clone());
     tasks.keep_running("reconciler", move || reconciler.clone().run(tick));
 
+    let departure = departure::Departure {
+        meta: meta.clone(),
+        data: data.clone(),
+        membership: membership.clone(),
+        gossip: gossip_leave,
+        leaving: leaving.clone(),
+        config: config.shutdown.clone(),
+    };
     let app = AppState {
         meta: meta.clone(),
         state: state.clone(),
         caught_up,
+        leaving,
         clock,
         store,
         health,
@@ -346,19 +361,33 @@ pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
         header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
         transport,
         tasks,
+        departure,
+        peers,
+        freshness,
+        step_down: StepDownTiming {
+            heartbeat: Duration::from_millis(config.raft.heartbeat_interval_ms),
+            lease: Duration::from_millis(config.raft.election_timeout_max_ms),
+        },
     })
 }
 
 impl RunningNode {
-    /// Serves the HTTP API until `shutdown` completes, then stops Raft and the transport.
+    /// Serves the HTTP API until `shutdown` completes; then leaves gracefully (see
+    /// `departure`), drains the HTTP API, and stops Raft and the transport.
     pub async fn serve_http(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let departure = self.departure.clone();
+        let shutdown = async move {
+            shutdown.await;
+            departure.run().await;
+        };
         let serve = crate::http::serve::serve(
             self.http,
             router(self.app, self.max_body_bytes),
             self.header_read_timeout,
+            Duration::from_millis(self.departure.config.client_close_grace_ms),
             shutdown,
         );
         tokio::select! {
@@ -379,9 +408,14 @@ impl RunningNode {
             }
         }
         tracing::info!("shutting down");
-        service_manager::announce_stopping();
         self.tasks.stop_all();
-        let _ = self.meta.raft().shutdown().await;
+        step_down(
+            self.meta.raft(),
+            &self.freshness,
+            self.peers.as_ref(),
+            self.step_down,
+        )
+        .await;
         self.transport.close();
         // Lets peers learn of the close at once; bounded so shutdown never hangs on a dead peer.
         let _ = tokio::time::timeout(SHUTDOWN_IDLE_WAIT, self.transport.wait_idle()).await;
@@ -446,16 +480,19 @@ async fn catch_up(meta: Arc<MetaClient>, caught_up: Arc<AtomicBool>) {
 }
 
 /// The gossip driver, fed by the peer transport's datagrams (its inbox is wired once, so
-/// it is not restarted: its end stops the agent).
+/// it is not restarted: its end stops the agent), and the handle that makes it leave.
 fn gossip_driver(
     config: &Config,
     transport: &QuicTransport,
     incarnation: u64,
-    health: &HealthView,
+    membership: &Membership,
     data: &Arc<DataPlane>,
     state: &StateHandle,
     clock: &Clock,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+) -> (
+    impl std::future::Future<Output = ()> + Send + 'static,
+    GossipLeave,
+) {
     let host = HostSampler::new(&config.data_dir);
     let status = status_source(config.node_id, host, data.clone(), state.clone());
     let (driver, inbox) = GossipDriver::new(DriverParts {
@@ -465,7 +502,7 @@ fn gossip_driver(
             endpoint: config.advertised_http(),
         },
         config: config.gossip.clone(),
-        membership: health.membership().clone(),
+        membership: membership.clone(),
         sender: Arc::new(transport.clone()),
         state: state.clone(),
         status,
@@ -473,7 +510,8 @@ fn gossip_driver(
         seed: None,
     });
     transport.serve_datagrams(inbox);
-    driver.run()
+    let leave = driver.leave_handle();
+    (driver.run(), leave)
 }
 
 /// The dynamic part of this agent's gossiped status report: host figures, and the data

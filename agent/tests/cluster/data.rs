@@ -27,11 +27,15 @@ const OVERWRITE_EVERY: usize = 10;
 /// Give up on one write after this long (a failover takes a few seconds).
 const WRITE_DEADLINE: Duration = Duration::from_secs(60);
 
-fn endpoints(cluster: &TestCluster) -> Vec<String> {
+pub fn endpoints(cluster: &TestCluster) -> Vec<String> {
     cluster.endpoints()
 }
 
-fn wait_ready(cluster: &TestCluster, table: &str, write_units: u64) -> Vec<PartitionDescription> {
+pub fn wait_ready(
+    cluster: &TestCluster,
+    table: &str,
+    write_units: u64,
+) -> Vec<PartitionDescription> {
     let c1 = cluster.client(1);
     wait_for("3 voters", || {
         (c1.cluster().ok()?.voters.len() == 3.min(usize::from(cluster.size()))).then_some(())
@@ -67,7 +71,7 @@ fn put_until_acked(client: &DataClient, table: &str, key: &str, value: &Value) -
     }
 }
 
-fn patient(cluster: &TestCluster, endpoints: Vec<String>) -> DataClient {
+pub fn patient(cluster: &TestCluster, endpoints: Vec<String>) -> DataClient {
     cluster.data_client(endpoints).with_retry(RetryPolicy {
         max_attempts: 8,
         backoff_base: Duration::from_millis(50),

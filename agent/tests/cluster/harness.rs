@@ -130,6 +130,27 @@ impl TestCluster {
         self.children.exit_status(i)
     }
 
+    /// Stops agent `i` gracefully (SIGTERM) and waits for it to exit (killed after
+    /// [`WAIT`]); returns how long it took and how it exited.
+    pub fn stop(&mut self, i: u16) -> (Duration, std::process::ExitStatus) {
+        let started = Instant::now();
+        assert!(
+            self.children.signal(i, libc::SIGTERM),
+            "agent {i} is not running"
+        );
+        let deadline = started + WAIT;
+        loop {
+            if let Some(status) = self.children.exit_status(i) {
+                return (started.elapsed(), status);
+            }
+            if Instant::now() > deadline {
+                self.children.kill(i);
+                panic!("agent {i} did not exit within {WAIT:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// `kill -9` agent `i`.
     pub fn kill(&mut self, i: u16) {
         self.children.kill(i);

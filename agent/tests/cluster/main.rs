@@ -14,4 +14,5 @@ mod health;
 mod operations;
 mod recovery;
 mod rejoin;
+mod rolling;
 mod service;

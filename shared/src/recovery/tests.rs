@@ -2,11 +2,10 @@
 //! applied to the state it was made from, which must accept it.
 
 use super::*;
-use crate::command::{MetaError, MetaOutcome, PartitionAssignment};
-use crate::keyspace::even_ranges;
+use crate::command::{MetaError, MetaOutcome};
 use crate::model::TableId;
 use crate::placement::{PlacementConfig, plan_new_table};
-use crate::testkit::{cluster, create_table, provisioned};
+use crate::testkit::{cluster, create_table, provisioned, ready, table_on};
 use crate::validate::MAX_REPLICATION_FACTOR;
 
 const NOW: u64 = 5_000;
@@ -17,43 +16,6 @@ fn rf(replication_factor: usize) -> RecoveryConfig {
 
 fn no_lsn(_: PartitionId, _: NodeId) -> u64 {
     0
-}
-
-/// A table with one partition per entry of `sets` (primary first), all ready.
-fn table_on(s: &mut MetaState, name: &str, sets: &[&[NodeId]]) -> Vec<PartitionId> {
-    let t = create_table(s, name, provisioned(1, 1));
-    let partitions = even_ranges(sets.len() as u32)
-        .into_iter()
-        .zip(sets)
-        .map(|(range, set)| PartitionAssignment {
-            range,
-            primary_node_id: set[0],
-            replica_node_ids: set[1..].to_vec(),
-        })
-        .collect();
-    let ids = match s.apply(&MetaCommand::AssignPartitions {
-        table_id: t,
-        partitions,
-    }) {
-        Ok(MetaOutcome::PartitionsAssigned { partition_ids }) => partition_ids,
-        other => panic!("{other:?}"),
-    };
-    ready(s, &ids);
-    ids
-}
-
-/// Reports every member of each partition ready.
-fn ready(s: &mut MetaState, ids: &[PartitionId]) {
-    for id in ids {
-        let members: Vec<NodeId> = s.partition(*id).unwrap().all_nodes().collect();
-        for node_id in members {
-            let cmd = MetaCommand::PartitionsReady {
-                node_id,
-                partition_ids: vec![*id],
-            };
-            s.apply(&cmd).unwrap();
-        }
-    }
 }
 
 fn fail(s: &mut MetaState, node_id: NodeId) {

@@ -760,6 +760,52 @@ impl DataPlane {
         }
     }
 
+    /// Takes `replica` out of `pid`'s replica set at `epoch` (a stopping replica asks):
+    /// under the writer lock, so the epoch changes between two writes and none is left
+    /// in doubt by a replica that moved to the new epoch first.
+    pub(super) async fn release(
+        &self,
+        pid: PartitionId,
+        epoch: u64,
+        replica: NodeId,
+    ) -> Result<(), ItemError> {
+        let writer = self.writer(pid);
+        let _paused_writes = writer.write().await;
+        let paused = Instant::now();
+        let change = self.state.read(|s| {
+            let p = s.partition(pid).filter(|p| p.epoch == epoch)?;
+            (p.primary_node_id == self.me && p.replica_node_ids.contains(&replica)).then(|| {
+                PartitionChange {
+                    partition_id: pid,
+                    expected_epoch: epoch,
+                    primary_node_id: self.me,
+                    replica_node_ids: p
+                        .replica_node_ids
+                        .iter()
+                        .copied()
+                        .filter(|&r| r != replica)
+                        .collect(),
+                }
+            })
+        });
+        let Some(change) = change else {
+            return Err(ItemError::Invalid(format!(
+                "this node does not lead partition {pid} at epoch {epoch} with replica {replica}"
+            )));
+        };
+        let cmd = MetaCommand::RepairPartitions {
+            changes: vec![change],
+        };
+        match self.meta.propose(cmd).await {
+            Ok(Ok(_)) => {
+                self.observe_pause("release", paused.elapsed());
+                Ok(())
+            }
+            Ok(Err(e)) => Err(ItemError::Invalid(e.to_string())),
+            Err(e) => Err(ItemError::Unavailable(e.to_string())),
+        }
+    }
+
     /// Brings `replica` to exactly `position` (usually it is there already: every
     /// acknowledged write reached it).
     pub(super) async fn bring_to(
