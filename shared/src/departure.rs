@@ -76,12 +76,20 @@ pub fn plan_hand_overs(
 
 /// The replica sets without `me`, for every partition (tables not DELETING) where it is a
 /// replica and not the primary, at their current epochs: one `RepairPartitions` command.
-/// A partition it still leads keeps it (it is stranded, see [`HandOverPlan`]).
-pub fn plan_departure(state: &MetaState, me: NodeId) -> Vec<PartitionChange> {
+/// A partition it still leads keeps it (it is stranded, see [`HandOverPlan`]), and so
+/// does one with another member that `usable` does not accept (gone, or stopping too):
+/// when many agents stop at once (a whole cluster), the last ones keep their copies
+/// rather than leave partitions with fewer copies than they need to restart from.
+pub fn plan_departure(
+    state: &MetaState,
+    me: NodeId,
+    usable: &dyn Fn(NodeId) -> bool,
+) -> Vec<PartitionChange> {
     state
         .partitions()
         .filter(|p| p.primary_node_id != me && p.replica_node_ids.contains(&me))
         .filter(|p| table_live(state, p.table_id))
+        .filter(|p| p.all_nodes().all(|n| n == me || usable(n)))
         .map(|p| PartitionChange {
             partition_id: p.partition_id,
             expected_epoch: p.epoch,
@@ -172,7 +180,7 @@ mod tests {
             "orders",
             &[&[1, 2, 3], &[2, 1, 3], &[3, 2, 1], &[2, 3]],
         );
-        let changes = plan_departure(&s, 1);
+        let changes = plan_departure(&s, 1, &everyone);
         let changed: Vec<PartitionId> = changes.iter().map(|c| c.partition_id).collect();
         assert_eq!(changed, vec![ids[1], ids[2]]);
         s.apply(&MetaCommand::RepairPartitions { changes }).unwrap();
@@ -188,7 +196,11 @@ mod tests {
             vec![ids[0]],
             "only the partition it still leads"
         );
-        assert!(plan_departure(&s, 1).is_empty());
+        assert!(plan_departure(&s, 1, &everyone).is_empty());
+        // With another member gone, it keeps its copy.
+        let mut s = cluster(&["a", "b", "c"]);
+        table_on(&mut s, "orders", &[&[2, 1, 3]]);
+        assert!(plan_departure(&s, 1, &|n| n != 3).is_empty());
     }
 
     #[test]
@@ -214,7 +226,7 @@ mod tests {
             })
             .collect();
         s.apply(&MetaCommand::RepairPartitions { changes }).unwrap();
-        let departure = plan_departure(&s, 1);
+        let departure = plan_departure(&s, 1, &everyone);
         assert_eq!(departure.len(), 3);
         s.apply(&MetaCommand::RepairPartitions { changes: departure })
             .unwrap();

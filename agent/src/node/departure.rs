@@ -75,7 +75,11 @@ impl Departure {
             tracing::warn!(partition, %why, "partition not handed over");
         }
         self.gossip.leave().await;
-        match self.data.depart(self.config.handover_parallelism).await {
+        match self
+            .data
+            .depart(&alive, self.config.handover_parallelism)
+            .await
+        {
             Ok(left) => tracing::info!(left, "left the replica sets"),
             Err(why) => tracing::warn!(%why, "could not leave the replica sets"),
         }

@@ -64,18 +64,23 @@ impl DataPlane {
         report
     }
 
-    /// Leaves every replica set this agent is in (and does not lead): each primary is
+    /// Leaves every replica set this agent is in (and does not lead) whose other members
+    /// `usable` accepts (see `plan_departure`): each primary is
     /// asked to drop it between two writes (`DataPeerRequest::Release`); the partitions
     /// whose primary did not do so are left in one metadata command. Returns how many
     /// replica sets it left.
-    pub async fn depart(&self, parallel: usize) -> Result<usize, String> {
+    pub async fn depart(
+        &self,
+        usable: &(dyn Fn(NodeId) -> bool + Sync),
+        parallel: usize,
+    ) -> Result<usize, String> {
         // The hand-overs just committed must be in the local replica: a partition it
         // still seems to lead would keep it.
         self.meta
             .linearizable_barrier()
             .await
             .map_err(|e| e.to_string())?;
-        let changes = self.state.read(|s| plan_departure(s, self.me));
+        let changes = self.state.read(|s| plan_departure(s, self.me, usable));
         let asked = changes.len();
         let released: Vec<bool> = futures::stream::iter(changes)
             .map(|c| async move {
@@ -97,7 +102,7 @@ impl DataPlane {
         // A primary that did not answer has no write in flight to this replica either.
         let mut last = String::new();
         for _ in 0..DEPARTURE_ATTEMPTS {
-            let changes = self.state.read(|s| plan_departure(s, self.me));
+            let changes = self.state.read(|s| plan_departure(s, self.me, usable));
             if changes.is_empty() {
                 return Ok(asked);
             }
