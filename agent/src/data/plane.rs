@@ -142,6 +142,8 @@ struct PrimarySide {
     learners: Mutex<HashMap<PartitionId, (u64, NodeId)>>,
     fences: fence::Fences,
     activity: PartitionActivity,
+    /// Set when this agent stops: it releases no replica any more (see `release`).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// A replica's state, per partition it holds a copy of.

@@ -1,13 +1,16 @@
-//! A graceful stop (SIGTERM), in order: not ready any more, the partitions this agent
-//! leads handed to ready replicas, the gossip cluster left (no view counts on this
-//! agent, so nothing is placed on it), every replica set left in one command. The HTTP
-//! API then drains, and the metadata leadership is handed on (`meta::step_down`).
+//! A graceful stop (SIGTERM), in order: not ready any more, the gossip cluster left (no
+//! view counts on this agent, so nothing is placed on it), the partitions it leads
+//! handed to ready replicas, every replica set left (each primary drops it between two
+//! writes). The HTTP API then drains, and the metadata leadership is handed on
+//! (`meta::step_down`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use shared::failure::GossipState;
+use shared::model::NodeId;
 
 use crate::config::ShutdownConfig;
 use crate::data::plane::DataPlane;
@@ -55,12 +58,20 @@ impl Departure {
     }
 
     async fn hand_over_and_leave(&self) {
-        let membership = &self.membership;
-        let alive = |n| {
-            membership
-                .peer(n)
-                .is_some_and(|p| p.gossip == GossipState::Alive)
-        };
+        // First out of gossip: no view counts on this agent any more (nothing is placed
+        // on it), and agents stopping at the same time see each other go, so they hand
+        // nothing to each other and keep their copies.
+        self.data.begin_departure();
+        // Who is alive as this agent leaves (its own view stops following gossip then).
+        let alive: BTreeSet<NodeId> = self
+            .membership
+            .observations()
+            .into_iter()
+            .filter(|(_, o)| o.gossip == GossipState::Alive)
+            .map(|(id, _)| id)
+            .collect();
+        let alive = |n| alive.contains(&n);
+        self.gossip.leave().await;
         let report = self
             .data
             .hand_over_all(&alive, self.config.handover_parallelism)
@@ -74,7 +85,6 @@ impl Departure {
         for (partition, why) in &report.failed {
             tracing::warn!(partition, %why, "partition not handed over");
         }
-        self.gossip.leave().await;
         match self
             .data
             .depart(&alive, self.config.handover_parallelism)

@@ -5,16 +5,11 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use shared::command::MetaCommand;
 use shared::data::{DataPeerReply, DataPeerRequest};
 use shared::departure::{plan_departure, plan_hand_overs};
 use shared::model::{NodeId, PartitionId};
 
 use super::DataPlane;
-
-/// Attempts of the departure command (a partition's epoch may move between the plan and
-/// the commit: the command is planned again).
-const DEPARTURE_ATTEMPTS: usize = 3;
 
 /// How long a primary may take to drop this replica (one metadata commit, after the
 /// write in flight).
@@ -64,11 +59,19 @@ impl DataPlane {
         report
     }
 
+    /// This agent is stopping: from now on it releases no replica of the partitions it
+    /// leads (agents stopping together keep their copies).
+    pub fn begin_departure(&self) {
+        self.primary
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Leaves every replica set this agent is in (and does not lead) whose other members
-    /// `usable` accepts (see `plan_departure`): each primary is
-    /// asked to drop it between two writes (`DataPeerRequest::Release`); the partitions
-    /// whose primary did not do so are left in one metadata command. Returns how many
-    /// replica sets it left.
+    /// `usable` accepts (see `plan_departure`): each primary is asked to drop it between
+    /// two writes (`DataPeerRequest::Release`). A primary that does not (unreachable, or
+    /// stopping too) keeps it: an epoch change behind a primary's back would leave its
+    /// write in flight in doubt. Returns how many replica sets it left.
     pub async fn depart(
         &self,
         usable: &(dyn Fn(NodeId) -> bool + Sync),
@@ -81,41 +84,30 @@ impl DataPlane {
             .await
             .map_err(|e| e.to_string())?;
         let changes = self.state.read(|s| plan_departure(s, self.me, usable));
-        let asked = changes.len();
-        let released: Vec<bool> = futures::stream::iter(changes)
+        let planned = changes.len();
+        let refusals: Vec<String> = futures::stream::iter(changes)
             .map(|c| async move {
                 let request = DataPeerRequest::Release {
                     partition_id: c.partition_id,
                     epoch: c.expected_epoch,
                     replica: self.me,
                 };
-                let reply = self.rpc(c.primary_node_id, request, RELEASE_TIMEOUT).await;
-                matches!(reply, Ok(DataPeerReply::Release(Ok(()))))
+                match self.rpc(c.primary_node_id, request, RELEASE_TIMEOUT).await {
+                    Ok(DataPeerReply::Release(Ok(()))) => None,
+                    Ok(DataPeerReply::Release(Err(e))) => {
+                        Some(format!("partition {}: {e}", c.partition_id))
+                    }
+                    Ok(other) => Some(format!("partition {}: {other:?}", c.partition_id)),
+                    Err(e) => Some(format!("partition {}: {e}", c.partition_id)),
+                }
             })
             .buffer_unordered(parallel.max(1))
+            .filter_map(std::future::ready)
             .collect()
             .await;
-        let by_primaries = released.iter().filter(|&&r| r).count();
-        if by_primaries == asked {
-            return Ok(asked);
+        for why in &refusals {
+            tracing::warn!(%why, "replica set not left: the copy stays until this agent is back");
         }
-        // A primary that did not answer has no write in flight to this replica either.
-        let mut last = String::new();
-        for _ in 0..DEPARTURE_ATTEMPTS {
-            let changes = self.state.read(|s| plan_departure(s, self.me, usable));
-            if changes.is_empty() {
-                return Ok(asked);
-            }
-            match self
-                .meta
-                .propose(MetaCommand::RepairPartitions { changes })
-                .await
-            {
-                Ok(Ok(_)) => return Ok(asked),
-                Ok(Err(e)) => last = e.to_string(),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(last)
+        Ok(planned - refusals.len())
     }
 }

@@ -769,6 +769,24 @@ impl DataPlane {
         epoch: u64,
         replica: NodeId,
     ) -> Result<(), ItemError> {
+        if self
+            .primary
+            .stopping
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // Agents stopping together (a whole cluster): copies are kept, not given up.
+            return Err(ItemError::Unavailable(format!(
+                "the primary of partition {pid} is stopping too: the replica keeps its copy"
+            )));
+        }
+        let known = self.state.read(|s| s.partition(pid).map(|p| p.epoch));
+        if known.is_some_and(|known| known < epoch) {
+            // The replica saw a newer epoch first (a hand-over just committed).
+            self.meta
+                .linearizable_barrier()
+                .await
+                .map_err(unavailable)?;
+        }
         let writer = self.writer(pid);
         let _paused_writes = writer.write().await;
         let paused = Instant::now();
