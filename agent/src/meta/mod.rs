@@ -17,6 +17,10 @@ pub mod voters;
 #[cfg(test)]
 pub(crate) mod tests;
 
+/// File name of the metadata database in a data dir (Raft log, vote, state machine
+/// snapshot).
+pub const META_FILE: &str = "meta.redb";
+
 pub use log_store::{LogReader, LogStore};
 pub use network::{PeerNetwork, PeerNetworkFactory};
 pub use rpc::{

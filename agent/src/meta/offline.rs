@@ -24,8 +24,7 @@ use super::log_store::LogStore;
 use super::state_machine::{SnapshotImage, encode_image, load_snapshot, persist_snapshot};
 use super::types::{Entry, LogId, NodeId, SnapshotMeta, StoreError, StoredMembership, Vote};
 
-/// The metadata file in a data dir (the same name `node` opens).
-const META_FILE: &str = crate::node::META_FILE;
+use super::META_FILE;
 
 /// Why the surgery was not done. Nothing is changed when it fails before writing.
 #[derive(Debug, thiserror::Error)]

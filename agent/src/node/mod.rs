@@ -59,8 +59,7 @@ use crate::transport::quic::QuicTransport;
 use crate::transport::reload::{TlsReloader, publish_expiry};
 use crate::transport::tls;
 
-/// File name of the metadata database (Raft log, vote, state machine snapshot).
-pub const META_FILE: &str = "meta.redb";
+use crate::meta::META_FILE;
 
 /// Unix permissions of the data dir.
 const DATA_DIR_MODE: u32 = 0o700;
