@@ -322,6 +322,19 @@ impl ApiClient {
         )
     }
 
+    /// `DELETE /clusters/{id}/nodes/{node}/drain`: cancels a drain or removal.
+    pub fn cancel_drain(
+        &self,
+        cluster_id: &str,
+        node_id: u64,
+    ) -> Result<DrainNodeResponse, ClientError> {
+        self.call(
+            Method::Delete,
+            &format!("/clusters/{cluster_id}/nodes/{node_id}/drain"),
+            None::<&()>,
+        )
+    }
+
     /// `DELETE /clusters/{id}/nodes/{node}`: drain, then decommission.
     pub fn remove_node(
         &self,

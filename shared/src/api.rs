@@ -218,6 +218,11 @@ pub struct NodeDescription {
     pub heartbeat_staleness_ms: Option<u64>,
     /// Load metrics from the node's latest gossiped status report.
     pub metrics: NodeMetrics,
+    /// Of a DRAINING node: partitions its drain cannot move now (no other node can take
+    /// their replica at the replication factor); empty otherwise. The drain waits; add
+    /// a node, or cancel it.
+    #[serde(default)]
+    pub drain_blocked: Vec<PartitionId>,
 }
 
 /// Load metrics of a node.

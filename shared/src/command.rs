@@ -362,6 +362,14 @@ pub enum MetaCommand {
         /// Proposer's clock.
         now_ms: UnixMillis,
     },
+    /// Cancels a drain or removal: a DRAINING node takes new work again (HEALTHY); a
+    /// FAILED one is no longer marked for removal. Partitions already moved off stay.
+    CancelDrain {
+        /// Node.
+        node_id: NodeId,
+        /// Proposer's clock.
+        now_ms: UnixMillis,
+    },
 }
 
 /// The result of a command that applied.

@@ -118,7 +118,8 @@ pub fn plan_repairs(
 
 /// The partitions a drain of HEALTHY node `node_id` would leave stuck on it, because no
 /// other node can take their replica (too few nodes accept new work): planned by the
-/// recovery planner on the state as if the drain were committed. Empty when the drain
+/// recovery planner on the state as if the drain were committed (of a DRAINING node: on
+/// the state as it is, which shows a drain that became blocked). Empty when the drain
 /// can finish (as far as the planner's first batch shows). A drain refused on this is
 /// never left DRAINING for good with no reason given.
 pub fn drain_blockers(
@@ -126,6 +127,13 @@ pub fn drain_blockers(
     node_id: NodeId,
     cfg: &RecoveryConfig,
 ) -> Vec<PartitionId> {
+    if state
+        .node(node_id)
+        .is_some_and(|n| n.status == NodeStatus::Draining)
+    {
+        // Already draining: what blocks it now (a node failed since, say).
+        return plan_node_recovery(state, node_id, cfg, &|_, _| 0, &BTreeSet::new()).drain_blocked;
+    }
     let mut draining = state.clone();
     let drain = MetaCommand::DrainNode {
         node_id,

@@ -106,6 +106,10 @@ enum NodeCmd {
     Drain {
         /// Node id.
         node_id: u64,
+        /// Cancel the node's drain or removal instead (it takes new work again;
+        /// partitions already moved stay where they are).
+        #[arg(long, conflicts_with = "wait")]
+        cancel: bool,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -351,7 +355,7 @@ fn nodes_text(nodes: &NodesResponse) -> String {
             n.node_id.to_string(),
             n.endpoint.clone(),
             n.zone.clone(),
-            wire_name(n.status),
+            status_text(n),
             n.raft_role.clone(),
             n.incarnation.to_string(),
             n.partitions_owned.to_string(),
@@ -366,10 +370,32 @@ fn nodes_text(nodes: &NodesResponse) -> String {
     t.to_string()
 }
 
+/// A node's status, with why its drain waits if it does.
+fn status_text(n: &NodeDescription) -> String {
+    match n.drain_blocked.len() {
+        0 => wire_name(n.status),
+        blocked => format!("{} (blocked: {blocked} partitions)", wire_name(n.status)),
+    }
+}
+
 fn run_node(client: &ApiClient, json: bool, cmd: NodeCmd) -> anyhow::Result<()> {
     let cluster_id = cluster_id(client)?;
     let (node_id, remove, wait) = match cmd {
-        NodeCmd::Drain { node_id, wait } => (node_id, false, wait),
+        NodeCmd::Drain {
+            node_id,
+            cancel: true,
+            ..
+        } => {
+            let response = client.cancel_drain(&cluster_id, node_id)?;
+            return print(json, &response, || {
+                format!(
+                    "node {node_id} is {}: its drain is cancelled ({} partitions on it)",
+                    wire_name(response.status),
+                    response.partitions_owned
+                )
+            });
+        }
+        NodeCmd::Drain { node_id, wait, .. } => (node_id, false, wait),
         NodeCmd::Remove { node_id, wait } => (node_id, true, wait),
     };
     let response = if remove {

@@ -334,6 +334,13 @@ pub fn meta_commands() -> Vec<Sample<MetaCommand>> {
                 now_ms: T0 + 20,
             },
         ),
+        (
+            "CancelDrain",
+            CancelDrain {
+                node_id: 4,
+                now_ms: T0 + 30,
+            },
+        ),
     ]
 }
 

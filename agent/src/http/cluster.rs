@@ -218,6 +218,18 @@ fn describe_node(
         ),
         heartbeat_staleness_ms: health.staleness_ms,
         metrics,
+        // Planned only for a draining node (a HEALTHY one's would copy the state).
+        drain_blocked: if n.status == NodeStatus::Draining {
+            drain_blockers(s, n.node_id, &recovery_config(app))
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn recovery_config(app: &AppState) -> RecoveryConfig {
+    RecoveryConfig {
+        replication_factor: app.replication_factor,
     }
 }
 
@@ -243,6 +255,53 @@ pub async fn remove(
     request_drain(app, cluster_id, node_id, true).await
 }
 
+/// `DELETE /clusters/{cluster_id}/nodes/{node_id}/drain`: cancels a drain or removal
+/// (a DRAINING node takes new work again; partitions already moved stay). 200.
+pub async fn cancel_drain(
+    State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((cluster_id, node_id)): Path<(String, String)>,
+) -> Result<Json<DrainNodeResponse>, ApiError> {
+    require_cluster_admin(&caller)?;
+    let node_id = parse_node_id(&node_id)?;
+    app.meta.linearizable_barrier().await?;
+    app.state.read(|s| {
+        check_cluster(s, &cluster_id)?;
+        s.node(node_id)
+            .map(|_| ())
+            .ok_or_else(|| node_not_found(node_id))
+    })?;
+    let cmd = MetaCommand::CancelDrain {
+        node_id,
+        now_ms: (app.clock)(),
+    };
+    app.meta.propose(cmd).await??;
+    Ok(Json(drain_response(&app, node_id)?))
+}
+
+fn parse_node_id(text: &str) -> Result<NodeId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request("InvalidRequest", format!("{text:?} is not a node id")))
+}
+
+fn node_not_found(node_id: NodeId) -> ApiError {
+    ApiError::not_found("NodeNotFound", format!("node {node_id} is not registered"))
+}
+
+/// The node's drain state as committed now.
+fn drain_response(app: &AppState, node_id: NodeId) -> Result<DrainNodeResponse, ApiError> {
+    app.state
+        .read(|s| {
+            s.node(node_id).map(|n| DrainNodeResponse {
+                node_id,
+                status: n.status,
+                remove_when_drained: n.remove_when_drained,
+                partitions_owned: n.partition_ids.len() as u64,
+            })
+        })
+        .ok_or_else(|| node_not_found(node_id))
+}
+
 /// Most partition ids named in a refused drain's message.
 const BLOCKED_IDS_SHOWN: usize = 10;
 
@@ -252,18 +311,12 @@ async fn request_drain(
     node_id: String,
     remove: bool,
 ) -> Result<(StatusCode, Json<DrainNodeResponse>), ApiError> {
-    let node_id: NodeId = node_id.parse().map_err(|_| {
-        ApiError::bad_request("InvalidRequest", format!("{node_id:?} is not a node id"))
-    })?;
+    let node_id = parse_node_id(&node_id)?;
     app.meta.linearizable_barrier().await?;
-    let recovery = RecoveryConfig {
-        replication_factor: app.replication_factor,
-    };
+    let recovery = recovery_config(&app);
     app.state.read(|s| {
         check_cluster(s, &cluster_id)?;
-        let node = s.node(node_id).ok_or_else(|| {
-            ApiError::not_found("NodeNotFound", format!("node {node_id} is not registered"))
-        })?;
+        let node = s.node(node_id).ok_or_else(|| node_not_found(node_id))?;
         if node.status != NodeStatus::Healthy {
             return Ok(());
         }
@@ -290,16 +343,5 @@ async fn request_drain(
         now_ms: (app.clock)(),
     };
     app.meta.propose(cmd).await??;
-    let response = app.state.read(|s| {
-        s.node(node_id).map(|n| DrainNodeResponse {
-            node_id,
-            status: n.status,
-            remove_when_drained: n.remove_when_drained,
-            partitions_owned: n.partition_ids.len() as u64,
-        })
-    });
-    let response = response.ok_or_else(|| {
-        ApiError::not_found("NodeNotFound", format!("node {node_id} is not registered"))
-    })?;
-    Ok((StatusCode::ACCEPTED, Json(response)))
+    Ok((StatusCode::ACCEPTED, Json(drain_response(&app, node_id)?)))
 }

@@ -57,6 +57,8 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
             StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+            StatusCode::URI_TOO_LONG => "UriTooLong",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "HeadersTooLarge",
             _ => "InvalidRequest",
         };
         ApiError::new(status, code, message)

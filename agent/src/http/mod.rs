@@ -7,6 +7,7 @@ pub mod health;
 mod items;
 mod lag;
 mod operations;
+mod request_shape;
 pub mod serve;
 mod tables;
 
@@ -101,6 +102,9 @@ pub fn router(app: AppState, max_body_bytes: usize) -> Router {
             app.clone(),
             close_when_leaving,
         ))
+        .layer(axum::middleware::from_fn(
+            request_shape::check_request_shape,
+        ))
         .with_state(app)
 }
 
@@ -174,7 +178,7 @@ fn control_routes(app: AppState) -> Router<AppState> {
         )
         .route(
             "/clusters/{cluster_id}/nodes/{node_id}/drain",
-            axum::routing::post(cluster::drain),
+            axum::routing::post(cluster::drain).delete(cluster::cancel_drain),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             app,

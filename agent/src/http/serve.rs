@@ -38,7 +38,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        // Above the router's own limit, which answers with a JSON error first.
+        .max_headers(super::request_shape::HYPER_MAX_HEADERS);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

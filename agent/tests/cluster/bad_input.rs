@@ -9,6 +9,7 @@ use crate::harness::{JSON, TestCluster, create_table, table_request, wait_for};
 const HTTP_BASE: u16 = 21270;
 const BROWSER_HTTP_BASE: u16 = 24550;
 const STALLED_HTTP_BASE: u16 = 24600;
+const SHAPE_HTTP_BASE: u16 = 25100;
 
 /// Sends a raw request and checks the status and that the body is a JSON error.
 fn expect_error(
@@ -376,4 +377,60 @@ fn a_client_stalling_in_its_request_headers_is_cut_off() {
         cluster.anonymous(1).healthy(),
         "complete requests are served"
     );
+}
+
+/// Sends `head` (request line and headers, without the final blank line) on a fresh
+/// connection to agent 1 and returns the status and body of the answer.
+fn raw_http(cluster: &TestCluster, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = cluster
+        .anonymous(1)
+        .endpoint()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "{head}Connection: close\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"));
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn oversized_and_undecodable_requests_get_json_errors() {
+    let (cluster, client) = TestCluster::single(SHAPE_HTTP_BASE, |_| {});
+    create_table(&client, &table_request("existing", 1000));
+    let long = format!("/tables/{}", "a".repeat(10_000));
+    let error = expect_error(&client, Method::Get, &long, None, 414);
+    assert_eq!(error.error.code, "UriTooLong");
+    for path in ["/tables/%FF", "/tables/existing/items/%C3%28"] {
+        let error = expect_error(&client, Method::Get, path, None, 400);
+        assert_eq!(error.error.code, "InvalidPath", "{path}");
+    }
+    let many: String = (0..100).map(|i| format!("X-Filler-{i}: v\r\n")).collect();
+    let large = format!("X-Large: {}\r\n", "v".repeat(40_000));
+    for headers in [many, large] {
+        let (status, body) = raw_http(
+            &cluster,
+            &format!("GET /tables HTTP/1.1\r\nHost: x\r\n{headers}"),
+        );
+        assert_eq!(status, 431, "{body}");
+        let error: ErrorBody = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("not a JSON error ({e}): {body}"));
+        assert_eq!(error.error.code, "HeadersTooLarge");
+    }
+    // A request within the limits is served as before.
+    assert_eq!(client.list_tables().unwrap().tables.len(), 1);
 }

@@ -15,6 +15,7 @@ use crate::harness::{TestCluster, create_table, no_scaler, read, table_request, 
 
 const HTTP_BASE: u16 = 21700;
 const DRAIN_BLOCKED_HTTP_BASE: u16 = 24700;
+const DRAIN_CANCEL_HTTP_BASE: u16 = 25150;
 const TABLE: &str = "orders";
 /// 12,000 WCU at 1,000 WCU per partition.
 const WRITE_UNITS: u64 = 12_000;
@@ -318,4 +319,53 @@ fn a_drain_that_cannot_finish_is_refused_with_its_reason() {
         NodeStatus::Healthy,
         "nothing changed"
     );
+}
+
+#[test]
+fn a_drain_is_cancelled_with_agentctl_and_the_node_takes_work_again() {
+    let cluster = TestCluster::start(4, DRAIN_CANCEL_HTTP_BASE, no_scaler);
+    let client = cluster.client(1);
+    wait_for("4 HEALTHY nodes", || {
+        let cluster_id = client.cluster().ok()?.cluster_id?;
+        let nodes = client.nodes(&cluster_id).ok()?.nodes;
+        (nodes.len() == 4 && nodes.iter().all(|n| n.status == NodeStatus::Healthy)).then_some(())
+    });
+    create_table(&client, &table_request(TABLE, 4000));
+    wait_for("table ACTIVE", || {
+        (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
+    });
+    let agentctl = |args: &[&str]| {
+        let out = cluster.agentctl(1, args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = agentctl(&["node", "drain", "4"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("DRAINING"), "{out}");
+    let (ok, out, err) = agentctl(&["node", "drain", "4", "--cancel"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("HEALTHY") && out.contains("cancelled"),
+        "{out}"
+    );
+    let node = &nodes(&client)[&4];
+    assert_eq!(node.status, NodeStatus::Healthy);
+    assert!(node.drain_blocked.is_empty());
+    // Cancelling again changes nothing; an unknown node is an error.
+    let (ok, out, _) = agentctl(&["node", "drain", "4", "--cancel"]);
+    assert!(ok && out.contains("HEALTHY"), "{out}");
+    let (ok, _, err) = agentctl(&["node", "drain", "9", "--cancel"]);
+    assert!(!ok && err.contains("NodeNotFound"), "{err}");
+    // Back in service: a new table is placed on it again.
+    create_table(&client, &table_request("after-cancel", 4000));
+    wait_for("a partition of the new table on node 4", || {
+        let parts = client.partitions("after-cancel").ok()?.partitions;
+        parts
+            .iter()
+            .any(|p| p.primary_node_id == 4 || p.replica_node_ids.contains(&4))
+            .then_some(())
+    });
 }

@@ -127,6 +127,7 @@ impl MetaState {
             MetaCommand::DecommissionNode { node_id, now_ms } => {
                 self.decommission_node(*node_id, *now_ms)
             }
+            MetaCommand::CancelDrain { node_id, now_ms } => self.cancel_drain(*node_id, *now_ms),
             MetaCommand::CreatePrincipal { .. }
             | MetaCommand::DeletePrincipal { .. }
             | MetaCommand::PutPolicy { .. }

@@ -107,6 +107,27 @@ impl MetaState {
         Ok(MetaOutcome::Done)
     }
 
+    pub(super) fn cancel_drain(&mut self, node_id: NodeId, now_ms: UnixMillis) -> MetaResult {
+        let node = self.node_by_id(node_id)?;
+        match node.status {
+            // A HEALTHY node has no drain to cancel (the invariants hold it).
+            NodeStatus::Healthy => return Ok(MetaOutcome::Unchanged),
+            NodeStatus::Draining | NodeStatus::Failed => {}
+            _ => return Err(node_wrong_status(node, "DRAINING, FAILED or HEALTHY")),
+        }
+        if !node.drain_requested && !node.remove_when_drained {
+            return Ok(MetaOutcome::Unchanged);
+        }
+        let node = self.node_mut(node_id);
+        if node.status == NodeStatus::Draining {
+            node.status = NodeStatus::Healthy;
+            node.status_changed_at_ms = now_ms;
+        }
+        node.drain_requested = false;
+        node.remove_when_drained = false;
+        Ok(MetaOutcome::Done)
+    }
+
     pub(super) fn decommission_node(&mut self, node_id: NodeId, now_ms: UnixMillis) -> MetaResult {
         let node = self.node_by_id(node_id)?;
         match node.status {

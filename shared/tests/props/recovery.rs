@@ -442,4 +442,28 @@ fn a_drain_with_nowhere_to_go_is_blocked_and_one_with_a_spare_node_is_not() {
         .map(|p| p.primary_node_id)
         .expect("a partition");
     assert_eq!(drain_blockers(&four, holder, &cfg), Vec::<u64>::new());
+    // Draining with a spare node, then a node fails: the drain is blocked now, and says so.
+    let mut four = four;
+    accept(
+        &mut four,
+        &MetaCommand::DrainNode {
+            node_id: holder,
+            remove: false,
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(drain_blockers(&four, holder, &cfg), Vec::<u64>::new());
+    let other = (1..=4).find(|&n| n != holder).unwrap();
+    let incarnation = four.node(other).unwrap().incarnation;
+    accept(
+        &mut four,
+        &MetaCommand::NodeFailed {
+            node_id: other,
+            incarnation,
+            now_ms: 0,
+        },
+    )
+    .unwrap();
+    assert!(!drain_blockers(&four, holder, &cfg).is_empty());
 }

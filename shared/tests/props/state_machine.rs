@@ -102,6 +102,9 @@ enum Op {
     Decommission {
         node: NodeId,
     },
+    CancelDrain {
+        node: NodeId,
+    },
     /// Every plan of one `plan_repairs` pass; each must be accepted.
     Recover {
         rf: usize,
@@ -169,6 +172,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (node.clone(), 0u8..6).prop_map(|(node, skew)| Op::Fail { node, skew }),
         2 => (node.clone(), any::<bool>()).prop_map(|(node, remove)| Op::Drain { node, remove }),
         2 => node.clone().prop_map(|node| Op::Decommission { node }),
+        1 => node.clone().prop_map(|node| Op::CancelDrain { node }),
         4 => (1usize..=4, prop::collection::vec(node, 0..2))
             .prop_map(|(rf, excluded)| Op::Recover { rf, excluded }),
         1 => (1u64..=60, prop::collection::vec(1u64..=8, 1..4), 0u8..4)
@@ -393,6 +397,10 @@ fn commands(s: &MetaState, op: &Op) -> Vec<MetaCommand> {
         Op::Decommission { node } => vec![MetaCommand::DecommissionNode {
             node_id: node,
             now_ms: 70,
+        }],
+        Op::CancelDrain { node } => vec![MetaCommand::CancelDrain {
+            node_id: node,
+            now_ms: 75,
         }],
         Op::Fail { .. } | Op::Recover { .. } | Op::BogusRepair { .. } => recovery_commands(s, op),
         Op::Auth(auth) => auth_commands(s, &auth),
@@ -643,7 +651,8 @@ fn check_outcome(
         (
             MetaCommand::NodeFailed { .. }
             | MetaCommand::DrainNode { .. }
-            | MetaCommand::DecommissionNode { .. },
+            | MetaCommand::DecommissionNode { .. }
+            | MetaCommand::CancelDrain { .. },
             MetaOutcome::Done | MetaOutcome::Unchanged,
         ) => {}
         (_, other) => prop_assert_eq!(other, &MetaOutcome::Done),
@@ -707,6 +716,7 @@ fn kind(cmd: &MetaCommand) -> &'static str {
         MetaCommand::SplitPartition { .. } => "SplitPartition",
         MetaCommand::CommitMove { .. } => "CommitMove",
         MetaCommand::MergePartitions { .. } => "MergePartitions",
+        MetaCommand::CancelDrain { .. } => "CancelDrain",
     }
 }
 
@@ -721,7 +731,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
     let mut seen: BTreeMap<(&str, bool), usize> = BTreeMap::new();
     let mut changed: BTreeSet<(&str, bool)> = BTreeSet::new();
     let mut planned_repairs = 0;
-    for _ in 0..320 {
+    for _ in 0..640 {
         let ops = prop::collection::vec(op(), 1..80)
             .new_tree(&mut runner)
             .unwrap()
@@ -762,6 +772,7 @@ fn replay_is_deterministic_and_generator_covers_every_command() {
         "RepairPartitions",
         "DrainNode",
         "DecommissionNode",
+        "CancelDrain",
         "CreatePrincipal",
         "DeletePrincipal",
         "PutPolicy",

@@ -511,3 +511,42 @@ fn registration_does_not_cancel_a_drain() {
         (NodeStatus::Draining, true)
     );
 }
+
+fn cancel_drain(node_id: NodeId) -> MetaCommand {
+    MetaCommand::CancelDrain {
+        node_id,
+        now_ms: NOW + 400,
+    }
+}
+
+#[test]
+fn cancel_drain_makes_a_draining_node_healthy_and_unmarks_a_failed_one() {
+    let mut s = cluster();
+    unchanged(&mut s, cancel_drain(1));
+    ok(&mut s, drain(1, true));
+    assert_eq!(ok(&mut s, cancel_drain(1)), MetaOutcome::Done);
+    let n = s.node(1).unwrap();
+    assert_eq!(
+        (
+            n.status,
+            n.remove_when_drained,
+            n.drain_requested,
+            n.status_changed_at_ms
+        ),
+        (NodeStatus::Healthy, false, false, NOW + 400)
+    );
+    unchanged(&mut s, cancel_drain(1));
+    // Marked for removal while FAILED: the mark goes, the node stays FAILED.
+    let incarnation = s.node(2).unwrap().incarnation;
+    ok(&mut s, failed(2, incarnation));
+    ok(&mut s, drain(2, true));
+    assert_eq!(ok(&mut s, cancel_drain(2)), MetaOutcome::Done);
+    let n = s.node(2).unwrap();
+    assert_eq!(
+        (n.status, n.remove_when_drained, n.drain_requested),
+        (NodeStatus::Failed, false, false)
+    );
+    unchanged(&mut s, cancel_drain(2));
+    assert_eq!(reject(&mut s, cancel_drain(9)), MetaError::UnknownNode(9));
+    assert!(s.check_invariants().is_ok());
+}
