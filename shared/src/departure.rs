@@ -4,10 +4,10 @@
 //!
 //! First every partition it leads is handed to a ready replica (epoch + 1, the switch a
 //! move ends with; it stays a replica, so no partition is short of copies meanwhile and
-//! nothing re-replicates yet). Then one command takes it out of every replica set it is
-//! still in: from then on writes are acknowledged by the copies that stay. A restarted
-//! agent gets copies again from the recovery coordinator, as any under-replicated
-//! partition does.
+//! nothing re-replicates yet). Then it leaves every replica set it is still in (each
+//! primary drops it between two writes): from then on writes are acknowledged by the
+//! copies that stay. A restarted agent gets copies again from the recovery coordinator,
+//! as any under-replicated partition does.
 
 use std::collections::BTreeMap;
 
@@ -75,7 +75,8 @@ pub fn plan_hand_overs(
 }
 
 /// The replica sets without `me`, for every partition (tables not DELETING) where it is a
-/// replica and not the primary, at their current epochs: one `RepairPartitions` command.
+/// replica and not the primary, at their current epochs (valid together as one
+/// `RepairPartitions`; each is asked of its primary).
 /// A partition it still leads keeps it (it is stranded, see [`HandOverPlan`]), and so
 /// does one with another member that `usable` does not accept (gone, or stopping too):
 /// when many agents stop at once (a whole cluster), the last ones keep their copies

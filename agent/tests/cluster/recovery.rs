@@ -290,6 +290,8 @@ fn failures_are_detected_once_recovered_and_rejoined() {
 fn a_drain_that_cannot_finish_is_refused_with_its_reason() {
     let cluster = TestCluster::start(3, DRAIN_BLOCKED_HTTP_BASE, no_scaler);
     let client = cluster.client(1);
+    // Every node registered first (a drain of one not registered yet is a 404).
+    wait_healthy(&client, 3);
     create_table(&client, &table_request(TABLE, 1000));
     wait_for("table ACTIVE", || {
         (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
@@ -325,11 +327,7 @@ fn a_drain_that_cannot_finish_is_refused_with_its_reason() {
 fn a_drain_is_cancelled_with_agentctl_and_the_node_takes_work_again() {
     let cluster = TestCluster::start(4, DRAIN_CANCEL_HTTP_BASE, no_scaler);
     let client = cluster.client(1);
-    wait_for("4 HEALTHY nodes", || {
-        let cluster_id = client.cluster().ok()?.cluster_id?;
-        let nodes = client.nodes(&cluster_id).ok()?.nodes;
-        (nodes.len() == 4 && nodes.iter().all(|n| n.status == NodeStatus::Healthy)).then_some(())
-    });
+    wait_healthy(&client, 4);
     create_table(&client, &table_request(TABLE, 4000));
     wait_for("table ACTIVE", || {
         (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
@@ -366,6 +364,16 @@ fn a_drain_is_cancelled_with_agentctl_and_the_node_takes_work_again() {
         parts
             .iter()
             .any(|p| p.primary_node_id == 4 || p.replica_node_ids.contains(&4))
+            .then_some(())
+    });
+}
+
+/// Waits until `count` nodes are registered and HEALTHY.
+fn wait_healthy(client: &ApiClient, count: usize) {
+    wait_for(&format!("{count} HEALTHY nodes"), || {
+        let cluster_id = client.cluster().ok()?.cluster_id?;
+        let nodes = client.nodes(&cluster_id).ok()?.nodes;
+        (nodes.len() == count && nodes.iter().all(|n| n.status == NodeStatus::Healthy))
             .then_some(())
     });
 }

@@ -1,6 +1,6 @@
 //! This agent's data plane leaving gracefully (SIGTERM): it hands every partition it
-//! leads to a ready replica, then leaves every replica set in one command, so writes go
-//! on without it while it is away (`shared::departure` plans both).
+//! leads to a ready replica, then asks each primary to drop it from its replica set, so
+//! writes go on without it while it is away (`shared::departure` plans both).
 
 use std::time::Duration;
 
