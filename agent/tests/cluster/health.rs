@@ -12,6 +12,7 @@ const HEALTH_HTTP_BASE: u16 = 24100;
 const UNANSWERED_HTTP_BASE: u16 = 24150;
 const QUORUM_LOSS_HTTP_BASE: u16 = 24450;
 const STOPPED_HTTP_BASE: u16 = 24170;
+const SILENT_REPLICAS_HTTP_BASE: u16 = 25300;
 /// libfaketime's multi-threaded build, as Debian's `faketime` package installs it
 /// (`.ci/run` installs it).
 const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
@@ -144,4 +145,56 @@ fn an_agent_whose_metadata_store_stops_exits_non_zero() {
     std::fs::write(&clock, "-30\n").unwrap();
     let status = wait_for("agent 3 to exit", || cluster.exit_status(3));
     assert!(!status.success(), "exited with {status}");
+}
+
+#[test]
+fn an_item_write_whose_replicas_stopped_answering_is_refused_as_not_written() {
+    use agent::api_client::Method;
+    use shared::keyspace::hash_partition_key;
+    let cluster = TestCluster::start(3, SILENT_REPLICAS_HTTP_BASE, no_scaler);
+    let client = cluster.client(1);
+    wait_for("3 voters", || {
+        (client.cluster().ok()?.voters.len() == 3).then_some(())
+    });
+    create_table(&client, &table_request("cells", 3000));
+    wait_for("table ACTIVE", || {
+        (client.get_table("cells").ok()?.status == TableStatus::Active).then_some(())
+    });
+    // A key whose partition agent 1 leads, with its two replicas on agents 2 and 3.
+    let parts = client.partitions("cells").unwrap().partitions;
+    let (key, epoch) = (0..)
+        .map(|i| format!("k{i}"))
+        .find_map(|k| {
+            let hash = hash_partition_key(k.as_bytes());
+            let p = parts
+                .iter()
+                .find(|p| p.key_range_low <= hash && hash <= p.key_range_high)?;
+            (p.primary_node_id == 1 && p.replica_node_ids.len() == 2).then_some((k, p.epoch))
+        })
+        .unwrap();
+    let items = cluster.item_client(1, "cells");
+    // Addressed to the primary at its epoch, as the data client does: answered once.
+    let path = format!("/tables/cells/items/{key}?epoch={epoch}");
+    let (status, text) = items.raw(Method::Put, &path, Some(r#"{"v":1}"#)).unwrap();
+    assert_eq!(status, 200, "{text}");
+    // Both replicas frozen for longer than two lease renewals (1 s), not yet for the
+    // lease (2 s): the lease is live, but they stopped confirming the primary. The
+    // write used to be appended and sent, and to end in doubt (504) when replication
+    // timed out.
+    cluster.pause(2);
+    cluster.pause(3);
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let refused = items.raw(Method::Put, &path, Some(r#"{"v":2}"#)).unwrap();
+    cluster.resume(2);
+    cluster.resume(3);
+    assert_eq!(refused.0, 503, "{}", refused.1);
+    assert!(refused.1.contains("nothing was written"), "{}", refused.1);
+    let read = wait_for("the item readable again", || {
+        let (status, text) = items.raw(Method::Get, &path, None).ok()?;
+        (status == 200).then_some(text)
+    });
+    assert!(
+        read.contains(r#""v":1"#),
+        "the refused write did not apply: {read}"
+    );
 }

@@ -29,6 +29,9 @@ const CATCH_UP_BATCH_BYTES: usize = 8 * 1024 * 1024;
 const MAX_CATCH_UP_ROUNDS: usize = 64;
 /// How long a replica may take to install a snapshot.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A primary writes only while its replicas confirmed it within this many lease renewal
+/// intervals (`data.lease_renew_interval_ms`): one missed renewal is tolerated.
+const WRITE_CONFIRM_RENEWALS: u32 = 2;
 /// Numbers the snapshot transfers of this process (with the node id: unique).
 static SNAPSHOT_TRANSFERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
@@ -201,15 +204,21 @@ impl DataPlane {
                 "partition {pid} is moving to a new epoch after a write in doubt; retry"
             )));
         }
-        self.ensure_lease(pid, lead).await?;
+        self.ensure_lease(pid, lead, Duration::ZERO).await?;
         Ok(guard)
     }
 
     /// Reads need a live lease: every replica confirmed this primary within the lease
-    /// (or, without replicas, the metadata did). A lapsed lease is renewed on the spot
-    /// when the replicas answer; otherwise the read is refused.
-    async fn ensure_lease(&self, pid: PartitionId, lead: &Leadership) -> Result<(), ItemError> {
-        if self.leases.holds(pid, lead.epoch, Instant::now()) {
+    /// (or, without replicas, the metadata did), with at least `left` of it to run. A
+    /// lease with less is renewed on the spot when the replicas answer; otherwise the
+    /// call is refused.
+    async fn ensure_lease(
+        &self,
+        pid: PartitionId,
+        lead: &Leadership,
+        left: Duration,
+    ) -> Result<(), ItemError> {
+        if self.leases.holds(pid, lead.epoch, Instant::now() + left) {
             return Ok(());
         }
         if self.leases.is_surrendered(pid, lead.epoch) {
@@ -272,7 +281,14 @@ impl DataPlane {
                 )));
             }
         }
-        if self.ensure_lease(pid, &lead).await.is_err() {
+        // Writes need replicas that confirmed this primary recently, not just a live
+        // lease: one sent to a replica that stopped answering (frozen, cut off) ends in
+        // doubt (504) when the replication times out, where refused now it is certainly
+        // not written (503).
+        let recent = self
+            .lease_duration()
+            .saturating_sub(self.write_confirm_window());
+        if self.ensure_lease(pid, &lead, recent).await.is_err() {
             // Known before anything is written: refusing now leaves the data unchanged.
             return Err(ItemError::Unavailable(format!(
                 "replicas of partition {pid} cannot all be reached; nothing was written"
@@ -473,6 +489,12 @@ impl DataPlane {
                 Err(e) => tracing::warn!(partition = pid, error = %e, "replica drop not proposed"),
             }
         });
+    }
+
+    /// How recently the replicas must have confirmed this primary for it to write:
+    /// [`WRITE_CONFIRM_RENEWALS`] lease renewal intervals.
+    fn write_confirm_window(&self) -> Duration {
+        Duration::from_millis(self.config.lease_renew_interval_ms) * WRITE_CONFIRM_RENEWALS
     }
 
     /// The configured read lease.
