@@ -119,20 +119,23 @@ pub fn plan_repairs(
 /// The partitions a drain of HEALTHY node `node_id` would leave stuck on it, because no
 /// other node can take their replica (too few nodes accept new work): planned by the
 /// recovery planner on the state as if the drain were committed (of a DRAINING node: on
-/// the state as it is, which shows a drain that became blocked). Empty when the drain
+/// the state as it is, which shows a drain that became blocked). Nodes in `excluded` take
+/// no replica: those the asking agent's gossip does not see alive, to show why a drain
+/// waits now; none, to judge whether it can ever finish. Empty when the drain
 /// can finish (as far as the planner's first batch shows). A drain refused on this is
 /// never left DRAINING for good with no reason given.
 pub fn drain_blockers(
     state: &MetaState,
     node_id: NodeId,
     cfg: &RecoveryConfig,
+    excluded: &BTreeSet<NodeId>,
 ) -> Vec<PartitionId> {
     if state
         .node(node_id)
         .is_some_and(|n| n.status == NodeStatus::Draining)
     {
-        // Already draining: what blocks it now (a node failed since, say).
-        return plan_node_recovery(state, node_id, cfg, &|_, _| 0, &BTreeSet::new()).drain_blocked;
+        // Already draining: what blocks it now (a node failed or unreachable since).
+        return plan_node_recovery(state, node_id, cfg, &|_, _| 0, excluded).drain_blocked;
     }
     let mut draining = state.clone();
     let drain = MetaCommand::DrainNode {
@@ -143,7 +146,7 @@ pub fn drain_blockers(
     if draining.apply(&drain).is_err() {
         return Vec::new();
     }
-    plan_node_recovery(&draining, node_id, cfg, &|_, _| 0, &BTreeSet::new()).drain_blocked
+    plan_node_recovery(&draining, node_id, cfg, &|_, _| 0, excluded).drain_blocked
 }
 
 /// DRAINING (or FAILED) nodes waiting for removal that own nothing any more: ready for

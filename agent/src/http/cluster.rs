@@ -1,5 +1,7 @@
 //! Cluster inspection and node management endpoints.
 
+use std::collections::BTreeSet;
+
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
@@ -220,7 +222,8 @@ fn describe_node(
         metrics,
         // Planned only for a draining node (a HEALTHY one's would copy the state).
         drain_blocked: if n.status == NodeStatus::Draining {
-            drain_blockers(s, n.node_id, &recovery_config(app))
+            let unreachable = app.health.membership().not_alive();
+            drain_blockers(s, n.node_id, &recovery_config(app), &unreachable)
         } else {
             Vec::new()
         },
@@ -321,7 +324,8 @@ async fn request_drain(
             return Ok(());
         }
         // Refused with the reason rather than accepted and left DRAINING for good.
-        let blocked = drain_blockers(s, node_id, &recovery);
+        // Whether it can ever finish: every node counts, reachable now or not.
+        let blocked = drain_blockers(s, node_id, &recovery, &BTreeSet::new());
         if blocked.is_empty() {
             return Ok(());
         }

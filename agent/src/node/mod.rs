@@ -1,13 +1,13 @@
 //! An agent's start-up and wiring: metadata store, peer transport, controllers,
 //! reconciler and HTTP API.
 
+mod departure;
+
 use std::fs::Permissions;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-mod departure;
 
 use anyhow::Context;
 use openraft::SnapshotPolicy;

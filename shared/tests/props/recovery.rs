@@ -428,7 +428,7 @@ proptest! {
 fn a_drain_with_nowhere_to_go_is_blocked_and_one_with_a_spare_node_is_not() {
     let cfg = RecoveryConfig::default();
     let three = populated(&[Fate::Stays; 3], 3, &[(1000, 3)]);
-    let blocked = drain_blockers(&three, 3, &cfg);
+    let blocked = drain_blockers(&three, 3, &cfg, &BTreeSet::new());
     assert!(!blocked.is_empty(), "3 nodes at replication factor 3");
     assert_eq!(
         status(&three, 3),
@@ -441,7 +441,10 @@ fn a_drain_with_nowhere_to_go_is_blocked_and_one_with_a_spare_node_is_not() {
         .next()
         .map(|p| p.primary_node_id)
         .expect("a partition");
-    assert_eq!(drain_blockers(&four, holder, &cfg), Vec::<u64>::new());
+    assert_eq!(
+        drain_blockers(&four, holder, &cfg, &BTreeSet::new()),
+        Vec::<u64>::new()
+    );
     // Draining with a spare node, then a node fails: the drain is blocked now, and says so.
     let mut four = four;
     accept(
@@ -453,7 +456,13 @@ fn a_drain_with_nowhere_to_go_is_blocked_and_one_with_a_spare_node_is_not() {
         },
     )
     .unwrap();
-    assert_eq!(drain_blockers(&four, holder, &cfg), Vec::<u64>::new());
+    assert_eq!(
+        drain_blockers(&four, holder, &cfg, &BTreeSet::new()),
+        Vec::<u64>::new()
+    );
+    // Every other node unreachable from the asking agent: blocked for now, and shown.
+    let unreachable: BTreeSet<u64> = (1..=4).filter(|&n| n != holder).collect();
+    assert!(!drain_blockers(&four, holder, &cfg, &unreachable).is_empty());
     let other = (1..=4).find(|&n| n != holder).unwrap();
     let incarnation = four.node(other).unwrap().incarnation;
     accept(
@@ -465,5 +474,5 @@ fn a_drain_with_nowhere_to_go_is_blocked_and_one_with_a_spare_node_is_not() {
         },
     )
     .unwrap();
-    assert!(!drain_blockers(&four, holder, &cfg).is_empty());
+    assert!(!drain_blockers(&four, holder, &cfg, &BTreeSet::new()).is_empty());
 }
