@@ -315,11 +315,7 @@ impl ApiClient {
         cluster_id: &str,
         node_id: u64,
     ) -> Result<DrainNodeResponse, ClientError> {
-        self.call(
-            Method::Post,
-            &format!("/clusters/{cluster_id}/nodes/{node_id}/drain"),
-            None::<&()>,
-        )
+        self.node_call(Method::Post, cluster_id, node_id, "/drain")
     }
 
     /// `DELETE /clusters/{id}/nodes/{node}/drain`: cancels a drain or removal.
@@ -328,11 +324,7 @@ impl ApiClient {
         cluster_id: &str,
         node_id: u64,
     ) -> Result<DrainNodeResponse, ClientError> {
-        self.call(
-            Method::Delete,
-            &format!("/clusters/{cluster_id}/nodes/{node_id}/drain"),
-            None::<&()>,
-        )
+        self.node_call(Method::Delete, cluster_id, node_id, "/drain")
     }
 
     /// `DELETE /clusters/{id}/nodes/{node}`: drain, then decommission.
@@ -341,11 +333,19 @@ impl ApiClient {
         cluster_id: &str,
         node_id: u64,
     ) -> Result<DrainNodeResponse, ClientError> {
-        self.call(
-            Method::Delete,
-            &format!("/clusters/{cluster_id}/nodes/{node_id}"),
-            None::<&()>,
-        )
+        self.node_call(Method::Delete, cluster_id, node_id, "")
+    }
+
+    /// A call on `/clusters/{id}/nodes/{node}{suffix}` without a body.
+    fn node_call(
+        &self,
+        method: Method,
+        cluster_id: &str,
+        node_id: u64,
+        suffix: &str,
+    ) -> Result<DrainNodeResponse, ClientError> {
+        let path = format!("/clusters/{cluster_id}/nodes/{node_id}{suffix}");
+        self.call(method, &path, None::<&()>)
     }
 
     /// `POST /principals`.

@@ -223,8 +223,5 @@ fn created_here(data_dir: &Path) -> bool {
 
 /// Marks the data dir, durably, before Raft is initialised.
 fn mark_creator(data_dir: &Path) -> std::io::Result<()> {
-    let path = data_dir.join(CREATOR_FILE);
-    let file = std::fs::File::create(&path)?;
-    file.sync_all()?;
-    std::fs::File::open(data_dir)?.sync_all()
+    crate::durable::write_private(&data_dir.join(CREATOR_FILE), b"")
 }

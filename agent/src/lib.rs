@@ -8,6 +8,7 @@ pub mod control;
 pub mod data;
 pub mod data_client;
 pub mod dev;
+pub mod durable;
 #[cfg(test)]
 mod golden;
 pub mod host;

@@ -13,7 +13,7 @@ use shared::auth::secret::new_salt;
 use shared::auth::{hash_secret, new_secret, principal_arn};
 use shared::command::{MetaCommand, MetaError};
 
-use crate::auth::keys::write_private;
+use crate::durable::write_private;
 use crate::meta::client::MetaClient;
 use crate::seam::Clock;
 
@@ -79,7 +79,7 @@ impl PrincipalCredentials {
     /// Writes the file readable by this user only, atomically (temporary file, rename).
     pub fn store(&self, path: &Path) -> Result<(), CredentialsFileError> {
         let text = serde_json::to_string_pretty(self).expect("two strings serialize");
-        write_private(path, &text).map_err(|source| CredentialsFileError::Io {
+        write_private(path, text.as_bytes()).map_err(|source| CredentialsFileError::Io {
             path: path.to_path_buf(),
             source,
         })

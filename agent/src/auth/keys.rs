@@ -3,14 +3,14 @@
 //! into the metadata store, the Raft log, a message or a log line. Only the public half
 //! is published through the metadata (by the leader, for itself), under a key id.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 use rand::rngs::StdRng;
 use sha2::{Digest, Sha256};
 use shared::model::NodeId;
+
+use crate::durable::write_private;
 
 /// File of the private key in the data dir.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
@@ -61,7 +61,7 @@ impl NodeSigningKey {
             Ok(text) => parse_key(&text).ok_or_else(|| KeyFileError::Corrupt(path.clone()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = SigningKey::generate(&mut rand::make_rng::<StdRng>());
-                write_private(&path, &hex(&key.to_bytes())).map_err(io)?;
+                write_private(&path, hex(&key.to_bytes()).as_bytes()).map_err(io)?;
                 key
             }
             Err(e) => return Err(io(e)),
@@ -76,9 +76,11 @@ impl NodeSigningKey {
     pub fn replace(data_dir: &Path, node_id: NodeId) -> Result<Self, KeyFileError> {
         let path = data_dir.join(SIGNING_KEY_FILE);
         let key = SigningKey::generate(&mut rand::make_rng::<StdRng>());
-        write_private(&path, &hex(&key.to_bytes())).map_err(|source| KeyFileError::Io {
-            path: path.clone(),
-            source,
+        write_private(&path, hex(&key.to_bytes()).as_bytes()).map_err(|source| {
+            KeyFileError::Io {
+                path: path.clone(),
+                source,
+            }
         })?;
         let kid = key_id(node_id, &key.verifying_key().to_bytes());
         Ok(NodeSigningKey { key, kid })
@@ -148,21 +150,6 @@ fn parse_key(text: &str) -> Option<SigningKey> {
         *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(SigningKey::from_bytes(&bytes))
-}
-
-/// Writes `text` to a new file readable by this user only, then moves it into place, so
-/// a crash never leaves a half-written key and the key is never readable by others.
-pub(crate) fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

@@ -92,9 +92,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Cmd::Run { config } => {
-            // Every file the agent makes is its owner's only (0600, directories 0700).
-            // SAFETY: umask only sets the process's file creation mask; no threads yet.
-            unsafe { libc::umask(FILE_CREATION_MASK) };
+            private_files();
             let config = Config::load(&config)?;
             init_tracing(config.node_id);
             let runtime = tokio::runtime::Runtime::new()?;
@@ -102,8 +100,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Cert(cmd) => cert::run(cmd),
         Cmd::Init { config, peer } => init(&config, peer),
-        Cmd::Restore { config, snapshot } => disaster::restore(&config, &snapshot),
-        Cmd::Recover { config, yes } => disaster::recover(&config, yes),
+        Cmd::Restore { config, snapshot } => {
+            private_files();
+            disaster::restore(&config, &snapshot)
+        }
+        Cmd::Recover { config, yes } => {
+            private_files();
+            disaster::recover(&config, yes)
+        }
         Cmd::Dev {
             nodes,
             dir,
@@ -118,8 +122,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The file creation mask of `agent run`.
+/// The file creation mask of the commands that write a data dir.
 const FILE_CREATION_MASK: libc::mode_t = 0o077;
+
+/// Every file this process makes in a data dir (running, restoring, recovering) is its
+/// owner's only (0600, directories 0700).
+fn private_files() {
+    // SAFETY: umask only sets the process's file creation mask; no threads yet.
+    unsafe { libc::umask(FILE_CREATION_MASK) };
+}
 
 /// How long `agent init` waits for the agent's answer (it asks its seeds first).
 const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -98,13 +98,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     start(config).await?.serve_http(shutdown_signal()).await
 }
 
+/// Creates `dir` if needed, owner only (0700): it holds the metadata, every partition
+/// copy, keys and secrets. `agent run` and `agent restore` both start from it.
+pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, Permissions::from_mode(DATA_DIR_MODE))
+        .with_context(|| format!("restricting data dir {}", dir.display()))
+}
+
 /// Starts everything but the HTTP API.
 pub async fn start(config: Config) -> anyhow::Result<RunningNode> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    // Owner only: it holds the metadata, every partition copy, keys and secrets.
-    std::fs::set_permissions(&config.data_dir, Permissions::from_mode(DATA_DIR_MODE))
-        .with_context(|| format!("restricting data dir {}", config.data_dir.display()))?;
+    prepare_data_dir(&config.data_dir)?;
     let clock = system_clock();
     let db = redb::Database::create(config.data_dir.join(META_FILE))
         .context("opening the metadata database")?;

@@ -292,10 +292,7 @@ fn a_drain_that_cannot_finish_is_refused_with_its_reason() {
     let client = cluster.client(1);
     // Every node registered first (a drain of one not registered yet is a 404).
     wait_healthy(&client, 3);
-    create_table(&client, &table_request(TABLE, 1000));
-    wait_for("table ACTIVE", || {
-        (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
-    });
+    create_active(&client, 1000);
     // Three nodes at replication factor 3: a drained node's replicas have nowhere to go.
     // Before: 202, and the node stayed DRAINING for good with no reason shown.
     for remove in [false, true] {
@@ -328,10 +325,7 @@ fn a_drain_is_cancelled_with_agentctl_and_the_node_takes_work_again() {
     let cluster = TestCluster::start(4, DRAIN_CANCEL_HTTP_BASE, no_scaler);
     let client = cluster.client(1);
     wait_healthy(&client, 4);
-    create_table(&client, &table_request(TABLE, 4000));
-    wait_for("table ACTIVE", || {
-        (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
-    });
+    create_active(&client, 4000);
     let agentctl = |args: &[&str]| {
         let out = cluster.agentctl(1, args);
         (
@@ -375,5 +369,13 @@ fn wait_healthy(client: &ApiClient, count: usize) {
         let nodes = client.nodes(&cluster_id).ok()?.nodes;
         (nodes.len() == count && nodes.iter().all(|n| n.status == NodeStatus::Healthy))
             .then_some(())
+    });
+}
+
+/// Creates `TABLE` with `write_units` and waits until it is ACTIVE.
+fn create_active(client: &ApiClient, write_units: u64) {
+    create_table(client, &table_request(TABLE, write_units));
+    wait_for("table ACTIVE", || {
+        (client.get_table(TABLE).ok()?.status == TableStatus::Active).then_some(())
     });
 }

@@ -25,7 +25,7 @@ pub fn restore(config_path: &Path, snapshot: &Path) -> anyhow::Result<()> {
         );
     }
     let summary = backup.summary(&bytes);
-    make_data_dir(&config)?;
+    agent::node::prepare_data_dir(&config.data_dir)?;
     let restored = offline::restore(
         &config.data_dir,
         config.node_id,
@@ -47,18 +47,6 @@ pub fn restore(config_path: &Path, snapshot: &Path) -> anyhow::Result<()> {
         config.node_id
     );
     Ok(())
-}
-
-/// The data dir, owner-only, as `agent run` makes it.
-fn make_data_dir(config: &Config) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
-    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("restricting {}", config.data_dir.display()))
 }
 
 /// `agent recover --config FILE [--yes]`.

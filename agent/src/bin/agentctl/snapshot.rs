@@ -1,9 +1,9 @@
 //! `agentctl snapshot save|status`: backups of the metadata (`shared::backup`).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use agent::api_client::ApiClient;
+use agent::durable::write_private;
 use anyhow::Context;
 use clap::Subcommand;
 use shared::api::format_millis;
@@ -17,7 +17,7 @@ pub enum SnapshotCmd {
     /// (tables, partitions, nodes, principals, policies, keys). Restore it with
     /// `agent restore --snapshot FILE`.
     Save {
-        /// File to write (written aside and renamed into place once complete).
+        /// File to write (0600; written aside and renamed into place once complete).
         file: PathBuf,
         /// Replace the file if it exists.
         #[arg(long)]
@@ -42,7 +42,7 @@ pub fn run(client: &ApiClient, json: bool, cmd: SnapshotCmd) -> anyhow::Result<(
             let bytes = client.snapshot()?;
             // What the agent sent is checked before it replaces anything.
             let backup = MetaBackup::decode(&bytes).context("the agent's backup")?;
-            write_durably(&file, &bytes)?;
+            write_private(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
             (backup.summary(&bytes), Some(file))
         }
         SnapshotCmd::Status { file } => {
@@ -84,25 +84,4 @@ fn summary_text(s: &BackupSummary) -> String {
         t.add_row(vec![field.to_string(), value]);
     }
     t.to_string()
-}
-
-/// Writes `bytes` next to `file`, syncs, renames into place and syncs the directory: a
-/// crash leaves the old file or the whole new one, never half of it.
-fn write_durably(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = file
-        .file_name()
-        .with_context(|| format!("{} is not a file name", file.display()))?;
-    let part = dir.join(format!(".{}.part", name.to_string_lossy()));
-    let write = || -> std::io::Result<()> {
-        let mut out = std::fs::File::create(&part)?;
-        out.write_all(bytes)?;
-        out.sync_all()?;
-        std::fs::rename(&part, file)?;
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    write().with_context(|| format!("writing {}", file.display()))
 }
